@@ -1,0 +1,23 @@
+#!/bin/sh
+# Install the Debian 12 packages ppxd needs, when any is missing.
+# Called by the Makefile when its pkg-config / flatc check fails.
+set -eu
+PKGS="build-essential pkg-config libzmq3-dev libflatbuffers-dev flatbuffers-compiler
+      libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+echo "install-deps: installing:$missing"
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: not root; run as root:  apt-get install -y$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing

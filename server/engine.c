@@ -1,0 +1,879 @@
+/* engine.c — the PPX engine event loop (see engine.h). */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+typedef enum sess_state {
+    S_BACKOFF = 0, /* waiting to (re)launch */
+    S_HANDSHAKE,   /* Handshake sent */
+    S_IDLE,        /* ready for a Run */
+    S_IN_TRACE,    /* Run or a result sent; waiting for the simulator's next statement */
+    S_ANSWER,      /* a Sample is waiting for this turn's policy batch */
+    S_DEAD         /* given up */
+} sess_state;
+
+typedef struct session {
+    size_t id;
+    sess_state state;
+    int launched;
+    pid_t pid;
+    char endpoint[160];
+    void *sock;
+    double deadline;
+    int failures;          /* consecutive */
+    unsigned generation;   /* launches so far, for fresh endpoints */
+    trace *t;
+    uint64_t index;
+    int awaiting_run_reply; /* only Run sent so far in this trace */
+    int run_resends;
+    int poisoned;
+    discard_reason poison_reason;
+    char poison_msg[320];
+    zmq_msg_t frame;
+    ppx_msg msg;
+    size_t pending_entry;  /* index of the Sample entry awaiting its answer */
+    dist pending_dist;
+    rng obs_rng;           /* draws of Observe values nobody supplied, per trace */
+} session;
+
+struct engine {
+    engine_config cfg;
+    void *ctx;
+    session *sess;
+    size_t n_sess;
+    ppx_encoder *enc;
+    engine_stats stats;
+    volatile int stop;
+    zmq_pollitem_t *items;
+    size_t *item_sess;
+    policy_request *reqs;
+    size_t *req_sess;
+    double *nan_buf;
+    size_t nan_cap;
+    char **warned_obs;     /* Observe names already warned about (no value given) */
+    size_t n_warned;
+};
+
+const char *discard_reason_name(discard_reason r)
+{
+    static const char *names[] = {"timeout", "exited", "garbage", "protocol", "invalid-params", "policy", "reset",
+                                  "rejected"};
+    return (unsigned)r < DISCARD_REASON_COUNT ? names[r] : "unknown";
+}
+
+void engine_config_defaults(engine_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->msg_timeout_ms = 10000;
+    c->start_timeout_ms = 30000;
+    c->backoff_min_ms = 100;
+    c->backoff_max_ms = 5000;
+    c->max_failures = 20;
+    c->limits = ppx_limits_default();
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void elog(const session *s, const char *fmt, const char *detail)
+{
+    if (s)
+        fprintf(stderr, "ppxd: simulator %zu (%s): %s%s%s\n", s->id, s->endpoint, fmt, detail ? ": " : "",
+                detail ? detail : "");
+    else
+        fprintf(stderr, "ppxd: %s%s%s\n", fmt, detail ? ": " : "", detail ? detail : "");
+}
+
+/* --- sockets and processes --------------------------------------------------- */
+
+static void close_socket(session *s)
+{
+    if (s->sock) {
+        zmq_close(s->sock);
+        s->sock = NULL;
+    }
+}
+
+static int send_msg(engine *e, session *s, const ppx_msg *m)
+{
+    size_t len;
+    ppx_error err;
+    const uint8_t *b = ppx_encode(e->enc, m, &len, &err);
+    if (!b) {
+        elog(s, "cannot encode reply", err.message);
+        return -1;
+    }
+    if (zmq_send(s->sock, b, len, ZMQ_DONTWAIT) < 0) {
+        elog(s, "send failed", zmq_strerror(errno));
+        return -1;
+    }
+    e->stats.messages++;
+    return 0;
+}
+
+static int send_type(engine *e, session *s, ppx_msg_type t)
+{
+    ppx_msg m;
+    ppx_msg_init(&m);
+    m.type = t;
+    return send_msg(e, s, &m);
+}
+
+static int open_socket(engine *e, session *s)
+{
+    close_socket(s);
+    s->sock = zmq_socket(e->ctx, ZMQ_REQ);
+    if (!s->sock) return -1;
+    int linger = 0;
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+    int64_t maxsz = (int64_t)e->cfg.limits.max_message_bytes;
+    zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz);
+    if (zmq_connect(s->sock, s->endpoint) < 0) {
+        elog(s, "cannot connect", zmq_strerror(errno));
+        close_socket(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* Replace "{endpoint}" in the template.  Caller frees. */
+static char *expand_cmd(const char *tmpl, const char *endpoint)
+{
+    size_t n = strlen(tmpl) + 1, el = strlen(endpoint);
+    for (const char *p = strstr(tmpl, "{endpoint}"); p; p = strstr(p + 10, "{endpoint}")) n += el;
+    char *out = malloc(n), *o = out;
+    if (!out) return NULL;
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{endpoint}", 10) == 0) {
+            memcpy(o, endpoint, el);
+            o += el;
+            p += 10;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static pid_t spawn_sim(const char *cmd)
+{
+    char *sh = NULL;
+    if (asprintf(&sh, "exec %s", cmd) < 0) return -1;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(sh);
+        return -1;
+    }
+    if (pid == 0) {
+        /* Die with ppxd: a simulator outliving its engine is a leak. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        int fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1); /* simulator stdout is not ppxd's; stderr stays for its errors */
+            close(fd);
+        }
+        execl("/bin/sh", "sh", "-c", sh, (char *)NULL);
+        _exit(127);
+    }
+    free(sh);
+    return pid;
+}
+
+static void kill_sim(session *s)
+{
+    if (s->launched && s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+    }
+    s->pid = 0;
+}
+
+/* Launch (or connect) and send Handshake. */
+static int start_session(engine *e, session *s)
+{
+    double now = now_s();
+    if (s->launched) {
+        snprintf(s->endpoint, sizeof s->endpoint, "ipc://@ppxd-%d-%zu-%u", (int)getpid(), s->id, s->generation++);
+        char *cmd = expand_cmd(e->cfg.sim_cmd, s->endpoint);
+        if (!cmd) return -1;
+        s->pid = spawn_sim(cmd);
+        free(cmd);
+        if (s->pid < 0) {
+            elog(s, "cannot start simulator", strerror(errno));
+            s->pid = 0;
+            return -1;
+        }
+    }
+    if (open_socket(e, s) < 0) return -1;
+    ppx_msg m;
+    ppx_msg_init(&m);
+    m.type = PPX_MSG_HANDSHAKE;
+    m.system_name = "ppxd";
+    if (send_msg(e, s, &m) < 0) return -1;
+    s->state = S_HANDSHAKE;
+    s->deadline = now + e->cfg.start_timeout_ms / 1000.0;
+    return 0;
+}
+
+static void end_trace(engine *e, policy *p, session *s)
+{
+    if (p) policy_end(p, s->id);
+    trace_reset(s->t);
+    s->poisoned = 0;
+    (void)e;
+}
+
+/* A fault: discard the trace in flight; restart (launched) or drop (connected). */
+static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *s, discard_reason why,
+                  const char *detail)
+{
+    elog(s, discard_reason_name(why), detail);
+    if (s->state == S_IN_TRACE || s->state == S_ANSWER) {
+        e->stats.discarded[why]++;
+        e->stats.discarded_total++;
+        end_trace(e, p, s);
+        if (ops) ops->discard(job, s->id, s->index, why);
+    }
+    close_socket(s);
+    kill_sim(s);
+    s->failures++;
+    if (!s->launched) {
+        s->state = S_DEAD;
+        e->stats.dropped++;
+        elog(s, "dropped (a connected simulator cannot resynchronise)", NULL);
+        return;
+    }
+    if (s->failures > e->cfg.max_failures) {
+        s->state = S_DEAD;
+        elog(s, "given up after repeated failures", NULL);
+        return;
+    }
+    double backoff = e->cfg.backoff_min_ms / 1000.0;
+    for (int i = 1; i < s->failures && backoff < e->cfg.backoff_max_ms / 1000.0; i++) backoff *= 2;
+    if (backoff > e->cfg.backoff_max_ms / 1000.0) backoff = e->cfg.backoff_max_ms / 1000.0;
+    s->state = S_BACKOFF;
+    s->deadline = now_s() + backoff;
+}
+
+/* --- construction ------------------------------------------------------------ */
+
+engine *engine_new(const engine_config *cfg)
+{
+    size_t n = cfg->n_connect + (cfg->sim_cmd ? cfg->n_launch : 0);
+    if (n == 0) {
+        elog(NULL, "no simulators: give --sim-cmd with -j N, or --connect ENDPOINT", NULL);
+        return NULL;
+    }
+    if (cfg->sim_cmd && !strstr(cfg->sim_cmd, "{endpoint}")) {
+        elog(NULL, "--sim-cmd must contain {endpoint} where the simulator's endpoint goes", cfg->sim_cmd);
+        return NULL;
+    }
+    engine *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->cfg = *cfg;
+    e->ctx = zmq_ctx_new();
+    e->enc = ppx_encoder_new();
+    e->sess = calloc(n, sizeof *e->sess);
+    e->items = calloc(n, sizeof *e->items);
+    e->item_sess = calloc(n, sizeof *e->item_sess);
+    e->reqs = calloc(n, sizeof *e->reqs);
+    e->req_sess = calloc(n, sizeof *e->req_sess);
+    if (!e->ctx || !e->enc || !e->sess || !e->items || !e->item_sess || !e->reqs || !e->req_sess) {
+        engine_destroy(&e);
+        return NULL;
+    }
+    /* Many simulators: raise libzmq's socket limit accordingly. */
+    zmq_ctx_set(e->ctx, ZMQ_MAX_SOCKETS, (int)(n + 64));
+    e->n_sess = n;
+    for (size_t i = 0; i < n; i++) {
+        session *s = &e->sess[i];
+        s->id = i;
+        zmq_msg_init(&s->frame);
+        ppx_msg_init(&s->msg);
+        s->t = trace_new();
+        if (!s->t) {
+            engine_destroy(&e);
+            return NULL;
+        }
+        if (i < cfg->n_connect) {
+            snprintf(s->endpoint, sizeof s->endpoint, "%s", cfg->connect[i]);
+        } else {
+            s->launched = 1;
+        }
+        if (start_session(e, s) < 0) {
+            /* Try again after back-off rather than failing the whole engine. */
+            s->failures = 1;
+            s->state = S_BACKOFF;
+            s->deadline = now_s() + cfg->backoff_min_ms / 1000.0;
+        }
+    }
+    return e;
+}
+
+void engine_destroy(engine **ep)
+{
+    if (!ep || !*ep) return;
+    engine *e = *ep;
+    for (size_t i = 0; e->sess && i < e->n_sess; i++) {
+        session *s = &e->sess[i];
+        close_socket(s);
+        kill_sim(s);
+        ppx_msg_clear(&s->msg);
+        zmq_msg_close(&s->frame);
+        trace_destroy(&s->t);
+    }
+    free(e->sess);
+    free(e->items);
+    free(e->item_sess);
+    free(e->reqs);
+    free(e->req_sess);
+    free(e->nan_buf);
+    for (size_t i = 0; i < e->n_warned; i++) free(e->warned_obs[i]);
+    free(e->warned_obs);
+    ppx_encoder_destroy(&e->enc);
+    if (e->ctx) zmq_ctx_term(e->ctx);
+    free(e);
+    *ep = NULL;
+}
+
+size_t engine_slots(const engine *e) { return e->n_sess; }
+const engine_stats *engine_get_stats(const engine *e) { return &e->stats; }
+void engine_request_stop(engine *e) { e->stop = 1; }
+
+void engine_print_stats(const engine *e, void *file)
+{
+    FILE *f = file;
+    const engine_stats *st = &e->stats;
+    fprintf(f, "traces done       %llu\n", (unsigned long long)st->traces_done);
+    fprintf(f, "traces discarded  %llu", (unsigned long long)st->discarded_total);
+    for (int r = 0; r < DISCARD_REASON_COUNT; r++)
+        if (st->discarded[r]) fprintf(f, "  %s=%llu", discard_reason_name(r), (unsigned long long)st->discarded[r]);
+    fprintf(f, "\nrestarts          %llu\n", (unsigned long long)st->restarts);
+    if (st->dropped) fprintf(f, "dropped           %llu\n", (unsigned long long)st->dropped);
+    if (st->resets) fprintf(f, "reset replies     %llu\n", (unsigned long long)st->resets);
+    fprintf(f, "messages          %llu (%.0f/s)\n", (unsigned long long)st->messages,
+            st->elapsed > 0 ? st->messages / st->elapsed : 0.0);
+    fprintf(f, "elapsed           %.3f s (engine CPU %.3f s, %.2f us/message)\n", st->elapsed, st->cpu,
+            st->messages ? st->cpu / st->messages * 1e6 : 0.0);
+}
+
+/* --- statements ---------------------------------------------------------------- */
+
+/* Build a dist from a wire distribution.  0, or -1 with why set. */
+static int wire_to_dist(const ppx_dist *w, dist *d, char *why, size_t why_len)
+{
+    if (w->type <= PPX_DIST_NONE || w->type >= PPX_DIST_TYPE_COUNT) {
+        snprintf(why, why_len, "no distribution");
+        return -1;
+    }
+    size_t k = 0;
+    if (w->type == PPX_DIST_CATEGORICAL) {
+        const ppx_tensor *t = &w->param[0];
+        k = t->ndim ? (size_t)t->shape[t->ndim - 1] : t->len;
+    }
+    if (dist_init(d, (dist_kind)w->type, w->param[0].data, w->param[0].len, w->param[1].data, w->param[1].len, k,
+                  why, why_len) < 0)
+        return -1;
+    return dist_validate(d, why, why_len);
+}
+
+static double *nan_values(engine *e, size_t n)
+{
+    if (n > e->nan_cap) {
+        double *p = realloc(e->nan_buf, n * sizeof *p);
+        if (!p) return NULL;
+        e->nan_buf = p;
+        e->nan_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) e->nan_buf[i] = NAN;
+    return e->nan_buf;
+}
+
+/* The shape of a value of d: that of the full-size parameter (Categorical:
+ * probs without its last dimension); scalar when n == 1. */
+static void value_shape(const ppx_dist *w, const dist *d, const int32_t **shape, size_t *ndim)
+{
+    *shape = NULL;
+    *ndim = 0;
+    if (d->n == 1) return;
+    if (d->kind == DIST_CATEGORICAL) {
+        *shape = w->param[0].shape;
+        *ndim = w->param[0].ndim ? w->param[0].ndim - 1 : 0;
+        return;
+    }
+    const ppx_tensor *t = w->param[0].len == d->n ? &w->param[0] : &w->param[1];
+    *shape = t->shape;
+    *ndim = t->ndim;
+}
+
+static void poison(session *s, discard_reason why, const char *msg)
+{
+    if (s->poisoned) return;
+    s->poisoned = 1;
+    s->poison_reason = why;
+    snprintf(s->poison_msg, sizeof s->poison_msg, "%s", msg);
+}
+
+/* Fill a trace entry's common fields from the message. */
+static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te)
+{
+    memset(te, 0, sizeof *te);
+    te->kind = kind;
+    te->base_address = m->address;
+    te->name = m->name;
+    te->dist = kind == TRACE_TAG ? DIST_NONE : (dist_kind)m->dist.type;
+    te->control = kind == TRACE_SAMPLE ? m->control : 1;
+    for (int i = 0; i < 2 && kind != TRACE_TAG; i++) {
+        te->param[i].data = (double *)m->dist.param[i].data;
+        te->param[i].len = m->dist.param[i].len;
+        te->param[i].shape = (int32_t *)m->dist.param[i].shape;
+        te->param[i].ndim = m->dist.param[i].ndim;
+    }
+}
+
+static const observation *find_obs(const engine *e, const char *name)
+{
+    for (size_t i = 0; name && *name && i < e->cfg.n_obs; i++)
+        if (strcmp(e->cfg.obs[i].name, name) == 0) return &e->cfg.obs[i];
+    return NULL;
+}
+
+static void warn_unobserved(engine *e, const char *name)
+{
+    for (size_t i = 0; i < e->n_warned; i++)
+        if (strcmp(e->warned_obs[i], name) == 0) return;
+    char **w = realloc(e->warned_obs, (e->n_warned + 1) * sizeof *w);
+    if (!w) return;
+    e->warned_obs = w;
+    e->warned_obs[e->n_warned++] = strdup(name);
+    if (e->cfg.n_obs)
+        fprintf(stderr, "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution\n",
+                name);
+}
+
+/* Observe: answered at once. */
+static int handle_observe(engine *e, session *s)
+{
+    const ppx_msg *m = &s->msg;
+    trace_entry te;
+    entry_from_msg(m, TRACE_OBSERVE, &te);
+    dist d;
+    char why[200] = "";
+    int has_dist = m->dist.type != PPX_DIST_NONE;
+    if (has_dist && wire_to_dist(&m->dist, &d, why, sizeof why) < 0) {
+        char msg[260];
+        snprintf(msg, sizeof msg, "Observe '%s' at %s: %s", m->name, m->address, why);
+        poison(s, DISCARD_INVALID_PARAMS, msg);
+        has_dist = 0;
+    }
+    const observation *o = find_obs(e, m->name);
+    double *drawn = NULL;
+    if (m->value.len > 0) {
+        te.value.data = (double *)m->value.data;
+        te.value.len = m->value.len;
+        te.value.shape = (int32_t *)m->value.shape;
+        te.value.ndim = m->value.ndim;
+    } else if (o) {
+        te.value.data = o->values;
+        te.value.len = o->n;
+        te.value.shape = NULL;
+        te.value.ndim = o->n == 1 ? 0 : 1;
+    } else if (has_dist && !s->poisoned) {
+        warn_unobserved(e, m->name);
+        drawn = nan_values(e, d.n);
+        if (drawn) {
+            dist_sample(&d, &s->obs_rng, drawn);
+            te.value.data = drawn;
+            te.value.len = d.n;
+            const int32_t *shape;
+            value_shape(&m->dist, &d, &shape, &te.value.ndim);
+            te.value.shape = (int32_t *)shape;
+        }
+    }
+    te.observed = 1;
+    if (has_dist && !s->poisoned) {
+        if (te.value.len != d.n) {
+            char msg[260];
+            snprintf(msg, sizeof msg, "Observe '%s': value has %zu elements, distribution %zu", m->name, te.value.len, d.n);
+            poison(s, DISCARD_INVALID_PARAMS, msg);
+        } else {
+            te.log_prob = dist_log_prob(&d, te.value.data);
+        }
+    }
+    if (!trace_append(s->t, &te)) poison(s, DISCARD_POLICY, "out of memory recording Observe");
+    return send_type(e, s, PPX_MSG_OBSERVE_RESULT);
+}
+
+static int handle_tag(engine *e, session *s)
+{
+    trace_entry te;
+    entry_from_msg(&s->msg, TRACE_TAG, &te);
+    te.value.data = (double *)s->msg.value.data;
+    te.value.len = s->msg.value.len;
+    te.value.shape = (int32_t *)s->msg.value.shape;
+    te.value.ndim = s->msg.value.ndim;
+    te.observed = 0;
+    if (!trace_append(s->t, &te)) poison(s, DISCARD_POLICY, "out of memory recording Tag");
+    return send_type(e, s, PPX_MSG_TAG_RESULT);
+}
+
+/* Sample: record the entry (value to come) and queue it for the batch.
+ * Returns 1 when queued, 0 when answered at once (poisoned), -1 on send error. */
+static int handle_sample(engine *e, session *s)
+{
+    const ppx_msg *m = &s->msg;
+    char why[200];
+    dist *d = &s->pending_dist;
+    int ok = !s->poisoned && wire_to_dist(&m->dist, d, why, sizeof why) == 0;
+    if (!ok && !s->poisoned) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "Sample '%s' at %s: %s", m->name, m->address, why);
+        poison(s, DISCARD_INVALID_PARAMS, msg);
+    }
+    if (!ok) {
+        /* Keep the simulator in lockstep with a NaN answer of a plausible
+         * size; the trace is discarded when it ends. */
+        size_t n = m->dist.param[0].len ? m->dist.param[0].len : 1;
+        if (m->dist.type == PPX_DIST_CATEGORICAL) n = 1;
+        double *v = nan_values(e, n);
+        ppx_msg r;
+        ppx_msg_init(&r);
+        r.type = PPX_MSG_SAMPLE_RESULT;
+        r.value.data = v;
+        r.value.len = v ? n : 0;
+        r.value.shape = NULL;
+        r.value.ndim = n == 1 ? 0 : 1;
+        int32_t shp[1] = {(int32_t)n};
+        if (n != 1) r.value.shape = shp;
+        return send_msg(e, s, &r) < 0 ? -1 : 0;
+    }
+    trace_entry te;
+    entry_from_msg(m, TRACE_SAMPLE, &te);
+    te.k = d->k;
+    double *v = nan_values(e, d->n);
+    if (!v) {
+        poison(s, DISCARD_POLICY, "out of memory");
+        return -1;
+    }
+    te.value.data = v;
+    te.value.len = d->n;
+    const int32_t *shape;
+    value_shape(&m->dist, d, &shape, &te.value.ndim);
+    te.value.shape = (int32_t *)shape;
+    /* The stored entry's params now live in the trace: point the pending
+     * dist at them, since the message buffer is released before answering. */
+    trace_entry *stored = trace_append(s->t, &te);
+    if (!stored) {
+        poison(s, DISCARD_POLICY, "out of memory recording Sample");
+        return -1;
+    }
+    d->p0 = stored->param[0].data;
+    d->p1 = stored->param[1].data;
+    s->pending_entry = s->t->n_entries - 1;
+    s->state = S_ANSWER;
+    return 1;
+}
+
+/* --- the loop ------------------------------------------------------------------ */
+
+static void complete_trace(engine *e, policy *p, const job_ops *ops, void *job, session *s)
+{
+    const ppx_tensor *r = &s->msg.value;
+    if (r->len && trace_array_copy(s->t, &s->t->result, r->data, r->len, r->shape, r->ndim) < 0)
+        poison(s, DISCARD_POLICY, "out of memory recording RunResult");
+    trace_finish(s->t);
+    s->t->id = s->index;
+    policy_end(p, s->id);
+    s->state = S_IDLE;
+    s->failures = 0;
+    if (s->poisoned) {
+        elog(s, discard_reason_name(s->poison_reason), s->poison_msg);
+        e->stats.discarded[s->poison_reason]++;
+        e->stats.discarded_total++;
+        ops->discard(job, s->id, s->index, s->poison_reason);
+    } else if (ops->complete(job, s->id, s->index, s->t) < 0) {
+        e->stats.discarded[DISCARD_REJECTED]++;
+        e->stats.discarded_total++;
+    } else {
+        e->stats.traces_done++;
+    }
+    trace_reset(s->t);
+    s->poisoned = 0;
+}
+
+/* Handle one received message of session s (already decoded into s->msg). */
+static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, session *s)
+{
+    ppx_msg_type t = s->msg.type;
+    double now = now_s();
+    if (s->state == S_HANDSHAKE) {
+        if (t != PPX_MSG_HANDSHAKE_RESULT) {
+            fault(e, p, ops, job, s, DISCARD_PROTOCOL, "expected HandshakeResult");
+            return;
+        }
+        s->state = S_IDLE;
+        return;
+    }
+    /* S_IN_TRACE */
+    int rc = 0;
+    switch (t) {
+    case PPX_MSG_RESET:
+        if (s->awaiting_run_reply && s->run_resends < 3) {
+            /* The simulator was idle and had not taken our Run: send it again. */
+            e->stats.resets++;
+            s->run_resends++;
+            rc = send_type(e, s, PPX_MSG_RUN);
+            break;
+        }
+        e->stats.discarded[DISCARD_RESET]++;
+        e->stats.discarded_total++;
+        elog(s, "Reset mid-trace: trace discarded", NULL);
+        end_trace(e, p, s);
+        ops->discard(job, s->id, s->index, DISCARD_RESET);
+        s->state = S_IDLE;
+        return;
+    case PPX_MSG_SAMPLE:
+        rc = handle_sample(e, s);
+        if (rc > 0) rc = 0;
+        break;
+    case PPX_MSG_OBSERVE:
+        rc = handle_observe(e, s);
+        break;
+    case PPX_MSG_TAG:
+        rc = handle_tag(e, s);
+        break;
+    case PPX_MSG_RUN_RESULT:
+        complete_trace(e, p, ops, job, s);
+        return;
+    default: {
+        char why[80];
+        snprintf(why, sizeof why, "unexpected %s mid-trace", ppx_msg_type_name(t));
+        fault(e, p, ops, job, s, DISCARD_PROTOCOL, why);
+        return;
+    }
+    }
+    s->awaiting_run_reply = 0;
+    if (rc < 0) {
+        fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not reply");
+        return;
+    }
+    s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
+}
+
+/* Answer every queued Sample with one policy call. */
+static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_sess; i++) {
+        session *s = &e->sess[i];
+        if (s->state != S_ANSWER) continue;
+        trace_entry *te = &s->t->entries[s->pending_entry];
+        policy_request *r = &e->reqs[n];
+        memset(r, 0, sizeof *r);
+        r->slot = s->id;
+        r->t = s->t;
+        r->address = te->address;
+        r->name = te->name;
+        r->d = &s->pending_dist;
+        r->control = te->control;
+        r->value = te->value.data;
+        r->flag = POLICY_INVALID;
+        snprintf(r->reason, sizeof r->reason, "policy gave no answer");
+        e->req_sess[n++] = i;
+    }
+    if (!n) return;
+    policy_answer(p, e->reqs, n);
+    double now = now_s();
+    for (size_t i = 0; i < n; i++) {
+        policy_request *r = &e->reqs[i];
+        session *s = &e->sess[e->req_sess[i]];
+        trace_entry *te = &s->t->entries[s->pending_entry];
+        if (r->flag != POLICY_ANSWERED) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "Sample '%s' at %s: %s", te->name, te->address, r->reason);
+            poison(s, DISCARD_POLICY, msg);
+        } else {
+            te->log_prob = dist_log_prob(r->d, te->value.data);
+            te->observed = r->observed;
+            if (!r->observed) s->t->log_proposal += r->log_q;
+        }
+        ppx_msg out;
+        ppx_msg_init(&out);
+        out.type = PPX_MSG_SAMPLE_RESULT;
+        out.value.data = te->value.data;
+        out.value.len = te->value.len;
+        out.value.shape = te->value.shape;
+        out.value.ndim = te->value.ndim;
+        s->state = S_IN_TRACE;
+        if (send_msg(e, s, &out) < 0) {
+            fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not send SampleResult");
+            continue;
+        }
+        s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
+    }
+}
+
+static void reap_children(engine *e, policy *p, const job_ops *ops, void *job)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (size_t i = 0; i < e->n_sess; i++) {
+            session *s = &e->sess[i];
+            if (s->launched && s->pid == pid) {
+                char why[64];
+                if (WIFSIGNALED(st))
+                    snprintf(why, sizeof why, "killed by signal %d", WTERMSIG(st));
+                else
+                    snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(st));
+                s->pid = 0; /* reaped */
+                fault(e, p, ops, job, s, DISCARD_EXITED, why);
+            }
+        }
+    }
+}
+
+static int any_in_trace(const engine *e)
+{
+    for (size_t i = 0; i < e->n_sess; i++)
+        if (e->sess[i].state == S_IN_TRACE || e->sess[i].state == S_ANSWER) return 1;
+    return 0;
+}
+
+int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
+{
+    double t0 = now_s(), c0 = cpu_s(), last_progress = t0;
+    uint64_t done0 = e->stats.traces_done;
+    int rc = 0;
+    for (;;) {
+        if (e->stop) {
+            elog(NULL, "stopped", NULL);
+            rc = -1;
+            break;
+        }
+        int job_done = ops->done(job);
+        /* Once the job is done, let traces in flight finish so that the
+         * simulators stay in lockstep and reusable (bounded by timeouts). */
+        if (job_done && !any_in_trace(e)) break;
+        double now = now_s();
+        size_t alive = 0;
+        for (size_t i = 0; i < e->n_sess; i++) {
+            session *s = &e->sess[i];
+            if (s->state != S_DEAD) alive++;
+            if (s->state == S_BACKOFF && now >= s->deadline) {
+                e->stats.restarts += s->generation > 0;
+                if (start_session(e, s) < 0) fault(e, p, ops, job, s, DISCARD_EXITED, "restart failed");
+            } else if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE) && now >= s->deadline) {
+                fault(e, p, ops, job, s, DISCARD_TIMEOUT,
+                      s->state == S_HANDSHAKE ? "no HandshakeResult in time" : "no reply in time");
+            } else if (s->state == S_IDLE && !job_done) {
+                uint64_t idx;
+                if (ops->next(job, s->id, &idx)) {
+                    s->index = idx;
+                    trace_reset(s->t);
+                    s->t->log_proposal = 0;
+                    s->poisoned = 0;
+                    /* Observe draws get their own stream family, apart from the policy's. */
+                    rng_seed(&s->obs_rng, e->cfg.seed ^ 0x6f62736572766564ull, idx);
+                    policy_begin(p, s->id, idx);
+                    if (send_type(e, s, PPX_MSG_RUN) < 0) {
+                        s->state = S_IN_TRACE;
+                        fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not send Run");
+                        continue;
+                    }
+                    s->state = S_IN_TRACE;
+                    s->awaiting_run_reply = 1;
+                    s->run_resends = 0;
+                    s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
+                }
+            }
+        }
+        if (alive == 0) {
+            elog(NULL, "no simulator left: job not finished", NULL);
+            rc = -1;
+            break;
+        }
+        /* Poll the sessions waiting for a reply. */
+        size_t ni = 0;
+        double next_deadline = now + 0.1;
+        for (size_t i = 0; i < e->n_sess; i++) {
+            session *s = &e->sess[i];
+            if (s->state == S_HANDSHAKE || s->state == S_IN_TRACE) {
+                e->items[ni].socket = s->sock;
+                e->items[ni].fd = 0;
+                e->items[ni].events = ZMQ_POLLIN;
+                e->items[ni].revents = 0;
+                e->item_sess[ni++] = i;
+            }
+            if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE || s->state == S_BACKOFF) &&
+                s->deadline < next_deadline)
+                next_deadline = s->deadline;
+        }
+        long timeout_ms = (long)((next_deadline - now) * 1000.0);
+        if (timeout_ms < 0) timeout_ms = 0;
+        int nready = zmq_poll(ni ? e->items : NULL, (int)ni, timeout_ms);
+        if (nready < 0 && errno != EINTR) {
+            elog(NULL, "zmq_poll failed", zmq_strerror(errno));
+            rc = -1;
+            break;
+        }
+        for (size_t k = 0; nready > 0 && k < ni; k++) {
+            if (!(e->items[k].revents & ZMQ_POLLIN)) continue;
+            session *s = &e->sess[e->item_sess[k]];
+            ppx_msg_clear(&s->msg);
+            zmq_msg_close(&s->frame);
+            zmq_msg_init(&s->frame);
+            if (zmq_msg_recv(&s->frame, s->sock, ZMQ_DONTWAIT) < 0) {
+                if (errno == EAGAIN) continue;
+                fault(e, p, ops, job, s, DISCARD_GARBAGE, zmq_strerror(errno));
+                continue;
+            }
+            e->stats.messages++;
+            ppx_error err;
+            if (ppx_decode(zmq_msg_data(&s->frame), zmq_msg_size(&s->frame), &e->cfg.limits, &s->msg, &err) !=
+                PPX_OK) {
+                fault(e, p, ops, job, s, DISCARD_GARBAGE, err.message);
+                continue;
+            }
+            handle_message(e, p, ops, job, s);
+        }
+        answer_batch(e, p, ops, job);
+        reap_children(e, p, ops, job);
+        if (e->cfg.progress && now_s() - last_progress >= 1.0) {
+            last_progress = now_s();
+            fprintf(stderr, "ppxd: %llu traces (%.0f/s), %llu discarded, %llu restarts\n",
+                    (unsigned long long)(e->stats.traces_done - done0),
+                    (e->stats.traces_done - done0) / (last_progress - t0),
+                    (unsigned long long)e->stats.discarded_total, (unsigned long long)e->stats.restarts);
+        }
+    }
+    e->stats.elapsed += now_s() - t0;
+    e->stats.cpu += cpu_s() - c0;
+    return rc;
+}

@@ -1,0 +1,120 @@
+/* engine.h — ppxd's PPX engine: one zmq_poll event loop driving many
+ * simulator sessions in lockstep.
+ *
+ * Sessions.  Each simulator is one session with its own REQ socket, an
+ * explicit state (below) and a deadline.  Simulators are either launched by
+ * the engine (a command template with "{endpoint}", run on fresh ipc
+ * endpoints, supervised and restarted with exponential back-off) or connected
+ * to at given endpoints (dropped on a fault: upstream simulators cannot
+ * resynchronise mid-trace).
+ *
+ *   BACKOFF --(time)--> HANDSHAKE --(HandshakeResult)--> IDLE
+ *   IDLE --(job gives a trace: Run)--> IN_TRACE
+ *   IN_TRACE --(Sample)--> ANSWER --(policy batch, SampleResult)--> IN_TRACE
+ *   IN_TRACE --(Observe/Tag: answered at once)--> IN_TRACE
+ *   IN_TRACE --(RunResult)--> IDLE (trace completed)
+ *   any --(timeout, exit, garbage, protocol error)--> fault:
+ *        trace discarded, launched: kill + BACKOFF; connected: DEAD
+ *   IN_TRACE --(Reset in reply to Run)--> Run sent again
+ *   IN_TRACE --(Reset mid-trace)--> trace discarded, IDLE
+ *
+ * Invalid distribution parameters poison the trace: the draw is answered
+ * with NaN so the simulator stays in lockstep, and the trace is discarded
+ * (reason counted) when it ends.
+ *
+ * Jobs decide which traces to run and consume the completed ones; policies
+ * (policy.h) answer the draws.  Ownership: the engine owns sessions, sockets,
+ * child processes and the in-flight traces; completed traces are lent to the
+ * job's complete() callback only for the duration of the call.
+ */
+#ifndef PPX_ENGINE_H
+#define PPX_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "policy.h"
+#include "ppx.h"
+#include "trace.h"
+
+typedef enum discard_reason {
+    DISCARD_TIMEOUT = 0,     /* no reply within the per-message timeout */
+    DISCARD_EXITED,          /* simulator process died */
+    DISCARD_GARBAGE,         /* undecodable message */
+    DISCARD_PROTOCOL,        /* unexpected message type */
+    DISCARD_INVALID_PARAMS,  /* NaN / negative scale / empty Categorical ... */
+    DISCARD_POLICY,          /* the policy could not answer */
+    DISCARD_RESET,           /* simulator replied Reset mid-trace */
+    DISCARD_REJECTED,        /* the job rejected the finished trace (e.g. replay diverged) */
+    DISCARD_REASON_COUNT
+} discard_reason;
+
+const char *discard_reason_name(discard_reason r);
+
+typedef struct engine_stats {
+    uint64_t traces_done;
+    uint64_t discarded[DISCARD_REASON_COUNT];
+    uint64_t discarded_total;
+    uint64_t restarts;       /* simulator processes restarted */
+    uint64_t dropped;        /* connected simulators given up */
+    uint64_t messages;       /* PPX messages sent + received */
+    uint64_t resets;         /* Reset replies to Run (Run re-sent) */
+    double elapsed;          /* seconds in engine_run */
+    double cpu;              /* engine process CPU seconds in engine_run */
+} engine_stats;
+
+typedef struct observation {
+    char *name;
+    double *values;
+    size_t n;
+} observation;
+
+typedef struct engine_config {
+    const char *sim_cmd;          /* launch template containing {endpoint}, or NULL */
+    size_t n_launch;              /* number of simulators to launch (-j) */
+    const char *const *connect;   /* endpoints of running simulators */
+    size_t n_connect;
+    int msg_timeout_ms;           /* per message; default 10000 */
+    int start_timeout_ms;         /* launch to HandshakeResult; default 30000 */
+    int backoff_min_ms;           /* default 100 */
+    int backoff_max_ms;           /* default 5000 */
+    int max_failures;             /* consecutive failures before a simulator is given up; default 20 */
+    const observation *obs;       /* values for Observe statements, by name */
+    size_t n_obs;
+    int progress;                 /* print progress to stderr once a second */
+    uint64_t seed;                /* for Observe values drawn by the engine */
+    ppx_limits limits;
+} engine_config;
+
+void engine_config_defaults(engine_config *c);
+
+typedef struct job_ops {
+    /* A session is free: return 1 with *index set to start trace `index`, 0 to leave it idle for now. */
+    int (*next)(void *job, size_t slot, uint64_t *index);
+    /* Trace `index` finished on `slot` (weights computed).  Return 0 to
+     * accept it, or -1 to reject it (counted as DISCARD_REJECTED; the job
+     * re-issues the index itself if it wants it). */
+    int (*complete)(void *job, size_t slot, uint64_t index, trace *t);
+    /* Trace `index` was discarded (the job should re-issue it). */
+    void (*discard)(void *job, size_t slot, uint64_t index, discard_reason why);
+    /* 1 when nothing more is needed. */
+    int (*done)(void *job);
+} job_ops;
+
+typedef struct engine engine;
+
+/* Start or connect the simulators.  NULL on failure (reason on stderr). */
+engine *engine_new(const engine_config *cfg);
+void engine_destroy(engine **e);
+/* Number of sessions (= policy slots). */
+size_t engine_slots(const engine *e);
+
+/* Run until job->done() or no simulator is left.  Returns 0 when the job
+ * finished, -1 otherwise (reason on stderr).  Stats accumulate over calls. */
+int engine_run(engine *e, policy *p, const job_ops *ops, void *job);
+const engine_stats *engine_get_stats(const engine *e);
+/* Print the counters (one block) to f. */
+void engine_print_stats(const engine *e, void *file);
+/* Stop (SIGINT/SIGTERM): engine_run returns -1 at its next turn. */
+void engine_request_stop(engine *e);
+
+#endif

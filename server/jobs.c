@@ -1,0 +1,401 @@
+/* jobs.c — ordered, importance-sampling and LMH jobs (see jobs.h). */
+#include "jobs.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- ordered job ------------------------------------------------------------- */
+
+int ordered_job_init(ordered_job *j, uint64_t n, size_t window, commit_fn commit, void *ctx)
+{
+    memset(j, 0, sizeof *j);
+    j->n = n;
+    j->window = window ? window : 64;
+    j->commit = commit;
+    j->ctx = ctx;
+    j->ring = calloc(j->window, sizeof *j->ring);
+    j->ready = calloc(j->window, 1);
+    if (!j->ring || !j->ready) {
+        ordered_job_free(j);
+        return -1;
+    }
+    return 0;
+}
+
+void ordered_job_free(ordered_job *j)
+{
+    for (size_t i = 0; j->ring && i < j->window; i++) trace_destroy(&j->ring[i]);
+    free(j->ring);
+    free(j->ready);
+    free(j->retry);
+    memset(j, 0, sizeof *j);
+}
+
+static int oj_next(void *job, size_t slot, uint64_t *index)
+{
+    (void)slot;
+    ordered_job *j = job;
+    if (j->failed) return 0;
+    if (j->n_retry) {
+        /* Lowest retry first: it is what the commit order waits for. */
+        size_t best = 0;
+        for (size_t i = 1; i < j->n_retry; i++)
+            if (j->retry[i] < j->retry[best]) best = i;
+        *index = j->retry[best];
+        j->retry[best] = j->retry[--j->n_retry];
+        return 1;
+    }
+    if (j->next_new < j->n && j->next_new < j->next_commit + j->window) {
+        *index = j->next_new++;
+        return 1;
+    }
+    return 0;
+}
+
+static int oj_complete(void *job, size_t slot, uint64_t index, trace *t)
+{
+    (void)slot;
+    ordered_job *j = job;
+    if (index < j->next_commit || index >= j->n || j->failed) return 0; /* late duplicate */
+    size_t k = index % j->window;
+    if (!j->ring[k] && !(j->ring[k] = trace_new())) {
+        j->failed = 1;
+        return -1;
+    }
+    if (trace_copy(j->ring[k], t) < 0) {
+        j->failed = 1;
+        return -1;
+    }
+    j->ready[k] = 1;
+    while (j->next_commit < j->n && j->ready[j->next_commit % j->window]) {
+        size_t c = j->next_commit % j->window;
+        if (j->commit && j->commit(j->ctx, j->next_commit, j->ring[c]) < 0) {
+            j->failed = 1;
+            return 0;
+        }
+        j->ready[c] = 0;
+        trace_reset(j->ring[c]);
+        j->next_commit++;
+    }
+    return 0;
+}
+
+static void oj_discard(void *job, size_t slot, uint64_t index, discard_reason why)
+{
+    (void)slot;
+    (void)why;
+    ordered_job *j = job;
+    if (j->n_retry == j->cap_retry) {
+        size_t cap = j->cap_retry ? 2 * j->cap_retry : 16;
+        uint64_t *p = realloc(j->retry, cap * sizeof *p);
+        if (!p) {
+            j->failed = 1;
+            return;
+        }
+        j->retry = p;
+        j->cap_retry = cap;
+    }
+    j->retry[j->n_retry++] = index;
+}
+
+static int oj_done(void *job)
+{
+    ordered_job *j = job;
+    return j->failed || j->next_commit >= j->n;
+}
+
+const job_ops ordered_job_ops = {oj_next, oj_complete, oj_discard, oj_done};
+
+/* --- importance-sampling results ----------------------------------------------- */
+
+int is_result_init(is_result *r, const char *const *names, size_t n_names)
+{
+    memset(r, 0, sizeof *r);
+    r->auto_names = n_names == 0;
+    if (n_names) {
+        r->names = calloc(n_names, sizeof *r->names);
+        r->widths = calloc(n_names, sizeof *r->widths);
+        if (!r->names || !r->widths) return -1;
+        for (size_t i = 0; i < n_names; i++)
+            if (!(r->names[i] = strdup(names[i]))) return -1;
+        r->n_names = n_names;
+    }
+    return 0;
+}
+
+void is_result_free(is_result *r)
+{
+    for (size_t i = 0; i < r->n_names; i++) free(r->names[i]);
+    free(r->names);
+    free(r->widths);
+    free(r->lw);
+    free(r->vals);
+    memset(r, 0, sizeof *r);
+}
+
+/* Fix the columns from the first trace: given names' widths, or (auto) every
+ * named, unobserved Sample in order of first appearance. */
+static int is_result_columns(is_result *r, const trace *t)
+{
+    if (r->auto_names) {
+        for (size_t i = 0; i < t->n_entries; i++) {
+            const trace_entry *e = &t->entries[i];
+            if (e->kind != TRACE_SAMPLE || e->observed || !e->name[0]) continue;
+            int dup = 0;
+            for (size_t k = 0; k < r->n_names && !dup; k++) dup = strcmp(r->names[k], e->name) == 0;
+            if (dup) continue;
+            char **nn = realloc(r->names, (r->n_names + 1) * sizeof *nn);
+            size_t *nw = realloc(r->widths, (r->n_names + 1) * sizeof *nw);
+            if (nn) r->names = nn;
+            if (nw) r->widths = nw;
+            if (!nn || !nw || !(r->names[r->n_names] = strdup(e->name))) return -1;
+            r->widths[r->n_names++] = e->value.len;
+        }
+        r->auto_names = 0;
+    } else {
+        for (size_t k = 0; k < r->n_names; k++) {
+            const trace_entry *e = trace_find_name(t, r->names[k]);
+            if (!e) {
+                fprintf(stderr, "ppxd: no value named '%s' in the first trace\n", r->names[k]);
+                return -1;
+            }
+            r->widths[k] = e->value.len ? e->value.len : 1;
+        }
+    }
+    r->n_cols = 0;
+    for (size_t k = 0; k < r->n_names; k++) r->n_cols += r->widths[k];
+    return 0;
+}
+
+int is_result_commit(void *ctx, uint64_t index, const trace *t)
+{
+    is_result *r = ctx;
+    (void)index;
+    if (r->n == 0 && r->n_cols == 0 && is_result_columns(r, t) < 0) return -1;
+    if (r->n == r->cap) {
+        uint64_t cap = r->cap ? 2 * r->cap : 1024;
+        double *lw = realloc(r->lw, cap * sizeof *lw);
+        if (lw) r->lw = lw;
+        double *v = realloc(r->vals, cap * (r->n_cols ? r->n_cols : 1) * sizeof *v);
+        if (v) r->vals = v;
+        if (!lw || !v) return -1;
+        r->cap = cap;
+    }
+    r->lw[r->n] = t->log_weight;
+    double *row = r->vals + r->n * r->n_cols;
+    size_t c = 0;
+    for (size_t k = 0; k < r->n_names; k++) {
+        const trace_entry *e = trace_find_name(t, r->names[k]);
+        for (size_t i = 0; i < r->widths[k]; i++)
+            row[c + i] = e && e->value.len == r->widths[k] ? e->value.data[i] : NAN;
+        c += r->widths[k];
+    }
+    r->n++;
+    return 0;
+}
+
+void is_result_col_name(const is_result *r, size_t j, char *buf, size_t len)
+{
+    for (size_t k = 0; k < r->n_names; k++) {
+        if (j < r->widths[k]) {
+            if (r->widths[k] == 1)
+                snprintf(buf, len, "%s", r->names[k]);
+            else
+                snprintf(buf, len, "%s[%zu]", r->names[k], j);
+            return;
+        }
+        j -= r->widths[k];
+    }
+    snprintf(buf, len, "?");
+}
+
+/* --- LMH ---------------------------------------------------------------------- */
+
+static double joint_of(const trace *t) { return t->log_prior + t->log_likelihood; }
+
+/* Sampled, unobserved, controlled entries: the sites LMH may redraw. */
+static int is_site(const trace_entry *e) { return e->kind == TRACE_SAMPLE && !e->observed && e->control; }
+
+static size_t count_sites(const trace *t)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_entries; i++) n += is_site(&t->entries[i]);
+    return n;
+}
+
+int lmh_job_init(lmh_job *j, size_t n_chains, uint64_t steps, uint64_t burn_in, policy *replay,
+                 const char *const *names, size_t n_names, uint64_t seed)
+{
+    memset(j, 0, sizeof *j);
+    j->n_chains = n_chains;
+    j->steps = steps;
+    j->burn_in = burn_in;
+    j->replay = replay;
+    j->seed = seed;
+    j->chains = calloc(n_chains, sizeof *j->chains);
+    j->per_chain = calloc(n_chains, sizeof *j->per_chain);
+    if (!j->chains || !j->per_chain) return -1;
+    for (size_t c = 0; c < n_chains; c++) {
+        if (!(j->chains[c].cur = trace_new())) return -1;
+        rng_seed(&j->chains[c].r, seed ^ 0x6c6d68ull, c);
+        if (is_result_init(&j->per_chain[c], names, n_names) < 0) return -1;
+    }
+    return 0;
+}
+
+void lmh_job_free(lmh_job *j)
+{
+    for (size_t c = 0; j->chains && c < j->n_chains; c++) {
+        trace_destroy(&j->chains[c].cur);
+        free(j->chains[c].site);
+        if (j->per_chain) is_result_free(&j->per_chain[c]);
+    }
+    free(j->chains);
+    free(j->per_chain);
+    memset(j, 0, sizeof *j);
+}
+
+static int lmh_next(void *job, size_t slot, uint64_t *index)
+{
+    lmh_job *j = job;
+    if (j->failed) return 0;
+    for (size_t c = 0; c < j->n_chains; c++) {
+        lmh_chain *ch = &j->chains[c];
+        if (ch->running || ch->iter >= j->steps) continue;
+        if (!ch->site && ch->has_cur) {
+            /* Choose the site to redraw, uniformly among the current trace's. */
+            size_t n = count_sites(ch->cur);
+            if (n) {
+                size_t pick = (size_t)rng_below(&ch->r, n), k = 0;
+                for (size_t i = 0; i < ch->cur->n_entries; i++) {
+                    if (!is_site(&ch->cur->entries[i])) continue;
+                    if (k++ == pick) {
+                        ch->site = strdup(ch->cur->entries[i].address);
+                        break;
+                    }
+                }
+            }
+        }
+        ch->running = 1;
+        ch->slot = slot;
+        policy_replay_set(j->replay, slot, ch->has_cur ? ch->cur : NULL);
+        policy_replay_set_resample(j->replay, slot, ch->site);
+        /* A distinct RNG stream per (chain, step): retries repeat the step exactly. */
+        *index = ((uint64_t)c << 40) | ch->iter;
+        return 1;
+    }
+    return 0;
+}
+
+static lmh_chain *chain_of(lmh_job *j, uint64_t index) { return &j->chains[index >> 40]; }
+
+/* log acceptance of moving from `old` to `new` having redrawn `site`. */
+static double lmh_log_accept(const trace *old, const trace *nw, const char *site)
+{
+    double fresh = 0, stale = 0;
+    for (size_t i = 0; i < nw->n_entries; i++) {
+        const trace_entry *e = &nw->entries[i];
+        if (!is_site(e)) continue;
+        const trace_entry *o = trace_find_address(old, e->address);
+        if (!o || (site && strcmp(site, e->address) == 0) || o->dist != e->dist) fresh += e->log_prob;
+    }
+    for (size_t i = 0; i < old->n_entries; i++) {
+        const trace_entry *e = &old->entries[i];
+        if (!is_site(e)) continue;
+        const trace_entry *o = trace_find_address(nw, e->address);
+        if (!o || (site && strcmp(site, e->address) == 0) || o->dist != e->dist) stale += e->log_prob;
+    }
+    double n_old = (double)count_sites(old), n_new = (double)count_sites(nw);
+    if (n_new == 0) n_new = 1;
+    if (n_old == 0) n_old = 1;
+    return joint_of(nw) - joint_of(old) + log(n_old) - log(n_new) + stale - fresh;
+}
+
+static int lmh_complete(void *job, size_t slot, uint64_t index, trace *t)
+{
+    (void)slot;
+    lmh_job *j = job;
+    lmh_chain *ch = chain_of(j, index);
+    if (!ch->running || (index & ((1ull << 40) - 1)) != ch->iter) return 0;
+    ch->running = 0;
+    double jn = joint_of(t);
+    int accept;
+    if (!ch->has_cur) {
+        accept = isfinite(jn); /* initialise from the prior; retry until it has positive density */
+        if (!accept) return 0;
+    } else {
+        double la = isfinite(jn) ? lmh_log_accept(ch->cur, t, ch->site) : -INFINITY;
+        accept = la >= 0 || log(rng_uniform_pos(&ch->r)) < la;
+    }
+    if (accept) {
+        if (trace_copy(ch->cur, t) < 0) {
+            j->failed = 1;
+            return -1;
+        }
+        ch->cur_joint = jn;
+        if (ch->has_cur) ch->accepted++;
+        ch->has_cur = 1;
+    }
+    free(ch->site);
+    ch->site = NULL;
+    ch->iter++;
+    if (ch->iter > j->burn_in) {
+        size_t c = (size_t)(ch - j->chains);
+        double saved = ch->cur->log_weight;
+        ch->cur->log_weight = 0; /* MCMC samples are equally weighted */
+        int rc = is_result_commit(&j->per_chain[c], ch->iter, ch->cur);
+        ch->cur->log_weight = saved;
+        if (rc < 0) j->failed = 1;
+    }
+    return 0;
+}
+
+static void lmh_discard(void *job, size_t slot, uint64_t index, discard_reason why)
+{
+    (void)slot;
+    (void)why;
+    lmh_job *j = job;
+    lmh_chain *ch = chain_of(j, index);
+    ch->running = 0; /* the same step (same site, same RNG stream) runs again */
+}
+
+static int lmh_done(void *job)
+{
+    lmh_job *j = job;
+    if (j->failed) return 1;
+    for (size_t c = 0; c < j->n_chains; c++)
+        if (j->chains[c].iter < j->steps) return 0;
+    return 1;
+}
+
+const job_ops lmh_job_ops = {lmh_next, lmh_complete, lmh_discard, lmh_done};
+
+int lmh_job_collect(lmh_job *j, is_result *out)
+{
+    for (size_t c = 0; c < j->n_chains; c++) {
+        is_result *pc = &j->per_chain[c];
+        if (out->n_cols == 0 && pc->n_cols) {
+            /* Adopt the chain's columns. */
+            is_result_free(out);
+            if (is_result_init(out, (const char *const *)pc->names, pc->n_names) < 0) return -1;
+            memcpy(out->widths, pc->widths, pc->n_names * sizeof *pc->widths);
+            out->n_cols = pc->n_cols;
+        }
+        if (pc->n_cols != out->n_cols) return -1;
+        uint64_t need = out->n + pc->n;
+        if (need > out->cap) {
+            double *lw = realloc(out->lw, need * sizeof *lw);
+            if (lw) out->lw = lw;
+            double *v = realloc(out->vals, need * (out->n_cols ? out->n_cols : 1) * sizeof *v);
+            if (v) out->vals = v;
+            if (!lw || !v) return -1;
+            out->cap = need;
+        }
+        memcpy(out->lw + out->n, pc->lw, pc->n * sizeof *pc->lw);
+        memcpy(out->vals + out->n * out->n_cols, pc->vals, pc->n * pc->n_cols * sizeof *pc->vals);
+        out->n = need;
+    }
+    return 0;
+}

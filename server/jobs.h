@@ -1,0 +1,95 @@
+/* jobs.h — ppxd's inference jobs on top of the engine.
+ *
+ * ordered_job: traces 0..n-1, each with its own RNG stream, committed to a
+ * consumer strictly in index order (so files and results are identical for a
+ * given seed whatever the scheduling).  Memory stays bounded by the work in
+ * flight: no index beyond next_commit + window is started, and only the
+ * window's traces are held.
+ *
+ * lmh_job: lightweight Metropolis–Hastings (Wingate et al. 2011), one chain
+ * per simulator slot: each step redraws one sampled address from the prior
+ * and replays the rest of the current trace by address; acceptance uses the
+ * joint densities and the fresh/stale terms.  Chains depend only on (seed,
+ * chain number), so results are reproducible for a given number of
+ * simulators.
+ */
+#ifndef PPX_JOBS_H
+#define PPX_JOBS_H
+
+#include <stdint.h>
+#include "engine.h"
+#include "trace.h"
+
+typedef int (*commit_fn)(void *ctx, uint64_t index, const trace *t);
+
+typedef struct ordered_job {
+    uint64_t n;
+    uint64_t next_new;
+    uint64_t next_commit;
+    uint64_t *retry;
+    size_t n_retry, cap_retry;
+    size_t window;
+    trace **ring;
+    uint8_t *ready;
+    commit_fn commit;
+    void *ctx;
+    int failed;          /* commit returned -1 */
+} ordered_job;
+
+extern const job_ops ordered_job_ops;
+int ordered_job_init(ordered_job *j, uint64_t n, size_t window, commit_fn commit, void *ctx);
+void ordered_job_free(ordered_job *j);
+
+/* Importance-sampling accumulator: per trace the log-weight and the values
+ * of the latent names (NaN where a trace lacks one). */
+typedef struct is_result {
+    char **names;        /* latent column names */
+    size_t n_names;
+    size_t *widths;      /* values per name */
+    size_t n_cols;       /* sum of widths */
+    double *lw;          /* [n] log-weights */
+    double *vals;        /* [n x n_cols] */
+    uint64_t n, cap;
+    int auto_names;      /* names taken from the first trace */
+} is_result;
+
+int is_result_init(is_result *r, const char *const *names, size_t n_names);
+void is_result_free(is_result *r);
+/* commit_fn for ordered_job: records weight and latents (and nothing else). */
+int is_result_commit(void *r, uint64_t index, const trace *t);
+/* Column j's label ("mu", "x[2]"); buf of len bytes. */
+void is_result_col_name(const is_result *r, size_t j, char *buf, size_t len);
+
+typedef struct lmh_chain {
+    trace *cur;
+    double cur_joint;
+    int has_cur;
+    uint64_t iter;       /* completed steps (accepted or not) */
+    uint64_t accepted;
+    rng r;               /* site choice and acceptance */
+    char *site;          /* address being redrawn in the step in flight */
+    int running;
+    size_t slot;
+} lmh_chain;
+
+typedef struct lmh_job {
+    lmh_chain *chains;
+    size_t n_chains;
+    uint64_t steps;      /* per chain, including burn-in */
+    uint64_t burn_in;    /* per chain */
+    policy *replay;      /* the replay policy driving the steps */
+    is_result *out;      /* samples (log-weight 0) appended after burn-in, chain by chain at the end */
+    is_result *per_chain;
+    uint64_t seed;
+    int failed;
+} lmh_job;
+
+extern const job_ops lmh_job_ops;
+int lmh_job_init(lmh_job *j, size_t n_chains, uint64_t steps, uint64_t burn_in, policy *replay,
+                 const char *const *names, size_t n_names, uint64_t seed);
+/* Concatenate the chains' samples into out (initialised by the caller with
+ * is_result_init). 0 or -1. */
+int lmh_job_collect(lmh_job *j, is_result *out);
+void lmh_job_free(lmh_job *j);
+
+#endif

@@ -1,0 +1,183 @@
+/* testkit.c — see testkit.h. */
+#include "testkit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+char *tk_build_path(const char *rel)
+{
+    const char *b = getenv("PPXD_BUILD");
+    if (!b || !*b) b = "build";
+    size_t n = strlen(b) + strlen(rel) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", b, rel);
+    return p;
+}
+
+void tk_endpoint(char *buf, size_t len, const char *tag)
+{
+    /* Criterion runs tests in forked processes: pid + time + counter keeps
+     * concurrent tests apart. */
+    static unsigned counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, len, "ipc://@ppxd-test-%d-%s-%ld-%u", (int)getpid(), tag, (long)(ts.tv_nsec / 1000), counter++);
+}
+
+int tk_free_tcp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+pid_t tk_spawn(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (!getenv("PPXD_TEST_VERBOSE")) {
+            int fd = open("/dev/null", O_WRONLY);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+double tk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int tk_wait(pid_t pid, int timeout_ms)
+{
+    double end = tk_now() + timeout_ms / 1000.0;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return status;
+        if (r < 0) return -1;
+        if (tk_now() > end) return -1;
+        usleep(2000);
+    }
+}
+
+int tk_stop(pid_t pid, int grace_ms)
+{
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int st = tk_wait(pid, grace_ms);
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    return st;
+}
+
+int tk_engine_open(tk_engine *e, const char *endpoint, int timeout_ms)
+{
+    memset(e, 0, sizeof *e);
+    ppx_msg_init(&e->msg);
+    e->ctx = zmq_ctx_new();
+    e->sock = e->ctx ? zmq_socket(e->ctx, ZMQ_REQ) : NULL;
+    e->enc = ppx_encoder_new();
+    e->frame_ = malloc(sizeof(zmq_msg_t));
+    if (!e->sock || !e->enc || !e->frame_) return -1;
+    zmq_msg_init((zmq_msg_t *)e->frame_);
+    int linger = 0;
+    zmq_setsockopt(e->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(e->sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+    zmq_setsockopt(e->sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
+    return zmq_connect(e->sock, endpoint);
+}
+
+void tk_engine_close(tk_engine *e)
+{
+    ppx_msg_clear(&e->msg);
+    if (e->frame_) {
+        zmq_msg_close((zmq_msg_t *)e->frame_);
+        free(e->frame_);
+    }
+    if (e->sock) zmq_close(e->sock);
+    if (e->ctx) zmq_ctx_term(e->ctx);
+    ppx_encoder_destroy(&e->enc);
+    memset(e, 0, sizeof *e);
+}
+
+static int engine_recv(tk_engine *e)
+{
+    zmq_msg_t *f = (zmq_msg_t *)e->frame_;
+    ppx_msg_clear(&e->msg);
+    zmq_msg_close(f);
+    zmq_msg_init(f);
+    if (zmq_msg_recv(f, e->sock, 0) < 0) return -1;
+    ppx_error err;
+    if (ppx_decode(zmq_msg_data(f), zmq_msg_size(f), NULL, &e->msg, &err) != PPX_OK) {
+        fprintf(stderr, "tk_engine: undecodable reply: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+int tk_engine_call_raw(tk_engine *e, const void *bytes, size_t len)
+{
+    if (zmq_send(e->sock, bytes, len, 0) < 0) return -1;
+    return engine_recv(e);
+}
+
+int tk_engine_call(tk_engine *e, const ppx_msg *m)
+{
+    size_t len;
+    ppx_error err;
+    const uint8_t *b = ppx_encode(e->enc, m, &len, &err);
+    if (!b) return -1;
+    return tk_engine_call_raw(e, b, len);
+}
+
+int tk_engine_call_type(tk_engine *e, ppx_msg_type t)
+{
+    ppx_msg m;
+    ppx_msg_init(&m);
+    m.type = t;
+    return tk_engine_call(e, &m);
+}
+
+int tk_engine_reply_values(tk_engine *e, const double *x, size_t n)
+{
+    ppx_msg m;
+    int32_t shape[1] = {(int32_t)n};
+    ppx_msg_init(&m);
+    m.type = PPX_MSG_SAMPLE_RESULT;
+    m.value.data = x;
+    m.value.len = n;
+    m.value.shape = n == 1 ? NULL : shape;
+    m.value.ndim = n == 1 ? 0 : 1;
+    return tk_engine_call(e, &m);
+}

@@ -1,0 +1,51 @@
+/* testkit.h — helpers shared by the integration tests and benchmarks:
+ * starting and stopping child processes, unique endpoints, and a minimal
+ * PPX engine (a REQ socket with a receive timeout) to drive simulators. */
+#ifndef PPX_TESTKIT_H
+#define PPX_TESTKIT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include "ppx.h"
+
+/* Absolute path of a built artefact: $PPXD_BUILD/<rel> (PPXD_BUILD is set by
+ * the Makefile; defaults to "build").  Returns a static-free malloc'd string. */
+char *tk_build_path(const char *rel);
+/* A unique abstract-namespace ipc endpoint "ipc://@ppxd-test-<pid>-<tag>-<n>". */
+void tk_endpoint(char *buf, size_t len, const char *tag);
+/* A free tcp port on 127.0.0.1 (bind to port 0 and read it back). */
+int tk_free_tcp_port(void);
+
+/* fork + execv(argv[0], argv); stdout/stderr to /dev/null unless verbose
+ * (env PPXD_TEST_VERBOSE).  Returns the pid or -1. */
+pid_t tk_spawn(char *const argv[]);
+/* SIGTERM (then SIGKILL after grace_ms) and reap.  Returns the wait status. */
+int tk_stop(pid_t pid, int grace_ms);
+/* Wait up to timeout_ms for the child to exit; returns the wait status or -1 on timeout. */
+int tk_wait(pid_t pid, int timeout_ms);
+
+/* A minimal engine: one REQ socket connected to a simulator. */
+typedef struct tk_engine {
+    void *ctx;
+    void *sock;
+    ppx_encoder *enc;
+    ppx_msg msg;        /* last received message */
+    void *frame_;       /* zmq_msg_t of the last received message */
+} tk_engine;
+
+/* Connect with the given receive timeout (ms).  0 or -1. */
+int tk_engine_open(tk_engine *e, const char *endpoint, int timeout_ms);
+void tk_engine_close(tk_engine *e);
+/* Send m, then receive and decode the reply into e->msg.  0, or -1 on
+ * timeout / socket error / undecodable reply. */
+int tk_engine_call(tk_engine *e, const ppx_msg *m);
+/* Convenience: send a message of a field-less type. */
+int tk_engine_call_type(tk_engine *e, ppx_msg_type t);
+/* Send a SampleResult with n values. */
+int tk_engine_reply_values(tk_engine *e, const double *x, size_t n);
+/* Send raw bytes and receive the reply (decoded into e->msg). */
+int tk_engine_call_raw(tk_engine *e, const void *bytes, size_t len);
+
+double tk_now(void); /* monotonic seconds */
+
+#endif
