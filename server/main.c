@@ -301,6 +301,13 @@ static int parse_args(cli *c, int argc, char **argv)
     }
     if (optind < argc) c->file = argv[optind++];
     if (optind < argc) return die("unexpected argument", argv[optind]);
+    /* Usage errors of the simulator options: exit 2 before touching any file. */
+    if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
+        if (!c->ecfg.sim_cmd && !c->n_connect)
+            return die("no simulators: give --sim-cmd 'CMD {endpoint}' [-j N] or --connect ENDPOINT", NULL);
+        if (c->ecfg.sim_cmd && !strstr(c->ecfg.sim_cmd, "{endpoint}"))
+            return die("--sim-cmd must contain {endpoint} where the simulator's endpoint goes", c->ecfg.sim_cmd);
+    }
     c->ecfg.connect = c->connect;
     c->ecfg.n_connect = c->n_connect;
     c->ecfg.obs = c->obs;

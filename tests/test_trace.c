@@ -353,12 +353,28 @@ Test(trace, copy_is_deep_and_continues_numbering)
     cr_assert_str_eq(dst->entries[0].address, "A__Normal__1");
     cr_assert_str_eq(dst->entries[1].address, "A__Normal__2");
     cr_assert_str_eq(dst->entries[2].address, "B__Normal__1");
+    cr_assert_eq(dst->entries[0].instance, 1);
+    cr_assert_eq(dst->entries[1].instance, 2);
+    cr_assert_eq(dst->entries[2].instance, 1);
     cr_assert_str_eq(dst->entries[1].name, "theta");
     cr_assert_eq(dst->entries[1].value.shape[0], 3);
     cr_assert_eq(dst->entries[1].value.data[2], 3.5);
     cr_assert_eq(dst->entries[2].observed, 1);
     /* Counters were rebuilt, not restarted. */
     cr_assert_str_eq(append_ok(dst, &e)->address, "A__Normal__3");
+
+    /* An entry edited after appending is copied as it is, not recomputed. */
+    trace *edited = new_trace();
+    cr_assert_eq(trace_copy(edited, dst), 0);
+    char custom[16] = "custom";
+    edited->entries[3].address = custom;
+    edited->entries[3].instance = 9;
+    cr_assert_eq(trace_copy(dst, edited), 0);
+    strcpy(custom, "changed");
+    cr_assert_str_eq(dst->entries[3].address, "custom");
+    cr_assert_eq(dst->entries[3].instance, 9);
+    cr_assert_str_eq(dst->entries[2].address, "B__Normal__1");
+    trace_destroy(&edited);
     trace_destroy(&dst);
 }
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,4 +181,51 @@ int tk_engine_reply_values(tk_engine *e, const double *x, size_t n)
     m.value.shape = n == 1 ? NULL : shape;
     m.value.ndim = n == 1 ? 0 : 1;
     return tk_engine_call(e, &m);
+}
+
+typedef struct raw_srv {
+    const char *endpoint;
+    size_t rep_bytes;
+    long count;
+} raw_srv;
+
+static void *raw_thread(void *arg)
+{
+    raw_srv *r = arg;
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_REP);
+    zmq_bind(sock, r->endpoint);
+    char *buf = calloc(1, r->rep_bytes + 4096);
+    for (long i = 0; i < r->count; i++) {
+        zmq_recv(sock, buf, 4096, 0);
+        zmq_send(sock, buf, r->rep_bytes, 0);
+    }
+    free(buf);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes, int count, int repeats)
+{
+    raw_srv r = {endpoint, rep_bytes, (long)count * repeats};
+    pthread_t th;
+    pthread_create(&th, NULL, raw_thread, &r);
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_REQ);
+    zmq_connect(sock, endpoint);
+    char *buf = calloc(1, req_bytes + 4096);
+    double best = 1e30;
+    for (int rep = 0; rep < repeats; rep++) {
+        double t0 = tk_now();
+        for (int i = 0; i < count; i++) {
+            zmq_send(sock, buf, req_bytes, 0);
+            zmq_recv(sock, buf, 4096, 0);
+        }
+        double dt = (tk_now() - t0) / count;
+        if (dt < best) best = dt;
+    }
+    free(buf);
+    zmq_close(sock);
+    pthread_join(th, NULL);
+    zmq_ctx_term(ctx);
+    return best;
 }

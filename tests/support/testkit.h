@@ -48,4 +48,9 @@ int tk_engine_call_raw(tk_engine *e, const void *bytes, size_t len);
 
 double tk_now(void); /* monotonic seconds */
 
+/* Raw ZeroMQ REQ/REP ping-pong between two threads (separate contexts, as
+ * between processes' libraries): req_bytes out, rep_bytes back, `count`
+ * round trips per repeat.  Returns the best seconds per round trip. */
+double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes, int count, int repeats);
+
 #endif
