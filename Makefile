@@ -13,7 +13,8 @@ CXX      ?= g++
 SAN      ?=
 PKGS     := libzmq openblas criterion flatbuffers
 
-DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >/dev/null 2>&1 && echo yes)
+DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >/dev/null 2>&1 && \
+             command -v gfortran >/dev/null 2>&1 && echo yes)
 
 .PHONY: all test asan bench demo clean deps
 .DEFAULT_GOAL := all
@@ -52,6 +53,8 @@ CORE_SRC   := $(wildcard src/*.c src/*/*.c)
 SIMLIB_SRC := $(wildcard clients/c/*.c)
 SERVER_SRC := $(wildcard server/*.c)
 EX_SRC     := $(wildcard clients/examples/*.c)
+EX_CXX_SRC := $(wildcard clients/examples/*.cc)
+EX_F90_SRC := $(wildcard clients/examples/*.f90)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TESTLIB_SRC:= $(wildcard tests/support/*.c)
 BENCH_SRC  := $(wildcard tests/bench_*.c)
@@ -74,7 +77,9 @@ LIBCORE  := $(BUILD)/libppxcore.a
 LIBPPX   := $(BUILD)/libppx.a
 LIBSERVER:= $(BUILD)/libppxserver.a
 PPXD     := $(BUILD)/ppxd
-EXAMPLES := $(patsubst clients/examples/%.c,$(BUILD)/examples/%,$(EX_SRC))
+EXAMPLES := $(patsubst clients/examples/%.c,$(BUILD)/examples/%,$(EX_SRC)) \
+            $(patsubst clients/examples/%.cc,$(BUILD)/examples/%,$(EX_CXX_SRC)) \
+            $(patsubst clients/examples/%.f90,$(BUILD)/examples/%,$(EX_F90_SRC))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCHES  := $(patsubst tests/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # Misbehaving simulators for the fault tests.
@@ -119,6 +124,15 @@ $(PPXD): $(SERVER_MAIN) $(LINK_ALL)
 $(BUILD)/examples/%: $(BUILD)/obj/clients/examples/%.o $(LIBPPX)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# libppx from C++ and Fortran: the same plain C ABI.
+$(BUILD)/examples/%: clients/examples/%.cc $(LIBPPX)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< $(LIBPPX) -o $@ $(LDLIBS)
+
+$(BUILD)/examples/%: clients/examples/%.f90 $(LIBPPX)
+	@mkdir -p $(@D) $(BUILD)/obj/f90
+	gfortran -std=f2008 -Wall -Werror $(OPT) -J$(BUILD)/obj/f90 $< $(LIBPPX) -o $@ $(LDLIBS)
 
 $(BUILD)/testsims/%: $(BUILD)/obj/tests/sims/%.o $(LIBPPX)
 	@mkdir -p $(@D)

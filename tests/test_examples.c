@@ -104,6 +104,25 @@ Test(examples, gaussian_ipc)
     sim_end(&p);
 }
 
+/* libppx from other languages: same messages as the C example. */
+Test(examples, gaussian_from_cpp)
+{
+    sim_proc p;
+    sim_start(&p, "gaussian_cpp");
+    handshake(&p.eng, "Gaussian with unknown mean (C++)");
+    for (int i = 0; i < 2; i++) gaussian_trace(&p.eng, 0.5 + i);
+    sim_end(&p);
+}
+
+Test(examples, gaussian_from_fortran)
+{
+    sim_proc p;
+    sim_start(&p, "gaussian_fortran");
+    handshake(&p.eng, "Gaussian with unknown mean (Fortran)");
+    for (int i = 0; i < 2; i++) gaussian_trace(&p.eng, -1.5 + i);
+    sim_end(&p);
+}
+
 Test(examples, gaussian_tcp_without_handshake)
 {
     int port = tk_free_tcp_port();
