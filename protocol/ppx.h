@@ -134,7 +134,7 @@ typedef struct ppx_limits {
 ppx_limits ppx_limits_default(void);
 
 /* Name of a message type ("Sample", ...) or distribution type ("Normal", ...);
- * "Unknown" out of range. */
+ * "None" for tag 0, "Unknown" out of range. */
 const char *ppx_msg_type_name(ppx_msg_type t);
 const char *ppx_dist_type_name(ppx_dist_type t);
 const char *ppx_status_name(ppx_status s);
@@ -144,19 +144,24 @@ void ppx_msg_init(ppx_msg *m);
 /* Free decoder-private storage and re-initialise. */
 void ppx_msg_clear(ppx_msg *m);
 
-/* Decode `buf` (len bytes).  `lim` may be NULL for defaults; `err` may be
- * NULL.  Returns PPX_OK, or an error code with err->message saying what was
- * wrong; on error *out is left initialised and empty. */
+/* Decode `buf` (len bytes) into `out`, which must have been set up with
+ * ppx_msg_init() (or hold an earlier decode: its storage is freed first).
+ * `lim` may be NULL for defaults; `err` may be NULL.  Returns PPX_OK, or an
+ * error code with err->message saying what was wrong (len 0 is
+ * PPX_E_VERIFY); on error *out is left initialised and empty.  Decoded empty
+ * tensors have data == NULL.  Strings end at their first NUL byte. */
 ppx_status ppx_decode(const void *buf, size_t len, const ppx_limits *lim,
                       ppx_msg *out, ppx_error *err);
 
 typedef struct ppx_encoder ppx_encoder;
 ppx_encoder *ppx_encoder_new(void);
 void ppx_encoder_destroy(ppx_encoder **e);
-/* Encode `m`; on success sets *len and returns the bytes (owned by the
- * encoder, valid until its next use); on failure returns NULL with `err` set
- * (PPX_E_ARG for an unknown type or a tensor whose shape does not match its
- * data, PPX_E_NOMEM). */
+/* Encode `m` (start it from ppx_msg_init(): a zeroed message has
+ * control = 0, i.e. "do not learn this draw"); on success sets *len and
+ * returns the bytes (owned by the encoder, valid until its next use); on
+ * failure returns NULL with `err` set (PPX_E_ARG for an unknown type, a
+ * Sample without distribution or a tensor whose shape does not match its
+ * data; PPX_E_TOO_LARGE above 1 GiB; PPX_E_NOMEM). */
 const uint8_t *ppx_encode(ppx_encoder *e, const ppx_msg *m, size_t *len, ppx_error *err);
 
 /* Tensor helpers (no allocation). */

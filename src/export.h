@@ -2,7 +2,8 @@
  *
  * A table is n_rows x n_cols doubles, row-major, owned by the caller.
  * Columns come from named trace entries: a name whose value has m elements
- * gives m columns (name, or name[i] for m > 1).
+ * gives m columns (name, or name[0] .. name[m-1] for m > 1); the first entry
+ * with the name counts.
  */
 #ifndef PPX_EXPORT_H
 #define PPX_EXPORT_H
@@ -35,9 +36,10 @@ void export_table_destroy(export_table **x);
  * is not added). */
 int export_table_add(export_table *x, const trace *t, char *err, size_t err_len);
 size_t export_table_rows(const export_table *x);
+/* 0 until the first row has fixed the widths. */
 size_t export_table_cols(const export_table *x);
 const double *export_table_data(const export_table *x);
-/* Column j's name ("mu", or "theta[1]"). */
+/* Column j's name ("mu", or "theta[1]"); NULL when j >= cols. */
 const char *export_table_col_name(const export_table *x, size_t j);
 int export_table_write_npy(const export_table *x, const char *path, char *err, size_t err_len);
 int export_table_write_csv(const export_table *x, const char *path, char *err, size_t err_len);

@@ -37,9 +37,10 @@
  *           (scalar: ndim 0, len 1; absent: len 0)
  *
  * A payload must be consumed exactly: trailing bytes are an error.  The
- * reader rebuilds each entry with trace_append() and requires the address and
- * instance it computes to equal the stored ones, which catches a payload that
- * passed the CRC but was not written by a matching implementation.
+ * reader rebuilds each entry with trace_append() (so the trace's address
+ * counters are right for further appends); normally that recomputes the
+ * stored address and instance, and where it does not (an entry edited after
+ * appending) the stored ones are kept, as trace_copy() keeps them.
  *
  * Damage.  Anything wrong after the header — a short record head or payload,
  * a length outside [minimum payload, 1 GiB], a checksum mismatch, a payload
@@ -401,6 +402,28 @@ static void get_array(decoder *d, scratch *s, trace_array *a)
 
 enum { PARSE_OK = 0, PARSE_BAD = -1, PARSE_NOMEM = -2 };
 
+/* The entry was written with an address other than the one trace_append
+ * computes (its producer edited it after appending): keep what was written,
+ * as trace_copy does.  The trace's arena is reachable only through
+ * trace_array_copy, so the string goes in as the bytes of a double array
+ * (reading an object's bytes through a char pointer is always allowed). */
+static int keep_address(trace *t, trace_entry *e, const char *address, uint32_t instance)
+{
+    size_t n = strlen(address) + 1, nd = (n + sizeof(double) - 1) / sizeof(double);
+    double *tmp = calloc(nd, sizeof *tmp);
+    if (!tmp)
+        return -1;
+    memcpy(tmp, address, n);
+    trace_array copy;
+    int rc = trace_array_copy(t, &copy, tmp, nd, NULL, 0);
+    free(tmp);
+    if (rc < 0)
+        return -1;
+    e->address = (const char *)copy.data;
+    e->instance = instance;
+    return 0;
+}
+
 static int parse_payload(const unsigned char *p, size_t n, scratch *s, trace *t)
 {
     decoder d = {p, p + n, 0};
@@ -442,11 +465,12 @@ static int parse_payload(const unsigned char *p, size_t n, scratch *s, trace *t)
         e.kind = (trace_kind)kind;
         e.dist = (dist_kind)dist;
         e.k = (size_t)k;
-        const trace_entry *stored = trace_append(t, &e);
+        trace_entry *stored = trace_append(t, &e);
         if (!stored)
             return PARSE_NOMEM;
-        if (stored->instance != instance || strcmp(stored->address, address) != 0)
-            return PARSE_BAD;
+        if ((stored->instance != instance || strcmp(stored->address, address) != 0) &&
+            keep_address(t, stored, address, instance) < 0)
+            return PARSE_NOMEM;
     }
     return dec_left(&d) == 0 ? PARSE_OK : PARSE_BAD;
 }
