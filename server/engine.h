@@ -25,7 +25,8 @@
  * Jobs decide which traces to run and consume the completed ones; policies
  * (policy.h) answer the draws.  Ownership: the engine owns sessions, sockets,
  * child processes and the in-flight traces; completed traces are lent to the
- * job's complete() callback only for the duration of the call.
+ * job's complete() callback for the duration of the call, during which the
+ * job may take the contents with trace_swap() (leaving a trace of its own).
  */
 #ifndef PPX_ENGINE_H
 #define PPX_ENGINE_H

@@ -37,25 +37,33 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-/* A second, differently built splitmix-style sequence (another odd Weyl
- * increment and the MurmurHash3 finaliser).  Using a different generator for
- * the stream key means seed == stream cannot make the two XORed sequences
- * cancel, and (seed, stream) -> 256-bit state has no structured collisions. */
-static uint64_t splitmix64_alt(uint64_t *x)
+/* MurmurHash3's 64-bit finaliser: a bijection with full avalanche. */
+static uint64_t fmix64(uint64_t z)
 {
-    uint64_t z = (*x += 0xd1b54a32d192ed03u);
     z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdu;
     z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53u;
     return z ^ (z >> 33);
 }
 
-/* State from two 64-bit keys: word i is the i-th output of the key-a sequence
- * XOR the i-th output of the key-b sequence. */
+/* A second, differently built splitmix-style sequence (another odd Weyl
+ * increment and the MurmurHash3 finaliser).  Using a different generator for
+ * the stream key means seed == stream cannot make the two sequences cancel,
+ * and (seed, stream) -> 256-bit state has no structured collisions. */
+static uint64_t splitmix64_alt(uint64_t *x)
+{
+    return fmix64(*x += 0xd1b54a32d192ed03u);
+}
+
+/* State from two 64-bit keys: word i mixes the i-th outputs of the key-a and
+ * key-b sequences.  The final nonlinear mix matters: xoshiro is linear over
+ * GF(2), so with a bare XOR the states of (seed, t) and (seed', t) would differ
+ * by the same mask for every stream t, and that relation would persist in all
+ * later states. */
 static void seed_from_keys(rng *r, uint64_t a, uint64_t b)
 {
     uint64_t xa = a, xb = b;
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&xa) ^ splitmix64_alt(&xb);
+        r->s[i] = fmix64(splitmix64(&xa) ^ splitmix64_alt(&xb));
     /* The all-zero state is the one fixed point of xoshiro; it has probability
      * 2^-256 here, but a fixed point would be a silent disaster. */
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)

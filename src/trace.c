@@ -413,3 +413,10 @@ fail:
     trace_reset(dst);
     return -1;
 }
+
+void trace_swap(trace *a, trace *b)
+{
+    trace tmp = *a;
+    *a = *b;
+    *b = tmp;
+}

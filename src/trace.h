@@ -99,6 +99,10 @@ const trace_entry *trace_find_address(const trace *t, const char *address);
 /* Deep copy of src into dst (dst is reset first).  0, or -1 on allocation failure. */
 int trace_copy(trace *dst, const trace *src);
 
+/* Exchange the whole contents (entries, arena, sums) of a and b: a
+ * consumer takes a finished trace without copying it. */
+void trace_swap(trace *a, trace *b);
+
 /* Kind string used in addresses: "Normal", ..., "Categorical(len_probs:K)",
  * "Tag", "None".  Writes at most len bytes (NUL-terminated). */
 void trace_address_kind(const trace_entry *e, char *buf, size_t len);

@@ -470,3 +470,25 @@ Test(trace, destroy_null_is_safe)
     trace_destroy(&t);
     trace_destroy(NULL);
 }
+
+Test(trace, swap_exchanges_contents_and_counters)
+{
+    trace *a = new_trace(), *b = new_trace();
+    double x = 1.5, y = -2.0;
+    trace_entry e = scalar_entry(TRACE_SAMPLE, "site", "x", DIST_NORMAL, &x);
+    append_ok(a, &e);
+    append_ok(a, &e);
+    e = scalar_entry(TRACE_SAMPLE, "other", "y", DIST_NORMAL, &y);
+    append_ok(b, &e);
+    trace_swap(a, b);
+    cr_assert_eq(a->n_entries, 1);
+    cr_assert_eq(b->n_entries, 2);
+    cr_assert_str_eq(a->entries[0].address, "other__Normal__1");
+    cr_assert_eq(b->entries[1].value.data[0], 1.5);
+    /* The address counters moved with the entries. */
+    e = scalar_entry(TRACE_SAMPLE, "site", "x", DIST_NORMAL, &x);
+    cr_assert_str_eq(append_ok(b, &e)->address, "site__Normal__3");
+    cr_assert_str_eq(append_ok(a, &e)->address, "site__Normal__1");
+    trace_destroy(&a);
+    trace_destroy(&b);
+}
