@@ -1,0 +1,479 @@
+/* nn.c — layer kernels and optimiser (see nn.h for the conventions). */
+#include "nn/nn.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- threads ------------------------------------------------------------- */
+
+void nn_set_threads(int n)
+{
+    openblas_set_num_threads(n > 0 ? n : 1);
+}
+
+int nn_get_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
+/* ---- utilities ----------------------------------------------------------- */
+
+void nn_zero(float *p, size_t n)
+{
+    if (n)
+        memset(p, 0, n * sizeof *p);
+}
+
+void nn_init_uniform(float *p, size_t n, float bound, rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
+}
+
+/* Column sums of dout[B,O] added into db[O]: the bias gradient. */
+static void add_bias_grad(float *db, const float *dout, int B, int n_out)
+{
+    for (int b = 0; b < B; b++) {
+        const float *row = dout + (size_t)b * n_out;
+        for (int o = 0; o < n_out; o++)
+            db[o] += row[o];
+    }
+}
+
+/* out[B,O] = inp W^T + b via one sgemm: rows pre-filled with the bias so the
+ * product accumulates onto it (beta = 1), saving a second pass. */
+static void linear_fwd(float *out, const float *inp, const float *w, const float *b,
+                       int B, int n_in, int n_out)
+{
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < B; r++)
+            memcpy(out + (size_t)r * n_out, b, (size_t)n_out * sizeof *out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in,
+                1.0f, inp, n_in, w, n_in, beta, out, n_out);
+}
+
+/* ---- linear -------------------------------------------------------------- */
+
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *b,
+                       int B, int n_in, int n_out)
+{
+    assert(out && inp && w && B > 0 && n_in > 0 && n_out > 0);
+    linear_fwd(out, inp, w, b, B, n_in, n_out);
+}
+
+void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, int B, int n_in, int n_out)
+{
+    assert(dout && B > 0 && n_in > 0 && n_out > 0);
+    if (dinp) {
+        assert(w);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out,
+                    1.0f, dout, n_out, w, n_in, 1.0f, dinp, n_in);
+    }
+    if (dw) {
+        assert(inp);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B,
+                    1.0f, dout, n_out, inp, n_in, 1.0f, dw, n_in);
+    }
+    if (db)
+        add_bias_grad(db, dout, B, n_out);
+}
+
+/* ---- masked linear -------------------------------------------------------- */
+
+static void apply_mask(float *dst, const float *w, const float *mask, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = w[i] * mask[i];
+}
+
+void nn_masked_linear_forward(float *out, const float *inp, const float *w, const float *mask,
+                              const float *b, float *scratch, int B, int n_in, int n_out)
+{
+    assert(out && inp && w && mask && scratch && B > 0 && n_in > 0 && n_out > 0);
+    apply_mask(scratch, w, mask, (size_t)n_out * n_in);
+    linear_fwd(out, inp, scratch, b, B, n_in, n_out);
+}
+
+void nn_masked_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mask,
+                               float *scratch, int B, int n_in, int n_out)
+{
+    assert(dout && mask && scratch && B > 0 && n_in > 0 && n_out > 0);
+    const size_t n = (size_t)n_out * n_in;
+    if (dinp) {
+        assert(w);
+        apply_mask(scratch, w, mask, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out,
+                    1.0f, dout, n_out, scratch, n_in, 1.0f, dinp, n_in);
+    }
+    if (dw) {
+        /* The unmasked product goes to scratch first: accumulating it straight
+         * into dw would leak gradient into masked-out weights. */
+        assert(inp);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B,
+                    1.0f, dout, n_out, inp, n_in, 0.0f, scratch, n_in);
+        for (size_t i = 0; i < n; i++)
+            dw[i] += scratch[i] * mask[i];
+    }
+    if (db)
+        add_bias_grad(db, dout, B, n_out);
+}
+
+/* ---- activations ----------------------------------------------------------- */
+
+static const char *const act_names[NN_ACT_COUNT] = {"relu", "tanh", "elu", "gelu", "identity"};
+
+const char *nn_act_name(nn_act a)
+{
+    return (unsigned)a < NN_ACT_COUNT ? act_names[a] : "?";
+}
+
+int nn_act_from_name(const char *s)
+{
+    for (int i = 0; s && i < NN_ACT_COUNT; i++)
+        if (strcmp(s, act_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void nn_relu_forward(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void nn_relu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (inp[i] > 0.0f)
+            dinp[i] += dout[i];
+}
+
+void nn_tanh_forward(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = tanhf(inp[i]);
+}
+
+void nn_tanh_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float t = tanhf(inp[i]);
+        dinp[i] += (1.0f - t * t) * dout[i];
+    }
+}
+
+void nn_elu_forward(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] > 0.0f ? inp[i] : expm1f(inp[i]);
+}
+
+void nn_elu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dinp[i] += (inp[i] > 0.0f ? 1.0f : expf(inp[i])) * dout[i];
+}
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_CUBE 0.044715f
+
+void nn_gelu_forward(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i];
+        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+void nn_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i];
+        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
+        const float t = tanhf(u);
+        /* sech^2 as 1 - tanh^2 rather than 1/cosh^2: cosh overflows for |u| > 89. */
+        const float sech2 = 1.0f - t * t;
+        const float g = 0.5f * (1.0f + t) +
+                        0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
+        dinp[i] += g * dout[i];
+    }
+}
+
+void nn_act_forward(nn_act a, float *out, const float *inp, size_t n)
+{
+    switch (a) {
+    case NN_ACT_RELU: nn_relu_forward(out, inp, n); break;
+    case NN_ACT_TANH: nn_tanh_forward(out, inp, n); break;
+    case NN_ACT_ELU: nn_elu_forward(out, inp, n); break;
+    case NN_ACT_GELU: nn_gelu_forward(out, inp, n); break;
+    case NN_ACT_IDENTITY:
+        if (out != inp)
+            memcpy(out, inp, n * sizeof *out);
+        break;
+    default: assert(!"invalid nn_act");
+    }
+}
+
+void nn_act_backward(nn_act a, float *dinp, const float *inp, const float *dout, size_t n)
+{
+    switch (a) {
+    case NN_ACT_RELU: nn_relu_backward(dinp, inp, dout, n); break;
+    case NN_ACT_TANH: nn_tanh_backward(dinp, inp, dout, n); break;
+    case NN_ACT_ELU: nn_elu_backward(dinp, inp, dout, n); break;
+    case NN_ACT_GELU: nn_gelu_backward(dinp, inp, dout, n); break;
+    case NN_ACT_IDENTITY:
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += dout[i];
+        break;
+    default: assert(!"invalid nn_act");
+    }
+}
+
+/* ---- layer norm ------------------------------------------------------------ */
+
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *gamma, const float *beta, int B, int C)
+{
+    assert(out && mean && rstd && inp && gamma && beta && B > 0 && C > 0);
+    for (int b = 0; b < B; b++) {
+        const float *x = inp + (size_t)b * C;
+        float *y = out + (size_t)b * C;
+        /* Two-pass moments in double: one pass (E[x^2] - E[x]^2) cancels
+         * catastrophically for rows with a large mean. */
+        double m = 0.0;
+        for (int i = 0; i < C; i++)
+            m += x[i];
+        m /= C;
+        double var = 0.0;
+        for (int i = 0; i < C; i++) {
+            const double d = x[i] - m;
+            var += d * d;
+        }
+        var /= C;
+        const float s = (float)(1.0 / sqrt(var + NN_LAYERNORM_EPS));
+        const float mf = (float)m;
+        for (int i = 0; i < C; i++)
+            y[i] = (x[i] - mf) * s * gamma[i] + beta[i];
+        mean[b] = mf;
+        rstd[b] = s;
+    }
+}
+
+void nn_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *gamma, const float *mean,
+                           const float *rstd, int B, int C)
+{
+    assert(dout && inp && gamma && mean && rstd && B > 0 && C > 0);
+    for (int b = 0; b < B; b++) {
+        const float *x = inp + (size_t)b * C;
+        const float *dy = dout + (size_t)b * C;
+        const float m = mean[b], s = rstd[b];
+        /* dx = s (dn - mean(dn) - n mean(dn n)) with n the normalised row and
+         * dn = gamma dy: the mean and variance depend on every x[i]. */
+        double dn_mean = 0.0, dn_n_mean = 0.0;
+        for (int i = 0; i < C; i++) {
+            const float nrm = (x[i] - m) * s;
+            const float dn = gamma[i] * dy[i];
+            dn_mean += dn;
+            dn_n_mean += (double)dn * nrm;
+        }
+        dn_mean /= C;
+        dn_n_mean /= C;
+        for (int i = 0; i < C; i++) {
+            const float nrm = (x[i] - m) * s;
+            if (dbeta)
+                dbeta[i] += dy[i];
+            if (dgamma)
+                dgamma[i] += nrm * dy[i];
+            if (dinp) {
+                const float dn = gamma[i] * dy[i];
+                dinp[(size_t)b * C + i] +=
+                    (float)((dn - dn_mean - nrm * dn_n_mean) * s);
+            }
+        }
+    }
+}
+
+/* ---- residual block -------------------------------------------------------- */
+
+void nn_resblock_forward(float *out, float *a0, float *h1, float *a1, const float *inp,
+                         const float *w1, const float *b1, const float *w2, const float *b2,
+                         nn_act act, int B, int H)
+{
+    assert(out && a0 && h1 && a1 && inp && w1 && w2 && out != inp && B > 0 && H > 0);
+    const size_t n = (size_t)B * H;
+    nn_act_forward(act, a0, inp, n);
+    linear_fwd(h1, a0, w1, b1, B, H, H);
+    nn_act_forward(act, a1, h1, n);
+    linear_fwd(out, a1, w2, b2, B, H, H);
+    for (size_t i = 0; i < n; i++)
+        out[i] += inp[i];
+}
+
+void nn_resblock_backward(float *dinp, float *dw1, float *db1, float *dw2, float *db2,
+                          float *scratch, const float *dout, const float *inp,
+                          const float *a0, const float *h1, const float *a1,
+                          const float *w1, const float *w2, nn_act act, int B, int H)
+{
+    assert(scratch && dout && B > 0 && H > 0);
+    const size_t n = (size_t)B * H;
+    float *da = scratch, *dh = scratch + n;
+    /* Back through out = x + lin2(a1). */
+    nn_zero(da, n);
+    nn_linear_backward(da, dw2, db2, dout, a1, w2, B, H, H);
+    /* a1 = act(h1) */
+    nn_zero(dh, n);
+    nn_act_backward(act, dh, h1, da, n);
+    /* h1 = lin1(a0); da0 is only needed when dinp is wanted. */
+    nn_zero(da, n);
+    nn_linear_backward(dinp ? da : NULL, dw1, db1, dh, a0, w1, B, H, H);
+    if (dinp) {
+        nn_act_backward(act, dinp, inp, da, n);
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += dout[i];
+    }
+}
+
+/* ---- losses ---------------------------------------------------------------- */
+
+double nn_softmax_xent_forward(float *probs, const float *logits, const int *targets,
+                               int B, int C)
+{
+    assert(probs && logits && targets && B > 0 && C > 0);
+    double loss = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *z = logits + (size_t)b * C;
+        float *p = probs + (size_t)b * C;
+        float zmax = z[0];
+        for (int c = 1; c < C; c++)
+            if (z[c] > zmax)
+                zmax = z[c];
+        double sum = 0.0;
+        for (int c = 0; c < C; c++)
+            sum += exp((double)z[c] - zmax);
+        for (int c = 0; c < C; c++)
+            p[c] = (float)(exp((double)z[c] - zmax) / sum);
+        const int t = targets[b];
+        assert(t >= 0 && t < C);
+        /* -log p_t from the logits, not log(p[t]): p[t] may underflow to 0. */
+        loss += log(sum) - ((double)z[t] - zmax);
+    }
+    return loss / B;
+}
+
+void nn_softmax_xent_backward(float *dlogits, const float *probs, const int *targets,
+                              int B, int C)
+{
+    assert(dlogits && probs && targets && B > 0 && C > 0);
+    const float inv = 1.0f / (float)B;
+    for (int b = 0; b < B; b++) {
+        const float *p = probs + (size_t)b * C;
+        float *d = dlogits + (size_t)b * C;
+        for (int c = 0; c < C; c++)
+            d[c] += (p[c] - (c == targets[b] ? 1.0f : 0.0f)) * inv;
+    }
+}
+
+double nn_bce_logits_forward(const float *logits, const float *targets, int B)
+{
+    assert(logits && targets && B > 0);
+    double loss = 0.0;
+    for (int b = 0; b < B; b++) {
+        const double z = logits[b], t = targets[b];
+        /* softplus(z) - t z, with softplus(z) = max(z,0) + log1p(exp(-|z|)). */
+        loss += fmax(z, 0.0) + log1p(exp(-fabs(z))) - t * z;
+    }
+    return loss / B;
+}
+
+void nn_bce_logits_backward(float *dlogits, const float *logits, const float *targets, int B)
+{
+    assert(dlogits && logits && targets && B > 0);
+    const double inv = 1.0 / B;
+    for (int b = 0; b < B; b++) {
+        const double z = logits[b];
+        /* Sigmoid written for either sign so exp never overflows. */
+        const double s = z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
+        dlogits[b] += (float)((s - targets[b]) * inv);
+    }
+}
+
+/* ---- optimiser --------------------------------------------------------------- */
+
+nn_adam_config nn_adam_defaults(void)
+{
+    return (nn_adam_config){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                            .weight_decay = 0.0f, .decoupled = 0};
+}
+
+void nn_adam_step(float *params, const float *grads, float *m, float *v, size_t n,
+                  const nn_adam_config *cfg, float lr, long t)
+{
+    assert(params && grads && m && v && cfg && t >= 1);
+    const float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
+    const double bc1 = 1.0 - pow(b1, (double)t);
+    const double bc2 = 1.0 - pow(b2, (double)t);
+    const float step_size = (float)(lr / bc1);
+    const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    const float decay = cfg->decoupled ? 1.0f - lr * wd : 1.0f;
+    const float l2 = cfg->decoupled ? 0.0f : wd;
+    for (size_t i = 0; i < n; i++) {
+        const float g = grads[i] + l2 * params[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        const float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
+        params[i] = params[i] * decay - step_size * m[i] / denom;
+    }
+}
+
+double nn_grad_norm(const float *g, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)g[i] * g[i];
+    return sqrt(s);
+}
+
+double nn_clip_grad_norm(float *g, size_t n, double max_norm)
+{
+    assert(max_norm > 0);
+    const double norm = nn_grad_norm(g, n);
+    if (isfinite(norm) && norm > max_norm) {
+        const float scale = (float)(max_norm / norm);
+        for (size_t i = 0; i < n; i++)
+            g[i] *= scale;
+    }
+    return norm;
+}
+
+/* ---- learning-rate schedules --------------------------------------------------- */
+
+float nn_lr_at(const nn_lr_schedule *s, long step)
+{
+    assert(s);
+    if (step < 0)
+        step = 0;
+    double lr = s->lr0;
+    switch (s->kind) {
+    case NN_LR_CONSTANT: break;
+    case NN_LR_EXP: lr = s->lr0 * pow(s->gamma, (double)step); break;
+    case NN_LR_COSINE: {
+        const long total = s->total_steps > 0 ? s->total_steps : 1;
+        const double frac = (double)(step < total ? step : total) / (double)total;
+        lr = s->lr_min + (s->lr0 - s->lr_min) * 0.5 * (1.0 + cos(M_PI * frac));
+        break;
+    }
+    default: assert(!"invalid nn_lr_kind");
+    }
+    if (s->warmup_steps > 0 && step < s->warmup_steps)
+        lr *= (double)(step + 1) / (double)s->warmup_steps;
+    return (float)lr;
+}
