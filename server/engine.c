@@ -739,23 +739,21 @@ static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
     }
 }
 
+/* Reap only our own simulators (never waitpid(-1): the process embedding the
+ * engine may have children of its own). */
 static void reap_children(engine *e, policy *p, const job_ops *ops, void *job)
 {
-    int st;
-    pid_t pid;
-    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        for (size_t i = 0; i < e->n_sess; i++) {
-            session *s = &e->sess[i];
-            if (s->launched && s->pid == pid) {
-                char why[64];
-                if (WIFSIGNALED(st))
-                    snprintf(why, sizeof why, "killed by signal %d", WTERMSIG(st));
-                else
-                    snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(st));
-                s->pid = 0; /* reaped */
-                fault(e, p, ops, job, s, DISCARD_EXITED, why);
-            }
-        }
+    for (size_t i = 0; i < e->n_sess; i++) {
+        session *s = &e->sess[i];
+        int st;
+        if (!s->launched || s->pid <= 0 || waitpid(s->pid, &st, WNOHANG) != s->pid) continue;
+        char why[64];
+        if (WIFSIGNALED(st))
+            snprintf(why, sizeof why, "killed by signal %d", WTERMSIG(st));
+        else
+            snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(st));
+        s->pid = 0; /* reaped */
+        fault(e, p, ops, job, s, DISCARD_EXITED, why);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine.h"
 #include "export.h"
@@ -110,25 +111,34 @@ static int parse_u64(const char *s, uint64_t *out)
 static int parse_named_values(const char *arg, observation *o)
 {
     const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg) return -1;
-    o->name = strndup(arg, (size_t)(eq - arg));
+    o->name = NULL;
     o->n = 0;
     o->values = NULL;
+    if (!eq || eq == arg) return -1;
+    if (!(o->name = strndup(arg, (size_t)(eq - arg)))) return -1;
     const char *p = eq + 1;
     while (*p) {
         char *end;
         double v = strtod(p, &end);
-        if (end == p || !isfinite(v)) return -1;
+        if (end == p || !isfinite(v)) goto fail;
         double *nv = realloc(o->values, (o->n + 1) * sizeof *nv);
-        if (!nv) return -1;
+        if (!nv) goto fail;
         o->values = nv;
         o->values[o->n++] = v;
         p = end;
         while (*p == ' ') p++;
         if (*p == ',') p++;
-        else if (*p) return -1;
+        else if (*p) goto fail;
     }
-    return o->n ? 0 : -1;
+    if (o->n) return 0;
+fail:
+    /* Nothing half-parsed is kept (it would leak: callers only keep successes). */
+    free(o->name);
+    free(o->values);
+    o->name = NULL;
+    o->values = NULL;
+    o->n = 0;
+    return -1;
 }
 
 static int add_obs(cli *c, const char *arg)
@@ -355,6 +365,7 @@ static policy *make_policy(cli *c, size_t slots)
 typedef struct write_ctx {
     trace_writer *w;
     is_result *is;
+    time_t last_flush;
 } write_ctx;
 
 static int commit_write(void *ctx, uint64_t index, const trace *t)
@@ -363,6 +374,16 @@ static int commit_write(void *ctx, uint64_t index, const trace *t)
     if (wc->w && trace_writer_append(wc->w, t) < 0) {
         fprintf(stderr, "ppxd: writing traces: %s\n", trace_writer_error(wc->w));
         return -1;
+    }
+    /* Besides full batches, flush at least once a second, so a crash loses
+     * at most about a second of work. */
+    time_t now = time(NULL);
+    if (wc->w && now != wc->last_flush) {
+        wc->last_flush = now;
+        if (trace_writer_flush(wc->w) < 0) {
+            fprintf(stderr, "ppxd: writing traces: %s\n", trace_writer_error(wc->w));
+            return -1;
+        }
     }
     if (wc->is) return is_result_commit(wc->is, index, t);
     return 0;
@@ -381,7 +402,7 @@ static int cmd_simulate(cli *c)
         return 1;
     }
     policy *p = make_policy(c, engine_slots(e));
-    write_ctx wc = {w, NULL};
+    write_ctx wc = {w, NULL, 0};
     ordered_job job;
     int rc = 1;
     if (p && ordered_job_init(&job, c->n, 4 * engine_slots(e) + 64, commit_write, &wc) == 0) {
@@ -459,7 +480,7 @@ static int cmd_infer(cli *c)
     if (!c->lmh) {
         policy *p = make_policy(c, slots);
         char err[256];
-        write_ctx wc = {NULL, &res};
+        write_ctx wc = {NULL, &res, 0};
         if (c->out && !(wc.w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err))) {
             die("cannot open output", err);
             policy_destroy(&p);
@@ -606,18 +627,19 @@ int main(int argc, char **argv)
     c.fsync = TRACE_FSYNC_FLUSH;
     c.cmd = argv[1];
     int rc = parse_args(&c, argc, argv);
-    if (rc) return rc;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    if (strcmp(c.cmd, "simulate") == 0) rc = cmd_simulate(&c);
-    else if (strcmp(c.cmd, "infer") == 0) rc = cmd_infer(&c);
-    else if (strcmp(c.cmd, "export") == 0) rc = cmd_export(&c);
-    else if (strcmp(c.cmd, "info") == 0) rc = cmd_info(&c);
-    else {
-        fprintf(stderr, "ppxd: unknown command '%s'\n\n", c.cmd);
-        usage(stderr);
-        rc = 2;
+    if (rc == 0) { /* on a usage error, still free what was parsed (leak-checked builds) */
+        signal(SIGPIPE, SIG_IGN);
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        if (strcmp(c.cmd, "simulate") == 0) rc = cmd_simulate(&c);
+        else if (strcmp(c.cmd, "infer") == 0) rc = cmd_infer(&c);
+        else if (strcmp(c.cmd, "export") == 0) rc = cmd_export(&c);
+        else if (strcmp(c.cmd, "info") == 0) rc = cmd_info(&c);
+        else {
+            fprintf(stderr, "ppxd: unknown command '%s'\n\n", c.cmd);
+            usage(stderr);
+            rc = 2;
+        }
     }
     for (size_t i = 0; i < c.n_obs; i++) {
         free(c.obs[i].name);

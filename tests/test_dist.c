@@ -6,7 +6,7 @@
  *
  * Statistical checks use fixed seeds; a sample mean must lie within Z
  * standard errors sqrt(var/N), a sample variance within Z standard errors
- * sqrt((m4 - s^4)/N) with m4 the sample's fourth central moment, and a
+ * sqrt((m4 - s^4 (N-3)/(N-1))/N) with m4 the sample's fourth central moment, and a
  * frequency within Z sqrt(p(1-p)/N). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -603,7 +603,7 @@ static void check_sample_moments(const tcase *c, uint64_t seed)
         cr_assert(fabs(m - mean[i]) <= Z * se_m,
                   "%s[%zu]: sample mean %.8g, mean %.8g (%.2f SE)", dist_kind_name(c->kind),
                   i, m, mean[i], fabs(m - mean[i]) / se_m);
-        const double se_v = sqrt(fmax(m4 - sv * sv, 0.0) / N);
+        const double se_v = sqrt(fmax(m4 - sv * sv * (N - 3.0) / (N - 1.0), 0.0) / N);
         cr_assert(fabs(sv - var[i]) <= Z * se_v,
                   "%s[%zu]: sample variance %.8g, variance %.8g (%.2f SE)",
                   dist_kind_name(c->kind), i, sv, var[i], fabs(sv - var[i]) / se_v);

@@ -203,7 +203,7 @@ Test(examples, hmm_sequence)
     int statements = 0, prev = -1;
     double states[17];
     for (int t = 0; t <= 16; t++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "x%d", t);
         expect_sample(&p.eng, name, PPX_DIST_CATEGORICAL);
         const ppx_tensor *probs = &p.eng.msg.dist.param[0];

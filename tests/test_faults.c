@@ -12,7 +12,11 @@
  * traces committed and j simulator slots, a process that dies after g good
  * traces gives  ceil(n / g) - j <= deaths <= floor(n / g).
  * Every job writes its traces to a file, which must then hold exactly the n
- * requested, complete traces in id order. */
+ * requested, complete traces in id order.
+ *
+ * No Criterion .timeout: with parallel jobs, Criterion 2.4.1 leaks its
+ * timeout bookkeeping in the runner, which fails the LeakSanitizer build.
+ * Waits are bounded by the engine's own timeouts or explicit deadlines. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -196,7 +200,7 @@ static void check_deaths(const engine_stats *st, discard_reason why, uint64_t n,
 
 /* --- misbehaving simulators --------------------------------------------------- */
 
-Test(faults, simulator_exits_mid_trace, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(faults, simulator_exits_mid_trace, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     const uint64_t n = 120, j = 3;
     char *cmd = sim_cmd("testsims/sim_exit"), *file = tmp_path("exit.ppxt");
@@ -213,7 +217,7 @@ Test(faults, simulator_exits_mid_trace, .init = make_tmpdir, .fini = remove_tmpd
     free(file);
 }
 
-Test(faults, simulator_hangs_mid_trace, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(faults, simulator_hangs_mid_trace, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     const uint64_t n = 40, j = 4;
     char *cmd = sim_cmd("testsims/sim_hang"), *file = tmp_path("hang.ppxt");
@@ -236,7 +240,7 @@ Test(faults, simulator_hangs_mid_trace, .init = make_tmpdir, .fini = remove_tmpd
     free(file);
 }
 
-Test(faults, simulator_sends_garbage, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(faults, simulator_sends_garbage, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     const uint64_t n = 90, j = 3;
     char *cmd = sim_cmd("testsims/sim_garbage"), *file = tmp_path("garbage.ppxt");
@@ -252,7 +256,7 @@ Test(faults, simulator_sends_garbage, .init = make_tmpdir, .fini = remove_tmpdir
     free(file);
 }
 
-Test(faults, simulator_sends_invalid_parameters, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(faults, simulator_sends_invalid_parameters, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     /* Per process, b bad traces among r runs with b = floor(r / 3) and g = r - b
      * good ones: (g - 2) / 2 <= b <= g / 2; summed: (n - 2j) / 2 <= bad <= n / 2. */
@@ -276,7 +280,7 @@ Test(faults, simulator_sends_invalid_parameters, .init = make_tmpdir, .fini = re
     free(file);
 }
 
-Test(faults, connected_simulator_dies, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(faults, connected_simulator_dies, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     /* One connected sim_exit (dies on its 5th run) next to two launched
      * Gaussian examples: the connected one cannot be restarted, so it times
@@ -306,13 +310,16 @@ Test(faults, connected_simulator_dies, .init = make_tmpdir, .fini = remove_tmpdi
     c.n_launch = 2;
     c.connect = connect;
     c.n_connect = 1;
-    c.msg_timeout_ms = 500;
+    c.msg_timeout_ms = 1500;
     engine_stats st = run_to_file(&c, n, file);
     cr_assert_eq(st.traces_done, n);
     cr_assert_eq(st.dropped, 1, "the dead connected simulator is dropped");
-    cr_assert_eq(st.discarded[DISCARD_TIMEOUT], 1);
-    cr_assert_eq(st.discarded_total, 1);
-    cr_assert_eq(st.restarts, 0, "a connected simulator is never restarted, the launched ones never died");
+    /* Its trace in flight times out; on a loaded machine a launched one may
+     * time out too, and is then restarted, never dropped. */
+    cr_assert(st.discarded[DISCARD_TIMEOUT] >= 1);
+    cr_assert_eq(st.discarded_total, st.discarded[DISCARD_TIMEOUT]);
+    cr_assert(st.restarts <= st.discarded[DISCARD_TIMEOUT] - 1, "restarts %llu: a connected simulator is never restarted",
+              (unsigned long long)st.restarts);
     check_file(file, n);
     tk_stop(pid, 200);
     free(exe);
@@ -414,7 +421,7 @@ static uint64_t count_records(const char *path)
     return k;
 }
 
-Test(crash, sigkill_ppxd_mid_run, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120)
+Test(crash, sigkill_ppxd_mid_run, .init = make_tmpdir, .fini = remove_tmpdir)
 {
     char *ppxd = tk_build_path("ppxd"), *cmd = sim_cmd("examples/gaussian"), *file = tmp_path("crash.ppxt");
     char *argv[] = {ppxd, "simulate", "--sim-cmd", cmd, "-j", "2", "-n", "1000000", "-o", file, "--fsync", "flush",
