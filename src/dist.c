@@ -25,8 +25,8 @@
 /* ---- kinds ---------------------------------------------------------------- */
 
 static const char *const kind_names[DIST_KIND_COUNT] = {
-    "None",        "Normal", "Uniform",   "Categorical", "Poisson", "Bernoulli",
-    "Beta",        "Exponential", "Gamma", "LogNormal",  "Binomial", "Weibull",
+    "None",   "Normal",      "Uniform", "Categorical", "Poisson",  "Bernoulli",
+    "Beta",   "Exponential", "Gamma",   "LogNormal",   "Binomial", "Weibull",
 };
 
 /* Parameter names as in the PPX schema (slot 0, slot 1). */

@@ -11,7 +11,7 @@
  *   - Categorical: p0 holds probabilities of length n0 = n * k, one row of k
  *     (possibly unnormalised) weights per element; the value of an element is a
  *     category index 0..k-1 stored as a double.  k is set by the caller
- *     (dist_init_from_shapes derives it from the probs tensor's last dimension).
+ *     (normally the last dimension of the probs tensor, as the engine does).
  * Values are doubles; discrete values (Categorical, Poisson, Bernoulli,
  * Binomial) are integral doubles, as on the PPX wire.
  *
