@@ -82,8 +82,11 @@ int dist_validate(const dist *d, char *why, size_t why_len);
 void dist_sample(const dist *d, rng *r, double *out);
 
 /* Sum over the n elements of log p(x_i).  -INFINITY when some x_i is outside
- * the support (e.g. non-integer count, index >= k, value outside [low, high)).
- * Categorical uses the normalised probabilities. */
+ * the support (e.g. non-integer count, index >= k, value outside [low, high))
+ * or infinite; NaN when some x_i is NaN (so an upstream bug cannot pass for a
+ * zero weight).  Boundaries: Beta includes 0 and 1, Gamma and Weibull include
+ * 0, with the density's limit there (a sampler's underflowed 0 stays
+ * possible).  Categorical uses the normalised probabilities. */
 double dist_log_prob(const dist *d, const double *x);
 /* Element-wise log-densities into out[0..n). */
 void dist_log_prob_each(const dist *d, const double *x, double *out);

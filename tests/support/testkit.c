@@ -229,3 +229,44 @@ double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes,
     zmq_ctx_term(ctx);
     return best;
 }
+
+typedef struct raw_pair {
+    char endpoint[128];
+    size_t req_bytes, rep_bytes;
+    int count, repeats;
+    double result;
+} raw_pair;
+
+static void *raw_pair_thread(void *arg)
+{
+    raw_pair *p = arg;
+    p->result = tk_raw_pingpong(p->endpoint, p->req_bytes, p->rep_bytes, p->count, p->repeats);
+    return NULL;
+}
+
+double tk_raw_pingpong_pairs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, int repeats)
+{
+    raw_pair *ps = calloc((size_t)pairs, sizeof *ps);
+    pthread_t *th = calloc((size_t)pairs, sizeof *th);
+    double sum = 0;
+    if (!ps || !th) {
+        free(ps);
+        free(th);
+        return -1;
+    }
+    for (int i = 0; i < pairs; i++) {
+        tk_endpoint(ps[i].endpoint, sizeof ps[i].endpoint, tag);
+        ps[i].req_bytes = req_bytes;
+        ps[i].rep_bytes = rep_bytes;
+        ps[i].count = count;
+        ps[i].repeats = repeats;
+        pthread_create(&th[i], NULL, raw_pair_thread, &ps[i]);
+    }
+    for (int i = 0; i < pairs; i++) {
+        pthread_join(th[i], NULL);
+        sum += ps[i].result;
+    }
+    free(ps);
+    free(th);
+    return sum / pairs;
+}

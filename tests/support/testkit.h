@@ -52,5 +52,9 @@ double tk_now(void); /* monotonic seconds */
  * between processes' libraries): req_bytes out, rep_bytes back, `count`
  * round trips per repeat.  Returns the best seconds per round trip. */
 double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes, int count, int repeats);
+/* `pairs` such ping-pongs at once (each on its own endpoint derived from
+ * tag): the baseline for an engine driving `pairs` simulators on the same
+ * cores.  Returns the mean over pairs of the best seconds per round trip. */
+double tk_raw_pingpong_pairs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, int repeats);
 
 #endif
