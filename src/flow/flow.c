@@ -1,0 +1,746 @@
+/* flow.c — conditional MAF and NSF (see flow.h for the interface).
+ *
+ * Direction: every transform maps its input z_t to z_{t+1} in the density
+ * direction (theta = z_0 -> ... -> z_T = u), as nflows' Transform.forward, and
+ *     log q(theta | x) = log N(u; 0, I) + sum_t log |det dz_{t+1}/dz_t|.
+ * Sampling runs the transforms backwards from u ~ N(0, I).
+ *
+ * Transforms:
+ *   affine AR (MAF)   z' = z * scale + shift per dimension, scale =
+ *       softplus(a) + 1e-3, logdet = sum log scale; (a, shift) for dimension i
+ *       from a MADE on [z, x].  This is what current nflows (and so sbi)
+ *       computes: the older sigmoid(a + 2) + 1e-3, still commented out in
+ *       nflows, caps the scale at 1.001, so a stack of them can only contract
+ *       theta -> u and cannot fit a posterior narrower than the (z-scored)
+ *       prior, which is the normal case in NPE.
+ *   spline AR         each dimension through the rational-quadratic spline of
+ *       spline.h, its 3K-1 parameters from a MADE on [z, x].
+ *   spline coupling   dimensions split in two by parity; the "identity" half
+ *       passes unchanged and conditions (with x) a resmlp that outputs the
+ *       spline parameters of the other half.  The transformed half is the
+ *       even dimensions in even-numbered transforms and the odd ones in odd
+ *       transforms (nflows create_alternating_binary_mask(D, even = t%2==0)).
+ *   As nflows, the unnormalised spline widths and heights are divided by
+ *   sqrt(hidden) before the softmax so that the initial spline is close to
+ *   uniform bins (nearly the identity).
+ *
+ * MADE: an mlp with n_blocks + 1 hidden layers and weight masks.  sbi's MAF
+ * uses nflows' MADE with use_residual_blocks=False: a masked input layer,
+ * n_blocks masked (linear + act) blocks and a masked output layer, i.e.
+ * n_blocks + 1 hidden layers each followed by the activation; that is
+ * exactly a masked mlp.  The context x is part of the input with degree 0,
+ * so it feeds every first-layer hidden unit (nflows adds act(W_c x) to the
+ * first hidden layer instead; same connectivity).
+ * Degrees: the input theta_i has degree deg(i) in 1..D; hidden unit k has
+ * degree m(k); masks: input->hidden m(k) >= deg(i) (x always connected),
+ * hidden->hidden m(k') >= m(k), hidden->output deg(i) > m(k) for the outputs
+ * of dimension i.  nflows uses m(k) = k mod max(1, D-1) + min(1, D-1), i.e.
+ * degrees 1..D-1, which leaves the outputs of the degree-1 dimension with no
+ * hidden input at all: with a context they are NOT conditioned on x (only a
+ * bias; nflows PR #85).  With C > 0 we use m(k) = k mod D (degrees 0..D-1):
+ * degree-0 hidden units see only x and carry it to every output.  With
+ * C == 0 the nflows degrees are kept (degree-0 units would be constants).
+ * Permutations: sbi reverses/permutes the dimensions between transforms; we
+ * give odd-numbered AR transforms the reversed degrees deg(i) = D - i
+ * instead of permuting the data, which is the same family of maps.
+ *
+ * D == 1 with NSF: coupling needs two halves, so a one-dimensional NSF always
+ * uses the spline AR transform.  Its MADE then has all hidden degrees 0:
+ * the spline parameters are a function of x only (sbi's ContextSplineMap,
+ * an MLP of the context), or learned constants when C == 0.
+ *
+ * Not implemented from sbi's defaults: the LULinear layer sbi inserts after
+ * each NSF coupling transform when D > 1 (the alternating masks alone already
+ * let every dimension depend on every other one).
+ *
+ * Precision: networks are float32 (nn kernels); the elementwise transforms,
+ * their gradients and the log-density sums are computed in double and
+ * stored as float.
+ */
+#include "flow/flow.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flow/spline.h"
+#include "nn/mlp.h"
+
+#define MAF_MIN_SCALE 1e-3
+#define LOG_2PI 1.8378770664093454836
+
+typedef enum tr_kind {
+    TR_AFFINE_AR = 1,
+    TR_SPLINE_AR = 2,
+    TR_SPLINE_COUPLING = 3
+} tr_kind;
+
+typedef struct transform {
+    tr_kind kind;
+    mlp *made;           /* AR kinds */
+    resmlp *net;         /* coupling */
+    int n_in, n_out;     /* network input and output widths */
+    int *deg;            /* AR: [D] degree (1..D) of each dimension */
+    int *order;          /* AR: [D] order[k] = the dimension of degree k + 1 */
+    int n_id, n_tr;      /* coupling: identity / transformed dimension counts */
+    int *id_idx, *tr_idx;/* coupling: their indices */
+    const float *out;    /* network output of the last forward (network-owned) */
+} transform;
+
+struct flow {
+    flow_config cfg;
+    int max_batch;
+    int np;              /* parameters per transformed scalar: 2 or 3K - 1 */
+    double wh_scale;     /* 1/sqrt(hidden) on spline widths and heights */
+    transform *tr;       /* [n_transforms] */
+    size_t n_params;
+    long step;           /* Adam steps, shared by all networks */
+    int last_b;          /* rows of the last flow_log_prob, 0 if none/invalidated */
+    float *z;            /* [(T+1), max_batch, D]: z_t for every transform */
+    float *net_in;       /* [max_batch, D + C] */
+    float *dnet_in;      /* [max_batch, D + C] */
+    float *g_a, *g_b;    /* [max_batch, D] gradient ping-pong */
+    float *dout;         /* [max_batch, max n_out] */
+    double *acc;         /* [max_batch] log-density accumulator */
+};
+
+/* ---- small maths ------------------------------------------------------------- */
+
+static double softplus(double u)
+{
+    return fmax(u, 0.0) + log1p(exp(-fabs(u)));
+}
+
+static double sigmoid(double u)
+{
+    if (u >= 0.0)
+        return 1.0 / (1.0 + exp(-u));
+    const double e = exp(u);
+    return e / (1.0 + e);
+}
+
+/* ---- config -------------------------------------------------------------------- */
+
+flow_config flow_config_default(flow_kind kind, int dim, int context)
+{
+    flow_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.dim = dim;
+    c.context = context;
+    c.n_transforms = 5;
+    c.hidden = 50;
+    c.n_blocks = 2;
+    c.act = kind == FLOW_NSF ? NN_ACT_RELU : NN_ACT_TANH;
+    c.n_bins = 10;
+    c.tail_bound = 3.0f;
+    c.autoregressive = 0;
+    return c;
+}
+
+static int config_valid(const flow_config *c)
+{
+    const char *why = NULL;
+    if (!c)
+        why = "no config";
+    else if (c->kind != FLOW_MAF && c->kind != FLOW_NSF)
+        why = "kind must be FLOW_MAF or FLOW_NSF";
+    else if (c->dim < 1)
+        why = "dim must be >= 1";
+    else if (c->context < 0)
+        why = "context must be >= 0";
+    else if (c->n_transforms < 1)
+        why = "n_transforms must be >= 1";
+    else if (c->hidden < 1)
+        why = "hidden must be >= 1";
+    else if (c->n_blocks < 0)
+        why = "n_blocks must be >= 0";
+    else if ((unsigned)c->act >= NN_ACT_COUNT)
+        why = "invalid activation";
+    else if (c->kind == FLOW_NSF && (c->n_bins < 1 || c->n_bins > SPLINE_MAX_BINS))
+        why = "n_bins must be in [1, 128]";
+    else if (c->kind == FLOW_NSF && !(c->tail_bound > 0.0f && isfinite(c->tail_bound)))
+        why = "tail_bound must be finite and > 0";
+    else if (c->kind == FLOW_NSF && c->autoregressive != 0 && c->autoregressive != 1)
+        why = "autoregressive must be 0 or 1";
+    if (why) {
+        fprintf(stderr, "flow_new: invalid config: %s\n", why);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- construction ------------------------------------------------------------------ */
+
+/* MADE hidden-unit degree (see the file comment). */
+static int hidden_degree(int k, int D, int C)
+{
+    if (C > 0)
+        return k % D;
+    const int max_ = D - 1 > 1 ? D - 1 : 1, min_ = D - 1 < 1 ? D - 1 : 1;
+    return k % max_ + min_;
+}
+
+static mlp *made_new(const flow_config *c, int np, const int *deg, int max_batch)
+{
+    const int D = c->dim, C = c->context, H = c->hidden, in = D + C;
+    const mlp_config mc = {.in = in, .hidden = H, .n_hidden_layers = c->n_blocks + 1,
+                           .out = D * np, .act = c->act};
+    mlp *m = mlp_new(&mc, max_batch);
+    if (!m || mlp_enable_masks(m) != 0) {
+        mlp_destroy(&m);
+        return NULL;
+    }
+    const int L = m->n_layers;
+    for (int o = 0; o < H; o++)
+        for (int i = 0; i < in; i++)
+            m->mask[0][(size_t)o * in + i] =
+                i >= D || hidden_degree(o, D, C) >= deg[i] ? 1.0f : 0.0f;
+    for (int l = 1; l < L - 1; l++)
+        for (int o = 0; o < H; o++)
+            for (int i = 0; i < H; i++)
+                m->mask[l][(size_t)o * H + i] =
+                    hidden_degree(o, D, C) >= hidden_degree(i, D, C) ? 1.0f : 0.0f;
+    for (int o = 0; o < D * np; o++)
+        for (int i = 0; i < H; i++)
+            m->mask[L - 1][(size_t)o * H + i] =
+                deg[o / np] > hidden_degree(i, D, C) ? 1.0f : 0.0f;
+    return m;
+}
+
+static int transform_setup(flow *f, int t)
+{
+    const flow_config *c = &f->cfg;
+    const int D = c->dim, C = c->context;
+    transform *tr = &f->tr[t];
+    if (c->kind == FLOW_NSF && !c->autoregressive && D >= 2) {
+        tr->kind = TR_SPLINE_COUPLING;
+        tr->id_idx = malloc((size_t)D * sizeof(int));
+        tr->tr_idx = malloc((size_t)D * sizeof(int));
+        if (!tr->id_idx || !tr->tr_idx)
+            return -1;
+        for (int i = 0; i < D; i++) {
+            if (i % 2 == t % 2)
+                tr->tr_idx[tr->n_tr++] = i;
+            else
+                tr->id_idx[tr->n_id++] = i;
+        }
+        tr->n_in = tr->n_id + C;
+        tr->n_out = tr->n_tr * f->np;
+        const resmlp_config rc = {.in = tr->n_in, .hidden = c->hidden, .n_blocks = c->n_blocks,
+                                  .out = tr->n_out, .act = c->act};
+        tr->net = resmlp_new(&rc, f->max_batch);
+        return tr->net ? 0 : -1;
+    }
+    tr->kind = c->kind == FLOW_MAF ? TR_AFFINE_AR : TR_SPLINE_AR;
+    tr->deg = malloc((size_t)D * sizeof(int));
+    tr->order = malloc((size_t)D * sizeof(int));
+    if (!tr->deg || !tr->order)
+        return -1;
+    for (int i = 0; i < D; i++) {
+        tr->deg[i] = t % 2 ? D - i : i + 1;
+        tr->order[tr->deg[i] - 1] = i;
+    }
+    tr->n_in = D + C;
+    tr->n_out = D * f->np;
+    tr->made = made_new(c, f->np, tr->deg, f->max_batch);
+    return tr->made ? 0 : -1;
+}
+
+flow *flow_new(const flow_config *cfg, int max_batch)
+{
+    if (!config_valid(cfg))
+        return NULL;
+    if (max_batch < 1) {
+        fprintf(stderr, "flow_new: max_batch %d < 1\n", max_batch);
+        return NULL;
+    }
+    flow *f = calloc(1, sizeof *f);
+    if (!f)
+        goto oom;
+    f->cfg = *cfg;
+    f->np = cfg->kind == FLOW_MAF ? 2 : spline_n_params(cfg->n_bins);
+    f->max_batch = max_batch;
+    f->wh_scale = 1.0 / sqrt((double)cfg->hidden);
+    const int T = cfg->n_transforms, D = cfg->dim, C = cfg->context;
+    f->tr = calloc((size_t)T, sizeof *f->tr);
+    if (!f->tr)
+        goto oom;
+    int max_out = 1;
+    for (int t = 0; t < T; t++) {
+        if (transform_setup(f, t) != 0)
+            goto oom;
+        const transform *tr = &f->tr[t];
+        f->n_params += tr->made ? tr->made->n_params : tr->net->n_params;
+        if (tr->n_out > max_out)
+            max_out = tr->n_out;
+    }
+    const size_t mb = (size_t)max_batch;
+    f->z = malloc((size_t)(T + 1) * mb * D * sizeof(float));
+    f->net_in = malloc(mb * (D + C) * sizeof(float));
+    f->dnet_in = malloc(mb * (D + C) * sizeof(float));
+    f->g_a = malloc(mb * D * sizeof(float));
+    f->g_b = malloc(mb * D * sizeof(float));
+    f->dout = malloc(mb * max_out * sizeof(float));
+    f->acc = malloc(mb * sizeof(double));
+    if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc)
+        goto oom;
+    return f;
+oom:
+    fprintf(stderr, "flow_new: out of memory\n");
+    flow_destroy(&f);
+    return NULL;
+}
+
+void flow_destroy(flow **pf)
+{
+    if (!pf || !*pf)
+        return;
+    flow *f = *pf;
+    if (f->tr) {
+        for (int t = 0; t < f->cfg.n_transforms; t++) {
+            transform *tr = &f->tr[t];
+            mlp_destroy(&tr->made);
+            resmlp_destroy(&tr->net);
+            free(tr->deg);
+            free(tr->order);
+            free(tr->id_idx);
+            free(tr->tr_idx);
+        }
+        free(f->tr);
+    }
+    free(f->z);
+    free(f->net_in);
+    free(f->dnet_in);
+    free(f->g_a);
+    free(f->g_b);
+    free(f->dout);
+    free(f->acc);
+    free(f);
+    *pf = NULL;
+}
+
+const flow_config *flow_get_config(const flow *f)
+{
+    return &f->cfg;
+}
+
+size_t flow_n_params(const flow *f)
+{
+    return f->n_params;
+}
+
+/* The flat parameter, gradient and moment buffers of transform t's network. */
+typedef struct net_bufs {
+    float *params, *grads, *m, *v;
+    size_t n;
+} net_bufs;
+
+static net_bufs bufs_of(const transform *tr)
+{
+    if (tr->made)
+        return (net_bufs){tr->made->params, tr->made->grads, tr->made->m, tr->made->v,
+                          tr->made->n_params};
+    return (net_bufs){tr->net->params, tr->net->grads, tr->net->m, tr->net->v,
+                      tr->net->n_params};
+}
+
+void flow_init(flow *f, rng *r)
+{
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        if (f->tr[t].made)
+            mlp_init(f->tr[t].made, r);
+        else
+            resmlp_init(f->tr[t].net, r);
+    }
+    f->step = 0;
+    f->last_b = 0;
+}
+
+/* ---- forward (density direction) ------------------------------------------------- */
+
+static float *z_at(const flow *f, int t)
+{
+    return f->z + (size_t)t * f->max_batch * f->cfg.dim;
+}
+
+/* net_in rows: the conditioning part of z (all of z for AR, the identity
+ * half for coupling), then x (row stride x_stride: C, or 0 to repeat one x). */
+static void fill_net_in(flow *f, const transform *tr, const float *z, const float *x,
+                        size_t x_stride, int B)
+{
+    const int D = f->cfg.dim, C = f->cfg.context, n_in = tr->n_in;
+    for (int b = 0; b < B; b++) {
+        float *row = f->net_in + (size_t)b * n_in;
+        const float *zr = z + (size_t)b * D;
+        int off;
+        if (tr->kind == TR_SPLINE_COUPLING) {
+            for (int j = 0; j < tr->n_id; j++)
+                row[j] = zr[tr->id_idx[j]];
+            off = tr->n_id;
+        } else {
+            memcpy(row, zr, (size_t)D * sizeof(float));
+            off = D;
+        }
+        if (C > 0)
+            memcpy(row + off, x + (size_t)b * x_stride, (size_t)C * sizeof(float));
+    }
+}
+
+static const float *net_forward(flow *f, transform *tr, int B)
+{
+    const float *out = tr->made ? mlp_forward(tr->made, f->net_in, B)
+                                : resmlp_forward(tr->net, f->net_in, B);
+    assert(out); /* B was checked against max_batch by the caller */
+    tr->out = out;
+    return out;
+}
+
+/* Spline parameters of one scalar from the network output (float) into p. */
+static void load_spline(const flow *f, const float *src, double *p)
+{
+    const int K = f->cfg.n_bins;
+    for (int j = 0; j < f->np; j++)
+        p[j] = j < 2 * K ? src[j] * f->wh_scale : (double)src[j];
+}
+
+static void transform_forward(flow *f, int t, const float *zin, float *zout, const float *x,
+                              size_t x_stride, int B)
+{
+    transform *tr = &f->tr[t];
+    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np;
+    const double tb = f->cfg.tail_bound;
+    fill_net_in(f, tr, zin, x, x_stride, B);
+    const float *P = net_forward(f, tr, B);
+    double p[3 * SPLINE_MAX_BINS];
+    for (int b = 0; b < B; b++) {
+        const float *zi = zin + (size_t)b * D;
+        float *zo = zout + (size_t)b * D;
+        const float *Pb = P + (size_t)b * tr->n_out;
+        double ld = 0.0;
+        if (tr->kind == TR_AFFINE_AR) {
+            for (int i = 0; i < D; i++) {
+                const double s = softplus(Pb[2 * i]) + MAF_MIN_SCALE;
+                zo[i] = (float)(zi[i] * s + Pb[2 * i + 1]);
+                ld += log(s);
+            }
+        } else if (tr->kind == TR_SPLINE_AR) {
+            for (int i = 0; i < D; i++) {
+                double y, l;
+                load_spline(f, Pb + (size_t)i * np, p);
+                spline_forward(zi[i], p, K, tb, &y, &l);
+                zo[i] = (float)y;
+                ld += l;
+            }
+        } else {
+            for (int j = 0; j < tr->n_id; j++)
+                zo[tr->id_idx[j]] = zi[tr->id_idx[j]];
+            for (int j = 0; j < tr->n_tr; j++) {
+                const int i = tr->tr_idx[j];
+                double y, l;
+                load_spline(f, Pb + (size_t)j * np, p);
+                spline_forward(zi[i], p, K, tb, &y, &l);
+                zo[i] = (float)y;
+                ld += l;
+            }
+        }
+        f->acc[b] += ld;
+    }
+}
+
+/* acc[b] += log N(u_b; 0, I). */
+static void add_base_logpdf(flow *f, const float *u, int B)
+{
+    const int D = f->cfg.dim;
+    for (int b = 0; b < B; b++) {
+        double ss = 0.0;
+        for (int i = 0; i < D; i++) {
+            const double v = u[(size_t)b * D + i];
+            ss += v * v;
+        }
+        f->acc[b] += -0.5 * ss - 0.5 * D * LOG_2PI;
+    }
+}
+
+int flow_log_prob(flow *f, const float *theta, const float *x, int B, float *logq)
+{
+    if (B < 1 || B > f->max_batch) {
+        fprintf(stderr, "flow_log_prob: batch %d outside [1, %d]\n", B, f->max_batch);
+        return -1;
+    }
+    const int T = f->cfg.n_transforms, D = f->cfg.dim;
+    assert(theta && logq && (x || f->cfg.context == 0));
+    memcpy(z_at(f, 0), theta, (size_t)B * D * sizeof(float));
+    for (int b = 0; b < B; b++)
+        f->acc[b] = 0.0;
+    for (int t = 0; t < T; t++)
+        transform_forward(f, t, z_at(f, t), z_at(f, t + 1), x, (size_t)f->cfg.context, B);
+    add_base_logpdf(f, z_at(f, T), B);
+    for (int b = 0; b < B; b++)
+        logq[b] = (float)f->acc[b];
+    f->last_b = B;
+    return 0;
+}
+
+/* ---- backward ---------------------------------------------------------------------- */
+
+/* Given gout = dL/dz_{t+1} [B, D] and dL/dlogdet_t = dlogq[b] per row:
+ * network grads +=, gin = dL/dz_t (written, if gin != NULL), dx +=. */
+static void transform_backward(flow *f, int t, const float *gout, const float *dlogq,
+                               float *gin, float *dx, int B)
+{
+    transform *tr = &f->tr[t];
+    const int D = f->cfg.dim, C = f->cfg.context, K = f->cfg.n_bins, np = f->np;
+    const double tb = f->cfg.tail_bound;
+    const float *zin = z_at(f, t), *P = tr->out;
+    const size_t no = (size_t)tr->n_out;
+    double p[3 * SPLINE_MAX_BINS], gp[3 * SPLINE_MAX_BINS];
+    for (int b = 0; b < B; b++) {
+        const float *zi = zin + (size_t)b * D, *go = gout + (size_t)b * D;
+        const float *Pb = P + b * no;
+        float *dP = f->dout + b * no;
+        float *gi = gin ? gin + (size_t)b * D : NULL;
+        const double gl = dlogq[b];
+        if (tr->kind == TR_AFFINE_AR) {
+            for (int i = 0; i < D; i++) {
+                const double a = Pb[2 * i], s = softplus(a) + MAF_MIN_SCALE;
+                if (gi)
+                    gi[i] = (float)(go[i] * s);
+                /* z' = z s + shift, logdet = log s, s = softplus(a) + eps. */
+                dP[2 * i] = (float)((go[i] * (double)zi[i] + gl / s) * sigmoid(a));
+                dP[2 * i + 1] = go[i];
+            }
+        } else {
+            const int n = tr->kind == TR_SPLINE_AR ? D : tr->n_tr;
+            if (gi && tr->kind == TR_SPLINE_COUPLING)
+                for (int j = 0; j < tr->n_id; j++)
+                    gi[tr->id_idx[j]] = go[tr->id_idx[j]];
+            for (int j = 0; j < n; j++) {
+                const int i = tr->kind == TR_SPLINE_AR ? j : tr->tr_idx[j];
+                double gx = 0.0;
+                load_spline(f, Pb + (size_t)j * np, p);
+                memset(gp, 0, (size_t)np * sizeof(double));
+                spline_backward(zi[i], p, K, tb, go[i], gl, &gx, gp);
+                if (gi)
+                    gi[i] = (float)gx;
+                for (int q = 0; q < np; q++)
+                    dP[(size_t)j * np + q] = (float)(q < 2 * K ? gp[q] * f->wh_scale : gp[q]);
+            }
+        }
+    }
+    /* Back through the network; its input gradient feeds z_t's conditioning
+     * part and x. */
+    const int want_in = gin != NULL || (dx != NULL && C > 0);
+    const int n_in = tr->n_in;
+    if (want_in)
+        nn_zero(f->dnet_in, (size_t)B * n_in);
+    float *din = want_in ? f->dnet_in : NULL;
+    const int rc = tr->made ? mlp_backward(tr->made, f->dout, din, B)
+                            : resmlp_backward(tr->net, f->dout, din, B);
+    assert(rc == 0); /* the network's last forward was this flow's, with B rows */
+    (void)rc;
+    if (!want_in)
+        return;
+    const int off = tr->kind == TR_SPLINE_COUPLING ? tr->n_id : D;
+    for (int b = 0; b < B; b++) {
+        const float *dr = f->dnet_in + (size_t)b * n_in;
+        if (gin) {
+            float *gi = gin + (size_t)b * D;
+            if (tr->kind == TR_SPLINE_COUPLING)
+                for (int j = 0; j < tr->n_id; j++)
+                    gi[tr->id_idx[j]] += dr[j];
+            else
+                for (int i = 0; i < D; i++)
+                    gi[i] += dr[i];
+        }
+        if (dx)
+            for (int c = 0; c < C; c++)
+                dx[(size_t)b * C + c] += dr[off + c];
+    }
+}
+
+int flow_backward(flow *f, const float *dlogq, float *dx, int B)
+{
+    if (B < 1 || B != f->last_b) {
+        fprintf(stderr, "flow_backward: batch %d but the last flow_log_prob had %d rows\n", B,
+                f->last_b);
+        return -1;
+    }
+    assert(dlogq);
+    const int T = f->cfg.n_transforms, D = f->cfg.dim;
+    const float *u = z_at(f, T);
+    float *g = f->g_a, *g_next = f->g_b;
+    /* d log N(u)/du = -u. */
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < D; i++)
+            g[(size_t)b * D + i] = -dlogq[b] * u[(size_t)b * D + i];
+    for (int t = T - 1; t >= 0; t--) {
+        /* dL/dtheta itself is not part of the interface: skip it at t = 0. */
+        transform_backward(f, t, g, dlogq, t > 0 ? g_next : NULL, dx, B);
+        float *tmp = g;
+        g = g_next;
+        g_next = tmp;
+    }
+    return 0;
+}
+
+void flow_zero_grad(flow *f)
+{
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        nn_zero(nb.grads, nb.n);
+    }
+}
+
+double flow_clip_grad_norm(flow *f, double max_norm)
+{
+    double ss = 0.0;
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        const double n = nn_grad_norm(nb.grads, nb.n);
+        ss += n * n;
+    }
+    const double norm = sqrt(ss);
+    if (max_norm > 0.0 && isfinite(norm) && norm > max_norm) {
+        const float scale = (float)(max_norm / norm);
+        for (int t = 0; t < f->cfg.n_transforms; t++) {
+            const net_bufs nb = bufs_of(&f->tr[t]);
+            for (size_t i = 0; i < nb.n; i++)
+                nb.grads[i] *= scale;
+        }
+    }
+    return norm;
+}
+
+void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
+{
+    f->step++;
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        nn_adam_step(nb.params, nb.grads, nb.m, nb.v, nb.n, cfg, lr, f->step);
+        /* Keep the networks' own counters meaningful for anyone reading them. */
+        if (f->tr[t].made)
+            f->tr[t].made->step = f->step;
+        else
+            f->tr[t].net->step = f->step;
+    }
+}
+
+/* ---- sampling ------------------------------------------------------------------------ */
+
+/* z_t from z_{t+1} (zout) for B rows sharing one context x; acc[b] += the
+ * forward log|det| at the recovered z_t. */
+static void transform_inverse(flow *f, int t, const float *zout, float *zin, const float *x,
+                              int B)
+{
+    transform *tr = &f->tr[t];
+    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np;
+    const double tb = f->cfg.tail_bound;
+    double p[3 * SPLINE_MAX_BINS];
+    if (tr->kind == TR_SPLINE_COUPLING) {
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < tr->n_id; j++) {
+                const size_t o = (size_t)b * D + tr->id_idx[j];
+                zin[o] = zout[o];
+            }
+        fill_net_in(f, tr, zin, x, 0, B);
+        const float *P = net_forward(f, tr, B);
+        for (int b = 0; b < B; b++) {
+            const float *Pb = P + (size_t)b * tr->n_out;
+            for (int j = 0; j < tr->n_tr; j++) {
+                const size_t o = (size_t)b * D + tr->tr_idx[j];
+                double v, l;
+                load_spline(f, Pb + (size_t)j * np, p);
+                spline_inverse(zout[o], p, K, tb, &v, &l);
+                zin[o] = (float)v;
+                f->acc[b] -= l;
+            }
+        }
+        return;
+    }
+    /* Autoregressive: pass k fixes the dimension of degree k + 1, whose
+     * parameters depend only on the dimensions fixed before it; the others
+     * hold zeros until their turn (masked out of its parameters anyway). */
+    memset(zin, 0, (size_t)B * D * sizeof(float));
+    for (int k = 0; k < D; k++) {
+        const int i = tr->order[k];
+        fill_net_in(f, tr, zin, x, 0, B);
+        const float *P = net_forward(f, tr, B);
+        for (int b = 0; b < B; b++) {
+            const float *Pb = P + (size_t)b * tr->n_out;
+            const size_t o = (size_t)b * D + i;
+            if (tr->kind == TR_AFFINE_AR) {
+                const double s = softplus(Pb[2 * i]) + MAF_MIN_SCALE;
+                zin[o] = (float)((zout[o] - (double)Pb[2 * i + 1]) / s);
+                f->acc[b] += log(s);
+            } else {
+                double v, l;
+                load_spline(f, Pb + (size_t)i * np, p);
+                spline_inverse(zout[o], p, K, tb, &v, &l);
+                zin[o] = (float)v;
+                f->acc[b] -= l;
+            }
+        }
+    }
+}
+
+int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq)
+{
+    if (n < 0) {
+        fprintf(stderr, "flow_sample: n = %d < 0\n", n);
+        return -1;
+    }
+    const int T = f->cfg.n_transforms, D = f->cfg.dim;
+    assert(r && (out || n == 0) && (x || f->cfg.context == 0));
+    /* Sampling reuses the networks' activations: a following flow_backward
+     * would differentiate the wrong pass, so refuse it until a new log_prob. */
+    f->last_b = 0;
+    for (int done = 0; done < n;) {
+        const int B = n - done < f->max_batch ? n - done : f->max_batch;
+        float *u = z_at(f, T);
+        for (size_t i = 0; i < (size_t)B * D; i++)
+            u[i] = (float)rng_normal(r);
+        for (int b = 0; b < B; b++)
+            f->acc[b] = 0.0;
+        add_base_logpdf(f, u, B);
+        for (int t = T - 1; t >= 0; t--)
+            transform_inverse(f, t, z_at(f, t + 1), z_at(f, t), x, B);
+        memcpy(out + (size_t)done * D, z_at(f, 0), (size_t)B * D * sizeof(float));
+        if (logq)
+            for (int b = 0; b < B; b++)
+                logq[done + b] = (float)f->acc[b];
+        done += B;
+    }
+    return 0;
+}
+
+/* ---- parameters ------------------------------------------------------------------------ */
+
+void flow_get_params(const flow *f, float *dst)
+{
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        memcpy(dst, nb.params, nb.n * sizeof(float));
+        dst += nb.n;
+    }
+}
+
+void flow_set_params(flow *f, const float *src)
+{
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        memcpy(nb.params, src, nb.n * sizeof(float));
+        src += nb.n;
+    }
+}
+
+void flow_get_grads(const flow *f, float *dst)
+{
+    for (int t = 0; t < f->cfg.n_transforms; t++) {
+        const net_bufs nb = bufs_of(&f->tr[t]);
+        memcpy(dst, nb.grads, nb.n * sizeof(float));
+        dst += nb.n;
+    }
+}
