@@ -1,0 +1,38 @@
+"""ppx: Python client of ppxd.
+
+- Simulator side of the PPX protocol (like libppx, clients/c/ppx_sim.h):
+  :class:`Simulator` / :class:`Model`, and inside forward() the statements
+  :func:`sample`, :func:`observe`, :func:`tag` with the 11 distributions.
+- Query client of ppxd's posterior server (protocol/serve.fbs): :class:`Client`.
+- :func:`pair_plot` (matplotlib) for posterior samples.
+- Codecs: :mod:`ppx.wire` (PPX messages), :mod:`ppx.serve_wire` (queries).
+
+Pure Python on pyzmq, flatbuffers and numpy.
+"""
+
+from .dists import (Bernoulli, Beta, Binomial, Categorical, Distribution, Exponential, Gamma,
+                    LogNormal, Normal, Poisson, Uniform, Weibull)
+from .errors import DecodeError, PpxError, PpxTimeout
+from .sim import Model, Simulator, here, observe, sample, seed, tag
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy: the query client and plotting are not needed by simulators.
+    if name in ("Client", "ErrorCode"):
+        from . import query
+        return getattr(query, name)
+    if name == "pair_plot":
+        from .plot import pair_plot
+        return pair_plot
+    raise AttributeError("module 'ppx' has no attribute %r" % name)
+
+
+__all__ = [
+    "Bernoulli", "Beta", "Binomial", "Categorical", "Distribution", "Exponential", "Gamma",
+    "LogNormal", "Normal", "Poisson", "Uniform", "Weibull",
+    "DecodeError", "PpxError", "PpxTimeout",
+    "Model", "Simulator", "here", "observe", "sample", "seed", "tag",
+    "Client", "ErrorCode", "pair_plot",
+]

@@ -1,0 +1,219 @@
+"""Client of ppxd's posterior query server (protocol/serve.fbs).
+
+    from ppx import Client
+    c = Client("tcp://127.0.0.1:5560")
+    c.models()                               # [ModelInfo, ...]
+    theta = c.sample("gauss", [8.0, 9.0], n=1000, seed=1)   # (1000, theta_dim)
+    lp = c.log_prob("gauss", [8.0, 9.0], theta[:10])        # (10,)
+
+Each call sends one Envelope{version 1, request_id, body} and waits for the
+reply Envelope with the same request_id (replies to earlier, timed-out
+requests are discarded).  The socket is a DEALER that frames each message as
+a REQ socket does (an empty delimiter frame, then the Envelope), so the
+server sees the same routing envelope from this client as from a REQ client.
+
+Errors: an Error reply raises PpxError(code, message) with the server's
+ErrorCode; no reply within timeout_ms raises PpxTimeout; a malformed reply
+raises DecodeError.
+"""
+
+import os
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from . import serve_wire as sw
+from .errors import DecodeError, PpxError, PpxTimeout
+from .serve_wire import ErrorCode, Record  # noqa: F401  (re-exported)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5560"
+
+
+class Client:
+    """A connection to a ppxd query server.
+
+    endpoint           e.g. "tcp://127.0.0.1:5560", "ipc:///run/ppxd.sock"
+    timeout_ms         how long to wait for each reply (None: forever)
+    curve_server_key   the server's CURVE public key (Z85 text, 40 chars) to
+                       encrypt and authenticate the connection
+    curve_client_keys  (public, secret) Z85 keys of this client; with a server
+                       key but no client keys an ephemeral pair is made
+                       (the server then sees an unknown, non-admin client)
+    """
+
+    def __init__(self, endpoint=DEFAULT_ENDPOINT, timeout_ms=30000, curve_server_key=None,
+                 curve_client_keys=None, context=None):
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self._lock = threading.Lock()
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        try:
+            if curve_server_key is not None or curve_client_keys is not None:
+                if not zmq.has("curve"):
+                    raise PpxError(None, "this libzmq has no CURVE support")
+                if curve_server_key is None:
+                    raise PpxError(None, "curve_client_keys given without curve_server_key")
+                if curve_client_keys is None:
+                    curve_client_keys = zmq.curve_keypair()
+                pub, sec = curve_client_keys
+                self._sock.curve_serverkey = _key(curve_server_key)
+                self._sock.curve_publickey = _key(pub)
+                self._sock.curve_secretkey = _key(sec)
+            self._sock.connect(endpoint)
+        except Exception:
+            self._sock.close(linger=0)
+            raise
+        self._next_id = int.from_bytes(os.urandom(4), "little") or 1
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- one request, one reply --------------------------------------------
+
+    def call(self, body_type, body=None, expect=None, timeout_ms=-1):
+        """Send a request body (a serve.fbs body name and a Record/dict) and
+        return the reply body Record.  Raises PpxError for an Error reply or a
+        reply of another type than `expect`."""
+        if self._sock is None:
+            raise PpxError(None, "client is closed")
+        timeout = self.timeout_ms if timeout_ms == -1 else timeout_ms
+        with self._lock:
+            rid = self._next_id
+            self._next_id = (self._next_id + 1) & 0xFFFFFFFFFFFFFFFF or 1
+            self._sock.send_multipart([b"", sw.encode_envelope(body_type, body, rid)], copy=False)
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+            deadline = None if timeout is None else time.monotonic() + timeout / 1000.0
+            while True:
+                wait = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+                if not poller.poll(wait):
+                    raise PpxTimeout("no reply from %s to %s within %s ms" % (self.endpoint, body_type, timeout))
+                frames = self._sock.recv_multipart(copy=True)
+                env = sw.decode_envelope(frames[-1])
+                if env.request_id != rid:
+                    continue  # a late reply to an earlier request
+                break
+        if env.body_type == "Error":
+            raise PpxError(env.body.code, env.body.message)
+        if expect is not None and env.body_type != expect:
+            raise DecodeError("expected %s in reply to %s, got %s" % (expect, body_type, env.body_type))
+        return env.body
+
+    # --- queries -----------------------------------------------------------
+
+    def models(self):
+        """The served models: a list of ModelInfo records (name, kind,
+        theta_names, theta_dim, x_names, x_dim, created, n_simulations,
+        best_val_loss, checksum, path, generation, prior)."""
+        return self.call("ListModels", None, "ListModelsReply").models
+
+    def model(self, name):
+        """The ModelInfo of one served model (PpxError UNKNOWN_MODEL if none)."""
+        for m in self.models():
+            if m.name == name:
+                return m
+        raise PpxError(ErrorCode.UNKNOWN_MODEL, "no model %r is served" % name)
+
+    def sample(self, model, obs, n, seed=None, max_seconds=0.0, return_acceptance=False):
+        """n posterior samples of model's theta given observation obs.
+
+        obs 1-D (x_dim,) -> array (n, theta_dim); obs 2-D (k, x_dim) -> array
+        (k, n, theta_dim), one block per observation row.  seed None picks a
+        random seed; the same seed gives the same samples.  With
+        return_acceptance, returns (samples, acceptance) where acceptance is
+        the rejection-to-support acceptance rate per observation (a float for
+        1-D obs, else an array (k,))."""
+        o = np.asarray(obs, dtype=np.float64)
+        if o.ndim not in (1, 2):
+            raise ValueError("obs must be 1-D (x_dim,) or 2-D (k, x_dim), got shape %s" % (o.shape,))
+        if int(n) < 0:
+            raise ValueError("n must be >= 0")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        body = sw.Record("Sample", model=model, observations=sw.matrix(o), n=int(n),
+                         seed=int(seed) & 0xFFFFFFFFFFFFFFFF, max_seconds=float(max_seconds))
+        r = self.call("Sample", body, "SampleReply")
+        k = 1 if o.ndim == 1 else o.shape[0]
+        if len(r.samples) != k:
+            raise DecodeError("SampleReply has %d sample matrices for %d observations" % (len(r.samples), k))
+        mats = [sw.matrix_array(m, "SampleReply.samples[%d]" % i) for i, m in enumerate(r.samples)]
+        for i, m in enumerate(mats):
+            if m.shape[0] != int(n):
+                raise DecodeError("SampleReply.samples[%d] has %d rows, asked for %d" % (i, m.shape[0], n))
+        if o.ndim == 1:
+            out = mats[0]
+            acc = float(r.acceptance[0]) if len(r.acceptance) else float("nan")
+        else:
+            if k == 0:
+                out = np.empty((0, int(n), 0))
+            elif len({m.shape[1] for m in mats}) == 1:
+                out = np.stack(mats)
+            else:
+                out = mats
+            acc = np.asarray(r.acceptance, dtype=np.float64)
+        return (out, acc) if return_acceptance else out
+
+    def log_prob(self, model, obs, thetas, normalise=True, seed=0, n_draws=0):
+        """log q(theta | obs) for each row of thetas (m, theta_dim) at one
+        observation obs (x_dim,): an array (m,).  A single theta (1-D) gives a
+        float.  With normalise, the density is renormalised for mass outside
+        the prior's support, estimated by the server from n_draws draws (0:
+        its default) of an rng seeded with seed (same seed, same result)."""
+        o = np.asarray(obs, dtype=np.float64)
+        if o.ndim == 2 and o.shape[0] == 1:
+            o = o[0]
+        if o.ndim != 1:
+            raise ValueError("log_prob takes one observation (x_dim,), got shape %s" % (o.shape,))
+        t = np.asarray(thetas, dtype=np.float64)
+        single = t.ndim == 1
+        if t.ndim not in (1, 2):
+            raise ValueError("thetas must be (theta_dim,) or (m, theta_dim), got shape %s" % (t.shape,))
+        body = sw.Record("LogProb", model=model, observation=sw.matrix(o), thetas=sw.matrix(t),
+                         normalise=bool(normalise), seed=int(seed) & 0xFFFFFFFFFFFFFFFF, n_draws=int(n_draws))
+        r = self.call("LogProb", body, "LogProbReply")
+        m = 1 if single else t.shape[0]
+        if r.log_prob.size != m:
+            raise DecodeError("LogProbReply has %d values for %d thetas" % (r.log_prob.size, m))
+        return float(r.log_prob[0]) if single else r.log_prob
+
+    def status(self):
+        """The server's StatusReply (version, uptime_seconds, models, workers,
+        queue_depth, requests, errors, busy)."""
+        return self.call("Status", None, "StatusReply")
+
+    def load(self, path, name=""):
+        """Load (or replace) a model file under name ("" = the file's base
+        name).  Returns the AdminReply (message, model)."""
+        return self.call("Load", sw.Record("Load", path=str(path), name=name), "AdminReply")
+
+    def unload(self, name):
+        return self.call("Unload", sw.Record("Unload", name=name), "AdminReply")
+
+    def reload(self, name):
+        return self.call("Reload", sw.Record("Reload", name=name), "AdminReply")
+
+
+def _key(k):
+    if isinstance(k, str):
+        k = k.encode("ascii")
+    if len(k) not in (32, 40):
+        raise PpxError(None, "a CURVE key is 40 Z85 characters (or 32 raw bytes)")
+    return k
