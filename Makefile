@@ -13,8 +13,10 @@ CXX      ?= g++
 SAN      ?=
 PKGS     := libzmq openblas criterion flatbuffers
 
+# Also the Python client's modules, from Debian's python3 (not a pyenv one).
 DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >/dev/null 2>&1 && \
-             command -v gfortran >/dev/null 2>&1 && echo yes)
+             command -v gfortran >/dev/null 2>&1 && \
+             /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib' >/dev/null 2>&1 && echo yes)
 
 .PHONY: all test asan bench demo clean deps
 .DEFAULT_GOAL := all
@@ -119,6 +121,11 @@ $(LIBSERVER): $(SERVER_LIB_OBJ)
 LINK_ALL := $(if $(SERVER_LIB_OBJ),$(LIBSERVER)) $(LIBPPX)
 
 $(PPXD): $(SERVER_MAIN) $(LINK_ALL)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# ppxctl: command-line client of `ppxd serve` (clients/ppxctl.c on libppx).
+all: $(BUILD)/ppxctl
+$(BUILD)/ppxctl: $(BUILD)/obj/clients/ppxctl.o $(LIBPPX)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/examples/%: $(BUILD)/obj/clients/examples/%.o $(LIBPPX)

@@ -20,6 +20,8 @@
 #include "policy.h"
 #include "stats.h"
 #include "trace_store.h"
+#include "serve.h"
+#include "train.h"
 
 /* The signal handler needs to reach the running engine. */
 static engine *g_running;
@@ -41,6 +43,9 @@ static void usage(FILE *f)
             "                [--latent NAME]... [--samples-out FILE.npy] [--resample M] [-o FILE.ppxt] [--seed S]\n"
             "  ppxd export   FILE.ppxt --names A,B,... -o OUT.npy|OUT.csv\n"
             "  ppxd info     FILE.ppxt\n"
+            "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
+            "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
+            "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
             "  --sim-cmd 'CMD {endpoint}'   launch simulators; {endpoint} is replaced by a fresh ipc endpoint\n"
@@ -618,6 +623,9 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
     cli c;
     memset(&c, 0, sizeof c);
     engine_config_defaults(&c.ecfg);

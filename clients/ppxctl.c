@@ -1,0 +1,524 @@
+/* ppxctl — command-line client of `ppxd serve` (clients/c/ppx_query.h).
+ *
+ *   ppxctl [global options] COMMAND [command options]
+ *   models | sample | logprob | status | load | unload | reload | keygen
+ *
+ * Exit codes: 0 success, 1 the server answered with an error, 2 usage error,
+ * 3 no answer (connection failure or timeout) or an unusable reply.
+ * Results go to stdout, messages to stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "export.h"
+#include "ppx_query.h"
+
+#define EXIT_SERVER 1
+#define EXIT_USAGE 2
+#define EXIT_CONN 3
+
+typedef struct ctl {
+    const char *endpoint;
+    const char *server_key_file, *client_key_file;
+    int timeout_ms;
+    const char *cmd;
+    const char **args;        /* positional arguments after the command */
+    size_t n_args;
+    const char *model, *out, *name, *theta_file;
+    double *obs;              /* [n_obs_rows, obs_cols] */
+    size_t n_obs_rows, obs_cols;
+    double *theta;            /* [n_theta_rows, theta_cols] */
+    size_t n_theta_rows, theta_cols;
+    uint64_t n, seed;
+    double max_seconds;
+    int no_normalise;
+    uint64_t n_draws;
+    int help;
+} ctl;
+
+static void usage(FILE *f, const char *cmd)
+{
+    if (cmd && strcmp(cmd, "sample") == 0) {
+        fprintf(f, "usage: ppxctl sample --model NAME --obs X1,X2,... [--obs ...] -n N [--seed S] [--max-seconds T]\n"
+                   "                     [-o samples.npy|samples.csv]\n"
+                   "  n posterior samples per observation (row i drawn with rng_seed(seed, i)).  Without -o, a\n"
+                   "  summary per observation: mean and sd per parameter, and the acceptance rate.  With -o, all\n"
+                   "  samples, observation after observation (k*n rows x theta_dim columns).\n");
+    } else if (cmd && strcmp(cmd, "logprob") == 0) {
+        fprintf(f, "usage: ppxctl logprob --model NAME --obs X1,X2,... (--theta T1,T2,... [--theta ...] | --theta-file t.npy)\n"
+                   "                      [--no-normalise] [--seed S] [--n-draws N]\n"
+                   "  log q(theta | x) for each theta, one per line (renormalised for leakage outside the prior's\n"
+                   "  support unless --no-normalise).\n");
+    } else if (cmd && strcmp(cmd, "models") == 0) {
+        fprintf(f, "usage: ppxctl models\n  the served models: name, kind, shapes, names, provenance, checksum.\n");
+    } else if (cmd && strcmp(cmd, "status") == 0) {
+        fprintf(f, "usage: ppxctl status\n  version, uptime, models, workers, queue depth and counters.\n");
+    } else if (cmd && strcmp(cmd, "load") == 0) {
+        fprintf(f, "usage: ppxctl load FILE [--name NAME]\n  serve a model file (admin; the path is read by the "
+                   "server).\n");
+    } else if (cmd && strcmp(cmd, "unload") == 0) {
+        fprintf(f, "usage: ppxctl unload NAME\n  stop serving NAME (admin).\n");
+    } else if (cmd && strcmp(cmd, "reload") == 0) {
+        fprintf(f, "usage: ppxctl reload NAME\n  re-read NAME's file (admin); in-flight queries finish on the old "
+                   "version.\n");
+    } else if (cmd && strcmp(cmd, "keygen") == 0) {
+        fprintf(f, "usage: ppxctl keygen PREFIX\n  a new CURVE key pair: PREFIX.key (public + secret, mode 0600) "
+                   "and PREFIX.pub.\n");
+    } else {
+        fprintf(f,
+                "ppxctl — query a ppxd posterior server\n"
+                "\n"
+                "usage: ppxctl [global options] COMMAND [options]\n"
+                "  models                         list the served models\n"
+                "  sample  --model M --obs X -n N posterior samples (summary, or -o FILE.npy|.csv)\n"
+                "  logprob --model M --obs X --theta T...|--theta-file F   log posterior densities\n"
+                "  status                         server status\n"
+                "  load FILE [--name N]           (admin) serve a model file\n"
+                "  unload NAME                    (admin) stop serving a model\n"
+                "  reload NAME                    (admin) re-read a model's file\n"
+                "  keygen PREFIX                  write a CURVE key pair PREFIX.key and PREFIX.pub\n"
+                "\n"
+                "global options:\n"
+                "  --endpoint EP                  server endpoint (default tcp://127.0.0.1:5560)\n"
+                "  --curve-server-key FILE        the server's public key (.pub or .key file): use CURVE\n"
+                "  --curve-client-key FILE        this client's key pair (.key file)\n"
+                "  --timeout-ms T                 wait at most T ms for each reply (default 10000)\n"
+                "  -h, --help                     help (also after a command)\n"
+                "\n"
+                "exit codes: 0 ok, 1 server error reply, 2 usage error, 3 connection failure or timeout\n");
+    }
+}
+
+static int usage_error(const char *msg, const char *detail)
+{
+    fprintf(stderr, "ppxctl: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
+    return EXIT_USAGE;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || s[0] == '-') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Append one row "a,b,c" to a [rows, *cols] matrix (NaN and inf are kept:
+ * the server rejects them with its own error).  0 or -1. */
+static int add_row(double **m, size_t *rows, size_t *cols, const char *arg)
+{
+    double vals[4096];
+    size_t n = 0;
+    const char *p = arg;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || n == 4096) return -1;
+        vals[n++] = v;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == ',') p++;
+        else if (*p) return -1;
+    }
+    if (!n || (*rows && n != *cols)) return -1;
+    double *nm = realloc(*m, (*rows + 1) * n * sizeof *nm);
+    if (!nm) return -1;
+    memcpy(nm + *rows * n, vals, n * sizeof *vals);
+    *m = nm;
+    *cols = n;
+    (*rows)++;
+    return 0;
+}
+
+enum {
+    O_ENDPOINT = 1000, O_SERVER_KEY, O_CLIENT_KEY, O_TIMEOUT, O_MODEL, O_OBS, O_THETA, O_THETA_FILE, O_SEED, O_NAME,
+    O_NO_NORMALISE, O_N_DRAWS, O_MAX_SECONDS
+};
+
+static int parse(ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"endpoint", required_argument, 0, O_ENDPOINT},
+        {"curve-server-key", required_argument, 0, O_SERVER_KEY},
+        {"curve-client-key", required_argument, 0, O_CLIENT_KEY},
+        {"timeout-ms", required_argument, 0, O_TIMEOUT},
+        {"model", required_argument, 0, O_MODEL},
+        {"obs", required_argument, 0, O_OBS},
+        {"theta", required_argument, 0, O_THETA},
+        {"theta-file", required_argument, 0, O_THETA_FILE},
+        {"seed", required_argument, 0, O_SEED},
+        {"name", required_argument, 0, O_NAME},
+        {"no-normalise", no_argument, 0, O_NO_NORMALISE},
+        {"n-draws", required_argument, 0, O_N_DRAWS},
+        {"max-seconds", required_argument, 0, O_MAX_SECONDS},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    c->args = calloc((size_t)argc + 1, sizeof *c->args);
+    if (!c->args) return EXIT_USAGE;
+    int ch;
+    uint64_t v;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "n:o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_ENDPOINT: c->endpoint = optarg; break;
+        case O_SERVER_KEY: c->server_key_file = optarg; break;
+        case O_CLIENT_KEY: c->client_key_file = optarg; break;
+        case O_TIMEOUT:
+            if (parse_u64(optarg, &v) < 0 || v == 0 || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
+            c->timeout_ms = (int)v;
+            break;
+        case O_MODEL: c->model = optarg; break;
+        case O_OBS:
+            if (add_row(&c->obs, &c->n_obs_rows, &c->obs_cols, optarg) < 0)
+                return usage_error("--obs wants comma-separated numbers (the same count each time)", optarg);
+            break;
+        case O_THETA:
+            if (add_row(&c->theta, &c->n_theta_rows, &c->theta_cols, optarg) < 0)
+                return usage_error("--theta wants comma-separated numbers (the same count each time)", optarg);
+            break;
+        case O_THETA_FILE: c->theta_file = optarg; break;
+        case O_SEED:
+            if (parse_u64(optarg, &c->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
+            break;
+        case O_NAME: c->name = optarg; break;
+        case O_NO_NORMALISE: c->no_normalise = 1; break;
+        case O_N_DRAWS:
+            if (parse_u64(optarg, &c->n_draws) < 0 || c->n_draws > UINT32_MAX)
+                return usage_error("--n-draws wants a number", optarg);
+            break;
+        case O_MAX_SECONDS: {
+            char *end;
+            c->max_seconds = strtod(optarg, &end);
+            if (end == optarg || *end || !(c->max_seconds >= 0) || !isfinite(c->max_seconds))
+                return usage_error("--max-seconds wants a non-negative number", optarg);
+            break;
+        }
+        case 'n':
+            if (parse_u64(optarg, &c->n) < 0 || c->n == 0 || c->n > UINT32_MAX)
+                return usage_error("-n wants a positive number", optarg);
+            break;
+        case 'o': c->out = optarg; break;
+        case 'h': c->help = 1; break;
+        default:
+            return usage_error("unknown option or missing value", optind > 0 && optind <= argc ? argv[optind - 1] : NULL);
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!c->cmd) c->cmd = argv[i];
+        else c->args[c->n_args++] = argv[i];
+    }
+    return 0;
+}
+
+static int exit_of(int code)
+{
+    if (code == PPXQ_OK) return 0;
+    return code > 0 ? EXIT_SERVER : EXIT_CONN;
+}
+
+static int report(ppx_query *q, int code)
+{
+    if (code != PPXQ_OK) fprintf(stderr, "ppxctl: %s\n", ppx_query_error(q));
+    return exit_of(code);
+}
+
+static int connect_server(const ctl *c, ppx_query **out)
+{
+    ppx_query_options o = ppx_query_options_default();
+    o.timeout_ms = c->timeout_ms;
+    char spub[41], ssec[41], cpub[41], csec[41], err[512];
+    if (c->server_key_file) {
+        if (ppx_query_read_key_pair(c->server_key_file, spub, ssec, err, sizeof err) < 0)
+            return usage_error("--curve-server-key", err);
+        memset(ssec, 0, sizeof ssec);
+        o.server_key = spub;
+        if (c->client_key_file) {
+            if (ppx_query_read_key_pair(c->client_key_file, cpub, csec, err, sizeof err) < 0)
+                return usage_error("--curve-client-key", err);
+            if (!csec[0]) return usage_error("--curve-client-key needs a key pair file (PREFIX.key)", c->client_key_file);
+            o.client_public = cpub;
+            o.client_secret = csec;
+        }
+    } else if (c->client_key_file) {
+        return usage_error("--curve-client-key needs --curve-server-key", NULL);
+    }
+    *out = ppx_query_connect(c->endpoint, &o, err, sizeof err);
+    memset(csec, 0, sizeof csec);
+    if (!*out) {
+        fprintf(stderr, "ppxctl: %s\n", err);
+        return EXIT_CONN;
+    }
+    return 0;
+}
+
+static void print_names(const char *const *v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) printf("%s%s", i ? "," : "", v[i]);
+}
+
+static void print_info(const ppxq_model_info *m)
+{
+    printf("%s\n", m->name);
+    printf("  kind         %s\n", m->kind);
+    printf("  theta        %u: ", m->theta_dim);
+    print_names(m->theta_names, m->n_theta_names);
+    printf("\n  x            %u: ", m->x_dim);
+    print_names(m->x_names, m->n_x_names);
+    printf("\n  prior        %s\n", m->prior);
+    printf("  generation   %u\n", m->generation);
+    printf("  checksum     %08x\n", m->checksum);
+    printf("  path         %s\n", m->path[0] ? m->path : "(in memory)");
+    printf("  created      %lld\n", (long long)m->created);
+    printf("  simulations  %llu\n", (unsigned long long)m->n_simulations);
+    printf("  val loss     %.6g\n", m->best_val_loss);
+}
+
+static int cmd_models(ppx_query *q)
+{
+    const ppxq_model_info *m;
+    uint32_t n;
+    int rc = ppx_query_list_models(q, &m, &n);
+    if (rc != PPXQ_OK) return report(q, rc);
+    if (!n) printf("no models served\n");
+    for (uint32_t i = 0; i < n; i++) print_info(&m[i]);
+    return 0;
+}
+
+static int cmd_status(ppx_query *q)
+{
+    const ppxq_status_info *s;
+    int rc = ppx_query_status(q, &s);
+    if (rc != PPXQ_OK) return report(q, rc);
+    printf("version      %s\n", s->version);
+    printf("uptime       %.1f s\n", s->uptime_seconds);
+    printf("models       ");
+    print_names(s->models, s->n_models);
+    printf("%s\n", s->n_models ? "" : "(none)");
+    printf("workers      %u\n", s->workers);
+    printf("queue depth  %u\n", s->queue_depth);
+    printf("requests     %llu\n", (unsigned long long)s->requests);
+    printf("errors       %llu\n", (unsigned long long)s->errors);
+    printf("busy         %llu\n", (unsigned long long)s->busy);
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* The theta names of a served model (malloc'd copies, *n of them), or NULL. */
+static char **theta_names(ppx_query *q, const char *model, uint32_t *n)
+{
+    const ppxq_model_info *mi;
+    uint32_t nm;
+    *n = 0;
+    if (ppx_query_list_models(q, &mi, &nm) != PPXQ_OK) return NULL;
+    for (uint32_t i = 0; i < nm; i++) {
+        if (strcmp(mi[i].name, model) != 0) continue;
+        char **v = calloc(mi[i].n_theta_names ? mi[i].n_theta_names : 1, sizeof *v);
+        if (!v) return NULL;
+        for (uint32_t j = 0; j < mi[i].n_theta_names; j++) v[j] = strdup(mi[i].theta_names[j]);
+        *n = mi[i].n_theta_names;
+        return v;
+    }
+    return NULL;
+}
+
+static void free_names(char **v, uint32_t n)
+{
+    for (uint32_t j = 0; v && j < n; j++) free(v[j]);
+    free(v);
+}
+
+static int cmd_sample(ppx_query *q, const ctl *c)
+{
+    /* The names first: the samples are views into the last reply. */
+    uint32_t n_names = 0;
+    char **names = theta_names(q, c->model, &n_names);
+    const ppxq_matrix *sm;
+    const double *acc;
+    int rc = ppx_query_sample(q, c->model, c->obs, (uint32_t)c->n_obs_rows, (uint32_t)c->obs_cols, (uint32_t)c->n,
+                              c->seed, c->max_seconds, &sm, &acc);
+    if (rc != PPXQ_OK) {
+        free_names(names, n_names);
+        return report(q, rc);
+    }
+    uint32_t k = (uint32_t)c->n_obs_rows, D = k ? sm[0].cols : 0;
+    char fallback[32];
+    if (c->out) {
+        size_t rows = 0;
+        for (uint32_t i = 0; i < k; i++) rows += sm[i].rows;
+        double *all = malloc((rows ? rows : 1) * (D ? D : 1) * sizeof *all);
+        const char **cols = calloc(D ? D : 1, sizeof *cols);
+        char (*gen)[32] = calloc(D ? D : 1, sizeof *gen);
+        if (!all || !cols || !gen) {
+            free(all);
+            free(cols);
+            free(gen);
+            free_names(names, n_names);
+            fprintf(stderr, "ppxctl: out of memory\n");
+            return 1;
+        }
+        size_t r = 0;
+        for (uint32_t i = 0; i < k; i++) {
+            memcpy(all + r * D, sm[i].data, (size_t)sm[i].rows * D * sizeof *all);
+            r += sm[i].rows;
+        }
+        for (uint32_t j = 0; j < D; j++) {
+            snprintf(gen[j], sizeof gen[j], "theta_%u", j);
+            cols[j] = names && n_names == D && names[j] ? names[j] : gen[j];
+        }
+        char err[512];
+        int wrc = ends_with(c->out, ".csv") ? csv_write(c->out, cols, all, rows, D, err, sizeof err)
+                                             : npy_write(c->out, all, rows, D, err, sizeof err);
+        free(all);
+        free(cols);
+        free(gen);
+        free_names(names, n_names);
+        if (wrc < 0) {
+            fprintf(stderr, "ppxctl: %s\n", err);
+            return 1; /* a local failure after a successful query */
+        }
+        fprintf(stderr, "ppxctl: wrote %zu x %u samples to %s\n", rows, D, c->out);
+        return 0;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        printf("observation %u: %u samples, acceptance %.4g\n", i, sm[i].rows, acc ? acc[i] : 1.0);
+        printf("  %-12s %14s %14s\n", "parameter", "mean", "sd");
+        for (uint32_t j = 0; j < D; j++) {
+            double s = 0, ss = 0;
+            uint32_t n = sm[i].rows;
+            for (uint32_t r = 0; r < n; r++) s += sm[i].data[(size_t)r * D + j];
+            double mean = n ? s / n : NAN;
+            for (uint32_t r = 0; r < n; r++) {
+                double d = sm[i].data[(size_t)r * D + j] - mean;
+                ss += d * d;
+            }
+            snprintf(fallback, sizeof fallback, "theta_%u", j);
+            printf("  %-12s %14.6g %14.6g\n", names && n_names == D ? names[j] : fallback, mean,
+                   n > 1 ? sqrt(ss / (n - 1)) : 0.0);
+        }
+    }
+    free_names(names, n_names);
+    return 0;
+}
+
+static int cmd_logprob(ppx_query *q, ctl *c)
+{
+    if (c->theta_file) {
+        double *d = NULL;
+        size_t rows, cols;
+        char err[512];
+        if (npy_read(c->theta_file, &d, &rows, &cols, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxctl: %s\n", err);
+            return EXIT_USAGE;
+        }
+        free(c->theta);
+        c->theta = d;
+        c->n_theta_rows = rows;
+        c->theta_cols = cols;
+    }
+    const double *lp;
+    int rc = ppx_query_log_prob(q, c->model, c->obs, (uint32_t)c->obs_cols, c->theta, (uint32_t)c->n_theta_rows,
+                                (uint32_t)c->theta_cols, !c->no_normalise, c->seed, (uint32_t)c->n_draws, &lp);
+    if (rc != PPXQ_OK) return report(q, rc);
+    for (size_t i = 0; i < c->n_theta_rows; i++) printf("%.17g\n", lp[i]);
+    return 0;
+}
+
+static int cmd_admin(ppx_query *q, const ctl *c)
+{
+    const char *msg = NULL;
+    const ppxq_model_info *info = NULL;
+    int rc;
+    if (strcmp(c->cmd, "load") == 0) rc = ppx_query_load(q, c->args[0], c->name, &msg, &info);
+    else if (strcmp(c->cmd, "unload") == 0) rc = ppx_query_unload(q, c->args[0], &msg);
+    else rc = ppx_query_reload(q, c->args[0], &msg, &info);
+    if (rc != PPXQ_OK) return report(q, rc);
+    printf("%s\n", msg);
+    if (info) print_info(info);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ctl c;
+    memset(&c, 0, sizeof c);
+    c.endpoint = "tcp://127.0.0.1:5560";
+    c.timeout_ms = 10000;
+    int rc = parse(&c, argc, argv);
+    if (rc) goto out;
+    static const char *const cmds[] = {"models", "sample", "logprob", "status", "load", "unload", "reload", "keygen"};
+    int known = 0;
+    for (size_t i = 0; c.cmd && i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(c.cmd, cmds[i]) == 0;
+    if (c.help) {
+        usage(stdout, known ? c.cmd : NULL);
+        goto out;
+    }
+    if (!c.cmd) {
+        usage(stderr, NULL);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (!known) {
+        rc = usage_error("unknown command (ppxctl --help)", c.cmd);
+        goto out;
+    }
+    /* Per-command argument checks, before connecting. */
+    size_t want_args = 0;
+    if (!strcmp(c.cmd, "load") || !strcmp(c.cmd, "unload") || !strcmp(c.cmd, "reload") || !strcmp(c.cmd, "keygen"))
+        want_args = 1;
+    if (c.n_args != want_args) {
+        rc = usage_error(want_args ? "this command takes one argument" : "unexpected argument",
+                         c.n_args ? c.args[0] : c.cmd);
+        usage(stderr, c.cmd);
+        goto out;
+    }
+    if (!strcmp(c.cmd, "keygen")) {
+        char err[512];
+        if (ppx_query_write_key_pair(c.args[0], err, sizeof err) < 0) {
+            fprintf(stderr, "ppxctl: %s\n", err);
+            rc = 1;
+        } else {
+            fprintf(stderr, "ppxctl: wrote %s.key (keep it secret) and %s.pub\n", c.args[0], c.args[0]);
+        }
+        goto out;
+    }
+    if (!strcmp(c.cmd, "sample")) {
+        if (!c.model || !c.n_obs_rows || !c.n) {
+            rc = usage_error("sample needs --model NAME, --obs X1,X2,... and -n N", NULL);
+            goto out;
+        }
+    }
+    if (!strcmp(c.cmd, "logprob")) {
+        if (!c.model || c.n_obs_rows != 1 || (!c.n_theta_rows && !c.theta_file) || (c.n_theta_rows && c.theta_file)) {
+            rc = usage_error("logprob needs --model NAME, one --obs X1,X2,... and --theta T1,... (repeatable) or "
+                             "--theta-file FILE.npy", NULL);
+            goto out;
+        }
+    }
+    ppx_query *q = NULL;
+    rc = connect_server(&c, &q);
+    if (rc) goto out;
+    if (!strcmp(c.cmd, "models")) rc = cmd_models(q);
+    else if (!strcmp(c.cmd, "status")) rc = cmd_status(q);
+    else if (!strcmp(c.cmd, "sample")) rc = cmd_sample(q, &c);
+    else if (!strcmp(c.cmd, "logprob")) rc = cmd_logprob(q, &c);
+    else rc = cmd_admin(q, &c);
+    ppx_query_close(&q);
+out:
+    free(c.args);
+    free(c.obs);
+    free(c.theta);
+    return rc;
+}
