@@ -202,6 +202,7 @@ static void run_task(const char *dir, const task *t, int n_sims, int n_seeds, in
            "samples\n", t->name, t->D, n_sims, t->prior, have, N_POST, n_ref[0]);
     printf("%-4s %4s %8s %8s %6s %10s  %-*s %6s\n", "flow", "seed", "train_s", "cpu_s", "epochs", "sample_ms",
            7 * have, "C2ST per observation", "mean");
+    fflush(stdout);
     static const flow_kind kinds[2] = {FLOW_NSF, FLOW_MAF};
     for (int fk = 0; fk < 2; fk++) {
         if (!listed(flows, fk == 0 ? "nsf" : "maf")) continue;
@@ -269,6 +270,7 @@ static void run_task(const char *dir, const task *t, int n_sims, int n_seeds, in
         if (n_c2st)
             printf("%-4s mean over seeds: C2ST %.3f, training %.1f s (wall)\n", fk == 0 ? "NSF" : "MAF",
                    sum_c2st / n_c2st, sum_train / n_seeds);
+        fflush(stdout);
     }
     if (strcmp(t->name, "two_moons") == 0)
         printf("sbi (Python, same CPU class): NSF 151 s training, mean C2ST 0.591; MAF 79-189 s, C2ST 0.63-0.74; "
