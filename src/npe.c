@@ -604,8 +604,14 @@ int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max
                      el, got, n, rep->acceptance, (unsigned long long)rep->accepted, (unsigned long long)rep->drawn);
             return -1;
         }
+        /* Draw about what is still needed given the acceptance so far (+10%
+         * and a few spare), not a whole maximal chunk: a 100-sample query
+         * should cost ~100 flow samples, not 1024. */
         size_t want = n - got;
-        int m = want < (size_t)NPE_MAX_BATCH && !bounded ? (int)want : NPE_MAX_BATCH;
+        double acc = bounded ? (double)(rep->accepted + 1) / (double)(rep->drawn + 1) : 1.0;
+        double need = bounded ? (double)want / acc * 1.1 + 8.0 : (double)want;
+        int m = need < (double)NPE_MAX_BATCH ? (int)need : NPE_MAX_BATCH;
+        if (m < 1) m = 1;
         if (draw_chunk(p, m, r) < 0) {
             snprintf(err, err_len, "flow sampling failed");
             return -1;
