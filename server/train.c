@@ -2,6 +2,7 @@
  * and `ppxd posterior` (sample, logprob, info of a trained model file).
  * See train.h for the entry points and usage() texts below for the options. */
 #include "train.h"
+#include "serve.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -91,6 +92,8 @@ static void train_usage(FILE *f)
         "  --max-epochs E (no limit)  --max-seconds S (no limit)  --seed S (1)\n"
         "  --threads T (1)             OpenBLAS threads for training\n"
         "  -o MODEL.ppxm               output model file (required)\n"
+        "  --serve ENDPOINT            then serve the model there (repeatable; as ppxd serve --serve) until\n"
+        "                              SIGINT/SIGTERM; --serve-name NAME (default: the file's base name)\n"
         "  --quiet                     no progress output\n"
         "Ctrl-C stops simulating (training then uses what arrived) or training (the best weights are kept).\n");
 }
@@ -201,12 +204,15 @@ typedef struct train_opts {
     double tail_bound, bnre;
     npe_train_config tcfg;
     int quiet;
+    const char **serve;         /* --serve: publish the trained model there and keep serving */
+    size_t n_serve;
+    const char *serve_name;     /* --serve-name (default: the output file's base name) */
 } train_opts;
 
 enum {
     T_SIM_CMD = 1000, T_CONNECT, T_THETA, T_X, T_DATA, T_PRIOR, T_SAVE_DATA, T_FLOW, T_TRANSFORMS, T_HIDDEN,
     T_BLOCKS, T_BINS, T_TAIL, T_AUTOREG, T_BNRE, T_BATCH, T_LR, T_CLIP, T_VAL_FRAC, T_PATIENCE, T_MAX_EPOCHS,
-    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES
+    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME
 };
 
 static int positive_int(const char *arg, const char *opt, int lo, int hi, int *out)
@@ -237,7 +243,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"seed", required_argument, 0, T_SEED}, {"threads", required_argument, 0, T_THREADS},
         {"quiet", no_argument, 0, T_QUIET}, {"timeout-ms", required_argument, 0, T_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, T_START_TIMEOUT},
-        {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"serve", required_argument, 0, T_SERVE},
+        {"serve-name", required_argument, 0, T_SERVE_NAME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch, iv;
     uint64_t v;
@@ -288,6 +295,14 @@ static int parse_train(train_opts *o, int argc, char **argv)
             break;
         }
         case T_SAVE_DATA: o->save_data = optarg; break;
+        case T_SERVE: {
+            const char **p = realloc(o->serve, (o->n_serve + 1) * sizeof *p);
+            if (!p) return 2;
+            o->serve = p;
+            o->serve[o->n_serve++] = optarg;
+            break;
+        }
+        case T_SERVE_NAME: o->serve_name = optarg; break;
         case T_FLOW:
             if (strcmp(optarg, "maf") == 0) o->flow = FLOW_MAF;
             else if (strcmp(optarg, "nsf") == 0) o->flow = FLOW_NSF;
@@ -772,6 +787,25 @@ int ppxd_train_main(int argc, char **argv)
             "(%zu dropped)%s\n", o.out, model_kind_name(m->kind), rep.epochs, rep.best_epoch, rep.best_val_loss,
             rep.seconds, n, rep.n_dropped, rep.stop == NPE_STOP_REQUESTED ? ", training interrupted" : "");
     rc = 0;
+    if (o.n_serve) {
+        /* The same daemon trains and serves: publish the model just written
+         * and serve it until SIGINT/SIGTERM. */
+        serve_config sc = serve_config_defaults();
+        sc.endpoints = o.serve;
+        sc.n_endpoints = o.n_serve;
+        sc.quiet = o.quiet;
+        char name[256];
+        if (o.serve_name) {
+            snprintf(name, sizeof name, "%s", o.serve_name);
+        } else {
+            const char *b = strrchr(o.out, '/');
+            snprintf(name, sizeof name, "%s", b ? b + 1 : o.out);
+            char *dot = strrchr(name, '.');
+            if (dot && dot != name) *dot = 0;
+        }
+        fprintf(stderr, "ppxd train: serving '%s' on %s%s\n", name, o.serve[0], o.n_serve > 1 ? " (and more)" : "");
+        rc = serve_run(&sc, name, m, o.out);
+    }
 out_model:
     npe_posterior_destroy(&np);
     nre_posterior_destroy(&rp);
@@ -786,6 +820,7 @@ out_opts:
     strlist_free(&o.x);
     free(o.connect);
     free(o.priors);
+    free(o.serve);
     return rc;
 }
 

@@ -1056,3 +1056,58 @@ Test(serve, nre_model_sample_and_logprob_equal_in_process)
     ppx_query_close(&q);
     stop_server(&s);
 }
+
+/* The same daemon trains and serves: `ppxd train ... --serve EP` publishes
+ * the model it just wrote and answers queries for it until SIGTERM. */
+Test(serve, train_then_serve_in_one_daemon)
+{
+    server s;
+    memset(&s, 0, sizeof s);
+    tmpdir(&s);
+    /* A small conditional Gaussian: theta ~ N(0, 1), x = theta + 0.5 eps. */
+    enum { N = 600 };
+    double *th = malloc(N * sizeof *th), *x = malloc(N * sizeof *x);
+    cr_assert(th && x);
+    rng r;
+    rng_seed(&r, 5, 0);
+    for (int i = 0; i < N; i++) {
+        th[i] = rng_normal(&r);
+        x[i] = th[i] + 0.5 * rng_normal(&r);
+    }
+    char thp[256], xp[256], err[256];
+    snprintf(thp, sizeof thp, "%s/theta.npy", s.dir);
+    snprintf(xp, sizeof xp, "%s/x.npy", s.dir);
+    cr_assert_eq(npy_write(thp, th, N, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(npy_write(xp, x, N, 1, err, sizeof err), 0, "%s", err);
+    free(th);
+    free(x);
+    tk_endpoint(s.endpoint, sizeof s.endpoint, "trainserve");
+    char *ppxd = tk_build_path("ppxd");
+    const char *argv[] = {ppxd, "train", "npe", "--data", thp, xp, "--prior", "normal:0:1", "--flow", "maf",
+                          "--transforms", "1", "--hidden", "8", "--max-epochs", "3", "-o", s.model,
+                          "--serve", s.endpoint, "--serve-name", "fresh", "--quiet", NULL};
+    s.pid = tk_spawn((char *const *)argv);
+    cr_assert(s.pid > 0);
+    track(s.pid, 1);
+    free(ppxd);
+    /* Training takes a moment: poll until the server answers. */
+    ppx_query_options o = ppx_query_options_default();
+    o.timeout_ms = 300;
+    int ready = 0;
+    for (int i = 0; i < 200 && !ready; i++) {
+        ppx_query *q = ppx_query_connect(s.endpoint, &o, err, sizeof err);
+        cr_assert_not_null(q, "%s", err);
+        ready = ppx_query_status(q, NULL) == PPXQ_OK;
+        ppx_query_close(&q);
+        int st;
+        cr_assert_eq(waitpid(s.pid, &st, WNOHANG), 0, "ppxd train --serve exited early");
+    }
+    cr_assert(ready, "ppxd train --serve never answered");
+    /* The published model answers under its name, like in-process sampling. */
+    char out[4096];
+    const char *args[] = {"--endpoint", s.endpoint, "sample", "--model", "fresh", "--obs", "0.5", "-n", "200",
+                          "--seed", "3", NULL};
+    cr_assert_eq(run_ppxctl(args, out, sizeof out), 0, "ppxctl sample failed: %s", out);
+    cr_assert(access(s.model, R_OK) == 0, "the model file was written too");
+    stop_server(&s);
+}
