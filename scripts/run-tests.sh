@@ -2,6 +2,11 @@
 # Run every Criterion test binary given as argument, then print one summary
 # line "N passed, N failed" and exit non-zero when anything failed or crashed.
 set -u
+# Every test process uses the OpenBLAS kernels ppxd itself selects, so that
+# results computed in a test and by a ppxd it starts are bit-identical.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -x "${PPXD_BUILD:-build}/ppxd" ]; then
+    OPENBLAS_CORETYPE=$("${PPXD_BUILD:-build}/ppxd" blas-core) && export OPENBLAS_CORETYPE
+fi
 passed=0; failed=0; bad_bins=""
 for t in "$@"; do
     [ -x "$t" ] || continue

@@ -5,6 +5,7 @@
  *   ppxd export    named values of a trace file to .npy / .csv
  *   ppxd info      count and check the records of a trace file
  */
+#include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "nn/nn.h"
 #include "export.h"
 #include "jobs.h"
 #include "policy.h"
@@ -619,6 +621,13 @@ static int cmd_info(cli *c)
 
 int main(int argc, char **argv)
 {
+    nn_blas_fix_coretype(argv); /* may re-execute with the right OpenBLAS kernels */
+    if (argc == 2 && strcmp(argv[1], "blas-core") == 0) {
+        /* The OpenBLAS kernels ppxd runs with (the test runner gives the same
+         * to every test process, so in-process and served results agree). */
+        printf("%s\n", openblas_get_corename());
+        return 0;
+    }
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -286,8 +286,10 @@ out:
     prior_destroy(&pr);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    nn_blas_fix_coretype(argv); /* same OpenBLAS kernels as ppxd itself */
     const char *dir = find_data();
     if (!dir) {
         printf("bench_npe: sbibm reference data not found (set PPXD_SBIBM_DIR); skipped\n");

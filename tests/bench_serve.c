@@ -155,8 +155,10 @@ static void in_process(const char *path, double *t10k, double *t100)
     free(buf);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    nn_blas_fix_coretype(argv); /* same OpenBLAS kernels as ppxd itself */
     nn_set_threads(1);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char dir[] = "/tmp/ppxd-bench-serve-XXXXXX";
@@ -170,9 +172,9 @@ int main(void)
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", tk_free_tcp_port());
     snprintf(threads, sizeof threads, "%ld", ncpu > 0 ? ncpu : 1);
     char *ppxd = tk_build_path("ppxd");
-    char *argv[] = {ppxd, "serve", "--serve", ep, "--model", margs[0], "--model", margs[1], "--model", margs[2],
-                    "--serve-threads", threads, "--quiet", NULL};
-    pid_t pid = tk_spawn(argv);
+    char *serve_argv[] = {ppxd, "serve", "--serve", ep, "--model", margs[0], "--model", margs[1], "--model", margs[2],
+                          "--serve-threads", threads, "--quiet", NULL};
+    pid_t pid = tk_spawn(serve_argv);
     char err[256];
     ppx_query_options o = ppx_query_options_default();
     ppx_query *q = ppx_query_connect(ep, &o, err, sizeof err);

@@ -4,7 +4,9 @@
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- threads ------------------------------------------------------------- */
 
@@ -496,4 +498,21 @@ float nn_lr_at(const nn_lr_schedule *s, long step)
     if (s->warmup_steps > 0 && step < s->warmup_steps)
         lr *= (double)(step + 1) / (double)s->warmup_steps;
     return (float)lr;
+}
+
+void nn_blas_fix_coretype(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return; /* the user's choice, or we did it already */
+    const char *core = openblas_get_corename();
+    if (!core || strcmp(core, "Prescott") != 0) return;
+    const char *want = NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the generic kernels. */
 }

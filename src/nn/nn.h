@@ -41,6 +41,15 @@ void nn_set_threads(int n);
 /* The current OpenBLAS thread count. */
 int nn_get_threads(void);
 
+/* OpenBLAS picks its kernels from the CPU model at load time; on virtual
+ * machines that hide the model it falls back to the generic "Prescott"
+ * kernels, several times slower.  When that happened and the CPU has AVX-512
+ * (or AVX2/FMA), set OPENBLAS_CORETYPE accordingly and re-execute the
+ * program (argv as given to main) so the right kernels load.  Call first
+ * thing in main(); returns only when nothing was done (already right,
+ * OPENBLAS_CORETYPE set by the user, or exec failed). */
+void nn_blas_fix_coretype(char **argv);
+
 /* ---- utilities ----------------------------------------------------------- */
 
 /* p[0..n) = 0. */
