@@ -429,8 +429,7 @@ static void trainer_set(void *model, const float *src)
 
 static const npe_fit_ops npe_ops = {trainer_step, trainer_eval, trainer_n_params, trainer_get, trainer_set};
 
-/* Data z-scored into floats: dst [n, w] = (src - mean) / std. */
-static float *zscore_floats(const double *src, size_t n, int w, const double *mean, const double *std)
+float *npe_zscore_floats(const double *src, size_t n, int w, const double *mean, const double *std)
 {
     float *dst = malloc((n ? n : 1) * (size_t)w * sizeof *dst);
     if (!dst) return NULL;
@@ -495,8 +494,8 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
     t.C = d->context;
     t.max_batch = B > NPE_MAX_BATCH ? B : NPE_MAX_BATCH;
     t.adam = nn_adam_defaults();
-    float *zt = zscore_floats(d->theta, d->n, d->dim, m->theta_mean, m->theta_std);
-    float *zx = zscore_floats(d->x, d->n, d->context, m->x_mean, m->x_std);
+    float *zt = npe_zscore_floats(d->theta, d->n, d->dim, m->theta_mean, m->theta_std);
+    float *zx = npe_zscore_floats(d->x, d->n, d->context, m->x_mean, m->x_std);
     t.zt = zt;
     t.zx = zx;
     t.bt = malloc((size_t)t.max_batch * (size_t)t.D * sizeof(float));

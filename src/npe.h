@@ -80,6 +80,10 @@ void npe_split_free(npe_split *s);
  * deviation, replaced by 1 when it is not > 1e-12 * (1 + |mean|) (a constant
  * column is only centred). */
 void npe_zscore_fit(const double *v, int w, const size_t *rows, size_t n_rows, double *mean, double *std);
+/* Rows z-scored into a new float array (caller frees): dst [n, w] =
+ * (src [n, w] - mean[w]) / std[w], for feeding the networks.  NULL on
+ * allocation failure. */
+float *npe_zscore_floats(const double *src, size_t n, int w, const double *mean, const double *std);
 
 /* ==== training loop (shared with NRE) ========================================= */
 

@@ -278,16 +278,6 @@ static void nre_set(void *model, const float *src)
 
 static const npe_fit_ops nre_ops = {nre_step, nre_eval, nre_n_params, nre_get, nre_set};
 
-static float *zscore_floats(const double *src, size_t n, int w, const double *mean, const double *std)
-{
-    float *dst = malloc((n ? n : 1) * (size_t)w * sizeof *dst);
-    if (!dst) return NULL;
-    for (size_t i = 0; i < n; i++)
-        for (int j = 0; j < w; j++)
-            dst[i * (size_t)w + (size_t)j] = (float)((src[i * (size_t)w + (size_t)j] - mean[j]) / std[j]);
-    return dst;
-}
-
 nre_posterior *nre_train(const npe_data *d, const prior *pr, const nre_net_config *ncfg, const npe_train_config *cfg,
                          npe_train_report *rep, char *err, size_t err_len)
 {
@@ -348,8 +338,8 @@ nre_posterior *nre_train(const npe_data *d, const prior *pr, const nre_net_confi
     t.lambda = ncfg->bnre_lambda;
     t.adam = nn_adam_defaults();
     rng_seed(&t.r, cfg->seed, 3);
-    float *zt = zscore_floats(d->theta, d->n, d->dim, m->theta_mean, m->theta_std);
-    float *zx = zscore_floats(d->x, d->n, d->context, m->x_mean, m->x_std);
+    float *zt = npe_zscore_floats(d->theta, d->n, d->dim, m->theta_mean, m->theta_std);
+    float *zx = npe_zscore_floats(d->x, d->n, d->context, m->x_mean, m->x_std);
     t.zt = zt;
     t.zx = zx;
     t.in = malloc((size_t)(2 * max_rows) * (size_t)t.W * sizeof(float));
