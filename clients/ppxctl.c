@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "export.h"
 #include "ppx_query.h"
 
@@ -99,16 +100,6 @@ static int usage_error(const char *msg, const char *detail)
     return EXIT_USAGE;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || s[0] == '-') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
 
 /* Append one row "a,b,c" to a [rows, *cols] matrix (NaN and inf are kept:
  * the server rejects them with its own error).  0 or -1. */
@@ -172,7 +163,7 @@ static int parse(ctl *c, int argc, char **argv)
         case O_SERVER_KEY: c->server_key_file = optarg; break;
         case O_CLIENT_KEY: c->client_key_file = optarg; break;
         case O_TIMEOUT:
-            if (parse_u64(optarg, &v) < 0 || v == 0 || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
+            if (args_u64(optarg, &v) < 0 || v == 0 || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
             c->timeout_ms = (int)v;
             break;
         case O_MODEL: c->model = optarg; break;
@@ -186,12 +177,12 @@ static int parse(ctl *c, int argc, char **argv)
             break;
         case O_THETA_FILE: c->theta_file = optarg; break;
         case O_SEED:
-            if (parse_u64(optarg, &c->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
+            if (args_u64(optarg, &c->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
             break;
         case O_NAME: c->name = optarg; break;
         case O_NO_NORMALISE: c->no_normalise = 1; break;
         case O_N_DRAWS:
-            if (parse_u64(optarg, &c->n_draws) < 0 || c->n_draws > UINT32_MAX)
+            if (args_u64(optarg, &c->n_draws) < 0 || c->n_draws > UINT32_MAX)
                 return usage_error("--n-draws wants a number", optarg);
             break;
         case O_MAX_SECONDS: {
@@ -202,7 +193,7 @@ static int parse(ctl *c, int argc, char **argv)
             break;
         }
         case 'n':
-            if (parse_u64(optarg, &c->n) < 0 || c->n == 0 || c->n > UINT32_MAX)
+            if (args_u64(optarg, &c->n) < 0 || c->n == 0 || c->n > UINT32_MAX)
                 return usage_error("-n wants a positive number", optarg);
             break;
         case 'o': c->out = optarg; break;

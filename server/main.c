@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "engine.h"
 #include "nn/nn.h"
 #include "export.h"
@@ -102,16 +103,6 @@ static int die(const char *msg, const char *detail)
 {
     fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') return -1;
-    *out = v;
-    return 0;
 }
 
 /* "NAME=V1,V2,..." into an observation.  0 or -1. */
@@ -242,22 +233,18 @@ static int parse_args(cli *c, int argc, char **argv)
         switch (ch) {
         case OPT_SIM_CMD: c->ecfg.sim_cmd = optarg; break;
         case 'j':
-            if (parse_u64(optarg, &v) < 0 || v == 0 || v > 4096) return die("-j wants a number from 1 to 4096", optarg);
+            if (args_u64(optarg, &v) < 0 || v == 0 || v > 4096) return die("-j wants a number from 1 to 4096", optarg);
             c->ecfg.n_launch = v;
             break;
-        case OPT_CONNECT: {
-            const char **p = realloc(c->connect, (c->n_connect + 1) * sizeof *p);
-            if (!p) return 2;
-            c->connect = p;
-            c->connect[c->n_connect++] = optarg;
+        case OPT_CONNECT:
+            if (args_push(&c->connect, &c->n_connect, optarg) < 0) return 2;
             break;
-        }
         case 'n':
-            if (parse_u64(optarg, &c->n) < 0 || c->n == 0) return die("-n wants a positive number", optarg);
+            if (args_u64(optarg, &c->n) < 0 || c->n == 0) return die("-n wants a positive number", optarg);
             break;
         case 'o': c->out = optarg; break;
         case OPT_SEED:
-            if (parse_u64(optarg, &c->seed) < 0) return die("--seed wants a non-negative integer", optarg);
+            if (args_u64(optarg, &c->seed) < 0) return die("--seed wants a non-negative integer", optarg);
             break;
         case OPT_OBSERVE:
             if (add_obs(c, optarg) < 0) return 2;
@@ -268,16 +255,12 @@ static int parse_args(cli *c, int argc, char **argv)
         case OPT_FIX:
             if (add_fix(c, optarg, FIXED_SET) < 0) return 2;
             break;
-        case OPT_LATENT: {
-            const char **p = realloc(c->latents, (c->n_latents + 1) * sizeof *p);
-            if (!p) return 2;
-            c->latents = p;
-            c->latents[c->n_latents++] = optarg;
+        case OPT_LATENT:
+            if (args_push(&c->latents, &c->n_latents, optarg) < 0) return 2;
             break;
-        }
         case OPT_SAMPLES_OUT: c->samples_out = optarg; break;
         case OPT_RESAMPLE:
-            if (parse_u64(optarg, &c->resample) < 0 || !c->resample) return die("--resample wants a positive number", optarg);
+            if (args_u64(optarg, &c->resample) < 0 || !c->resample) return die("--resample wants a positive number", optarg);
             break;
         case OPT_METHOD:
             if (strcmp(optarg, "is") == 0) c->lmh = 0;
@@ -285,23 +268,23 @@ static int parse_args(cli *c, int argc, char **argv)
             else return die("--method is 'is' or 'lmh'", optarg);
             break;
         case OPT_BURN_IN:
-            if (parse_u64(optarg, &v) < 0) return die("--burn-in wants a non-negative number", optarg);
+            if (args_u64(optarg, &v) < 0) return die("--burn-in wants a non-negative number", optarg);
             c->burn_in = (int64_t)v;
             break;
         case OPT_TIMEOUT:
-            if (parse_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--timeout-ms wants a positive number", optarg);
+            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--timeout-ms wants a positive number", optarg);
             c->ecfg.msg_timeout_ms = (int)v;
             break;
         case OPT_START_TIMEOUT:
-            if (parse_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--start-timeout-ms wants a positive number", optarg);
+            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--start-timeout-ms wants a positive number", optarg);
             c->ecfg.start_timeout_ms = (int)v;
             break;
         case OPT_MAX_FAILURES:
-            if (parse_u64(optarg, &v) < 0 || v > 1000000) return die("--max-failures wants a number", optarg);
+            if (args_u64(optarg, &v) < 0 || v > 1000000) return die("--max-failures wants a number", optarg);
             c->ecfg.max_failures = (int)v;
             break;
         case OPT_MAX_MSG:
-            if (parse_u64(optarg, &v) < 0 || v < 64) return die("--max-message-bytes wants a number >= 64", optarg);
+            if (args_u64(optarg, &v) < 0 || v < 64) return die("--max-message-bytes wants a number >= 64", optarg);
             c->ecfg.limits.max_message_bytes = v;
             break;
         case OPT_FSYNC:

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "args.h"
 #include "nn/nn.h"
 #include "npe.h"
 #include "nre.h"
@@ -1515,16 +1516,6 @@ static int serve_die(const char *msg, const char *detail)
     return 2;
 }
 
-static int parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || s[0] == '-') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
 
 enum {
     SOPT_SERVE = 1000, SOPT_MODEL, SOPT_THREADS, SOPT_MAX_N, SOPT_MAX_BYTES, SOPT_DEADLINE, SOPT_QUEUE,
@@ -1561,35 +1552,35 @@ int serve_main(int argc, char **argv)
         case SOPT_SERVE: eps[cfg.n_endpoints++] = optarg; break;
         case SOPT_MODEL: models[cfg.n_models++] = optarg; break;
         case SOPT_THREADS:
-            if (parse_count(optarg, 1, 1024, &v) < 0) {
+            if (args_u64_range(optarg, 1, 1024, &v) < 0) {
                 rc = serve_die("--serve-threads wants a number from 1 to 1024", optarg);
                 goto out;
             }
             cfg.threads = (int)v;
             break;
         case SOPT_MAX_N:
-            if (parse_count(optarg, 1, UINT32_MAX, &v) < 0) {
+            if (args_u64_range(optarg, 1, UINT32_MAX, &v) < 0) {
                 rc = serve_die("--max-n wants a positive number", optarg);
                 goto out;
             }
             cfg.max_n = v;
             break;
         case SOPT_MAX_BYTES:
-            if (parse_count(optarg, 64, (uint64_t)1 << 31, &v) < 0) {
+            if (args_u64_range(optarg, 64, (uint64_t)1 << 31, &v) < 0) {
                 rc = serve_die("--max-request-bytes wants a number from 64 to 2^31", optarg);
                 goto out;
             }
             cfg.max_request_bytes = (size_t)v;
             break;
         case SOPT_DEADLINE:
-            if (parse_count(optarg, 1, 86400000, &v) < 0) {
+            if (args_u64_range(optarg, 1, 86400000, &v) < 0) {
                 rc = serve_die("--deadline-ms wants a positive number of milliseconds", optarg);
                 goto out;
             }
             cfg.deadline_ms = (int)v;
             break;
         case SOPT_QUEUE:
-            if (parse_count(optarg, 1, 1 << 20, &v) < 0) {
+            if (args_u64_range(optarg, 1, 1 << 20, &v) < 0) {
                 rc = serve_die("--queue wants a number from 1 to 2^20", optarg);
                 goto out;
             }

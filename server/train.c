@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "engine.h"
 #include "export.h"
 #include "jobs.h"
@@ -166,15 +167,6 @@ static int strlist_split(strlist *l, const char *arg)
     }
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') return -1;
-    *out = v;
-    return 0;
-}
 
 static int parse_double(const char *s, double *out)
 {
@@ -218,7 +210,7 @@ enum {
 static int positive_int(const char *arg, const char *opt, int lo, int hi, int *out)
 {
     uint64_t v;
-    if (parse_u64(arg, &v) < 0 || v < (uint64_t)lo || v > (uint64_t)hi) {
+    if (args_u64(arg, &v) < 0 || v < (uint64_t)lo || v > (uint64_t)hi) {
         fprintf(stderr, "ppxd: %s wants a whole number from %d to %d, got '%s'\n", opt, lo, hi, arg);
         return -1;
     }
@@ -263,15 +255,11 @@ static int parse_train(train_opts *o, int argc, char **argv)
             if (positive_int(optarg, "-j", 1, 4096, &iv) < 0) return 2;
             o->ecfg.n_launch = (size_t)iv;
             break;
-        case T_CONNECT: {
-            const char **p = realloc(o->connect, (o->n_connect + 1) * sizeof *p);
-            if (!p) return 2;
-            o->connect = p;
-            o->connect[o->n_connect++] = optarg;
+        case T_CONNECT:
+            if (args_push(&o->connect, &o->n_connect, optarg) < 0) return 2;
             break;
-        }
         case 'n':
-            if (parse_u64(optarg, &o->n) < 0 || o->n == 0) return usage_error("-n wants a positive number", optarg);
+            if (args_u64(optarg, &o->n) < 0 || o->n == 0) return usage_error("-n wants a positive number", optarg);
             break;
         case 'o': o->out = optarg; break;
         case T_THETA:
@@ -287,21 +275,13 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error("--data wants two files: --data THETA.npy X.npy", NULL);
             o->data_x = argv[optind++];
             break;
-        case T_PRIOR: {
-            const char **p = realloc(o->priors, (o->n_priors + 1) * sizeof *p);
-            if (!p) return 2;
-            o->priors = p;
-            o->priors[o->n_priors++] = optarg;
+        case T_PRIOR:
+            if (args_push(&o->priors, &o->n_priors, optarg) < 0) return 2;
             break;
-        }
         case T_SAVE_DATA: o->save_data = optarg; break;
-        case T_SERVE: {
-            const char **p = realloc(o->serve, (o->n_serve + 1) * sizeof *p);
-            if (!p) return 2;
-            o->serve = p;
-            o->serve[o->n_serve++] = optarg;
+        case T_SERVE:
+            if (args_push(&o->serve, &o->n_serve, optarg) < 0) return 2;
             break;
-        }
         case T_SERVE_NAME: o->serve_name = optarg; break;
         case T_FLOW:
             if (strcmp(optarg, "maf") == 0) o->flow = FLOW_MAF;
@@ -343,21 +323,21 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error("--max-seconds wants a positive number", optarg);
             break;
         case T_SEED:
-            if (parse_u64(optarg, &o->tcfg.seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
+            if (args_u64(optarg, &o->tcfg.seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
             break;
         case T_THREADS: if (positive_int(optarg, "--threads", 1, 1024, &o->tcfg.threads) < 0) return 2; break;
         case T_QUIET: o->quiet = 1; break;
         case T_TIMEOUT:
-            if (parse_u64(optarg, &v) < 0 || !v || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
+            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
             o->ecfg.msg_timeout_ms = (int)v;
             break;
         case T_START_TIMEOUT:
-            if (parse_u64(optarg, &v) < 0 || !v || v > 86400000)
+            if (args_u64(optarg, &v) < 0 || !v || v > 86400000)
                 return usage_error("--start-timeout-ms wants a positive number", optarg);
             o->ecfg.start_timeout_ms = (int)v;
             break;
         case T_MAX_FAILURES:
-            if (parse_u64(optarg, &v) < 0 || v > 1000000) return usage_error("--max-failures wants a number", optarg);
+            if (args_u64(optarg, &v) < 0 || v > 1000000) return usage_error("--max-failures wants a number", optarg);
             o->ecfg.max_failures = (int)v;
             break;
         case 'h': train_usage(stdout); exit(0);
@@ -872,12 +852,12 @@ static int parse_posterior(post_opts *o, int argc, char **argv)
         case P_OBS_FILE: o->obs_file = optarg; break;
         case P_THETA_FILE: o->theta_file = optarg; break;
         case 'n':
-            if (parse_u64(optarg, &o->n) < 0 || !o->n || o->n > ((uint64_t)1 << 32))
+            if (args_u64(optarg, &o->n) < 0 || !o->n || o->n > ((uint64_t)1 << 32))
                 return usage_error("-n wants a positive number", optarg);
             break;
         case 'o': o->out = optarg; break;
         case P_SEED:
-            if (parse_u64(optarg, &o->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
+            if (args_u64(optarg, &o->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
             break;
         case P_MAX_SECONDS:
             if (parse_double(optarg, &o->max_seconds) < 0 || !(o->max_seconds > 0))
@@ -895,7 +875,7 @@ static int parse_posterior(post_opts *o, int argc, char **argv)
         case P_THREADS: if (positive_int(optarg, "--threads", 1, 1024, &o->threads) < 0) return 2; break;
         case P_NO_RENORM: o->no_renorm = 1; break;
         case P_MASS_DRAWS:
-            if (parse_u64(optarg, &o->mass_draws) < 0 || !o->mass_draws || o->mass_draws > ((uint64_t)1 << 32))
+            if (args_u64(optarg, &o->mass_draws) < 0 || !o->mass_draws || o->mass_draws > ((uint64_t)1 << 32))
                 return usage_error("--mass-draws wants a positive number", optarg);
             break;
         case 'h': posterior_usage(stdout); exit(0);
