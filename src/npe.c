@@ -439,6 +439,21 @@ float *npe_zscore_floats(const double *src, size_t n, int w, const double *mean,
     return dst;
 }
 
+void npe_record_provenance(model_file *m, const npe_data *d, const npe_split *s, npe_train_report *rep,
+                           uint64_t seed)
+{
+    rep->n_dropped = d->n_dropped;
+    m->prov.n_simulations = d->n_in;
+    m->prov.n_dropped = d->n_dropped;
+    m->prov.n_train = s->n_train;
+    m->prov.n_val = s->n_val;
+    m->prov.epochs = (uint32_t)rep->epochs;
+    m->prov.best_epoch = (uint32_t)rep->best_epoch;
+    m->prov.best_val_loss = rep->best_val_loss;
+    m->prov.train_seconds = rep->seconds;
+    m->prov.seed = seed;
+}
+
 npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *fcfg, const npe_train_config *cfg,
                          npe_train_report *rep, char *err, size_t err_len)
 {
@@ -514,16 +529,7 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
     }
     flow_init(p->f, &r_init);
     if (npe_fit(&npe_ops, &t, &s, cfg, &r_batch, "npe", rep, err, err_len) < 0) goto out;
-    rep->n_dropped = d->n_dropped;
-    m->prov.n_simulations = d->n_in;
-    m->prov.n_dropped = d->n_dropped;
-    m->prov.n_train = s.n_train;
-    m->prov.n_val = s.n_val;
-    m->prov.epochs = (uint32_t)rep->epochs;
-    m->prov.best_epoch = (uint32_t)rep->best_epoch;
-    m->prov.best_val_loss = rep->best_val_loss;
-    m->prov.train_seconds = rep->seconds;
-    m->prov.seed = cfg->seed;
+    npe_record_provenance(m, d, &s, rep, cfg->seed);
     /* Room for the parameter snapshot, filled by npe_posterior_model. */
     float *snap = calloc(flow_n_params(p->f) ? flow_n_params(p->f) : 1, sizeof *snap);
     if (!snap) {

@@ -140,6 +140,11 @@ typedef struct npe_fit_ops {
  * validation loss at all: the reason in err). */
 int npe_fit(const npe_fit_ops *ops, void *model, const npe_split *s, const npe_train_config *cfg, rng *r,
             const char *tag, npe_train_report *rep, char *err, size_t err_len);
+/* After npe_fit: the training's provenance (simulations, dropped rows, split
+ * sizes, epochs, best validation loss, seconds, seed) into m->prov, and the
+ * dropped count into rep. */
+void npe_record_provenance(model_file *m, const npe_data *d, const npe_split *s, npe_train_report *rep,
+                           uint64_t seed);
 
 /* ==== NPE posterior ============================================================ */
 

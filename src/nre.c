@@ -366,16 +366,7 @@ nre_posterior *nre_train(const npe_data *d, const prior *pr, const nre_net_confi
     npe_train_config c2 = *cfg;
     c2.batch = B;
     if (npe_fit(&nre_ops, &t, &s, &c2, &r_batch, "nre", rep, err, err_len) < 0) goto out;
-    rep->n_dropped = d->n_dropped;
-    m->prov.n_simulations = d->n_in;
-    m->prov.n_dropped = d->n_dropped;
-    m->prov.n_train = s.n_train;
-    m->prov.n_val = s.n_val;
-    m->prov.epochs = (uint32_t)rep->epochs;
-    m->prov.best_epoch = (uint32_t)rep->best_epoch;
-    m->prov.best_val_loss = rep->best_val_loss;
-    m->prov.train_seconds = rep->seconds;
-    m->prov.seed = cfg->seed;
+    npe_record_provenance(m, d, &s, rep, cfg->seed);
     if (model_file_set_params(m, p->net->params, p->net->n_params) < 0) {
         snprintf(err, err_len, "out of memory");
         goto out;
