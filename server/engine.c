@@ -1,6 +1,8 @@
 /* engine.c — the PPX engine event loop (see engine.h). */
 #include "engine.h"
 
+#include "args.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -81,6 +83,28 @@ void engine_config_defaults(engine_config *c)
     c->backoff_max_ms = 5000;
     c->max_failures = 20;
     c->limits = ppx_limits_default();
+}
+
+int engine_config_option(engine_config *c, const char *name, const char *arg, char *err, size_t err_len)
+{
+    uint64_t v;
+    if (strcmp(name, "timeout-ms") == 0 || strcmp(name, "start-timeout-ms") == 0) {
+        if (args_u64_range(arg, 1, 86400000, &v) < 0) {
+            snprintf(err, err_len, "--%s wants a positive number", name);
+            return -1;
+        }
+        *(name[0] == 't' ? &c->msg_timeout_ms : &c->start_timeout_ms) = (int)v;
+        return 1;
+    }
+    if (strcmp(name, "max-failures") == 0) {
+        if (args_u64_range(arg, 0, 1000000, &v) < 0) {
+            snprintf(err, err_len, "--max-failures wants a number");
+            return -1;
+        }
+        c->max_failures = (int)v;
+        return 1;
+    }
+    return 0;
 }
 
 static double now_s(void)

@@ -87,6 +87,12 @@ typedef struct engine_config {
 } engine_config;
 
 void engine_config_defaults(engine_config *c);
+/* The engine's tuning options shared by every command that runs simulators:
+ * name is "timeout-ms", "start-timeout-ms" or "max-failures" (without
+ * dashes), arg its text.  Returns 1 when applied, 0 when name is not one of
+ * them, -1 when arg is out of range (the complaint, e.g. "--timeout-ms wants
+ * a positive number", in err). */
+int engine_config_option(engine_config *c, const char *name, const char *arg, char *err, size_t err_len);
 
 typedef struct job_ops {
     /* A session is free: return 1 with *index set to start trace `index`, 0 to leave it idle for now. */

@@ -229,7 +229,8 @@ static int parse_args(cli *c, int argc, char **argv)
     int ch;
     uint64_t v;
     optind = 2; /* argv[1] is the sub-command */
-    while ((ch = getopt_long(argc, argv, "j:n:o:h", opts, NULL)) != -1) {
+    int idx = 0; /* the long option just matched (engine_config_option takes its name) */
+    while ((ch = getopt_long(argc, argv, "j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
         case OPT_SIM_CMD: c->ecfg.sim_cmd = optarg; break;
         case 'j':
@@ -272,17 +273,12 @@ static int parse_args(cli *c, int argc, char **argv)
             c->burn_in = (int64_t)v;
             break;
         case OPT_TIMEOUT:
-            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--timeout-ms wants a positive number", optarg);
-            c->ecfg.msg_timeout_ms = (int)v;
-            break;
         case OPT_START_TIMEOUT:
-            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return die("--start-timeout-ms wants a positive number", optarg);
-            c->ecfg.start_timeout_ms = (int)v;
+        case OPT_MAX_FAILURES: {
+            char why[80];
+            if (engine_config_option(&c->ecfg, opts[idx].name, optarg, why, sizeof why) < 0) return die(why, optarg);
             break;
-        case OPT_MAX_FAILURES:
-            if (args_u64(optarg, &v) < 0 || v > 1000000) return die("--max-failures wants a number", optarg);
-            c->ecfg.max_failures = (int)v;
-            break;
+        }
         case OPT_MAX_MSG:
             if (args_u64(optarg, &v) < 0 || v < 64) return die("--max-message-bytes wants a number >= 64", optarg);
             c->ecfg.limits.max_message_bytes = v;

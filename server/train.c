@@ -239,12 +239,12 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"serve-name", required_argument, 0, T_SERVE_NAME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch, iv;
-    uint64_t v;
     double dv;
     const char *kind = NULL;
     optind = 1;
     opterr = 1;
-    while ((ch = getopt_long(argc, argv, "-j:n:o:h", opts, NULL)) != -1) {
+    int idx = 0; /* the long option just matched (engine_config_option takes its name) */
+    while ((ch = getopt_long(argc, argv, "-j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
         case 1: /* a positional argument, in order */
             if (kind) return usage_error("unexpected argument", optarg);
@@ -328,18 +328,13 @@ static int parse_train(train_opts *o, int argc, char **argv)
         case T_THREADS: if (positive_int(optarg, "--threads", 1, 1024, &o->tcfg.threads) < 0) return 2; break;
         case T_QUIET: o->quiet = 1; break;
         case T_TIMEOUT:
-            if (args_u64(optarg, &v) < 0 || !v || v > 86400000) return usage_error("--timeout-ms wants a positive number", optarg);
-            o->ecfg.msg_timeout_ms = (int)v;
-            break;
         case T_START_TIMEOUT:
-            if (args_u64(optarg, &v) < 0 || !v || v > 86400000)
-                return usage_error("--start-timeout-ms wants a positive number", optarg);
-            o->ecfg.start_timeout_ms = (int)v;
+        case T_MAX_FAILURES: {
+            char why[80];
+            if (engine_config_option(&o->ecfg, opts[idx].name, optarg, why, sizeof why) < 0)
+                return usage_error(why, optarg);
             break;
-        case T_MAX_FAILURES:
-            if (args_u64(optarg, &v) < 0 || v > 1000000) return usage_error("--max-failures wants a number", optarg);
-            o->ecfg.max_failures = (int)v;
-            break;
+        }
         case 'h': train_usage(stdout); exit(0);
         default: train_usage(stderr); return 2;
         }
