@@ -4,7 +4,6 @@
  * values, and — when /usr/bin/python3 has numpy — numpy reading our files and
  * us reading numpy's. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "testkit.h"
 
 /* ---- files ------------------------------------------------------------------------ */
 
@@ -24,25 +24,12 @@ typedef struct tmpdir {
 
 static void tmp_make(tmpdir *d)
 {
-    snprintf(d->path, sizeof d->path, "/tmp/ppxd-test-export-XXXXXX");
-    cr_assert_not_null(mkdtemp(d->path), "mkdtemp: %s", strerror(errno));
+    cr_assert_eq(tk_tmpdir(d->path, sizeof d->path, "export"), 0, "mkdtemp: %s", strerror(errno));
 }
 
 static void tmp_remove(tmpdir *d)
 {
-    DIR *dir = opendir(d->path);
-    if (!dir)
-        return;
-    struct dirent *de;
-    char p[512];
-    while ((de = readdir(dir))) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d->path, de->d_name);
-        unlink(p);
-    }
-    closedir(dir);
-    rmdir(d->path);
+    tk_tmpdir_remove(d->path);
 }
 
 static void tmp_file(const tmpdir *d, const char *name, char *out, size_t len)
@@ -52,17 +39,8 @@ static void tmp_file(const tmpdir *d, const char *name, char *out, size_t len)
 
 static unsigned char *slurp(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    cr_assert_not_null(buf);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *size = (size_t)n;
+    unsigned char *buf = tk_slurp(path, size);
+    cr_assert_not_null(buf, "cannot read %s", path);
     return buf;
 }
 

@@ -1,6 +1,7 @@
 /* testkit.c — see testkit.h. */
 #include "testkit.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -269,4 +270,43 @@ double tk_raw_pingpong_pairs(const char *tag, int pairs, size_t req_bytes, size_
     free(ps);
     free(th);
     return sum / pairs;
+}
+
+int tk_tmpdir(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "/tmp/ppxd-test-%s-XXXXXX", tag);
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+void tk_tmpdir_remove(const char *path)
+{
+    DIR *dir = opendir(path);
+    if (!dir) return;
+    struct dirent *de;
+    char p[512];
+    while ((de = readdir(dir))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+        unlink(p);
+    }
+    closedir(dir);
+    rmdir(path);
+}
+
+unsigned char *tk_slurp(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *buf = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = 0;
+        *size = (size_t)n;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
 }

@@ -16,6 +16,14 @@ void tk_endpoint(char *buf, size_t len, const char *tag);
 /* A free tcp port on 127.0.0.1 (bind to port 0 and read it back). */
 int tk_free_tcp_port(void);
 
+/* A fresh directory /tmp/ppxd-test-<tag>-XXXXXX, its path in buf.  0 or -1. */
+int tk_tmpdir(char *buf, size_t len, const char *tag);
+/* Remove a directory made by tk_tmpdir with the plain files in it. */
+void tk_tmpdir_remove(const char *path);
+/* A whole file in a malloc'd, NUL-terminated buffer (caller frees); *size
+ * gets its length.  NULL when it cannot be read. */
+unsigned char *tk_slurp(const char *path, size_t *size);
+
 /* fork + execv(argv[0], argv); stdout/stderr to /dev/null unless verbose
  * (env PPXD_TEST_VERBOSE).  Returns the pid or -1. */
 pid_t tk_spawn(char *const argv[]);
