@@ -3,6 +3,7 @@
 
 #include "args.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -15,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+
+#include "zmtp.h"
 
 typedef enum sess_state {
     S_BACKOFF = 0, /* waiting to (re)launch */
@@ -31,7 +34,7 @@ typedef struct session {
     int launched;
     pid_t pid;
     char endpoint[160];
-    void *sock;
+    zmtp_conn *conn;       /* NULL between launches */
     double deadline;
     int failures;          /* consecutive */
     unsigned generation;   /* launches so far, for fresh endpoints */
@@ -42,8 +45,7 @@ typedef struct session {
     int poisoned;
     discard_reason poison_reason;
     char poison_msg[320];
-    zmq_msg_t frame;
-    ppx_msg msg;
+    ppx_msg msg;           /* the last reply; views into conn's buffer until its next zmtp_conn_io */
     size_t pending_entry;  /* index of the Sample entry awaiting its answer */
     dist pending_dist;
     rng obs_rng;           /* draws of Observe values nobody supplied, per trace */
@@ -51,7 +53,6 @@ typedef struct session {
 
 struct engine {
     engine_config cfg;
-    void *ctx;
     session *sess;
     size_t n_sess;
     ppx_encoder *enc;
@@ -132,13 +133,7 @@ static void elog(const session *s, const char *fmt, const char *detail)
 
 /* --- sockets and processes --------------------------------------------------- */
 
-static void close_socket(session *s)
-{
-    if (s->sock) {
-        zmq_close(s->sock);
-        s->sock = NULL;
-    }
-}
+static void close_conn(session *s) { zmtp_conn_destroy(&s->conn); }
 
 static int send_msg(engine *e, session *s, const ppx_msg *m)
 {
@@ -149,10 +144,8 @@ static int send_msg(engine *e, session *s, const ppx_msg *m)
         elog(s, "cannot encode reply", err.message);
         return -1;
     }
-    if (zmq_send(s->sock, b, len, ZMQ_DONTWAIT) < 0) {
-        elog(s, "send failed", zmq_strerror(errno));
-        return -1;
-    }
+    /* A failure here is the connection's; the caller's fault reports it. */
+    if (zmtp_conn_send(s->conn, b, len) < 0) return -1;
     e->stats.messages++;
     return 0;
 }
@@ -165,18 +158,15 @@ static int send_type(engine *e, session *s, ppx_msg_type t)
     return send_msg(e, s, &m);
 }
 
-static int open_socket(engine *e, session *s)
+/* Connect (retrying until the simulator has bound, like a libzmq REQ
+ * connect); replies over the codec's size limit are refused on arrival. */
+static int open_conn(engine *e, session *s)
 {
-    close_socket(s);
-    s->sock = zmq_socket(e->ctx, ZMQ_REQ);
-    if (!s->sock) return -1;
-    int linger = 0;
-    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-    int64_t maxsz = (int64_t)e->cfg.limits.max_message_bytes;
-    zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz);
-    if (zmq_connect(s->sock, s->endpoint) < 0) {
-        elog(s, "cannot connect", zmq_strerror(errno));
-        close_socket(s);
+    close_conn(s);
+    char err[320];
+    s->conn = zmtp_conn_new(s->endpoint, e->cfg.limits.max_message_bytes, err, sizeof err);
+    if (!s->conn) {
+        elog(s, "cannot connect", err);
         return -1;
     }
     return 0;
@@ -254,7 +244,7 @@ static int start_session(engine *e, session *s)
             return -1;
         }
     }
-    if (open_socket(e, s) < 0) return -1;
+    if (open_conn(e, s) < 0) return -1;
     ppx_msg m;
     ppx_msg_init(&m);
     m.type = PPX_MSG_HANDSHAKE;
@@ -284,7 +274,7 @@ static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *
         end_trace(e, p, s);
         if (ops) ops->discard(job, s->id, s->index, why);
     }
-    close_socket(s);
+    close_conn(s);
     kill_sim(s);
     s->failures++;
     if (!s->launched) {
@@ -305,6 +295,21 @@ static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *
     s->deadline = now_s() + backoff;
 }
 
+/* The connection failed while sending or receiving: a closed connection
+ * means the simulator exited, broken ZMTP is garbage from it. */
+static void conn_fault(engine *e, policy *p, const job_ops *ops, void *job, session *s, const char *what)
+{
+    discard_reason why = DISCARD_PROTOCOL;
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", what);
+    zmtp_failure f = s->conn ? zmtp_conn_failure(s->conn) : ZMTP_OK;
+    if (f != ZMTP_OK) {
+        why = f == ZMTP_CLOSED ? DISCARD_EXITED : f == ZMTP_BAD_PEER ? DISCARD_GARBAGE : DISCARD_PROTOCOL;
+        snprintf(detail, sizeof detail, "%s", zmtp_conn_error(s->conn));
+    }
+    fault(e, p, ops, job, s, why, detail);
+}
+
 /* --- construction ------------------------------------------------------------ */
 
 engine *engine_new(const engine_config *cfg)
@@ -321,24 +326,20 @@ engine *engine_new(const engine_config *cfg)
     engine *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->cfg = *cfg;
-    e->ctx = zmq_ctx_new();
     e->enc = ppx_encoder_new();
     e->sess = calloc(n, sizeof *e->sess);
     e->items = calloc(n, sizeof *e->items);
     e->item_sess = calloc(n, sizeof *e->item_sess);
     e->reqs = calloc(n, sizeof *e->reqs);
     e->req_sess = calloc(n, sizeof *e->req_sess);
-    if (!e->ctx || !e->enc || !e->sess || !e->items || !e->item_sess || !e->reqs || !e->req_sess) {
+    if (!e->enc || !e->sess || !e->items || !e->item_sess || !e->reqs || !e->req_sess) {
         engine_destroy(&e);
         return NULL;
     }
-    /* Many simulators: raise libzmq's socket limit accordingly. */
-    zmq_ctx_set(e->ctx, ZMQ_MAX_SOCKETS, (int)(n + 64));
     e->n_sess = n;
     for (size_t i = 0; i < n; i++) {
         session *s = &e->sess[i];
         s->id = i;
-        zmq_msg_init(&s->frame);
         ppx_msg_init(&s->msg);
         s->t = trace_new();
         if (!s->t) {
@@ -366,10 +367,9 @@ void engine_destroy(engine **ep)
     engine *e = *ep;
     for (size_t i = 0; e->sess && i < e->n_sess; i++) {
         session *s = &e->sess[i];
-        close_socket(s);
+        close_conn(s);
         kill_sim(s);
         ppx_msg_clear(&s->msg);
-        zmq_msg_close(&s->frame);
         trace_destroy(&s->t);
     }
     free(e->sess);
@@ -381,7 +381,6 @@ void engine_destroy(engine **ep)
     for (size_t i = 0; i < e->n_warned; i++) free(e->warned_obs[i]);
     free(e->warned_obs);
     ppx_encoder_destroy(&e->enc);
-    if (e->ctx) zmq_ctx_term(e->ctx);
     free(e);
     *ep = NULL;
 }
@@ -704,7 +703,7 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
     }
     s->awaiting_run_reply = 0;
     if (rc < 0) {
-        fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not reply");
+        conn_fault(e, p, ops, job, s, "could not reply");
         return;
     }
     s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
@@ -756,7 +755,7 @@ static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
         out.value.ndim = te->value.ndim;
         s->state = S_IN_TRACE;
         if (send_msg(e, s, &out) < 0) {
-            fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not send SampleResult");
+            conn_fault(e, p, ops, job, s, "could not send SampleResult");
             continue;
         }
         s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
@@ -779,6 +778,30 @@ static void reap_children(engine *e, policy *p, const job_ops *ops, void *job)
         s->pid = 0; /* reaped */
         fault(e, p, ops, job, s, DISCARD_EXITED, why);
     }
+}
+
+/* Progress session s's connection; a complete reply is decoded and handled. */
+static void session_io(engine *e, policy *p, const job_ops *ops, void *job, session *s, int ready)
+{
+    if (!s->conn) return;
+    const uint8_t *body;
+    size_t len;
+    int r = zmtp_conn_io(s->conn, ready, &body, &len);
+    if (r == 0) return;
+    if (r < 0) {
+        conn_fault(e, p, ops, job, s, "connection failed");
+        return;
+    }
+    /* The connection enforces lockstep: a reply answers our request. */
+    assert(s->state == S_HANDSHAKE || s->state == S_IN_TRACE);
+    e->stats.messages++;
+    ppx_msg_clear(&s->msg);
+    ppx_error err;
+    if (ppx_decode(body, len, &e->cfg.limits, &s->msg, &err) != PPX_OK) {
+        fault(e, p, ops, job, s, DISCARD_GARBAGE, err.message);
+        return;
+    }
+    handle_message(e, p, ops, job, s);
 }
 
 static int any_in_trace(const engine *e)
@@ -812,8 +835,14 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                 e->stats.restarts += s->generation > 0;
                 if (start_session(e, s) < 0) fault(e, p, ops, job, s, DISCARD_EXITED, "restart failed");
             } else if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE) && now >= s->deadline) {
-                fault(e, p, ops, job, s, DISCARD_TIMEOUT,
-                      s->state == S_HANDSHAKE ? "no HandshakeResult in time" : "no reply in time");
+                char why[400];
+                if (s->state == S_IN_TRACE)
+                    snprintf(why, sizeof why, "no reply in time");
+                else if (s->conn && !zmtp_conn_is_open(s->conn) && *zmtp_conn_error(s->conn))
+                    snprintf(why, sizeof why, "no HandshakeResult in time (%s)", zmtp_conn_error(s->conn));
+                else
+                    snprintf(why, sizeof why, "no HandshakeResult in time");
+                fault(e, p, ops, job, s, DISCARD_TIMEOUT, why);
             } else if (s->state == S_IDLE && !job_done) {
                 uint64_t idx;
                 if (ops->next(job, s->id, &idx)) {
@@ -826,7 +855,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                     policy_begin(p, s->id, idx);
                     if (send_type(e, s, PPX_MSG_RUN) < 0) {
                         s->state = S_IN_TRACE;
-                        fault(e, p, ops, job, s, DISCARD_PROTOCOL, "could not send Run");
+                        conn_fault(e, p, ops, job, s, "could not send Run");
                         continue;
                     }
                     s->state = S_IN_TRACE;
@@ -841,23 +870,36 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             rc = -1;
             break;
         }
-        /* Poll the sessions waiting for a reply. */
+        /* Poll every connection (an idle one too, so that a simulator
+         * that exits is seen at once); those waiting to retry a connect
+         * bring the timeout forward instead. */
         size_t ni = 0;
+        int retrying = 0;
         double next_deadline = now + 0.1;
         for (size_t i = 0; i < e->n_sess; i++) {
             session *s = &e->sess[i];
-            if (s->state == S_HANDSHAKE || s->state == S_IN_TRACE) {
-                e->items[ni].socket = s->sock;
-                e->items[ni].fd = 0;
-                e->items[ni].events = ZMQ_POLLIN;
-                e->items[ni].revents = 0;
-                e->item_sess[ni++] = i;
-            }
             if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE || s->state == S_BACKOFF) &&
                 s->deadline < next_deadline)
                 next_deadline = s->deadline;
+            if (!s->conn || s->state == S_BACKOFF || s->state == S_DEAD) continue;
+            int fd = zmtp_conn_fd(s->conn);
+            if (fd < 0) {
+                double at = zmtp_conn_retry_at(s->conn);
+                if (at > 0) {
+                    retrying = 1;
+                    if (at < next_deadline) next_deadline = at;
+                }
+                continue;
+            }
+            int ev = zmtp_conn_events(s->conn);
+            e->items[ni].socket = NULL;
+            e->items[ni].fd = fd;
+            e->items[ni].events = (short)((ev & ZMTP_READ ? ZMQ_POLLIN : 0) | (ev & ZMTP_WRITE ? ZMQ_POLLOUT : 0));
+            e->items[ni].revents = 0;
+            e->item_sess[ni++] = i;
         }
-        long timeout_ms = (long)((next_deadline - now) * 1000.0);
+        /* Round up: waking a moment early would only spin. */
+        long timeout_ms = (long)ceil((next_deadline - now) * 1000.0);
         if (timeout_ms < 0) timeout_ms = 0;
         int nready = zmq_poll(ni ? e->items : NULL, (int)ni, timeout_ms);
         if (nready < 0 && errno != EINTR) {
@@ -866,24 +908,20 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             break;
         }
         for (size_t k = 0; nready > 0 && k < ni; k++) {
-            if (!(e->items[k].revents & ZMQ_POLLIN)) continue;
-            session *s = &e->sess[e->item_sess[k]];
-            ppx_msg_clear(&s->msg);
-            zmq_msg_close(&s->frame);
-            zmq_msg_init(&s->frame);
-            if (zmq_msg_recv(&s->frame, s->sock, ZMQ_DONTWAIT) < 0) {
-                if (errno == EAGAIN) continue;
-                fault(e, p, ops, job, s, DISCARD_GARBAGE, zmq_strerror(errno));
-                continue;
+            short rev = e->items[k].revents;
+            if (!rev) continue;
+            int ready = (rev & ZMQ_POLLIN ? ZMTP_READ : 0) | (rev & ZMQ_POLLOUT ? ZMTP_WRITE : 0) |
+                        (rev & ZMQ_POLLERR ? ZMTP_HANGUP : 0);
+            session_io(e, p, ops, job, &e->sess[e->item_sess[k]], ready);
+        }
+        if (retrying) {
+            double t = now_s();
+            for (size_t i = 0; i < e->n_sess; i++) {
+                session *s = &e->sess[i];
+                if (!s->conn || s->state == S_BACKOFF || s->state == S_DEAD || zmtp_conn_fd(s->conn) >= 0) continue;
+                double at = zmtp_conn_retry_at(s->conn);
+                if (at > 0 && at <= t) session_io(e, p, ops, job, s, 0);
             }
-            e->stats.messages++;
-            ppx_error err;
-            if (ppx_decode(zmq_msg_data(&s->frame), zmq_msg_size(&s->frame), &e->cfg.limits, &s->msg, &err) !=
-                PPX_OK) {
-                fault(e, p, ops, job, s, DISCARD_GARBAGE, err.message);
-                continue;
-            }
-            handle_message(e, p, ops, job, s);
         }
         answer_batch(e, p, ops, job);
         /* Reaping costs a syscall: a few times a second is enough, since a

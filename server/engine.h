@@ -1,7 +1,8 @@
 /* engine.h — ppxd's PPX engine: one zmq_poll event loop driving many
  * simulator sessions in lockstep.
  *
- * Sessions.  Each simulator is one session with its own REQ socket, an
+ * Sessions.  Each simulator is one session with its own connection (the
+ * REQ side of ZMTP, zmtp.h: a plain non-blocking socket in this loop), an
  * explicit state (below) and a deadline.  Simulators are either launched by
  * the engine (a command template with "{endpoint}", run on fresh ipc
  * endpoints, supervised and restarted with exponential back-off) or connected
@@ -13,7 +14,7 @@
  *   IN_TRACE --(Sample)--> ANSWER --(policy batch, SampleResult)--> IN_TRACE
  *   IN_TRACE --(Observe/Tag: answered at once)--> IN_TRACE
  *   IN_TRACE --(RunResult)--> IDLE (trace completed)
- *   any --(timeout, exit, garbage, protocol error)--> fault:
+ *   any --(timeout, exit or closed connection, garbage, protocol error)--> fault:
  *        trace discarded, launched: kill + BACKOFF; connected: DEAD
  *   IN_TRACE --(Reset in reply to Run)--> Run sent again
  *   IN_TRACE --(Reset mid-trace)--> trace discarded, IDLE
