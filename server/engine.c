@@ -108,6 +108,64 @@ int engine_config_option(engine_config *c, const char *name, const char *arg, ch
     return 0;
 }
 
+/* engine_new says the same as the command line when handed no simulators
+ * or a template without {endpoint}. */
+#define NO_SIMULATORS "no simulators: give " ENGINE_SIM_OPTIONS_SHORT
+#define SIM_CMD_NEEDS_ENDPOINT "--sim-cmd must contain {endpoint} where the simulator's endpoint goes"
+
+int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, char *err, size_t err_len)
+{
+    uint64_t v;
+    if (strcmp(name, "sim-cmd") == 0) {
+        /* Checked here, not at launch: a usage error must stop the command
+         * before it touches any file. */
+        if (!strstr(arg, "{endpoint}")) {
+            snprintf(err, err_len, "%s", SIM_CMD_NEEDS_ENDPOINT);
+            return -1;
+        }
+        o->sim_cmd = arg;
+        return 1;
+    }
+    if (strcmp(name, "j") == 0) {
+        if (args_u64_range(arg, 1, 4096, &v) < 0) {
+            snprintf(err, err_len, "-j wants a number from 1 to 4096");
+            return -1;
+        }
+        o->n_launch = (size_t)v;
+        return 1;
+    }
+    if (strcmp(name, "connect") == 0) {
+        if (args_push(&o->connect, &o->n_connect, arg) < 0) {
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+int engine_sim_options_apply(const engine_sim_options *o, engine_config *c, char *err, size_t err_len)
+{
+    if (!o->sim_cmd && !o->n_connect) {
+        snprintf(err, err_len, "%s", NO_SIMULATORS);
+        return 0;
+    }
+    c->sim_cmd = o->sim_cmd;
+    /* -j alone (with --connect only) launches nothing, as before: it is
+     * accepted and ignored rather than turned into an error. */
+    c->n_launch = o->sim_cmd ? (o->n_launch ? o->n_launch : 1) : 0;
+    c->connect = o->connect;
+    c->n_connect = o->n_connect;
+    return 1;
+}
+
+void engine_sim_options_free(engine_sim_options *o)
+{
+    free(o->connect);
+    o->connect = NULL;
+    o->n_connect = 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -316,11 +374,11 @@ engine *engine_new(const engine_config *cfg)
 {
     size_t n = cfg->n_connect + (cfg->sim_cmd ? cfg->n_launch : 0);
     if (n == 0) {
-        elog(NULL, "no simulators: give --sim-cmd with -j N, or --connect ENDPOINT", NULL);
+        elog(NULL, NO_SIMULATORS, NULL);
         return NULL;
     }
     if (cfg->sim_cmd && !strstr(cfg->sim_cmd, "{endpoint}")) {
-        elog(NULL, "--sim-cmd must contain {endpoint} where the simulator's endpoint goes", cfg->sim_cmd);
+        elog(NULL, SIM_CMD_NEEDS_ENDPOINT, cfg->sim_cmd);
         return NULL;
     }
     engine *e = calloc(1, sizeof *e);

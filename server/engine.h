@@ -95,6 +95,37 @@ void engine_config_defaults(engine_config *c);
  * a positive number", in err). */
 int engine_config_option(engine_config *c, const char *name, const char *arg, char *err, size_t err_len);
 
+/* The simulator options, shared likewise, so that every such command
+ * accepts and rejects the same things with the same words.  As read from the
+ * command line: the strings are borrowed (argv); the --connect list is
+ * malloc'd (engine_sim_options_free). */
+typedef struct engine_sim_options {
+    const char *sim_cmd;     /* --sim-cmd, or NULL */
+    size_t n_launch;         /* -j; 0 when not given */
+    const char **connect;    /* --connect, in the order given */
+    size_t n_connect;
+} engine_sim_options;
+
+/* How to give simulators, for messages and help texts. */
+#define ENGINE_SIM_OPTIONS_SHORT "--sim-cmd 'CMD {endpoint}' [-j N] or --connect ENDPOINT"
+#define ENGINE_SIM_OPTIONS_HELP                                                                          \
+    "  --sim-cmd 'CMD {endpoint}'  launch simulators; {endpoint} is replaced by a fresh ipc endpoint\n" \
+    "  -j N                        number of simulators to launch (default 1)\n"                        \
+    "  --connect ENDPOINT          use a running simulator (repeatable), e.g. tcp://127.0.0.1:5555\n"
+
+/* One simulator option: name is "sim-cmd", "j" or "connect" (without
+ * dashes), arg its text.  Returns 1 when applied, 0 when name is not one of
+ * them, -1 when arg is unusable or memory ran out (the complaint, e.g. "-j
+ * wants a number from 1 to 4096", in err). */
+int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, char *err, size_t err_len);
+/* Once the command line is read: the simulators into c (sim_cmd, n_launch,
+ * which defaults to 1 with --sim-cmd, and connect, which borrows o's list).
+ * Returns 1 when simulators were given; 0 when none were, with "no
+ * simulators: give ..." in err (a command with another source of data may
+ * go on without them), c untouched. */
+int engine_sim_options_apply(const engine_sim_options *o, engine_config *c, char *err, size_t err_len);
+void engine_sim_options_free(engine_sim_options *o);
+
 typedef struct job_ops {
     /* A session is free: return 1 with *index set to start trace `index`, 0 to leave it idle for now. */
     int (*next)(void *job, size_t slot, uint64_t *index);

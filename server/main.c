@@ -51,9 +51,7 @@ static void usage(FILE *f)
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
-            "  --sim-cmd 'CMD {endpoint}'   launch simulators; {endpoint} is replaced by a fresh ipc endpoint\n"
-            "  -j N                         number of simulators to launch (default 1)\n"
-            "  --connect ENDPOINT           use a running simulator (repeatable), e.g. tcp://127.0.0.1:5555\n"
+            ENGINE_SIM_OPTIONS_HELP
             "\n"
             "options:\n"
             "  -n N                  traces (simulate, infer --method is) or samples (lmh, all chains)\n"
@@ -79,8 +77,7 @@ static void usage(FILE *f)
 typedef struct cli {
     const char *cmd;
     engine_config ecfg;
-    const char **connect;
-    size_t n_connect;
+    engine_sim_options sims;
     uint64_t n;
     const char *out;
     uint64_t seed;
@@ -229,17 +226,17 @@ static int parse_args(cli *c, int argc, char **argv)
     int ch;
     uint64_t v;
     optind = 2; /* argv[1] is the sub-command */
-    int idx = 0; /* the long option just matched (engine_config_option takes its name) */
+    int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */
     while ((ch = getopt_long(argc, argv, "j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
-        case OPT_SIM_CMD: c->ecfg.sim_cmd = optarg; break;
-        case 'j':
-            if (args_u64(optarg, &v) < 0 || v == 0 || v > 4096) return die("-j wants a number from 1 to 4096", optarg);
-            c->ecfg.n_launch = v;
-            break;
+        case OPT_SIM_CMD:
         case OPT_CONNECT:
-            if (args_push(&c->connect, &c->n_connect, optarg) < 0) return 2;
+        case 'j': {
+            char why[80];
+            if (engine_sim_option(&c->sims, ch == 'j' ? "j" : opts[idx].name, optarg, why, sizeof why) < 0)
+                return die(why, optarg);
             break;
+        }
         case 'n':
             if (args_u64(optarg, &c->n) < 0 || c->n == 0) return die("-n wants a positive number", optarg);
             break;
@@ -299,13 +296,9 @@ static int parse_args(cli *c, int argc, char **argv)
     if (optind < argc) return die("unexpected argument", argv[optind]);
     /* Usage errors of the simulator options: exit 2 before touching any file. */
     if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
-        if (!c->ecfg.sim_cmd && !c->n_connect)
-            return die("no simulators: give --sim-cmd 'CMD {endpoint}' [-j N] or --connect ENDPOINT", NULL);
-        if (c->ecfg.sim_cmd && !strstr(c->ecfg.sim_cmd, "{endpoint}"))
-            return die("--sim-cmd must contain {endpoint} where the simulator's endpoint goes", c->ecfg.sim_cmd);
+        char why[160];
+        if (engine_sim_options_apply(&c->sims, &c->ecfg, why, sizeof why) == 0) return die(why, NULL);
     }
-    c->ecfg.connect = c->connect;
-    c->ecfg.n_connect = c->n_connect;
     c->ecfg.obs = c->obs;
     c->ecfg.n_obs = c->n_obs;
     c->ecfg.seed = c->seed;
@@ -314,11 +307,6 @@ static int parse_args(cli *c, int argc, char **argv)
 
 static engine *start_engine(cli *c)
 {
-    if (!c->ecfg.sim_cmd && !c->n_connect) {
-        die("no simulators: give --sim-cmd 'CMD {endpoint}' [-j N] or --connect ENDPOINT", NULL);
-        return NULL;
-    }
-    if (c->ecfg.sim_cmd && c->ecfg.n_launch == 0) c->ecfg.n_launch = 1;
     engine *e = engine_new(&c->ecfg);
     g_running = e;
     return e;
@@ -647,7 +635,7 @@ int main(int argc, char **argv)
     }
     free(c.obs);
     free(c.fix);
-    free(c.connect);
+    engine_sim_options_free(&c.sims);
     free(c.latents);
     return rc;
 }

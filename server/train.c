@@ -61,8 +61,7 @@ static void train_usage(FILE *f)
         "estimation), nre = a classifier of joint vs marginal (theta, x) pairs (neural ratio estimation).\n"
         "\n"
         "data, live (PPX simulators; every Observe without a value is drawn by ppxd from its distribution):\n"
-        "  --sim-cmd 'CMD {endpoint}' [-j N]   launch N simulators ({endpoint} replaced by an ipc endpoint)\n"
-        "  --connect ENDPOINT          use a running simulator (repeatable)\n"
+        ENGINE_SIM_OPTIONS_HELP
         "  -n N                        simulations to run\n"
         "  --theta A,B,...             named Samples forming theta, in order; 'PREFIX*' matches every named\n"
         "                              Sample of the first trace starting with PREFIX (in trace order)\n"
@@ -183,8 +182,7 @@ static int parse_double(const char *s, double *out)
 typedef struct train_opts {
     int nre;                    /* 0: npe, 1: nre */
     engine_config ecfg;
-    const char **connect;
-    size_t n_connect;
+    engine_sim_options sims;
     uint64_t n;
     strlist theta, x;           /* names or patterns */
     const char *data_theta, *data_x;
@@ -238,26 +236,26 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"serve", required_argument, 0, T_SERVE},
         {"serve-name", required_argument, 0, T_SERVE_NAME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    int ch, iv;
+    int ch;
     double dv;
     const char *kind = NULL;
     optind = 1;
     opterr = 1;
-    int idx = 0; /* the long option just matched (engine_config_option takes its name) */
+    int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */
     while ((ch = getopt_long(argc, argv, "-j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
         case 1: /* a positional argument, in order */
             if (kind) return usage_error("unexpected argument", optarg);
             kind = optarg;
             break;
-        case T_SIM_CMD: o->ecfg.sim_cmd = optarg; break;
-        case 'j':
-            if (positive_int(optarg, "-j", 1, 4096, &iv) < 0) return 2;
-            o->ecfg.n_launch = (size_t)iv;
-            break;
+        case T_SIM_CMD:
         case T_CONNECT:
-            if (args_push(&o->connect, &o->n_connect, optarg) < 0) return 2;
+        case 'j': {
+            char why[80];
+            if (engine_sim_option(&o->sims, ch == 'j' ? "j" : opts[idx].name, optarg, why, sizeof why) < 0)
+                return usage_error(why, optarg);
             break;
+        }
         case 'n':
             if (args_u64(optarg, &o->n) < 0 || o->n == 0) return usage_error("-n wants a positive number", optarg);
             break;
@@ -343,17 +341,14 @@ static int parse_train(train_opts *o, int argc, char **argv)
     if (strcmp(kind, "npe") == 0) o->nre = 0;
     else if (strcmp(kind, "nre") == 0) o->nre = 1;
     else return usage_error("unknown model kind (npe or nre)", kind);
-    int live = o->ecfg.sim_cmd || o->n_connect;
+    char why[160];
+    int live = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
     if (live && o->data_theta) return usage_error("give either simulators (--sim-cmd/--connect) or --data, not both", NULL);
     if (!live && !o->data_theta)
-        return usage_error("no data: give simulators (--sim-cmd 'CMD {endpoint}' or --connect) or --data THETA.npy X.npy",
-                           NULL);
+        return usage_error("no data: give simulators (" ENGINE_SIM_OPTIONS_SHORT ") or --data THETA.npy X.npy", NULL);
     if (live) {
-        if (o->ecfg.sim_cmd && !strstr(o->ecfg.sim_cmd, "{endpoint}"))
-            return usage_error("--sim-cmd must contain {endpoint} where the simulator's endpoint goes", o->ecfg.sim_cmd);
         if (!o->n) return usage_error("live training needs -n N (the number of simulations)", NULL);
         if (!o->theta.n || !o->x.n) return usage_error("live training needs --theta NAMES and --x NAMES", NULL);
-        if (o->ecfg.sim_cmd && o->ecfg.n_launch == 0) o->ecfg.n_launch = 1;
     } else {
         if (!o->n_priors) return usage_error("offline training needs the prior: --prior SPEC (see --help)", NULL);
         if (o->n) return usage_error("-n is for live simulation; with --data every row is used", NULL);
@@ -362,8 +357,6 @@ static int parse_train(train_opts *o, int argc, char **argv)
     if (o->nre && (o->flow || o->bins || o->autoregressive || o->tail_bound > 0 || o->transforms))
         return usage_error("--flow, --transforms, --bins, --tail-bound and --autoregressive are NPE options", NULL);
     if (!o->nre && o->bnre > 0) return usage_error("--bnre is an NRE option", NULL);
-    o->ecfg.connect = o->connect;
-    o->ecfg.n_connect = o->n_connect;
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->tcfg.seed;
     o->tcfg.progress = !o->quiet;
@@ -701,8 +694,8 @@ int ppxd_train_main(int argc, char **argv)
             if (o.ecfg.sim_cmd)
                 snprintf(source, sl, "live: %zu simulations of '%s' (-j %zu)", n, o.ecfg.sim_cmd, o.ecfg.n_launch);
             else
-                snprintf(source, sl, "live: %zu simulations from %zu connected simulator%s", n, o.n_connect,
-                         o.n_connect == 1 ? "" : "s");
+                snprintf(source, sl, "live: %zu simulations from %zu connected simulator%s", n, o.ecfg.n_connect,
+                         o.ecfg.n_connect == 1 ? "" : "s");
         }
         if (o.save_data && write_npy_pair(o.save_data, theta, n, d, x, cdim) < 0) goto out;
     }
@@ -793,7 +786,7 @@ out:
 out_opts:
     strlist_free(&o.theta);
     strlist_free(&o.x);
-    free(o.connect);
+    engine_sim_options_free(&o.sims);
     free(o.priors);
     free(o.serve);
     return rc;

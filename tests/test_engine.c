@@ -587,6 +587,129 @@ Test(cli, bad_usage_exits_2, .init = make_tmpdir, .fini = remove_tmpdir)
     free(ppxd);
 }
 
+/* The simulator options are read by one parser (engine_sim_option) and
+ * checked by one function (engine_sim_options_apply) for every command. */
+Test(cli, simulator_options_parsed_and_checked_in_one_place)
+{
+    engine_sim_options o;
+    memset(&o, 0, sizeof o);
+    char err[160];
+    cr_assert_eq(engine_sim_option(&o, "seed", "1", err, sizeof err), 0, "not a simulator option");
+
+    err[0] = 0;
+    cr_assert_eq(engine_sim_option(&o, "sim-cmd", "sim", err, sizeof err), -1);
+    cr_assert(strstr(err, "must contain {endpoint}"), "%s", err);
+    cr_assert_null(o.sim_cmd, "a rejected --sim-cmd is not kept");
+    cr_assert_eq(engine_sim_option(&o, "sim-cmd", "sim {endpoint}", err, sizeof err), 1);
+    cr_assert_str_eq(o.sim_cmd, "sim {endpoint}");
+
+    static const char *bad_j[] = {"0", "4097", "-1", "+2", "2x", "", " 2", "1e3"};
+    for (size_t i = 0; i < sizeof bad_j / sizeof bad_j[0]; i++) {
+        err[0] = 0;
+        cr_assert_eq(engine_sim_option(&o, "j", bad_j[i], err, sizeof err), -1, "-j '%s' accepted", bad_j[i]);
+        cr_assert_str_eq(err, "-j wants a number from 1 to 4096");
+        cr_assert_eq(o.n_launch, 0);
+    }
+    cr_assert_eq(engine_sim_option(&o, "j", "4096", err, sizeof err), 1);
+    cr_assert_eq(o.n_launch, 4096);
+
+    static const char *eps[] = {"tcp://127.0.0.1:5555", "ipc://@a", "ipc:///tmp/b"};
+    for (size_t i = 0; i < 3; i++) cr_assert_eq(engine_sim_option(&o, "connect", eps[i], err, sizeof err), 1);
+    cr_assert_eq(o.n_connect, 3);
+    for (size_t i = 0; i < 3; i++) cr_assert_eq(o.connect[i], eps[i], "--connect keeps argv's strings, in order");
+
+    engine_config c;
+    engine_config_defaults(&c);
+    cr_assert_eq(engine_sim_options_apply(&o, &c, err, sizeof err), 1);
+    cr_assert_str_eq(c.sim_cmd, "sim {endpoint}");
+    cr_assert_eq(c.n_launch, 4096);
+    cr_assert_eq(c.n_connect, 3);
+    cr_assert_eq((const void *)c.connect, (const void *)o.connect);
+    engine_sim_options_free(&o);
+    cr_assert_null(o.connect);
+    cr_assert_eq(o.n_connect, 0);
+
+    /* -j defaults to 1 with --sim-cmd; with --connect alone it launches nothing. */
+    engine_sim_options launch = {"sim {endpoint}", 0, NULL, 0};
+    engine_config_defaults(&c);
+    cr_assert_eq(engine_sim_options_apply(&launch, &c, err, sizeof err), 1);
+    cr_assert_eq(c.n_launch, 1);
+    const char *one[] = {"tcp://127.0.0.1:5555"};
+    engine_sim_options conn = {NULL, 4, one, 1};
+    engine_config_defaults(&c);
+    cr_assert_eq(engine_sim_options_apply(&conn, &c, err, sizeof err), 1);
+    cr_assert_eq(c.n_launch, 0);
+    cr_assert_eq(c.n_connect, 1);
+
+    /* None given: 0 and the words every command uses; the config untouched. */
+    engine_sim_options none = {NULL, 3, NULL, 0};
+    engine_config_defaults(&c);
+    c.n_launch = 7;
+    cr_assert_eq(engine_sim_options_apply(&none, &c, err, sizeof err), 0);
+    cr_assert_str_eq(err, "no simulators: give " ENGINE_SIM_OPTIONS_SHORT);
+    cr_assert_eq(c.n_launch, 7);
+    cr_assert_null(c.sim_cmd);
+}
+
+/* simulate, infer and train reject a bad simulator option alike: exit 2, the
+ * same message, before any file is made. */
+Test(cli, simulator_options_rejected_alike_by_every_command, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    char *ppxd = tk_build_path("ppxd");
+    char *file = tmp_path("never.out"), *err = tmp_path("err.txt");
+    static const char *bad[][2] = {
+        {"--sim-cmd", "sim"}, {"-j", "0"}, {"-j", "4097"}, {"-j", "two"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *first = NULL;
+        char *cmds[][16] = {
+            {ppxd, "simulate", "--sim-cmd", "sim {endpoint}", (char *)bad[i][0], (char *)bad[i][1], "-n", "10", "-o",
+             file, NULL},
+            {ppxd, "infer", "--sim-cmd", "sim {endpoint}", (char *)bad[i][0], (char *)bad[i][1], "-n", "10",
+             "--observe", "obs0=8", "-o", file, NULL},
+            {ppxd, "train", "npe", "--sim-cmd", "sim {endpoint}", (char *)bad[i][0], (char *)bad[i][1], "-n", "10",
+             "--theta", "mu", "--x", "obs0", "-o", file, NULL},
+        };
+        for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+            int st = run_cmd(cmds[k], NULL, err, 20000);
+            char *msg = slurp(err);
+            cr_assert_eq(exit_code(st), 2, "%s %s %s: exit %d, stderr: %s", cmds[k][1], bad[i][0], bad[i][1],
+                         exit_code(st), msg);
+            cr_assert(access(file, F_OK) != 0, "%s %s %s: the output file was created", cmds[k][1], bad[i][0],
+                      bad[i][1]);
+            if (!first) {
+                cr_assert(strlen(msg) > 0, "%s %s: no message", bad[i][0], bad[i][1]);
+                first = msg;
+            } else {
+                cr_assert_str_eq(msg, first, "%s says otherwise than %s about %s %s", cmds[k][1], cmds[0][1],
+                                 bad[i][0], bad[i][1]);
+                free(msg);
+            }
+        }
+        free(first);
+    }
+    /* No simulators at all: simulate and infer say the same; train, which can
+     * also read --data, names the same options. */
+    char *none[][16] = {
+        {ppxd, "simulate", "-j", "2", "-n", "10", "-o", file, NULL},
+        {ppxd, "infer", "-j", "2", "-n", "10", "--observe", "obs0=8", "-o", file, NULL},
+        {ppxd, "train", "npe", "-j", "2", "-n", "10", "--theta", "mu", "--x", "obs0", "-o", file, NULL},
+    };
+    for (size_t k = 0; k < sizeof none / sizeof none[0]; k++) {
+        int st = run_cmd(none[k], NULL, err, 20000);
+        char *msg = slurp(err);
+        cr_assert_eq(exit_code(st), 2, "%s without simulators: exit %d, stderr: %s", none[k][1], exit_code(st), msg);
+        cr_assert(strstr(msg, k < 2 ? "ppxd: no simulators: give " ENGINE_SIM_OPTIONS_SHORT "\n"
+                                    : "(" ENGINE_SIM_OPTIONS_SHORT ") or --data"),
+                  "%s without simulators: %s", none[k][1], msg);
+        cr_assert(access(file, F_OK) != 0);
+        free(msg);
+    }
+    free(file);
+    free(err);
+    free(ppxd);
+}
+
 /* --- replay ------------------------------------------------------------------------- */
 
 /* An ordered job whose traces replay recordings: before trace i starts on a

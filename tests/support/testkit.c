@@ -231,45 +231,108 @@ double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes,
     return best;
 }
 
-typedef struct raw_pair {
-    char endpoint[128];
-    size_t req_bytes, rep_bytes;
-    int count, repeats;
-    double result;
-} raw_pair;
+/* What a REQ process of tk_raw_pingpong_procs reports through the pipe
+ * (smaller than PIPE_BUF: concurrent writes stay whole). */
+typedef struct pp_report {
+    double wall, cpu;
+} pp_report;
 
-static void *raw_pair_thread(void *arg)
+#define PP_WARMUP 200        /* round trips before the timed ones: connect, caches */
+#define PP_TIMEOUT_MS 10000  /* a side that stops answering fails the measurement */
+
+static double process_cpu_s(void)
 {
-    raw_pair *p = arg;
-    p->result = tk_raw_pingpong(p->endpoint, p->req_bytes, p->rep_bytes, p->count, p->repeats);
-    return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-double tk_raw_pingpong_pairs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, int repeats)
+/* One side of a pair, in a forked process: REP serves warm-up + count round
+ * trips; REQ makes the warm-up ones, waits for `go` to reach end of file
+ * (every pair starts together) and reports the timed ones on `report`.
+ * Returns the process's exit code. */
+static int pp_side(int req, const char *endpoint, size_t out_bytes, int count, int go, int report)
 {
-    raw_pair *ps = calloc((size_t)pairs, sizeof *ps);
-    pthread_t *th = calloc((size_t)pairs, sizeof *th);
-    double sum = 0;
-    if (!ps || !th) {
-        free(ps);
-        free(th);
+    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, req ? ZMQ_REQ : ZMQ_REP) : NULL;
+    char *buf = calloc(1, out_bytes + 4096);
+    int rc = 1, timeout = PP_TIMEOUT_MS, linger = 0;
+    if (!sock || !buf) goto out;
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if ((req ? zmq_connect(sock, endpoint) : zmq_bind(sock, endpoint)) < 0) goto out;
+    if (!req) {
+        for (long i = 0; i < (long)PP_WARMUP + count; i++)
+            if (zmq_recv(sock, buf, 4096, 0) < 0 || zmq_send(sock, buf, out_bytes, 0) < 0) goto out;
+        rc = 0;
+        goto out;
+    }
+    for (int i = 0; i < PP_WARMUP; i++)
+        if (zmq_send(sock, buf, out_bytes, 0) < 0 || zmq_recv(sock, buf, 4096, 0) < 0) goto out;
+    char c;
+    while (read(go, &c, 1) > 0) {
+    }
+    double t0 = tk_now(), c0 = process_cpu_s();
+    for (int i = 0; i < count; i++)
+        if (zmq_send(sock, buf, out_bytes, 0) < 0 || zmq_recv(sock, buf, 4096, 0) < 0) goto out;
+    pp_report r = {(tk_now() - t0) / count, (process_cpu_s() - c0) / (2.0 * count)};
+    rc = write(report, &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1;
+out:
+    free(buf);
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+    return rc;
+}
+
+int tk_raw_pingpong_procs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, tk_pingpong *out)
+{
+    int go[2], rep[2];
+    if (pairs < 1 || count < 1 || pipe(go) < 0) return -1;
+    if (pipe(rep) < 0) {
+        close(go[0]);
+        close(go[1]);
         return -1;
     }
-    for (int i = 0; i < pairs; i++) {
-        tk_endpoint(ps[i].endpoint, sizeof ps[i].endpoint, tag);
-        ps[i].req_bytes = req_bytes;
-        ps[i].rep_bytes = rep_bytes;
-        ps[i].count = count;
-        ps[i].repeats = repeats;
-        pthread_create(&th[i], NULL, raw_pair_thread, &ps[i]);
+    pid_t *pids = calloc(2 * (size_t)pairs, sizeof *pids);
+    int started = 0, ok = pids != NULL;
+    for (int i = 0; ok && i < pairs; i++) {
+        char endpoint[128];
+        tk_endpoint(endpoint, sizeof endpoint, tag);
+        for (int req = 0; ok && req < 2; req++) {
+            pid_t pid = fork();
+            if (pid < 0) {
+                ok = 0;
+                break;
+            }
+            if (pid == 0) {
+                /* Only the parent keeps go's write end: closing it starts every REQ at once. */
+                close(go[1]);
+                close(rep[0]);
+                _exit(pp_side(req, endpoint, req ? req_bytes : rep_bytes, count, go[0], rep[1]));
+            }
+            pids[started++] = pid;
+        }
     }
-    for (int i = 0; i < pairs; i++) {
-        pthread_join(th[i], NULL);
-        sum += ps[i].result;
+    close(go[0]);
+    close(go[1]);
+    close(rep[1]);
+    double wall = 0, cpu = 0;
+    int got = 0;
+    pp_report r;
+    while (ok && got < pairs && read(rep[0], &r, sizeof r) == (ssize_t)sizeof r) {
+        wall += r.wall;
+        cpu += r.cpu;
+        got++;
     }
-    free(ps);
-    free(th);
-    return sum / pairs;
+    close(rep[0]);
+    for (int i = 0; i < started; i++) {
+        int st;
+        if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st) != 0) ok = 0;
+    }
+    free(pids);
+    if (!ok || got < pairs) return -1;
+    out->wall = wall / pairs;
+    out->cpu = cpu / pairs;
+    return 0;
 }
 
 int tk_tmpdir(char *buf, size_t len, const char *tag)

@@ -60,9 +60,20 @@ double tk_now(void); /* monotonic seconds */
  * between processes' libraries): req_bytes out, rep_bytes back, `count`
  * round trips per repeat.  Returns the best seconds per round trip. */
 double tk_raw_pingpong(const char *endpoint, size_t req_bytes, size_t rep_bytes, int count, int repeats);
-/* `pairs` such ping-pongs at once (each on its own endpoint derived from
- * tag): the baseline for an engine driving `pairs` simulators on the same
- * cores.  Returns the mean over pairs of the best seconds per round trip. */
-double tk_raw_pingpong_pairs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, int repeats);
+
+/* One raw ping-pong measurement between processes (tk_raw_pingpong_procs). */
+typedef struct tk_pingpong {
+    double wall;  /* seconds per round trip, mean over the pairs */
+    double cpu;   /* CPU seconds of the REQ process (its thread and libzmq's
+                     I/O thread) per message sent or received, mean over pairs */
+} tk_pingpong;
+/* `pairs` raw ZeroMQ REQ/REP ping-pongs at once over ipc (endpoints derived
+ * from tag), each side in a process of its own, as an engine and its
+ * simulators are: the baseline for an engine driving `pairs` simulators on
+ * the same cores.  Each pair makes `count` round trips of req_bytes out and
+ * rep_bytes back, timed from a common start after a warm-up.  Fork-based:
+ * call it from a process without ZeroMQ contexts or other threads.
+ * 0, or -1 when a side failed or a reply took over 10 s. */
+int tk_raw_pingpong_procs(const char *tag, int pairs, size_t req_bytes, size_t rep_bytes, int count, tk_pingpong *out);
 
 #endif
