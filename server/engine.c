@@ -135,6 +135,13 @@ int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, 
         return 1;
     }
     if (strcmp(name, "connect") == 0) {
+        /* Syntax only, for the same reason as --sim-cmd; a host name that
+         * does not resolve is found when the engine connects. */
+        char why[96];
+        if (zmtp_endpoint_check(arg, why, sizeof why) < 0) {
+            snprintf(err, err_len, "--connect: %s", why);
+            return -1;
+        }
         if (args_push(&o->connect, &o->n_connect, arg) < 0) {
             snprintf(err, err_len, "out of memory");
             return -1;

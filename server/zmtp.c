@@ -129,22 +129,105 @@ static int io_failed(zmtp_conn *c, int e)
 
 /* --- endpoints ---------------------------------------------------------------- */
 
-static int parse_ipc(zmtp_conn *c, const char *path, char *err, size_t err_len)
+#define HOST_MAX 256
+
+/* An endpoint taken apart by split_endpoint, the one syntax check:
+ * zmtp_endpoint_check and zmtp_conn_new both go through it, so a command
+ * line refuses exactly what a connection would.  Its messages do not repeat
+ * the endpoint: every caller prints it next to them.  path and port point
+ * into the endpoint string. */
+typedef struct endpoint_parts {
+    int is_tcp;
+    const char *path; /* ipc */
+    char host[HOST_MAX];
+    const char *port;
+} endpoint_parts;
+
+static int split_ipc(const char *path, endpoint_parts *p, char *err, size_t err_len)
 {
-    struct sockaddr_un *u = (struct sockaddr_un *)&c->addr[0];
+    struct sockaddr_un u;
     size_t n = strlen(path);
-    memset(u, 0, sizeof *u);
-    u->sun_family = AF_UNIX;
     if (n == 0 || strcmp(path, "*") == 0 || strcmp(path, "@") == 0) {
-        snprintf(err, err_len, "ipc endpoint needs a path (ipc:///path) or an abstract name (ipc://@name)");
+        snprintf(err, err_len, "want ipc:///path or ipc://@name");
         return -1;
     }
     /* libzmq refuses paths that do not fit with room to spare, so that any
      * endpoint it can bind is one we can reach. */
-    if (n >= sizeof u->sun_path) {
-        snprintf(err, err_len, "ipc path too long (%zu bytes, at most %zu)", n, sizeof u->sun_path - 1);
+    if (n >= sizeof u.sun_path) {
+        snprintf(err, err_len, "ipc path too long (%zu bytes, at most %zu)", n, sizeof u.sun_path - 1);
         return -1;
     }
+    p->is_tcp = 0;
+    p->path = path;
+    return 0;
+}
+
+static int split_tcp(const char *rest, endpoint_parts *p, char *err, size_t err_len)
+{
+    const char *port;
+    if (strchr(rest, ';')) {
+        snprintf(err, err_len, "source addresses (tcp://SOURCE;HOST:PORT) are not supported");
+        return -1;
+    }
+    if (rest[0] == '[') {
+        const char *close_br = strchr(rest, ']');
+        if (!close_br || close_br[1] != ':') {
+            snprintf(err, err_len, "want tcp://[IPv6]:PORT");
+            return -1;
+        }
+        size_t hl = (size_t)(close_br - rest - 1);
+        if (hl == 0 || hl >= HOST_MAX) {
+            snprintf(err, err_len, "tcp host empty or longer than 255 bytes");
+            return -1;
+        }
+        memcpy(p->host, rest + 1, hl);
+        p->host[hl] = 0;
+        port = close_br + 2;
+    } else {
+        const char *colon = strrchr(rest, ':');
+        size_t hl = colon ? (size_t)(colon - rest) : 0;
+        if (!colon || hl == 0) {
+            snprintf(err, err_len, "want tcp://HOST:PORT");
+            return -1;
+        }
+        if (hl >= HOST_MAX) {
+            snprintf(err, err_len, "tcp host empty or longer than 255 bytes");
+            return -1;
+        }
+        memcpy(p->host, rest, hl);
+        p->host[hl] = 0;
+        port = colon + 1;
+    }
+    if (strcmp(p->host, "*") == 0) {
+        snprintf(err, err_len, "'*' is for binding; give the simulator's host");
+        return -1;
+    }
+    unsigned long pv = 0;
+    size_t pl = strlen(port);
+    for (size_t i = 0; i < pl && pv <= 65535; i++) pv = port[i] >= '0' && port[i] <= '9' ? pv * 10 + (unsigned)(port[i] - '0') : 99999;
+    if (pl == 0 || pl > 5 || pv == 0 || pv > 65535) {
+        snprintf(err, err_len, "port must be a number from 1 to 65535");
+        return -1;
+    }
+    p->is_tcp = 1;
+    p->port = port;
+    return 0;
+}
+
+static int split_endpoint(const char *endpoint, endpoint_parts *p, char *err, size_t err_len)
+{
+    if (strncmp(endpoint, "ipc://", 6) == 0) return split_ipc(endpoint + 6, p, err, err_len);
+    if (strncmp(endpoint, "tcp://", 6) == 0) return split_tcp(endpoint + 6, p, err, err_len);
+    snprintf(err, err_len, "not a tcp://HOST:PORT or ipc://PATH endpoint");
+    return -1;
+}
+
+static void fill_ipc(zmtp_conn *c, const char *path)
+{
+    struct sockaddr_un *u = (struct sockaddr_un *)&c->addr[0];
+    size_t n = strlen(path); /* fits: split_ipc checked */
+    memset(u, 0, sizeof *u);
+    u->sun_family = AF_UNIX;
     if (path[0] == '@') {
         /* Linux abstract namespace, as libzmq binds it: a leading NUL, then
          * the name, and an address length that counts exactly those bytes
@@ -156,62 +239,19 @@ static int parse_ipc(zmtp_conn *c, const char *path, char *err, size_t err_len)
         c->addr_len[0] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
     }
     c->n_addr = 1;
-    return 0;
 }
 
-static int parse_tcp(zmtp_conn *c, const char *rest, char *err, size_t err_len)
+static int resolve_tcp(zmtp_conn *c, const endpoint_parts *p, char *err, size_t err_len)
 {
-    char host[256];
-    const char *port;
-    if (strchr(rest, ';')) {
-        snprintf(err, err_len, "tcp endpoint 'tcp://%s': source addresses are not supported", rest);
-        return -1;
-    }
-    if (rest[0] == '[') {
-        const char *close_br = strchr(rest, ']');
-        if (!close_br || close_br[1] != ':') {
-            snprintf(err, err_len, "tcp endpoint 'tcp://%s': want tcp://[IPv6]:PORT", rest);
-            return -1;
-        }
-        size_t hl = (size_t)(close_br - rest - 1);
-        if (hl == 0 || hl >= sizeof host) {
-            snprintf(err, err_len, "tcp endpoint 'tcp://%s': bad host", rest);
-            return -1;
-        }
-        memcpy(host, rest + 1, hl);
-        host[hl] = 0;
-        port = close_br + 2;
-    } else {
-        const char *colon = strrchr(rest, ':');
-        size_t hl = colon ? (size_t)(colon - rest) : 0;
-        if (!colon || hl == 0 || hl >= sizeof host) {
-            snprintf(err, err_len, "tcp endpoint 'tcp://%s': want tcp://HOST:PORT", rest);
-            return -1;
-        }
-        memcpy(host, rest, hl);
-        host[hl] = 0;
-        port = colon + 1;
-    }
-    if (strcmp(host, "*") == 0) {
-        snprintf(err, err_len, "tcp endpoint 'tcp://%s': '*' is for binding; give the simulator's host", rest);
-        return -1;
-    }
-    unsigned long pv = 0;
-    size_t pl = strlen(port);
-    for (size_t i = 0; i < pl && pv <= 65535; i++) pv = port[i] >= '0' && port[i] <= '9' ? pv * 10 + (unsigned)(port[i] - '0') : 99999;
-    if (pl == 0 || pl > 5 || pv == 0 || pv > 65535) {
-        snprintf(err, err_len, "tcp endpoint 'tcp://%s': port must be a number from 1 to 65535", rest);
-        return -1;
-    }
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = AI_NUMERICSERV;
-    int rc = getaddrinfo(host, port, &hints, &res);
+    int rc = getaddrinfo(p->host, p->port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, err_len, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        snprintf(err, err_len, "cannot resolve '%s': %s", p->host, gai_strerror(rc));
         return -1;
     }
     /* IPv4 first: a hostname such as localhost resolves to both, and libzmq
@@ -225,7 +265,7 @@ static int parse_tcp(zmtp_conn *c, const char *rest, char *err, size_t err_len)
         }
     freeaddrinfo(res);
     if (c->n_addr == 0) {
-        snprintf(err, err_len, "'%s' has no IPv4 or IPv6 address", host);
+        snprintf(err, err_len, "'%s' has no IPv4 or IPv6 address", p->host);
         return -1;
     }
     c->is_tcp = 1;
@@ -643,6 +683,12 @@ static int closed(zmtp_conn *c)
 
 /* --- public ----------------------------------------------------------------------- */
 
+int zmtp_endpoint_check(const char *endpoint, char *err, size_t err_len)
+{
+    endpoint_parts parts;
+    return split_endpoint(endpoint, &parts, err, err_len);
+}
+
 zmtp_conn *zmtp_conn_new(const char *endpoint, size_t max_msg_bytes, char *err, size_t err_len)
 {
     zmtp_conn *c = calloc(1, sizeof *c);
@@ -655,15 +701,13 @@ zmtp_conn *zmtp_conn_new(const char *endpoint, size_t max_msg_bytes, char *err, 
     c->max_msg = max_msg_bytes ? max_msg_bytes : SIZE_MAX / 4;
     if (c->max_msg > SIZE_MAX / 4) c->max_msg = SIZE_MAX / 4;
     c->retry_delay = RETRY_MIN_S;
-    int rc;
-    if (strncmp(endpoint, "ipc://", 6) == 0) {
-        rc = parse_ipc(c, endpoint + 6, err, err_len);
-    } else if (strncmp(endpoint, "tcp://", 6) == 0) {
-        rc = parse_tcp(c, endpoint + 6, err, err_len);
-    } else {
-        snprintf(err, err_len, "unsupported endpoint '%s': simulators are reached at tcp://HOST:PORT or ipc://PATH",
-                 endpoint);
-        rc = -1;
+    endpoint_parts parts;
+    int rc = split_endpoint(endpoint, &parts, err, err_len);
+    if (rc == 0) {
+        if (parts.is_tcp)
+            rc = resolve_tcp(c, &parts, err, err_len);
+        else
+            fill_ipc(c, parts.path);
     }
     if (rc == 0) {
         c->r_cap = RBUF_INITIAL;

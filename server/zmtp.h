@@ -51,9 +51,17 @@ typedef enum zmtp_failure {
 /* Poll interest and readiness, as flags (independent of poll.h/zmq.h values). */
 enum { ZMTP_READ = 1, ZMTP_WRITE = 2, ZMTP_HANGUP = 4 };
 
-/* Connect to "tcp://HOST:PORT" (hostname, IPv4 or [IPv6]; resolved once),
- * "ipc:///path" or "ipc://@name" (Linux abstract namespace, as libzmq binds
- * it).  Replies whose body exceeds max_msg_bytes are refused (0: no limit).
+/* Whether endpoint is one zmtp_conn_new can parse: "tcp://HOST:PORT"
+ * (hostname, IPv4 or [IPv6]) or "ipc:///path" or "ipc://@name" (Linux
+ * abstract namespace, as libzmq binds it).  Syntax only, no name lookup: a
+ * command line can be checked before anything else is done, and a host
+ * that does not resolve is still reported by zmtp_conn_new.  0, or -1 with
+ * the reason in err (which does not repeat the endpoint; err may be NULL
+ * with err_len 0). */
+int zmtp_endpoint_check(const char *endpoint, char *err, size_t err_len);
+
+/* Connect to endpoint (zmtp_endpoint_check; a hostname is resolved once).
+ * Replies whose body exceeds max_msg_bytes are refused (0: no limit).
  * Starts a non-blocking connect and never blocks on the peer.  NULL on a
  * malformed or unresolvable endpoint or a local failure, with the reason in
  * err. */

@@ -30,6 +30,7 @@
 #include "stats.h"
 #include "testkit.h"
 #include "trace_store.h"
+#include "zmtp.h"
 
 #define POST_MEAN 7.25
 #define POST_SD 0.91287092917527685 /* sqrt(1/1.2) */
@@ -617,6 +618,10 @@ Test(cli, simulator_options_parsed_and_checked_in_one_place)
     for (size_t i = 0; i < 3; i++) cr_assert_eq(engine_sim_option(&o, "connect", eps[i], err, sizeof err), 1);
     cr_assert_eq(o.n_connect, 3);
     for (size_t i = 0; i < 3; i++) cr_assert_eq(o.connect[i], eps[i], "--connect keeps argv's strings, in order");
+    err[0] = 0;
+    cr_assert_eq(engine_sim_option(&o, "connect", "tcp://host", err, sizeof err), -1);
+    cr_assert_str_eq(err, "--connect: want tcp://HOST:PORT");
+    cr_assert_eq(o.n_connect, 3, "a rejected --connect is not kept");
 
     engine_config c;
     engine_config_defaults(&c);
@@ -704,6 +709,40 @@ Test(cli, simulator_options_rejected_alike_by_every_command, .init = make_tmpdir
                   "%s without simulators: %s", none[k][1], msg);
         cr_assert(access(file, F_OK) != 0);
         free(msg);
+    }
+    free(file);
+    free(err);
+    free(ppxd);
+}
+
+/* A malformed --connect endpoint is a usage error too: exit 2, the check's
+ * words, the same from every command, before any file is made.  (Syntax
+ * only: an unresolvable host is the engine's to report when it connects.) */
+Test(cli, malformed_connect_endpoint_rejected_alike_by_every_command, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    char *ppxd = tk_build_path("ppxd");
+    char *file = tmp_path("never.out"), *err = tmp_path("err.txt");
+    static const char *bad[] = {"bogus", "tcp://host", "udp://x:1", "ipc://"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char why[160], *want = NULL;
+        cr_assert_eq(zmtp_endpoint_check(bad[i], why, sizeof why), -1);
+        cr_assert(asprintf(&want, "ppxd: --connect: %s: %s\n", why, bad[i]) > 0);
+        char *cmds[][16] = {
+            {ppxd, "simulate", "--connect", (char *)bad[i], "-n", "10", "-o", file, NULL},
+            {ppxd, "infer", "--connect", (char *)bad[i], "-n", "10", "--observe", "obs0=8", "-o", file, NULL},
+            {ppxd, "train", "npe", "--connect", (char *)bad[i], "-n", "10", "--theta", "mu", "--x", "obs0", "-o",
+             file, NULL},
+        };
+        for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+            int st = run_cmd(cmds[k], NULL, err, 20000);
+            char *msg = slurp(err);
+            cr_assert_eq(exit_code(st), 2, "%s --connect %s: exit %d, stderr: %s", cmds[k][1], bad[i], exit_code(st),
+                         msg);
+            cr_assert_str_eq(msg, want, "%s --connect %s", cmds[k][1], bad[i]);
+            cr_assert(access(file, F_OK) != 0, "%s --connect %s: the output file was created", cmds[k][1], bad[i]);
+            free(msg);
+        }
+        free(want);
     }
     free(file);
     free(err);

@@ -6,6 +6,10 @@
  * connecting before the peer binds; the size limit; a peer closing
  * mid-request; libzmq heartbeats (PING) answered.
  *
+ * Endpoint syntax: zmtp_endpoint_check accepts the well-formed endpoints
+ * without a name lookup, and refuses the malformed ones with the same words
+ * as zmtp_conn_new.
+ *
  * Against a raw-socket fake peer that follows a script: the exact bytes we
  * send (greeting, READY, request frames), then each kind of bad peer (bad
  * signature, ZMTP 1.0 and 2.0, CURVE, PUB socket type, malformed READY,
@@ -448,37 +452,72 @@ Test(zmtp, libzmq_heartbeats_answered)
     zpeer_stop(&z);
 }
 
+/* Malformed endpoints: zmtp_endpoint_check and zmtp_conn_new refuse the same
+ * ones with the same words (the command line relies on the first to refuse
+ * what the second would). */
 Test(zmtp, bad_endpoints)
 {
+    char longhost[300] = "tcp://", longpath[200] = "ipc://@";
+    memset(longhost + 6, 'h', 256);
+    memcpy(longhost + 6 + 256, ":5555", 6);
+    memset(longpath + 7, 'x', 150);
+    longpath[157] = 0;
     static const struct {
         const char *ep, *why;
     } bad[] = {
-        {"inproc://sim", "unsupported endpoint"},
-        {"udp://127.0.0.1:5555", "unsupported endpoint"},
-        {"tcp://127.0.0.1", "tcp://HOST:PORT"},
+        {"bogus", "not a tcp://HOST:PORT or ipc://PATH endpoint"},
+        {"", "not a tcp"},
+        {"inproc://sim", "not a tcp"},
+        {"udp://127.0.0.1:5555", "not a tcp"},
+        {"udp://x:1", "not a tcp"},
+        {"tcp://127.0.0.1", "want tcp://HOST:PORT"},
+        {"tcp://host", "want tcp://HOST:PORT"},
+        {"tcp://", "want tcp://HOST:PORT"},
+        {"tcp://:5555", "want tcp://HOST:PORT"},
+        {"tcp://host:", "port"},
         {"tcp://127.0.0.1:0", "port"},
         {"tcp://127.0.0.1:65536", "port"},
+        {"tcp://127.0.0.1:123456", "port"},
         {"tcp://127.0.0.1:55a", "port"},
+        {"tcp://127.0.0.1:-1", "port"},
         {"tcp://*:5555", "binding"},
         {"tcp://[::1:5555", "IPv6"},
+        {"tcp://[::1]5555", "IPv6"},
+        {"tcp://[]:5555", "tcp host empty"},
         {"tcp://10.0.0.1;127.0.0.1:5555", "source"},
-        {"tcp://no-such-host.invalid:5555", "cannot resolve"},
-        {"ipc://", "ipc endpoint"},
-        {"ipc://@", "ipc endpoint"},
-        {"ipc://*", "ipc endpoint"},
+        {"ipc://", "want ipc:///path or ipc://@name"},
+        {"ipc://@", "want ipc:///path"},
+        {"ipc://*", "want ipc:///path"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char err[320] = "";
-        zmtp_conn *c = zmtp_conn_new(bad[i].ep, LIMIT, err, sizeof err);
-        cr_assert_null(c, "%s accepted", bad[i].ep);
-        cr_assert(strstr(err, bad[i].why), "%s: '%s' does not say '%s'", bad[i].ep, err, bad[i].why);
+    size_t n = sizeof bad / sizeof bad[0];
+    for (size_t i = 0; i < n + 2; i++) {
+        const char *ep = i < n ? bad[i].ep : i == n ? longhost : longpath;
+        const char *why = i < n ? bad[i].why : i == n ? "longer than 255" : "too long";
+        char check_err[320] = "", conn_err[320] = "";
+        cr_assert_eq(zmtp_endpoint_check(ep, check_err, sizeof check_err), -1, "%s passed the check", ep);
+        cr_assert(strstr(check_err, why), "%s: '%s' does not say '%s'", ep, check_err, why);
+        cr_assert_null(zmtp_conn_new(ep, LIMIT, conn_err, sizeof conn_err), "%s accepted", ep);
+        cr_assert_str_eq(conn_err, check_err, "%s: zmtp_conn_new says otherwise than the check", ep);
     }
-    char longpath[200] = "ipc://@";
-    memset(longpath + 7, 'x', 150);
-    longpath[157] = 0;
+    /* The reason is optional. */
+    cr_assert_eq(zmtp_endpoint_check("bogus", NULL, 0), -1);
+}
+
+/* Well-formed endpoints pass the check without a name lookup: a host that
+ * does not resolve is zmtp_conn_new's to report. */
+Test(zmtp, good_endpoints_pass_the_check)
+{
+    static const char *good[] = {
+        "tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:65535", "tcp://sim-7.example.org:05555",
+        "tcp://no-such-host.invalid:5555", "ipc:///tmp/ppxd-sim.sock", "ipc://relative/sim", "ipc://@ppxd-sim",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char err[320] = "";
+        cr_assert_eq(zmtp_endpoint_check(good[i], err, sizeof err), 0, "%s refused: %s", good[i], err);
+    }
     char err[320] = "";
-    cr_assert_null(zmtp_conn_new(longpath, LIMIT, err, sizeof err));
-    cr_assert(strstr(err, "too long"), "%s", err);
+    cr_assert_null(zmtp_conn_new("tcp://no-such-host.invalid:5555", LIMIT, err, sizeof err));
+    cr_assert(strstr(err, "cannot resolve 'no-such-host.invalid'"), "%s", err);
 }
 
 /* --- a raw fake peer ---------------------------------------------------------------- */
