@@ -294,6 +294,50 @@ Test(spline, gradients_match_finite_differences)
     cr_log_info("spline gradients: %d derivatives checked, worst err/tol %.3f", checked, worst);
 }
 
+/* The batch forms give exactly n calls of the single forms: parameters,
+ * points inside and in the tails, NULL gradients, and more scalars than one
+ * chunk of exponentials (2048 / 2K: 102 for K = 10, 8 for K = 128). */
+Test(spline, batch_forms_match_single_calls)
+{
+    rng r;
+    rng_seed(&r, 14, 0);
+    const double B = 3.0;
+    const int Ks[3] = {1, 10, SPLINE_MAX_BINS};
+    for (int ki = 0; ki < 3; ki++) {
+        const int K = Ks[ki], np = 3 * K - 1, n = 250;
+        double *p = malloc((size_t)n * np * sizeof *p), *gp = calloc((size_t)n * np, sizeof *gp);
+        double x[250], y[250], ld[250], xi[250], ldi[250], gy[250], gl[250], gx[250];
+        cr_assert(p && gp);
+        for (int j = 0; j < n * np; j++)
+            p[j] = 2.0 * rng_normal(&r);
+        for (int i = 0; i < n; i++) {
+            x[i] = i % 17 == 5 ? 3.7 : -3.3 + 6.6 * rng_uniform(&r);
+            gy[i] = rng_normal(&r);
+            gl[i] = rng_normal(&r);
+            gx[i] = 0.25;
+        }
+        spline_forward_n(n, x, p, K, B, y, ld);
+        spline_inverse_n(n, y, p, K, B, xi, ldi);
+        spline_backward_n(n, x, p, K, B, gy, gl, gx, gp);
+        for (int i = 0; i < n; i++) {
+            const double *pi = p + (size_t)i * np;
+            double y1, l1, x1, li1, gx1 = 0.25, gp1[3 * SPLINE_MAX_BINS] = {0};
+            spline_forward(x[i], pi, K, B, &y1, &l1);
+            spline_inverse(y[i], pi, K, B, &x1, &li1);
+            spline_backward(x[i], pi, K, B, gy[i], gl[i], &gx1, gp1);
+            cr_assert(y1 == y[i] && l1 == ld[i] && x1 == xi[i] && li1 == ldi[i] && gx1 == gx[i],
+                      "K = %d, scalar %d: batch and single forms differ", K, i);
+            cr_assert(memcmp(gp1, gp + (size_t)i * np, (size_t)np * sizeof *gp) == 0,
+                      "K = %d, scalar %d: parameter gradients differ", K, i);
+        }
+        /* Gradients not wanted: nothing written, nothing read. */
+        spline_backward_n(n, x, p, K, B, gy, gl, NULL, NULL);
+        spline_forward_n(0, NULL, NULL, K, B, NULL, NULL);
+        free(p);
+        free(gp);
+    }
+}
+
 /* ==== flow: construction and bookkeeping ====================================================== */
 
 Test(flow, defaults_and_invalid_configs)
@@ -666,6 +710,15 @@ Test(flow_invert, nsf_coupling_d3) { const spec s = {FLOW_NSF, 3, 2, 5, 32, 2, N
 Test(flow_invert, nsf_coupling_d4_unconditional) { const spec s = {FLOW_NSF, 4, 0, 5, 32, 2, NN_ACT_RELU, 10, 0}; check_sample_logprob(&s, 53); }
 Test(flow_invert, nsf_autoregressive_d3) { const spec s = {FLOW_NSF, 3, 2, 5, 32, 2, NN_ACT_RELU, 10, 1}; check_sample_logprob(&s, 54); }
 Test(flow_invert, nsf_d1) { const spec s = {FLOW_NSF, 1, 1, 5, 32, 2, NN_ACT_RELU, 10, 0}; check_sample_logprob(&s, 55); }
+/* The autoregressive inverse runs its later passes on a compacted network
+ * (flow.c, ar_compact): without a context (no degree-0 units to fold), with
+ * MADEs so narrow that some passes keep no hidden unit at all (H = 1: the
+ * only unit has degree 0; H = 2 with D = 4: degrees 0 and 1), and through
+ * the splines of the autoregressive NSF. */
+Test(flow_invert, maf_d3_unconditional) { const spec s = {FLOW_MAF, 3, 0, 3, 16, 2, NN_ACT_TANH, 10, 0}; check_sample_logprob(&s, 56); }
+Test(flow_invert, maf_d3_one_hidden_unit) { const spec s = {FLOW_MAF, 3, 2, 3, 1, 1, NN_ACT_TANH, 10, 0}; check_sample_logprob(&s, 57); }
+Test(flow_invert, maf_d4_two_hidden_units) { const spec s = {FLOW_MAF, 4, 1, 3, 2, 2, NN_ACT_ELU, 10, 0}; check_sample_logprob(&s, 58); }
+Test(flow_invert, nsf_autoregressive_d4_unconditional) { const spec s = {FLOW_NSF, 4, 0, 3, 24, 1, NN_ACT_RELU, 6, 1}; check_sample_logprob(&s, 59); }
 
 /* ==== flow: the density is normalised and matches the sampler =================================== */
 

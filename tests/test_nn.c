@@ -15,6 +15,7 @@
  * Every gradient check also runs the backward twice on the same buffers and
  * checks that the gradients double (backward accumulates). */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 
 #include "nn/mlp.h"
 #include "nn/nn.h"
+#include "nn/simd.h"
 #include "rng.h"
 
 #define EPS 1e-3f
@@ -229,6 +231,58 @@ Test(nn, linear_backward_null_grads)
     for (int i = 0; i < 8; i++)
         cr_assert_eq(c.dw[i], dw_all[i]);
     lin_free(&c);
+}
+
+/* The fused linear + activation gives the separate calls' results (to the
+ * rounding of where the bias is added: exactly, with OpenBLAS), for every
+ * activation, masked or not, with and without a bias, in place, and for
+ * rows narrower than, as wide as and wider than a vector (the bias pattern
+ * wraps across rows). */
+Test(nn, linear_act_forward_matches_separate_calls)
+{
+    rng r;
+    rng_seed(&r, 9, 0);
+    const int B = 13, I = 7, Os[] = {1, 3, 16, 17, 21, 50};
+    for (size_t oi = 0; oi < sizeof Os / sizeof Os[0]; oi++) {
+        const int O = Os[oi];
+        float *inp = fnew((size_t)B * I), *w = fnew((size_t)O * I), *b = fnew((size_t)O);
+        float *mask = fnew((size_t)O * I), *scratch = fnew((size_t)O * I);
+        float *pre1 = fnew((size_t)B * O), *post1 = fnew((size_t)B * O);
+        float *pre2 = fnew((size_t)B * O), *post2 = fnew((size_t)B * O);
+        fill_normal(inp, (size_t)B * I, &r, 1.0);
+        fill_normal(w, (size_t)O * I, &r, 1.0);
+        fill_normal(b, (size_t)O, &r, 1.0);
+        for (int i = 0; i < O * I; i++)
+            mask[i] = rng_uniform(&r) < 0.5 ? 0.0f : 1.0f;
+        for (int a = 0; a < NN_ACT_COUNT; a++)
+            for (int variant = 0; variant < 4; variant++) {
+                const int masked = variant & 1;
+                const float *bias = variant & 2 ? NULL : b;
+                if (masked)
+                    nn_masked_linear_forward(pre1, inp, w, mask, bias, scratch, B, I, O);
+                else
+                    nn_linear_forward(pre1, inp, w, bias, B, I, O);
+                nn_act_forward((nn_act)a, post1, pre1, (size_t)B * O);
+                if (masked)
+                    nn_masked_linear_act_forward(pre2, post2, inp, w, mask, bias, scratch, (nn_act)a,
+                                                 B, I, O);
+                else
+                    nn_linear_act_forward(pre2, post2, inp, w, bias, (nn_act)a, B, I, O);
+                for (int i = 0; i < B * O; i++) {
+                    cr_assert(fabsf(pre2[i] - pre1[i]) <= 1e-6f * fabsf(pre1[i]) + 1e-7f,
+                              "%s, O = %d: pre[%d] %a vs %a", nn_act_name((nn_act)a), O, i, pre2[i], pre1[i]);
+                    cr_assert(fabsf(post2[i] - post1[i]) <= 1e-6f * fabsf(post1[i]) + 1e-7f,
+                              "%s, O = %d: post[%d] %a vs %a", nn_act_name((nn_act)a), O, i, post2[i], post1[i]);
+                }
+                if (!masked) {
+                    nn_linear_act_forward(pre2, pre2, inp, w, bias, (nn_act)a, B, I, O);
+                    cr_assert(memcmp(pre2, post2, (size_t)B * O * sizeof(float)) == 0, "%s: in place",
+                              nn_act_name((nn_act)a));
+                }
+            }
+        free(inp); free(w); free(b); free(mask); free(scratch);
+        free(pre1); free(post1); free(pre2); free(post2);
+    }
 }
 
 Test(nn, masked_linear_gradcheck)
@@ -1144,4 +1198,485 @@ Test(nn, resmlp_learns_regression)
     cr_assert(mse < 0.02 * var, "resmlp MSE %g vs target variance %g", mse, var);
     free(x); free(y); free(d);
     resmlp_destroy(&m);
+}
+
+/* ---- vectorised kernels (src/nn/simd.h) ------------------------------------------------ */
+
+/* Error of y in units of the last place of float at the exact value t
+ * (double): a correctly rounded result is within 0.5. */
+static double ulp_err(float y, double t)
+{
+    if (isnan(t))
+        return isnan(y) ? 0.0 : INFINITY;
+    if (isinf(t))
+        return y == t ? 0.0 : INFINITY;
+    int e;
+    frexp(fmax(fabs(t), (double)FLT_MIN), &e);
+    return fabs((double)y - t) / ldexp(1.0, e - 24);
+}
+
+/* The float with the given bits. */
+static float fbits(uint32_t b)
+{
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* simd_tanh against the exact tanh (double) on every float of the ranges
+ * where tanh changes character, and on a sample of all others.  Bound: an
+ * exhaustive run over all 2^32 floats during development gave at most 2.52
+ * ulp (near the top of binades below 0.1, where the last roundings of
+ * expm1(2x) / (expm1(2x) + 2) add up); 3 ulp leaves no room for a wrong
+ * constant or polynomial term (those give errors of thousands of ulp).
+ * Against glibc's tanhf: 5 ulp, as tanhf is itself up to 2.2 ulp from the
+ * exact value (near 0.2, on the other side). */
+Test(nn, simd_tanh_accuracy_and_edges)
+{
+    enum { CHUNK = 4096 };
+    float x[CHUNK], y[CHUNK];
+    /* Ranges of non-negative floats, every step-th one (and its negative):
+     * denormals, tiny values, the worst cases found exhaustively (near 0.0625
+     * and 0.2), the switch of formula at 0.55, the saturation point (tanhf
+     * becomes 1 at 9.0109), and everything in steps of 251 ulp. */
+    const struct { float lo, hi; uint32_t step; } ranges[] = {
+        {0.0f, 1e-30f, 997},     {1e-8f, 1e-3f, 101},    {0.0312f, 0.0313f, 1},
+        {0.0624f, 0.0626f, 1},   {0.2f, 0.21f, 1},       {0.49f, 0.61f, 1},
+        {8.9f, 9.2f, 1},         {0.0f, 100.0f, 251},    {100.0f, FLT_MAX, 9973},
+    };
+    double worst = 0.0, worst_libm = 0.0;
+    float worst_x = 0.0f;
+    long checked = 0;
+    for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+        uint32_t lo, hi;
+        memcpy(&lo, &ranges[k].lo, 4);
+        memcpy(&hi, &ranges[k].hi, 4);
+        for (uint64_t b = lo; b <= hi;) {
+            int n = 0;
+            for (; n < CHUNK && b <= hi; n += 2, b += ranges[k].step) {
+                x[n] = fbits((uint32_t)b);
+                x[n + 1] = -x[n];
+            }
+            simd_tanh(y, x, (size_t)n);
+            for (int i = 0; i < n; i++) {
+                const double e = ulp_err(y[i], tanh((double)x[i]));
+                const double el = ulp_err(y[i], (double)tanhf(x[i]));
+                if (e > worst) {
+                    worst = e;
+                    worst_x = x[i];
+                }
+                if (el > worst_libm)
+                    worst_libm = el;
+                /* Odd, and exactly +-1 wherever tanhf is. */
+                cr_assert(signbit(y[i]) == signbit(x[i]), "tanh(%a) = %a: wrong sign", x[i], y[i]);
+                if (fabsf(tanhf(x[i])) == 1.0f)
+                    cr_assert(fabsf(y[i]) == 1.0f, "tanh(%a) = %a, tanhf gives +-1", x[i], y[i]);
+            }
+            checked += n;
+        }
+    }
+    cr_log_info("simd_tanh (%s): %ld values, worst %.3f ulp at %a (exact), %.3f ulp vs tanhf",
+                simd_isa_name(simd_isa_active()), checked, worst, worst_x, worst_libm);
+    cr_assert(worst <= 3.0, "tanh error %.3f ulp at %a", worst, worst_x);
+    cr_assert(worst_libm <= 5.0, "tanh differs from tanhf by %.3f ulp", worst_libm);
+
+    /* Edges: signed zeros, denormals, infinities, NaN. */
+    const float ex[] = {0.0f, -0.0f, 0x1p-149f, -0x1p-149f, FLT_MIN, -FLT_MIN, 1e-20f, -1e-20f,
+                        0.55f, -0.55f, 9.0f, -9.0f, 9.0109f, -9.0109f, 10.0f, 1e30f,
+                        INFINITY, -INFINITY, NAN, -NAN};
+    enum { NE = sizeof ex / sizeof ex[0] };
+    float ey[NE];
+    simd_tanh(ey, ex, NE);
+    for (int i = 0; i < NE; i++) {
+        if (isnan(ex[i])) {
+            cr_assert(isnan(ey[i]), "tanh(NaN) = %a", ey[i]);
+            continue;
+        }
+        const float want = tanhf(ex[i]);
+        if (ex[i] == 0.0f || fabsf(ex[i]) < 1e-10f || isinf(ex[i]) || fabsf(ex[i]) >= 9.0109f)
+            cr_assert(ey[i] == want && signbit(ey[i]) == signbit(want), "tanh(%a) = %a, want %a",
+                      ex[i], ey[i], want);
+        else
+            cr_assert(ulp_err(ey[i], tanh((double)ex[i])) <= 3.0, "tanh(%a) = %a", ex[i], ey[i]);
+    }
+    cr_assert(ey[10] == 0x1.fffffep-1f, "tanh(9) rounds to 1 - 2^-24, as tanhf");
+}
+
+/* ELU's expm1 (x <= 0) and its derivative's exp, on a dense sample of the
+ * negative floats (below); exhaustive development runs gave
+ * 1.16 ulp (expm1) and 1.05 ulp (exp): bound 2.  Above 0 ELU is the identity
+ * and its derivative exactly 1.  GELU (built on tanh) against its double
+ * formula: relative 1e-6 plus, for x < 0 where 1 + tanh(u) cancels, the
+ * rounding of that sum (a few ulp of 1, 2e-7) times |x| / 2. */
+Test(nn, simd_elu_gelu_accuracy)
+{
+    enum { CHUNK = 4096 };
+    float x[CHUNK], y[CHUNK], d[CHUNK], one[CHUNK];
+    for (int i = 0; i < CHUNK; i++)
+        one[i] = 1.0f;
+    double w1 = 0.0, w2 = 0.0;
+    /* Negative floats from -0 to -104 (bit patterns grow with |x|): every
+     * 257th, and every one in [-0.35, -0.25], where the worst cases are. */
+    uint32_t lo, hi, dlo, dhi;
+    const float flo = -0.0f, fhi = -104.0f, fdlo = -0.25f, fdhi = -0.35f;
+    memcpy(&lo, &flo, 4);
+    memcpy(&hi, &fhi, 4);
+    memcpy(&dlo, &fdlo, 4);
+    memcpy(&dhi, &fdhi, 4);
+    for (uint64_t b = lo; b <= hi;) {
+        int n = 0;
+        for (; n < CHUNK && b <= hi; n++)
+            x[n] = fbits((uint32_t)b), b += b >= dlo && b < dhi ? 1 : 257;
+        simd_elu(y, x, (size_t)n);
+        memset(d, 0, sizeof d);
+        simd_elu_grad(d, x, one, (size_t)n);
+        for (int i = 0; i < n; i++) {
+            const double e1 = ulp_err(y[i], expm1((double)x[i]));
+            cr_assert(e1 <= 2.0, "expm1(%a) = %a: %.3f ulp", x[i], y[i], e1);
+            w1 = fmax(w1, e1);
+            if (x[i] >= -87.3f) {
+                const double e2 = ulp_err(d[i], exp((double)x[i]));
+                cr_assert(e2 <= 2.0, "exp(%a) = %a: %.3f ulp", x[i], d[i], e2);
+                w2 = fmax(w2, e2);
+            } else {
+                cr_assert(d[i] == 0.0f, "exp(%a) = %a: subnormal results flush to 0", x[i], d[i]);
+            }
+        }
+    }
+    cr_log_info("simd elu: expm1 worst %.3f ulp, exp worst %.3f ulp", w1, w2);
+    const float ex[] = {0.0f, -0.0f, 1e-30f, 3.5f, INFINITY, -INFINITY, NAN};
+    float ey[7], ed[7] = {0};
+    simd_elu(ey, ex, 7);
+    simd_elu_grad(ed, ex, one, 7);
+    cr_assert(ey[0] == 0.0f && !signbit(ey[0]) && ey[1] == 0.0f && signbit(ey[1]), "ELU keeps the sign of 0");
+    cr_assert(ey[2] == 1e-30f && ey[3] == 3.5f && ey[4] == INFINITY && ey[5] == -1.0f && isnan(ey[6]));
+    cr_assert(ed[0] == 1.0f && ed[2] == 1.0f && ed[3] == 1.0f && ed[4] == 1.0f && ed[5] == 0.0f && isnan(ed[6]));
+
+    rng r;
+    rng_seed(&r, 31, 0);
+    for (int i = 0; i < CHUNK; i++)
+        x[i] = (float)(4.0 * rng_normal(&r));
+    simd_gelu(y, x, CHUNK);
+    for (int i = 0; i < CHUNK; i++) {
+        const double v = x[i];
+        const double want = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        cr_assert(fabs(y[i] - want) <= 1e-6 * fabs(want) + 1e-7 * fabs(v) + 1e-30,
+                  "gelu(%g) = %.9g, want %.9g", v, y[i], want);
+    }
+}
+
+/* ReLU keeps the semantics of x > 0 ? x : 0 exactly: NaN and -0 give +0. */
+Test(nn, simd_relu_semantics)
+{
+    const float x[] = {-0.0f, 0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, -1e-45f, 3.0f, -3.0f,
+                       FLT_MAX, -FLT_MAX, 0.5f, -0.5f, 2.0f, -2.0f, 7.0f};
+    enum { N = sizeof x / sizeof x[0] };
+    float y[N], d[N], dout[N];
+    for (int i = 0; i < N; i++)
+        dout[i] = i % 3 == 0 ? NAN : (float)(i + 1);
+    nn_relu_forward(y, x, N);
+    for (int i = 0; i < N; i++) {
+        const float want = x[i] > 0.0f ? x[i] : 0.0f;
+        cr_assert(memcmp(&y[i], &want, 4) == 0, "relu(%a) = %a, want %a", x[i], y[i], want);
+        d[i] = -0.0f;
+    }
+    nn_relu_backward(d, x, dout, N);
+    for (int i = 0; i < N; i++) {
+        float want = -0.0f;
+        want += x[i] > 0.0f ? dout[i] : 0.0f;
+        cr_assert(memcmp(&d[i], &want, 4) == 0 || (isnan(d[i]) && isnan(want)),
+                  "relu'(%a) dout %a: %a, want %a", x[i], dout[i], d[i], want);
+    }
+}
+
+/* The same bits from every instruction set the CPU has, for every array
+ * length (tails take the same path as the body) and position. */
+Test(nn, simd_instruction_sets_agree)
+{
+    enum { N = 1000 };
+    float *x = fnew(N + 64), *g = fnew(N + 64), *p0 = fnew(N + 64), *m0 = fnew(N + 64),
+          *v0 = fnew(N + 64);
+    double *xd = calloc(N, sizeof *xd), *yd = calloc(N, sizeof *yd), *yd0 = calloc(N, sizeof *yd0);
+    cr_assert(xd && yd && yd0);
+    rng r;
+    rng_seed(&r, 32, 0);
+    fill_normal(x, N + 64, &r, 3.0);
+    fill_normal(g, N + 64, &r, 1.0);
+    fill_normal(p0, N + 64, &r, 1.0);
+    fill_normal(m0, N + 64, &r, 0.1);
+    for (int i = 0; i < N + 64; i++)
+        v0[i] = (float)(0.01 * rng_uniform(&r));
+    for (int i = 0; i < N; i++)
+        xd[i] = 50.0 * rng_normal(&r);
+    x[5] = NAN;
+    x[6] = -0.0f;
+    x[7] = INFINITY;
+    const simd_isa orig = simd_isa_active();
+    /* Results of the kernels for (offset, length) pairs, per set. */
+    enum { NK = 9 };
+    const size_t lens[] = {1, 3, 4, 7, 15, 16, 17, 33, 63, 64, 65, 1000};
+    enum { NL = sizeof lens / sizeof lens[0] };
+    float *ref[NK][NL];
+    double ref_ss[NL];
+    const simd_adam_coef ac = {0.9f, 0.999f, 1e-8f, 0.01f, 1.0f, 1e-3f, 1.5f};
+    int sets = 0;
+    for (int s = 0; s < SIMD_ISA_COUNT; s++) {
+        if (simd_isa_force((simd_isa)s) != 0)
+            continue;
+        sets++;
+        for (int li = 0; li < NL; li++) {
+            const size_t n = lens[li], off = (size_t)li % 5; /* odd alignments too */
+            const float *xi = x + off, *gi = g + off;
+            float *out[NK];
+            for (int k = 0; k < NK; k++) {
+                out[k] = fnew(3 * n);
+                memcpy(out[k], p0 + off, n * sizeof(float)); /* dinp starts non-zero */
+            }
+            simd_relu(out[0], xi, n);
+            simd_tanh(out[1], xi, n);
+            simd_elu(out[2], xi, n);
+            simd_gelu(out[3], xi, n);
+            simd_relu_grad(out[4], xi, gi, n);
+            simd_tanh_grad(out[5], xi, gi, n);
+            simd_elu_grad(out[6], xi, gi, n);
+            simd_gelu_grad(out[7], xi, gi, n);
+            /* Adam: params, m, v side by side in out[8]. */
+            memcpy(out[8] + n, m0 + off, n * sizeof(float));
+            memcpy(out[8] + 2 * n, v0 + off, n * sizeof(float));
+            simd_adam(out[8], gi, out[8] + n, out[8] + 2 * n, n, &ac);
+            const double ss = simd_sum_squares(xi + 8, n);
+            if (n == N)
+                simd_exp_d(yd, xd, N);
+            if (sets == 1) {
+                for (int k = 0; k < NK; k++)
+                    ref[k][li] = out[k];
+                ref_ss[li] = ss;
+                if (n == N)
+                    memcpy(yd0, yd, N * sizeof *yd);
+                continue;
+            }
+            for (int k = 0; k < NK; k++) {
+                const size_t bytes = (k == 8 ? 3 * n : n) * sizeof(float);
+                cr_assert(memcmp(out[k], ref[k][li], bytes) == 0, "kernel %d, n = %zu: %s differs from %s", k,
+                          n, simd_isa_name((simd_isa)s), simd_isa_name(SIMD_BASE));
+                free(out[k]);
+            }
+            cr_assert(memcmp(&ss, &ref_ss[li], sizeof ss) == 0, "sum of squares, n = %zu, %s", n,
+                      simd_isa_name((simd_isa)s));
+            if (n == N)
+                cr_assert(memcmp(yd, yd0, N * sizeof *yd) == 0, "exp_d: %s", simd_isa_name((simd_isa)s));
+        }
+    }
+    /* Position independence: element i of a long array equals the same
+     * element computed alone or at the start of a tail. */
+    for (int li = 0; li < NL; li++) {
+        const size_t n = lens[li], off = (size_t)li % 5;
+        for (size_t i = 0; i < n; i += 1 + n / 7) {
+            float t1, t2;
+            simd_tanh(&t1, x + off + i, 1);
+            simd_gelu(&t2, x + off + i, 1);
+            cr_assert(memcmp(&t1, &ref[1][li][i], 4) == 0 && memcmp(&t2, &ref[3][li][i], 4) == 0,
+                      "element %zu of %zu differs when computed alone", i, n);
+        }
+    }
+    for (int k = 0; k < NK; k++)
+        for (int li = 0; li < NL; li++)
+            free(ref[k][li]);
+    cr_log_info("simd: %d instruction sets agree bit for bit (in use: %s)", sets, simd_isa_name(orig));
+    cr_assert_eq(simd_isa_force(orig), 0);
+    free(x); free(g); free(p0); free(m0); free(v0); free(xd); free(yd); free(yd0);
+}
+
+/* Kernels made of single IEEE operations give exactly their scalar loops;
+ * Adam exactly nn_adam_step's documented float formula; the sum of squares
+ * exactly its 16 documented partial sums. */
+Test(nn, simd_exact_kernels_match_scalar_loops)
+{
+    enum { R = 37, C = 23, N = R * C };
+    float *x = fnew(N), *y = fnew(N), *z = fnew(N), *b = fnew(C);
+    rng r;
+    rng_seed(&r, 33, 0);
+    fill_normal(x, N, &r, 1.0);
+    fill_normal(y, N, &r, 1.0);
+    fill_normal(b, C, &r, 1.0);
+    memcpy(z, y, N * sizeof *z);
+    simd_add(z, x, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(z[i] == y[i] + x[i]);
+    memcpy(z, y, N * sizeof *z);
+    simd_scale(z, 0.3f, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(z[i] == y[i] * 0.3f);
+    float cs[C];
+    memcpy(cs, b, sizeof cs);
+    simd_col_sums_add(cs, x, R, C);
+    for (int c = 0; c < C; c++) {
+        float acc = b[c];
+        for (int rr = 0; rr < R; rr++)
+            acc += x[rr * C + c];
+        cr_assert(cs[c] == acc, "column %d: %a vs %a", c, cs[c], acc);
+    }
+    simd_fill_rows(z, b, R, C);
+    for (int i = 0; i < N; i++)
+        cr_assert(z[i] == b[i % C]);
+    double part[16] = {0}, want = 0.0;
+    for (int i = 0; i < N; i++)
+        part[i % 16] += (double)x[i] * x[i];
+    for (int j = 0; j < 16; j++)
+        want += part[j];
+    const double got = simd_sum_squares(x, N);
+    cr_assert(memcmp(&got, &want, sizeof got) == 0, "sum of squares %.17g, want %.17g", got, want);
+    cr_assert(fabs(nn_grad_norm(x, N) - sqrt(want)) <= 0.0);
+    /* Adam, plain and both weight-decay forms, over an odd length. */
+    for (int variant = 0; variant < 3; variant++) {
+        nn_adam_config c = nn_adam_defaults();
+        c.weight_decay = variant ? 0.05f : 0.0f;
+        c.decoupled = variant == 2;
+        float *p = fnew(N), *m = fnew(N), *v = fnew(N), *pr = fnew(N), *mr = fnew(N), *vr = fnew(N);
+        fill_normal(p, N, &r, 1.0);
+        fill_normal(m, N, &r, 0.1);
+        for (int i = 0; i < N; i++)
+            v[i] = (float)(0.01 * rng_uniform(&r));
+        memcpy(pr, p, N * sizeof *p);
+        memcpy(mr, m, N * sizeof *m);
+        memcpy(vr, v, N * sizeof *v);
+        const float lr = 3e-3f;
+        const long t = 11;
+        nn_adam_step(p, x, m, v, N, &c, lr, t);
+        const float b1 = c.beta1, b2 = c.beta2, eps = c.eps, wd = c.weight_decay;
+        const float step_size = (float)(lr / (1.0 - pow(b1, (double)t)));
+        const float inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow(b2, (double)t)));
+        const float decay = c.decoupled ? 1.0f - lr * wd : 1.0f, l2 = c.decoupled ? 0.0f : wd;
+        for (int i = 0; i < N; i++) {
+            const float g = x[i] + l2 * pr[i];
+            mr[i] = b1 * mr[i] + (1.0f - b1) * g;
+            vr[i] = b2 * vr[i] + (1.0f - b2) * g * g;
+            const float denom = sqrtf(vr[i]) * inv_sqrt_bc2 + eps;
+            pr[i] = pr[i] * decay - step_size * mr[i] / denom;
+            cr_assert(p[i] == pr[i] && m[i] == mr[i] && v[i] == vr[i], "adam variant %d, element %d", variant, i);
+        }
+        free(p); free(m); free(v); free(pr); free(mr); free(vr);
+    }
+    free(x); free(y); free(z); free(b);
+}
+
+/* The double exp of the spline softmaxes: within 2 ulp of libm's exp (itself
+ * correctly rounded in practice) from -745 to 709.78, including the
+ * subnormal results; 0, inf and NaN where exp gives them. */
+Test(nn, simd_exp_d_accuracy)
+{
+    enum { N = 20000 };
+    double *x = calloc(N, sizeof *x), *y = calloc(N, sizeof *y);
+    cr_assert(x && y);
+    double worst = 0.0;
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < N; i++)
+            x[i] = pass == 0 ? -745.0 + (709.7 + 745.0) * i / (N - 1)
+                 : pass == 1 ? -1.0 + 2.0 * i / (N - 1) : -1e-6 * i / N;
+        simd_exp_d(y, x, N);
+        for (int i = 0; i < N; i++) {
+            const double want = exp(x[i]);
+            /* ulp of the result (of the smallest subnormal below 2^-1022). */
+            int e;
+            frexp(fmax(want, 0x1p-1022), &e);
+            const double u = fmax(ldexp(1.0, e - 53), 0x1p-1074);
+            const double err = fabs(y[i] - want) / u;
+            cr_assert(err <= 2.0, "exp(%.17g) = %.17g, libm %.17g", x[i], y[i], want);
+            worst = fmax(worst, err);
+        }
+    }
+    const double ex[] = {0.0, -0.0, 709.78, 709.79, 710.0, 1e300, INFINITY, -745.2, -746.0, -1e300,
+                         -INFINITY, NAN};
+    double ey[12];
+    simd_exp_d(ey, ex, 12);
+    cr_assert(ey[0] == 1.0 && ey[1] == 1.0 && isfinite(ey[2]) && isinf(ey[3]) && isinf(ey[4]) &&
+              isinf(ey[5]) && isinf(ey[6]));
+    cr_assert(ey[7] == 0.0 && ey[8] == 0.0 && ey[9] == 0.0 && ey[10] == 0.0 && isnan(ey[11]));
+    cr_log_info("simd_exp_d: worst %.3f ulp", worst);
+    free(x);
+    free(y);
+}
+
+/* The double log and softplus of the flows' transforms (MAF scales, spline
+ * knot derivatives): log within 1 ulp of libm's log from the smallest
+ * subnormal to the largest double, softplus and sigmoid within 3 and 2 ulp of
+ * their libm forms (max(u, 0) + log1p(exp(-|u|)) and the sign-split logistic,
+ * themselves within an ulp or so) over +-750, where exp(+-u) under- or
+ * overflows; the special values as libm's. */
+Test(nn, simd_log_softplus_d_accuracy)
+{
+    enum { N = 40000 };
+    double *x = calloc(N, sizeof *x), *y = calloc(N, sizeof *y), *sg = calloc(N, sizeof *sg);
+    cr_assert(x && y && sg);
+    rng r;
+    rng_seed(&r, 34, 0);
+    double wl = 0.0, wsp = 0.0, wsg = 0.0;
+    for (int i = 0; i < N; i++) {
+        const double u = rng_uniform(&r);
+        x[i] = i % 4 == 0 ? exp(1400.0 * u - 700.0) : i % 4 == 1 ? 0.5 + u
+             : i % 4 == 2 ? 1.0 + 1e-6 * (u - 0.5) : ldexp(u, -1060);
+    }
+    simd_log_d(y, x, N);
+    for (int i = 0; i < N; i++) {
+        const double want = log(x[i]);
+        int e;
+        frexp(fabs(want), &e);
+        const double err = want == 0.0 ? fabs(y[i]) / 0x1p-1074 : fabs(y[i] - want) / ldexp(1.0, e - 53);
+        cr_assert(err <= 1.0, "log(%.17g) = %.17g, libm %.17g", x[i], y[i], want);
+        wl = fmax(wl, err);
+    }
+    for (int i = 0; i < N; i++)
+        x[i] = i % 2 ? 80.0 * (rng_uniform(&r) - 0.5) : 1500.0 * (rng_uniform(&r) - 0.5);
+    simd_softplus_d(y, sg, x, N);
+    for (int i = 0; i < N; i++) {
+        const double u = x[i];
+        const double sp = fmax(u, 0.0) + log1p(exp(-fabs(u)));
+        const double sig = u >= 0 ? 1.0 / (1.0 + exp(-u)) : exp(u) / (1.0 + exp(u));
+        int e;
+        frexp(fmax(sp, 0x1p-1022), &e);
+        const double esp = fabs(y[i] - sp) / fmax(ldexp(1.0, e - 53), 0x1p-1074);
+        frexp(fmax(sig, 0x1p-1022), &e);
+        const double esg = fabs(sg[i] - sig) / fmax(ldexp(1.0, e - 53), 0x1p-1074);
+        cr_assert(esp <= 3.0 && esg <= 2.0, "softplus(%.17g) = %.17g (%.17g), sigmoid %.17g (%.17g)", u, y[i],
+                  sp, sg[i], sig);
+        wsp = fmax(wsp, esp);
+        wsg = fmax(wsg, esg);
+    }
+    const double lx[] = {0.0, -0.0, -1.0, INFINITY, 1.0, 0x1p-1074, DBL_MAX, NAN};
+    double ly[8];
+    simd_log_d(ly, lx, 8);
+    cr_assert(ly[0] == -INFINITY && ly[1] == -INFINITY && isnan(ly[2]) && ly[3] == INFINITY && ly[4] == 0.0);
+    cr_assert(ly[5] == log(0x1p-1074) && ly[6] == log(DBL_MAX) && isnan(ly[7]));
+    const double px[] = {0.0, -INFINITY, INFINITY, 745.0, -745.0, NAN};
+    double py[6], ps[6];
+    simd_softplus_d(py, ps, px, 6);
+    cr_assert(py[0] == log(2.0) && ps[0] == 0.5);
+    cr_assert(py[1] == 0.0 && ps[1] == 0.0 && py[2] == INFINITY && ps[2] == 1.0);
+    cr_assert(py[3] == 745.0 && ps[3] == 1.0 && py[4] > 0.0 && py[4] == ps[4] && isnan(py[5]) && isnan(ps[5]));
+    /* In place, and without the sigmoid. */
+    simd_softplus_d(x, NULL, x, N);
+    cr_assert(memcmp(x, y, N * sizeof *x) == 0);
+    /* Every instruction set gives the same bits. */
+    const simd_isa orig = simd_isa_active();
+    for (int s = 0; s < SIMD_ISA_COUNT; s++) {
+        if (simd_isa_force((simd_isa)s) != 0)
+            continue;
+        double a[37], b1[37], b2[37];
+        for (int i = 0; i < 37; i++)
+            a[i] = exp(20.0 * sin(i * 1.3));
+        simd_log_d(b1, a, 37);
+        simd_softplus_d(b2, NULL, b1, 37);
+        if (s == 0) {
+            memcpy(y, b1, sizeof b1);
+            memcpy(sg, b2, sizeof b2);
+        } else {
+            cr_assert(memcmp(y, b1, sizeof b1) == 0 && memcmp(sg, b2, sizeof b2) == 0, "%s differs",
+                      simd_isa_name((simd_isa)s));
+        }
+    }
+    cr_assert_eq(simd_isa_force(orig), 0);
+    cr_log_info("simd log_d worst %.3f ulp, softplus %.3f, sigmoid %.3f", wl, wsp, wsg);
+    free(x);
+    free(y);
+    free(sg);
 }

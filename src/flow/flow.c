@@ -55,7 +55,8 @@
  *
  * Precision: networks are float32 (nn kernels); the elementwise transforms,
  * their gradients and the log-density sums are computed in double and
- * stored as float.
+ * stored as float, with the vectorised exp, log and softplus of nn/simd.h
+ * (within a few ulp of libm's) over whole batches.
  */
 #include "flow/flow.h"
 
@@ -67,6 +68,7 @@
 
 #include "flow/spline.h"
 #include "nn/mlp.h"
+#include "nn/simd.h"
 
 #define MAF_MIN_SCALE 1e-3
 #define LOG_2PI 1.8378770664093454836
@@ -104,22 +106,29 @@ struct flow {
     float *g_a, *g_b;    /* [max_batch, D] gradient ping-pong */
     float *dout;         /* [max_batch, max n_out] */
     double *acc;         /* [max_batch] log-density accumulator */
+    /* NSF: splines are evaluated sp_cap scalars at a time (spline.h's batch
+     * forms), gathered into these (NULL for MAF): */
+    int sp_cap;
+    int *iota;           /* [D] 0, 1, ..., D-1 */
+    double *sp_p, *sp_gp;/* [sp_cap, np] parameters, their gradients */
+    double *sp_v, *sp_w, *sp_l, *sp_g; /* [sp_cap] per-scalar values */
+    /* AR sampling: one inverse pass's compacted network (ar_compact), NULL
+     * for coupling flows.  Layer l maps ar_dims[l] -> ar_dims[l + 1]. */
+    int ar_L;            /* layers (the MADE's) */
+    int *ar_dims;        /* [ar_L + 1] */
+    int *ar_cols;        /* [D]: z columns of its input */
+    int *ar_units;       /* [H]: MADE hidden units it keeps */
+    float *ar_w, *ar_b;  /* weights and biases of all layers, packed */
+    float *ar_in;        /* [max_batch, D] */
+    float *ar_h[2];      /* [max_batch, max(H, np)] activations ping-pong */
+    /* MAF: the affine transforms' scales, their logs and d scale / d a, for
+     * max_batch rows of D (vectorised softplus and log; NULL for NSF). */
+    double *af_s, *af_ls, *af_sig;
 };
 
-/* ---- small maths ------------------------------------------------------------- */
-
-static double softplus(double u)
-{
-    return fmax(u, 0.0) + log1p(exp(-fabs(u)));
-}
-
-static double sigmoid(double u)
-{
-    if (u >= 0.0)
-        return 1.0 / (1.0 + exp(-u));
-    const double e = exp(u);
-    return e / (1.0 + e);
-}
+/* Scalars per batched spline call: enough to fill the vector unit with
+ * exponentials, few enough that the gathered parameters stay in L1/L2. */
+#define FLOW_SPLINE_CHUNK 256
 
 /* ---- config -------------------------------------------------------------------- */
 
@@ -287,6 +296,45 @@ flow *flow_new(const flow_config *cfg, int max_batch)
     f->acc = malloc(mb * sizeof(double));
     if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc)
         goto oom;
+    if (cfg->kind == FLOW_NSF) {
+        /* A row's scalars are never split between calls: room for D at least. */
+        const size_t cap = FLOW_SPLINE_CHUNK > D ? FLOW_SPLINE_CHUNK : (size_t)D;
+        f->sp_cap = (int)cap;
+        f->iota = malloc((size_t)D * sizeof(int));
+        f->sp_p = malloc(cap * f->np * sizeof(double));
+        f->sp_gp = malloc(cap * f->np * sizeof(double));
+        f->sp_v = malloc(cap * sizeof(double));
+        f->sp_w = malloc(cap * sizeof(double));
+        f->sp_l = malloc(cap * sizeof(double));
+        f->sp_g = malloc(cap * sizeof(double));
+        if (!f->iota || !f->sp_p || !f->sp_gp || !f->sp_v || !f->sp_w || !f->sp_l || !f->sp_g)
+            goto oom;
+        for (int i = 0; i < D; i++)
+            f->iota[i] = i;
+    }
+    if (cfg->kind == FLOW_MAF || cfg->autoregressive || D == 1) {
+        const int H = cfg->hidden, L = cfg->n_blocks + 2, np = f->np;
+        const int wide = H > np ? H : np;
+        f->ar_L = L;
+        f->ar_dims = malloc((size_t)(L + 1) * sizeof(int));
+        f->ar_cols = malloc((size_t)D * sizeof(int));
+        f->ar_units = malloc((size_t)H * sizeof(int));
+        f->ar_w = malloc(((size_t)H * D + (size_t)(L - 2) * H * H + (size_t)np * H) * sizeof(float));
+        f->ar_b = malloc(((size_t)(L - 1) * H + (size_t)np) * sizeof(float));
+        f->ar_in = malloc(mb * D * sizeof(float));
+        f->ar_h[0] = malloc(mb * wide * sizeof(float));
+        f->ar_h[1] = malloc(mb * wide * sizeof(float));
+        if (!f->ar_dims || !f->ar_cols || !f->ar_units || !f->ar_w || !f->ar_b || !f->ar_in ||
+            !f->ar_h[0] || !f->ar_h[1])
+            goto oom;
+    }
+    if (cfg->kind == FLOW_MAF) {
+        f->af_s = malloc(mb * D * sizeof(double));
+        f->af_ls = malloc(mb * D * sizeof(double));
+        f->af_sig = malloc(mb * D * sizeof(double));
+        if (!f->af_s || !f->af_ls || !f->af_sig)
+            goto oom;
+    }
     return f;
 oom:
     fprintf(stderr, "flow_new: out of memory\n");
@@ -318,6 +366,24 @@ void flow_destroy(flow **pf)
     free(f->g_b);
     free(f->dout);
     free(f->acc);
+    free(f->iota);
+    free(f->sp_p);
+    free(f->sp_gp);
+    free(f->sp_v);
+    free(f->sp_w);
+    free(f->sp_l);
+    free(f->sp_g);
+    free(f->ar_dims);
+    free(f->ar_cols);
+    free(f->ar_units);
+    free(f->ar_w);
+    free(f->ar_b);
+    free(f->ar_in);
+    free(f->ar_h[0]);
+    free(f->ar_h[1]);
+    free(f->af_s);
+    free(f->af_ls);
+    free(f->af_sig);
     free(f);
     *pf = NULL;
 }
@@ -375,17 +441,20 @@ static void fill_net_in(flow *f, const transform *tr, const float *z, const floa
     for (int b = 0; b < B; b++) {
         float *row = f->net_in + (size_t)b * n_in;
         const float *zr = z + (size_t)b * D;
+        /* Loops, not memcpy: rows are a few floats, shorter than a call. */
         int off;
         if (tr->kind == TR_SPLINE_COUPLING) {
             for (int j = 0; j < tr->n_id; j++)
                 row[j] = zr[tr->id_idx[j]];
             off = tr->n_id;
         } else {
-            memcpy(row, zr, (size_t)D * sizeof(float));
+            for (int i = 0; i < D; i++)
+                row[i] = zr[i];
             off = D;
         }
-        if (C > 0)
-            memcpy(row + off, x + (size_t)b * x_stride, (size_t)C * sizeof(float));
+        const float *xr = x + (size_t)b * x_stride;
+        for (int c = 0; c < C; c++)
+            row[off + c] = xr[c];
     }
 }
 
@@ -402,51 +471,104 @@ static const float *net_forward(flow *f, transform *tr, int B)
 static void load_spline(const flow *f, const float *src, double *p)
 {
     const int K = f->cfg.n_bins;
-    for (int j = 0; j < f->np; j++)
-        p[j] = j < 2 * K ? src[j] * f->wh_scale : (double)src[j];
+    for (int j = 0; j < 2 * K; j++)
+        p[j] = src[j] * f->wh_scale;
+    for (int j = 2 * K; j < f->np; j++)
+        p[j] = src[j];
+}
+
+/* Affine scales of n parameters a, a[i] at P[i * stride]: af_s[i] = s =
+ * softplus(a) + MAF_MIN_SCALE, af_ls[i] = log s (when want_log) and
+ * af_sig[i] = ds/da = sigmoid(a) (when want_sig), vectorised. */
+static void affine_scales(flow *f, const float *P, size_t stride, int n, int want_log, int want_sig)
+{
+    for (int i = 0; i < n; i++)
+        f->af_s[i] = P[(size_t)i * stride];
+    simd_softplus_d(f->af_s, want_sig ? f->af_sig : NULL, f->af_s, (size_t)n);
+    for (int i = 0; i < n; i++)
+        f->af_s[i] += MAF_MIN_SCALE;
+    if (want_log)
+        simd_log_d(f->af_ls, f->af_s, (size_t)n);
+}
+
+/* Rows [b0, b0 + rows) of a spline transform, n_sc scalars per row: scalar j
+ * of row b takes its value from z column cols[j] and its parameters from
+ * parameter block blocks[j] of row b of the network output P (row stride
+ * p_stride; 0 when every row shares row 0).  Gathers them into f->sp_v and
+ * f->sp_p (scalar s = (b - b0) n_sc + j) for the batch forms. */
+static void spline_gather(flow *f, const float *P, size_t p_stride, const float *z, int b0,
+                          int rows, int n_sc, const int *cols, const int *blocks)
+{
+    const int D = f->cfg.dim, np = f->np;
+    for (int r = 0; r < rows; r++) {
+        const int b = b0 + r;
+        const float *Pb = P + (size_t)b * p_stride;
+        for (int j = 0; j < n_sc; j++) {
+            const int s = r * n_sc + j;
+            f->sp_v[s] = z[(size_t)b * D + cols[j]];
+            load_spline(f, Pb + (size_t)blocks[j] * np, f->sp_p + (size_t)s * np);
+        }
+    }
+}
+
+/* Rows per batch of spline_gather. */
+static int spline_rows(const flow *f, int n_sc)
+{
+    const int r = f->sp_cap / n_sc;
+    return r > 0 ? r : 1;
 }
 
 static void transform_forward(flow *f, int t, const float *zin, float *zout, const float *x,
                               size_t x_stride, int B)
 {
     transform *tr = &f->tr[t];
-    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np;
+    const int D = f->cfg.dim, K = f->cfg.n_bins;
     const double tb = f->cfg.tail_bound;
     fill_net_in(f, tr, zin, x, x_stride, B);
     const float *P = net_forward(f, tr, B);
-    double p[3 * SPLINE_MAX_BINS];
-    for (int b = 0; b < B; b++) {
-        const float *zi = zin + (size_t)b * D;
-        float *zo = zout + (size_t)b * D;
-        const float *Pb = P + (size_t)b * tr->n_out;
-        double ld = 0.0;
-        if (tr->kind == TR_AFFINE_AR) {
+    if (tr->kind == TR_AFFINE_AR) {
+        /* n_out = 2D: a_i at column 2i, so the a's of all rows are every
+         * other output. */
+        affine_scales(f, P, 2, B * D, 1, 0);
+        for (int b = 0; b < B; b++) {
+            const float *zi = zin + (size_t)b * D;
+            float *zo = zout + (size_t)b * D;
+            const float *Pb = P + (size_t)b * tr->n_out;
+            const double *s = f->af_s + (size_t)b * D, *ls = f->af_ls + (size_t)b * D;
+            double ld = 0.0;
             for (int i = 0; i < D; i++) {
-                const double s = softplus(Pb[2 * i]) + MAF_MIN_SCALE;
-                zo[i] = (float)(zi[i] * s + Pb[2 * i + 1]);
-                ld += log(s);
+                zo[i] = (float)(zi[i] * s[i] + Pb[2 * i + 1]);
+                ld += ls[i];
             }
-        } else if (tr->kind == TR_SPLINE_AR) {
-            for (int i = 0; i < D; i++) {
-                double y, l;
-                load_spline(f, Pb + (size_t)i * np, p);
-                spline_forward(zi[i], p, K, tb, &y, &l);
-                zo[i] = (float)y;
-                ld += l;
-            }
-        } else {
-            for (int j = 0; j < tr->n_id; j++)
-                zo[tr->id_idx[j]] = zi[tr->id_idx[j]];
-            for (int j = 0; j < tr->n_tr; j++) {
-                const int i = tr->tr_idx[j];
-                double y, l;
-                load_spline(f, Pb + (size_t)j * np, p);
-                spline_forward(zi[i], p, K, tb, &y, &l);
-                zo[i] = (float)y;
-                ld += l;
-            }
+            f->acc[b] += ld;
         }
-        f->acc[b] += ld;
+        return;
+    }
+    /* Splines: every dimension (AR) or the transformed half (coupling), the
+     * identity half copied. */
+    const int coupling = tr->kind == TR_SPLINE_COUPLING;
+    const int n_sc = coupling ? tr->n_tr : D;
+    const int *cols = coupling ? tr->tr_idx : f->iota;
+    if (coupling)
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < tr->n_id; j++) {
+                const size_t o = (size_t)b * D + tr->id_idx[j];
+                zout[o] = zin[o];
+            }
+    const int per = spline_rows(f, n_sc);
+    for (int b0 = 0; b0 < B; b0 += per) {
+        const int rows = B - b0 < per ? B - b0 : per;
+        spline_gather(f, tr->out, (size_t)tr->n_out, zin, b0, rows, n_sc, cols, f->iota);
+        spline_forward_n(rows * n_sc, f->sp_v, f->sp_p, K, tb, f->sp_w, f->sp_l);
+        for (int r = 0; r < rows; r++) {
+            const int b = b0 + r;
+            double ld = 0.0;
+            for (int j = 0; j < n_sc; j++) {
+                zout[(size_t)b * D + cols[j]] = (float)f->sp_w[r * n_sc + j];
+                ld += f->sp_l[r * n_sc + j];
+            }
+            f->acc[b] += ld;
+        }
     }
 }
 
@@ -496,37 +618,55 @@ static void transform_backward(flow *f, int t, const float *gout, const float *d
     const double tb = f->cfg.tail_bound;
     const float *zin = z_at(f, t), *P = tr->out;
     const size_t no = (size_t)tr->n_out;
-    double p[3 * SPLINE_MAX_BINS], gp[3 * SPLINE_MAX_BINS];
-    for (int b = 0; b < B; b++) {
-        const float *zi = zin + (size_t)b * D, *go = gout + (size_t)b * D;
-        const float *Pb = P + b * no;
-        float *dP = f->dout + b * no;
-        float *gi = gin ? gin + (size_t)b * D : NULL;
-        const double gl = dlogq[b];
-        if (tr->kind == TR_AFFINE_AR) {
+    if (tr->kind == TR_AFFINE_AR) {
+        affine_scales(f, P, 2, B * D, 0, 1);
+        for (int b = 0; b < B; b++) {
+            const float *zi = zin + (size_t)b * D, *go = gout + (size_t)b * D;
+            float *dP = f->dout + b * no;
+            float *gi = gin ? gin + (size_t)b * D : NULL;
+            const double gl = dlogq[b];
+            const double *s = f->af_s + (size_t)b * D, *sig = f->af_sig + (size_t)b * D;
             for (int i = 0; i < D; i++) {
-                const double a = Pb[2 * i], s = softplus(a) + MAF_MIN_SCALE;
                 if (gi)
-                    gi[i] = (float)(go[i] * s);
+                    gi[i] = (float)(go[i] * s[i]);
                 /* z' = z s + shift, logdet = log s, s = softplus(a) + eps. */
-                dP[2 * i] = (float)((go[i] * (double)zi[i] + gl / s) * sigmoid(a));
+                dP[2 * i] = (float)((go[i] * (double)zi[i] + gl / s[i]) * sig[i]);
                 dP[2 * i + 1] = go[i];
             }
-        } else {
-            const int n = tr->kind == TR_SPLINE_AR ? D : tr->n_tr;
-            if (gi && tr->kind == TR_SPLINE_COUPLING)
-                for (int j = 0; j < tr->n_id; j++)
-                    gi[tr->id_idx[j]] = go[tr->id_idx[j]];
-            for (int j = 0; j < n; j++) {
-                const int i = tr->kind == TR_SPLINE_AR ? j : tr->tr_idx[j];
-                double gx = 0.0;
-                load_spline(f, Pb + (size_t)j * np, p);
-                memset(gp, 0, (size_t)np * sizeof(double));
-                spline_backward(zi[i], p, K, tb, go[i], gl, &gx, gp);
-                if (gi)
-                    gi[i] = (float)gx;
-                for (int q = 0; q < np; q++)
-                    dP[(size_t)j * np + q] = (float)(q < 2 * K ? gp[q] * f->wh_scale : gp[q]);
+        }
+    } else {
+        const int coupling = tr->kind == TR_SPLINE_COUPLING;
+        const int n_sc = coupling ? tr->n_tr : D;
+        const int *cols = coupling ? tr->tr_idx : f->iota;
+        if (gin && coupling)
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < tr->n_id; j++) {
+                    const size_t o = (size_t)b * D + tr->id_idx[j];
+                    gin[o] = gout[o];
+                }
+        const int per = spline_rows(f, n_sc);
+        for (int b0 = 0; b0 < B; b0 += per) {
+            const int rows = B - b0 < per ? B - b0 : per, n = rows * n_sc;
+            spline_gather(f, tr->out, (size_t)tr->n_out, zin, b0, rows, n_sc, cols, f->iota);
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < n_sc; j++) {
+                    f->sp_g[r * n_sc + j] = gout[(size_t)(b0 + r) * D + cols[j]];
+                    f->sp_l[r * n_sc + j] = dlogq[b0 + r];
+                    f->sp_w[r * n_sc + j] = 0.0;
+                }
+            memset(f->sp_gp, 0, (size_t)n * np * sizeof(double));
+            spline_backward_n(n, f->sp_v, f->sp_p, K, tb, f->sp_g, f->sp_l, f->sp_w, f->sp_gp);
+            for (int r = 0; r < rows; r++) {
+                const int b = b0 + r;
+                float *dP = f->dout + b * no;
+                for (int j = 0; j < n_sc; j++) {
+                    const int s = r * n_sc + j;
+                    if (gin)
+                        gin[(size_t)b * D + cols[j]] = (float)f->sp_w[s];
+                    const double *gp = f->sp_gp + (size_t)s * np;
+                    for (int q = 0; q < np; q++)
+                        dP[(size_t)j * np + q] = (float)(q < 2 * K ? gp[q] * f->wh_scale : gp[q]);
+                }
             }
         }
     }
@@ -607,8 +747,7 @@ double flow_clip_grad_norm(flow *f, double max_norm)
         const float scale = (float)(max_norm / norm);
         for (int t = 0; t < f->cfg.n_transforms; t++) {
             const net_bufs nb = bufs_of(&f->tr[t]);
-            for (size_t i = 0; i < nb.n; i++)
-                nb.grads[i] *= scale;
+            simd_scale(nb.grads, scale, nb.n);
         }
     }
     return norm;
@@ -630,15 +769,120 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
 
 /* ---- sampling ------------------------------------------------------------------------ */
 
+/* Inverts the splines of n_sc scalars per row of B rows (parameters from P
+ * and columns as in spline_gather): zin from zout at those columns,
+ * acc[b] -= each spline's log|det| of the inverse. */
+static void spline_inverse_rows(flow *f, const float *P, size_t p_stride, const float *zout,
+                                float *zin, int B, int n_sc, const int *cols, const int *blocks)
+{
+    const int D = f->cfg.dim, K = f->cfg.n_bins, per = spline_rows(f, n_sc);
+    const double tb = f->cfg.tail_bound;
+    for (int b0 = 0; b0 < B; b0 += per) {
+        const int rows = B - b0 < per ? B - b0 : per;
+        spline_gather(f, P, p_stride, zout, b0, rows, n_sc, cols, blocks);
+        spline_inverse_n(rows * n_sc, f->sp_v, f->sp_p, K, tb, f->sp_w, f->sp_l);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < n_sc; j++) {
+                zin[(size_t)(b0 + r) * D + cols[j]] = (float)f->sp_w[r * n_sc + j];
+                f->acc[b0 + r] -= f->sp_l[r * n_sc + j];
+            }
+    }
+}
+
+/* The network of inverse pass k >= 1 of AR transform tr for context x,
+ * into f->ar_*: the MADE restricted to what the outputs of dimension
+ * order[k] (degree k + 1) depend on.  Those outputs see hidden units of
+ * degree <= k only; units of degree 0 see only x (inputs of degree >= 1 and
+ * units of degree >= 1 are masked out of them), so they are the same for
+ * every row, and their contributions fold into the biases of the kept units
+ * (degree 1..k).  The kept units see the input dimensions of degree <= k.
+ * So the rows go through a network of (for D = 2, the sbi default) half the
+ * width, a quarter of the multiplications and half the activations.
+ * Reads the MADE's activations of its last forward (pass 0's single row,
+ * whose degree-0 units are the shared values). */
+static void ar_compact(flow *f, const transform *tr, const float *x, int k)
+{
+    const mlp *m = tr->made;
+    const int D = f->cfg.dim, C = f->cfg.context, H = f->cfg.hidden, np = f->np;
+    const int L = f->ar_L, i_out = tr->order[k];
+    int n_in = 0, width = 0;
+    for (int i = 0; i < D; i++)
+        if (tr->deg[i] <= k)
+            f->ar_cols[n_in++] = i;
+    for (int u = 0; u < H; u++) {
+        const int d = hidden_degree(u, D, C);
+        if (d >= 1 && d <= k)
+            f->ar_units[width++] = u;
+    }
+    f->ar_dims[0] = n_in;
+    for (int l = 1; l < L; l++)
+        f->ar_dims[l] = width;
+    f->ar_dims[L] = np;
+    float *w = f->ar_w, *b = f->ar_b;
+    for (int l = 0; l < L; l++) {
+        const int fi = m->dims[l], fo = f->ar_dims[l + 1];
+        const float *W = m->w[l], *M = m->mask[l];
+        for (int a = 0; a < fo; a++) {
+            /* Row of the MADE's layer l that becomes row a. */
+            const int u = l == L - 1 ? i_out * np + a : f->ar_units[a];
+            const size_t row = (size_t)u * fi;
+            double bias = m->b[l][u];
+            if (l == 0) {
+                for (int c = 0; c < n_in; c++)
+                    w[(size_t)a * n_in + c] = W[row + f->ar_cols[c]] * M[row + f->ar_cols[c]];
+                for (int j = 0; j < C; j++)
+                    bias += (double)(W[row + D + j] * M[row + D + j]) * x[j];
+            } else {
+                for (int c = 0; c < width; c++)
+                    w[(size_t)a * width + c] = W[row + f->ar_units[c]] * M[row + f->ar_units[c]];
+                for (int v = 0; v < H; v++)
+                    if (hidden_degree(v, D, C) == 0)
+                        bias += (double)(W[row + v] * M[row + v]) * m->post[l - 1][v];
+            }
+            b[a] = (float)bias;
+        }
+        w += (size_t)fo * f->ar_dims[l];
+        b += fo;
+    }
+}
+
+/* The compacted network (ar_compact) on B rows of z: its input is the
+ * fixed dimensions' columns.  Returns out [B, np] (in f->ar_h). */
+static const float *ar_forward(flow *f, const float *z, int B)
+{
+    const int D = f->cfg.dim, L = f->ar_L, n_in = f->ar_dims[0];
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < n_in; c++)
+            f->ar_in[(size_t)b * n_in + c] = z[(size_t)b * D + f->ar_cols[c]];
+    if (f->ar_dims[1] == 0) {
+        /* No kept hidden unit (a MADE too narrow to have any of degree
+         * 1..k): the outputs are the folded constants, the last biases. */
+        simd_fill_rows(f->ar_h[0], f->ar_b, (size_t)B, (size_t)f->np);
+        return f->ar_h[0];
+    }
+    const float *w = f->ar_w, *bias = f->ar_b, *cur = f->ar_in;
+    float *out = NULL;
+    for (int l = 0; l < L; l++) {
+        const int fi = f->ar_dims[l], fo = f->ar_dims[l + 1];
+        out = f->ar_h[l % 2];
+        if (l < L - 1)
+            nn_linear_act_forward(out, out, cur, w, bias, f->cfg.act, B, fi, fo);
+        else
+            nn_linear_forward(out, cur, w, bias, B, fi, fo);
+        w += (size_t)fo * fi;
+        bias += fo;
+        cur = out;
+    }
+    return out;
+}
+
 /* z_t from z_{t+1} (zout) for B rows sharing one context x; acc[b] += the
  * forward log|det| at the recovered z_t. */
 static void transform_inverse(flow *f, int t, const float *zout, float *zin, const float *x,
                               int B)
 {
     transform *tr = &f->tr[t];
-    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np;
-    const double tb = f->cfg.tail_bound;
-    double p[3 * SPLINE_MAX_BINS];
+    const int D = f->cfg.dim;
     if (tr->kind == TR_SPLINE_COUPLING) {
         for (int b = 0; b < B; b++)
             for (int j = 0; j < tr->n_id; j++) {
@@ -646,42 +890,45 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
                 zin[o] = zout[o];
             }
         fill_net_in(f, tr, zin, x, 0, B);
-        const float *P = net_forward(f, tr, B);
-        for (int b = 0; b < B; b++) {
-            const float *Pb = P + (size_t)b * tr->n_out;
-            for (int j = 0; j < tr->n_tr; j++) {
-                const size_t o = (size_t)b * D + tr->tr_idx[j];
-                double v, l;
-                load_spline(f, Pb + (size_t)j * np, p);
-                spline_inverse(zout[o], p, K, tb, &v, &l);
-                zin[o] = (float)v;
-                f->acc[b] -= l;
-            }
-        }
+        net_forward(f, tr, B);
+        spline_inverse_rows(f, tr->out, (size_t)tr->n_out, zout, zin, B, tr->n_tr, tr->tr_idx,
+                            f->iota);
         return;
     }
-    /* Autoregressive: pass k fixes the dimension of degree k + 1, whose
-     * parameters depend only on the dimensions fixed before it; the others
-     * hold zeros until their turn (masked out of its parameters anyway). */
+    /* Autoregressive: pass k fixes the dimension of degree k + 1 from the
+     * network's outputs for it, which depend on x and on the dimensions fixed
+     * before (degree <= k) only.  The first pass's depend on x alone, which
+     * every row shares: one network row computes them for all.  Later passes
+     * run on rows a network compacted to what those outputs depend on
+     * (ar_compact). */
     memset(zin, 0, (size_t)B * D * sizeof(float));
     for (int k = 0; k < D; k++) {
         const int i = tr->order[k];
-        fill_net_in(f, tr, zin, x, 0, B);
-        const float *P = net_forward(f, tr, B);
+        const float *P;
+        size_t stride;
+        int block;
+        if (k == 0) {
+            fill_net_in(f, tr, zin, x, 0, 1);
+            P = net_forward(f, tr, 1);
+            stride = 0;
+            block = i;
+        } else {
+            ar_compact(f, tr, x, k);
+            P = ar_forward(f, zin, B);
+            stride = (size_t)f->np;
+            block = 0;
+        }
+        if (tr->kind == TR_SPLINE_AR) {
+            spline_inverse_rows(f, P, stride, zout, zin, B, 1, &tr->order[k], &block);
+            continue;
+        }
+        /* Scale and its log once per parameter row (a single one for k = 0). */
+        const float *P0 = P + (size_t)block * 2;
+        affine_scales(f, P0, stride, stride ? B : 1, 1, 0);
         for (int b = 0; b < B; b++) {
-            const float *Pb = P + (size_t)b * tr->n_out;
-            const size_t o = (size_t)b * D + i;
-            if (tr->kind == TR_AFFINE_AR) {
-                const double s = softplus(Pb[2 * i]) + MAF_MIN_SCALE;
-                zin[o] = (float)((zout[o] - (double)Pb[2 * i + 1]) / s);
-                f->acc[b] += log(s);
-            } else {
-                double v, l;
-                load_spline(f, Pb + (size_t)i * np, p);
-                spline_inverse(zout[o], p, K, tb, &v, &l);
-                zin[o] = (float)v;
-                f->acc[b] -= l;
-            }
+            const size_t o = (size_t)b * D + i, r = stride ? (size_t)b : 0;
+            zin[o] = (float)((zout[o] - (double)P0[r * stride + 1]) / f->af_s[r]);
+            f->acc[b] += f->af_ls[r];
         }
     }
 }

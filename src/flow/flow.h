@@ -92,7 +92,9 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr);
  * chunks of max_batch.  Also writes logq [n] when logq != NULL. 0 or -1.
  * The base draws are n*D rng_normal(r) values, row by row, so the samples
  * do not depend on max_batch.  Autoregressive transforms (MAF, NSF with
- * autoregressive = 1) invert with D network passes per transform. */
+ * autoregressive = 1) invert with D network passes per transform: the first
+ * on a single row (its outputs depend on x only), the others on the MADE
+ * cut down to the hidden units the pass's outputs depend on (flow.c). */
 int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq);
 
 /* Parameters (all sub-networks, in a fixed order) to/from a flat float array

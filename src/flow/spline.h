@@ -15,9 +15,11 @@
  * with log|dy/dx| = 0.
  *
  * Double precision throughout: the callers (flow.c) pass float network
- * outputs, and the work per scalar is O(K), negligible next to the networks;
- * double keeps the quadratic solve of the inverse and the gradient exact to
- * well below float resolution.
+ * outputs, and the work per scalar is O(K); double keeps the quadratic solve
+ * of the inverse and the gradient exact to well below float resolution.
+ * Vectorised across scalars (one spline per double lane, spline_impl.h), with
+ * ppxd's own exp and log (nn/simd_vec.h, within 2 ulp); the batch forms below
+ * fill the vectors, the single-scalar forms use one lane.
  */
 #ifndef PPX_FLOW_SPLINE_H
 #define PPX_FLOW_SPLINE_H
@@ -42,5 +44,27 @@ void spline_inverse(double y, const double *p, int K, double B, double *x, doubl
  * gx or gp may be NULL (not wanted). */
 void spline_backward(double x, const double *p, int K, double B, double gy, double glogdet,
                      double *gx, double *gp);
+
+/* The same three for n >= 0 scalars at once: scalar i has its value at x[i]
+ * (y[i]) and its parameters at p + i (3K-1), its results at y[i] and
+ * logdet[i] (x[i]), its gradients at gx[i] and gp + i (3K-1), upstream
+ * gradients gy[i] and glogdet[i].  Bit for bit the results of n calls of the
+ * forms above (which are these with n = 1): they exist because the 2K
+ * exponentials of a spline's softmaxes are cheap only when many splines'
+ * go through the vector unit together. */
+void spline_forward_n(int n, const double *x, const double *p, int K, double B, double *y,
+                      double *logdet);
+void spline_inverse_n(int n, const double *y, const double *p, int K, double B, double *x,
+                      double *logdet);
+void spline_backward_n(int n, const double *x, const double *p, int K, double B, const double *gy,
+                       const double *glogdet, double *gx, double *gp);
+
+/* For spline*.c only: the batch forms of one instruction set (spline_impl.h). */
+typedef struct spline_kernels {
+    void (*forward)(int, const double *, const double *, int, double, double *, double *);
+    void (*inverse)(int, const double *, const double *, int, double, double *, double *);
+    void (*backward)(int, const double *, const double *, int, double, const double *,
+                     const double *, double *, double *);
+} spline_kernels;
 
 #endif

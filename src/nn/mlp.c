@@ -251,14 +251,20 @@ const float *mlp_forward(mlp *net, const float *inp, int B)
     const float *cur = net->x;
     for (int l = 0; l < net->n_layers; l++) {
         const int fi = net->dims[l], fo = net->dims[l + 1];
-        if (net->mask)
+        if (l < net->n_layers - 1) {
+            /* Hidden layer: linear and activation in one pass over the output. */
+            if (net->mask)
+                nn_masked_linear_act_forward(net->pre[l], net->post[l], cur, net->w[l],
+                                             net->mask[l], net->b[l], ms, net->cfg.act, B, fi, fo);
+            else
+                nn_linear_act_forward(net->pre[l], net->post[l], cur, net->w[l], net->b[l],
+                                      net->cfg.act, B, fi, fo);
+            cur = net->post[l];
+        } else if (net->mask) {
             nn_masked_linear_forward(net->pre[l], cur, net->w[l], net->mask[l], net->b[l], ms,
                                      B, fi, fo);
-        else
+        } else {
             nn_linear_forward(net->pre[l], cur, net->w[l], net->b[l], B, fi, fo);
-        if (l < net->n_layers - 1) {
-            nn_act_forward(net->cfg.act, net->post[l], net->pre[l], (size_t)B * fo);
-            cur = net->post[l];
         }
     }
     net->last_b = B;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nn/simd.h"
+
 /* ---- threads ------------------------------------------------------------- */
 
 void nn_set_threads(int n)
@@ -37,11 +39,7 @@ void nn_init_uniform(float *p, size_t n, float bound, rng *r)
 /* Column sums of dout[B,O] added into db[O]: the bias gradient. */
 static void add_bias_grad(float *db, const float *dout, int B, int n_out)
 {
-    for (int b = 0; b < B; b++) {
-        const float *row = dout + (size_t)b * n_out;
-        for (int o = 0; o < n_out; o++)
-            db[o] += row[o];
-    }
+    simd_col_sums_add(db, dout, (size_t)B, (size_t)n_out);
 }
 
 /* out[B,O] = inp W^T + b via one sgemm: rows pre-filled with the bias so the
@@ -51,12 +49,31 @@ static void linear_fwd(float *out, const float *inp, const float *w, const float
 {
     float beta = 0.0f;
     if (b) {
-        for (int r = 0; r < B; r++)
-            memcpy(out + (size_t)r * n_out, b, (size_t)n_out * sizeof *out);
+        simd_fill_rows(out, b, (size_t)B, (size_t)n_out);
         beta = 1.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in,
                 1.0f, inp, n_in, w, n_in, beta, out, n_out);
+}
+
+/* out[B,O] = inp W^T (bias left to the caller's pass over the output). */
+static void linear_nobias(float *out, const float *inp, const float *w, int B, int n_in, int n_out)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in,
+                1.0f, inp, n_in, w, n_in, 0.0f, out, n_out);
+}
+
+/* pre = inp W^T + b, post = act(pre): the bias added in the activation's
+ * pass rather than filled in before the sgemm. */
+static void linear_act_fwd(float *pre, float *post, const float *inp, const float *w,
+                           const float *b, nn_act act, int B, int n_in, int n_out)
+{
+    linear_nobias(pre, inp, w, B, n_in, n_out);
+    const size_t n = (size_t)B * n_out;
+    if (b)
+        simd_bias_act(pre, post, b, (size_t)B, (size_t)n_out, act);
+    else
+        nn_act_forward(act, post, pre, n);
 }
 
 /* ---- linear -------------------------------------------------------------- */
@@ -86,6 +103,13 @@ void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout,
         add_bias_grad(db, dout, B, n_out);
 }
 
+void nn_linear_act_forward(float *pre, float *post, const float *inp, const float *w,
+                           const float *b, nn_act act, int B, int n_in, int n_out)
+{
+    assert(pre && post && inp && w && B > 0 && n_in > 0 && n_out > 0);
+    linear_act_fwd(pre, post, inp, w, b, act, B, n_in, n_out);
+}
+
 /* ---- masked linear -------------------------------------------------------- */
 
 static void apply_mask(float *dst, const float *w, const float *mask, size_t n)
@@ -100,6 +124,15 @@ void nn_masked_linear_forward(float *out, const float *inp, const float *w, cons
     assert(out && inp && w && mask && scratch && B > 0 && n_in > 0 && n_out > 0);
     apply_mask(scratch, w, mask, (size_t)n_out * n_in);
     linear_fwd(out, inp, scratch, b, B, n_in, n_out);
+}
+
+void nn_masked_linear_act_forward(float *pre, float *post, const float *inp, const float *w,
+                                  const float *mask, const float *b, float *scratch, nn_act act,
+                                  int B, int n_in, int n_out)
+{
+    assert(pre && post && inp && w && mask && scratch && B > 0 && n_in > 0 && n_out > 0);
+    apply_mask(scratch, w, mask, (size_t)n_out * n_in);
+    linear_act_fwd(pre, post, inp, scratch, b, act, B, n_in, n_out);
 }
 
 void nn_masked_linear_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -144,89 +177,47 @@ int nn_act_from_name(const char *s)
     return -1;
 }
 
-/* ReLU is a large share of training time: keep its loops branch-free and
- * free of possible aliasing (restrict) so that GCC vectorises them. */
-static void relu_copy(float *restrict out, const float *restrict inp, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
-}
-
-static void relu_in_place(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
+/* The elementwise kernels are simd.h's: branch-free, vectorised for the
+ * CPU's widest vector unit (ReLU and its derivative are a large share of NSF
+ * training time, tanh of MAF training and sampling). */
 void nn_relu_forward(float *out, const float *inp, size_t n)
 {
-    if (out == inp)
-        relu_in_place(out, n);
-    else
-        relu_copy(out, inp, n);
-}
-
-static void relu_backward_add(float *restrict dinp, const float *restrict inp, const float *restrict dout, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+    simd_relu(out, inp, n);
 }
 
 void nn_relu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    relu_backward_add(dinp, inp, dout, n);
+    simd_relu_grad(dinp, inp, dout, n);
 }
 
 void nn_tanh_forward(float *out, const float *inp, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = tanhf(inp[i]);
+    simd_tanh(out, inp, n);
 }
 
 void nn_tanh_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        const float t = tanhf(inp[i]);
-        dinp[i] += (1.0f - t * t) * dout[i];
-    }
+    simd_tanh_grad(dinp, inp, dout, n);
 }
 
 void nn_elu_forward(float *out, const float *inp, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = inp[i] > 0.0f ? inp[i] : expm1f(inp[i]);
+    simd_elu(out, inp, n);
 }
 
 void nn_elu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dinp[i] += (inp[i] > 0.0f ? 1.0f : expf(inp[i])) * dout[i];
+    simd_elu_grad(dinp, inp, dout, n);
 }
-
-#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_CUBE 0.044715f
 
 void nn_gelu_forward(float *out, const float *inp, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
-    }
+    simd_gelu(out, inp, n);
 }
 
 void nn_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        const float t = tanhf(u);
-        /* sech^2 as 1 - tanh^2 rather than 1/cosh^2: cosh overflows for |u| > 89. */
-        const float sech2 = 1.0f - t * t;
-        const float g = 0.5f * (1.0f + t) +
-                        0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
-        dinp[i] += g * dout[i];
-    }
+    simd_gelu_grad(dinp, inp, dout, n);
 }
 
 void nn_act_forward(nn_act a, float *out, const float *inp, size_t n)
@@ -251,10 +242,7 @@ void nn_act_backward(nn_act a, float *dinp, const float *inp, const float *dout,
     case NN_ACT_TANH: nn_tanh_backward(dinp, inp, dout, n); break;
     case NN_ACT_ELU: nn_elu_backward(dinp, inp, dout, n); break;
     case NN_ACT_GELU: nn_gelu_backward(dinp, inp, dout, n); break;
-    case NN_ACT_IDENTITY:
-        for (size_t i = 0; i < n; i++)
-            dinp[i] += dout[i];
-        break;
+    case NN_ACT_IDENTITY: simd_add(dinp, dout, n); break;
     default: assert(!"invalid nn_act");
     }
 }
@@ -333,11 +321,12 @@ void nn_resblock_forward(float *out, float *a0, float *h1, float *a1, const floa
     assert(out && a0 && h1 && a1 && inp && w1 && w2 && out != inp && B > 0 && H > 0);
     const size_t n = (size_t)B * H;
     nn_act_forward(act, a0, inp, n);
-    linear_fwd(h1, a0, w1, b1, B, H, H);
-    nn_act_forward(act, a1, h1, n);
-    linear_fwd(out, a1, w2, b2, B, H, H);
-    for (size_t i = 0; i < n; i++)
-        out[i] += inp[i];
+    linear_act_fwd(h1, a1, a0, w1, b1, act, B, H, H);
+    linear_nobias(out, a1, w2, B, H, H);
+    if (b2)
+        simd_bias_add(out, inp, b2, (size_t)B, (size_t)H);
+    else
+        simd_add(out, inp, n);
 }
 
 void nn_resblock_backward(float *dinp, float *dw1, float *db1, float *dw2, float *db2,
@@ -359,8 +348,7 @@ void nn_resblock_backward(float *dinp, float *dw1, float *db1, float *dw2, float
     nn_linear_backward(dinp ? da : NULL, dw1, db1, dh, a0, w1, B, H, H);
     if (dinp) {
         nn_act_backward(act, dinp, inp, da, n);
-        for (size_t i = 0; i < n; i++)
-            dinp[i] += dout[i];
+        simd_add(dinp, dout, n);
     }
 }
 
@@ -443,36 +431,29 @@ void nn_adam_step(float *params, const float *grads, float *m, float *v, size_t 
     const float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
     const double bc1 = 1.0 - pow(b1, (double)t);
     const double bc2 = 1.0 - pow(b2, (double)t);
-    const float step_size = (float)(lr / bc1);
-    const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    const float decay = cfg->decoupled ? 1.0f - lr * wd : 1.0f;
-    const float l2 = cfg->decoupled ? 0.0f : wd;
-    for (size_t i = 0; i < n; i++) {
-        const float g = grads[i] + l2 * params[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-        const float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
-        params[i] = params[i] * decay - step_size * m[i] / denom;
-    }
+    const simd_adam_coef c = {
+        .beta1 = b1,
+        .beta2 = b2,
+        .eps = eps,
+        .l2 = cfg->decoupled ? 0.0f : wd,
+        .decay = cfg->decoupled ? 1.0f - lr * wd : 1.0f,
+        .step_size = (float)(lr / bc1),
+        .inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2)),
+    };
+    simd_adam(params, grads, m, v, n, &c);
 }
 
 double nn_grad_norm(const float *g, size_t n)
 {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * g[i];
-    return sqrt(s);
+    return sqrt(simd_sum_squares(g, n));
 }
 
 double nn_clip_grad_norm(float *g, size_t n, double max_norm)
 {
     assert(max_norm > 0);
     const double norm = nn_grad_norm(g, n);
-    if (isfinite(norm) && norm > max_norm) {
-        const float scale = (float)(max_norm / norm);
-        for (size_t i = 0; i < n; i++)
-            g[i] *= scale;
-    }
+    if (isfinite(norm) && norm > max_norm)
+        simd_scale(g, (float)(max_norm / norm), n);
     return norm;
 }
 

@@ -97,7 +97,12 @@ const char *nn_act_name(nn_act a);
 /* The activation named s (as above), or -1 if unknown. */
 int nn_act_from_name(const char *s);
 
-/* out[n] = f(inp[n]); out may alias inp (in place). */
+/* The elementwise kernels below are vectorised for the CPU's vector unit
+ * (src/nn/simd.h) and give the same bits on every x86-64 CPU.  tanh (also in
+ * GELU) and ELU's expm1/exp are ppxd's own approximations, within 3 ulp of
+ * the exact functions for every float input (tanh is exactly +-1 from
+ * |x| >= 9.0109, as tanhf); ReLU is exact, NaN and -0 giving +0.
+ * out[n] = f(inp[n]); out may alias inp (in place). */
 void nn_relu_forward(float *out, const float *inp, size_t n);
 void nn_tanh_forward(float *out, const float *inp, size_t n);
 void nn_elu_forward(float *out, const float *inp, size_t n);
@@ -111,6 +116,19 @@ void nn_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
 /* Dispatch on a (identity: copy / dinp += dout). */
 void nn_act_forward(nn_act a, float *out, const float *inp, size_t n);
 void nn_act_backward(nn_act a, float *dinp, const float *inp, const float *dout, size_t n);
+
+/* A linear layer and the activation after it: pre[B,O] = inp W^T + b (as
+ * nn_linear_forward) and post[B,O] = act(pre) (as nn_act_forward), the bias
+ * added in the activation's pass over the output instead of a pass of its
+ * own.  Its backward is nn_act_backward then nn_linear_backward.  post may
+ * be pre (the pre-activations are then not kept). */
+void nn_linear_act_forward(float *pre, float *post, const float *inp, const float *w,
+                           const float *b, nn_act act, int B, int n_in, int n_out);
+/* The same with a masked linear layer (mask and scratch as in
+ * nn_masked_linear_forward). */
+void nn_masked_linear_act_forward(float *pre, float *post, const float *inp, const float *w,
+                                  const float *mask, const float *b, float *scratch, nn_act act,
+                                  int B, int n_in, int n_out);
 
 /* ---- layer norm ----------------------------------------------------------- */
 
@@ -189,7 +207,8 @@ nn_adam_config nn_adam_defaults(void);
 void nn_adam_step(float *params, const float *grads, float *m, float *v, size_t n,
                   const nn_adam_config *cfg, float lr, long t);
 
-/* sqrt(sum g^2), accumulated in double. */
+/* sqrt(sum g^2), accumulated in double (16 partial sums, element i into sum
+ * i mod 16, added in order: the same bits whatever the vector width). */
 double nn_grad_norm(const float *g, size_t n);
 /* Global-norm clipping: if the norm of g exceeds max_norm (> 0), scale g by
  * max_norm / norm.  Returns the norm BEFORE clipping.  A non-finite norm
