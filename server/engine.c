@@ -33,7 +33,7 @@ typedef struct session {
     sess_state state;
     int launched;
     pid_t pid;
-    char endpoint[160];
+    char endpoint[300];    /* "tcp://" + a host of up to 255 bytes + ":port" fits */
     zmtp_conn *conn;       /* NULL between launches */
     double deadline;
     int failures;          /* consecutive */

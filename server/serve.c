@@ -129,6 +129,7 @@ struct serve_server {
     serve_job **q;                  /* ring of qcap */
     size_t qcap, qhead, qlen;
     int qclosed;
+    struct help_req *help;          /* big Samples whose flow blocks idle workers may run (under qmu) */
 
     pthread_mutex_t reg_mu;
     serve_model **models;
@@ -157,21 +158,6 @@ static int queue_push(serve_server *s, serve_job *j)
     pthread_cond_signal(&s->qcv);
     pthread_mutex_unlock(&s->qmu);
     return 0;
-}
-
-/* Next job, or NULL once the queue is closed. */
-static serve_job *queue_pop(serve_server *s)
-{
-    pthread_mutex_lock(&s->qmu);
-    while (!s->qclosed && s->qlen == 0) pthread_cond_wait(&s->qcv, &s->qmu);
-    serve_job *j = NULL;
-    if (!s->qclosed) {
-        j = s->q[s->qhead];
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qlen--;
-    }
-    pthread_mutex_unlock(&s->qmu);
-    return j;
 }
 
 static size_t queue_depth(serve_server *s)
@@ -466,6 +452,111 @@ static cached_posterior *worker_posterior(worker *w, const serve_model *e)
     return victim;
 }
 
+/* ---- helping: one big Sample's flow blocks spread over idle workers ------- */
+
+/* A Sample being helped: its blocks are handed out in order; each runs on
+ * the taking worker's own posterior of the same model entry (flows hold
+ * per-instance buffers).  Lives on the owner's stack; under qmu. */
+typedef struct help_req {
+    struct help_req *next;
+    const serve_model *e;      /* referenced by the owner for the whole run */
+    npe_block_fn fn;
+    void *arg;
+    int n, taken, finished, failed;
+    pthread_cond_t done_cv;    /* signalled when finished reaches n */
+} help_req;
+
+/* Run block k of h on w (called without qmu; takes it to record the end). */
+static void help_run(worker *w, help_req *h, int k)
+{
+    cached_posterior *cp = worker_posterior(w, h->e);
+    /* A helper that cannot build the posterior leaves the block undone: the
+     * sampler reruns undone blocks on the owner's posterior. */
+    int rc = cp && cp->npe ? h->fn(h->arg, k, cp->npe) : -1;
+    pthread_mutex_lock(&w->s->qmu);
+    if (rc < 0) h->failed++;
+    if (++h->finished == h->n) pthread_cond_broadcast(&h->done_cv);
+    pthread_mutex_unlock(&w->s->qmu);
+}
+
+/* The next job for w, or NULL once the queue is closed.  While the queue is
+ * empty, w helps with other workers' big Samples.  Queued jobs come first:
+ * helping only ever uses a worker that would otherwise sleep. */
+static serve_job *worker_next(worker *w)
+{
+    serve_server *s = w->s;
+    pthread_mutex_lock(&s->qmu);
+    serve_job *j = NULL;
+    while (!s->qclosed) {
+        if (s->qlen) {
+            j = s->q[s->qhead];
+            s->qhead = (s->qhead + 1) % s->qcap;
+            s->qlen--;
+            break;
+        }
+        help_req *h = s->help;
+        while (h && h->taken == h->n) h = h->next;
+        if (!h) {
+            pthread_cond_wait(&s->qcv, &s->qmu);
+            continue;
+        }
+        int k = h->taken++;
+        pthread_mutex_unlock(&s->qmu);
+        help_run(w, h, k);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return j;
+}
+
+/* npe_team for one Sample on worker w: publish the blocks, run them here
+ * too, and wait for the ones other workers took. */
+typedef struct worker_team {
+    worker *w;
+    const serve_model *e;
+    npe_posterior *own;
+} worker_team;
+
+static int worker_team_run(void *ctx, npe_block_fn fn, void *arg, int n)
+{
+    worker_team *t = ctx;
+    serve_server *s = t->w->s;
+    int failed = 0;
+    if (n <= 1 || s->n_workers <= 1) {
+        for (int k = 0; k < n; k++) failed += fn(arg, k, t->own) < 0;
+        return failed ? -1 : 0;
+    }
+    help_req h;
+    memset(&h, 0, sizeof h);
+    h.e = t->e;
+    h.fn = fn;
+    h.arg = arg;
+    h.n = n;
+    pthread_cond_init(&h.done_cv, NULL);
+    pthread_mutex_lock(&s->qmu);
+    h.next = s->help;
+    s->help = &h;
+    pthread_cond_broadcast(&s->qcv);
+    while (h.taken < h.n) {
+        int k = h.taken++;
+        pthread_mutex_unlock(&s->qmu);
+        int rc = fn(arg, k, t->own);
+        pthread_mutex_lock(&s->qmu);
+        if (rc < 0) h.failed++;
+        h.finished++;
+    }
+    while (h.finished < h.n) pthread_cond_wait(&h.done_cv, &s->qmu);
+    for (help_req **pp = &s->help; *pp; pp = &(*pp)->next)
+        if (*pp == &h) {
+            *pp = h.next;
+            break;
+        }
+    failed = h.failed;
+    pthread_mutex_unlock(&s->qmu);
+    pthread_cond_destroy(&h.done_cv);
+    return failed ? -1 : 0;
+}
+
 /* A request's answer: either an encoded reply (bytes owned by the worker's
  * encoder) or an error. */
 typedef struct answer {
@@ -604,7 +695,9 @@ static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *r
         int rc, hopeless = 0;
         if (cp->npe) {
             npe_sample_report rep;
-            rc = npe_sample(cp->npe, x, rq->n, &r, left, buf + i * per, &rep, w->err, sizeof w->err);
+            worker_team wt = {w, e, cp->npe};
+            npe_team team = {worker_team_run, &wt};
+            rc = npe_sample_team(cp->npe, &team, x, rq->n, &r, left, buf + i * per, &rep, w->err, sizeof w->err);
             acc[i] = rep.acceptance;
             /* Out of time with almost nothing accepted: the estimate has ~no
              * mass inside the prior's support, more time would not help. */
@@ -944,7 +1037,7 @@ static void *worker_main(void *arg)
     }
     w->enc = ppxq_encoder_new();
     serve_job *j;
-    while ((j = queue_pop(s))) {
+    while ((j = worker_next(w))) {
         if (w->push && w->enc) {
             size_t len = 0;
             const uint8_t *bytes = handle(w, j, &len);

@@ -583,8 +583,53 @@ static int accept_row(const npe_posterior *p, const double *th)
     return row_finite(th, p->m->dim) && prior_in_support(p->m->prior, th);
 }
 
-int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max_seconds, double *out,
-               npe_sample_report *rep, char *err, size_t err_len)
+/* Sampling runs the flow on chunks of base draws (at most NPE_SAMPLE_CHUNK
+ * rows, drawn from r row by row) cut into blocks of NPE_SAMPLE_BLOCK rows.
+ * The block size is fixed so that every row goes through the same network
+ * calls whichever thread, and however many, run the blocks: the samples are
+ * bit-identical with and without a team. */
+#define NPE_SAMPLE_BLOCK 256
+#define NPE_SAMPLE_CHUNK 16384
+
+typedef struct sample_job {
+    const float *zx;    /* [context] the z-scored observation (the caller's) */
+    const float *u;     /* [m, dim] base draws */
+    double *th;         /* [m, dim] out: samples in original units */
+    unsigned char *ok;  /* [n_blocks] 1 once block k is done */
+    int m;
+} sample_job;
+
+static int sample_block(void *arg, int k, npe_posterior *own)
+{
+    sample_job *j = arg;
+    const int D = own->m->dim, r0 = k * NPE_SAMPLE_BLOCK;
+    const int B = j->m - r0 < NPE_SAMPLE_BLOCK ? j->m - r0 : NPE_SAMPLE_BLOCK;
+    if (flow_sample_base(own->f, j->zx, j->u + (size_t)r0 * D, B, own->zt, NULL) < 0) return -1;
+    double *th = j->th + (size_t)r0 * D;
+    for (size_t i = 0; i < (size_t)B; i++)
+        for (int d = 0; d < D; d++)
+            th[i * D + d] = (double)own->zt[i * D + d] * own->m->theta_std[d] + own->m->theta_mean[d];
+    j->ok[k] = 1;
+    return 0;
+}
+
+/* Transform m base draws in u into p->th-like rows th, the blocks on team
+ * (NULL: here).  0 or -1. */
+static int sample_chunk(npe_posterior *p, const npe_team *team, const float *u, int m, double *th,
+                        unsigned char *ok)
+{
+    sample_job j = {p->zx, u, th, ok, m};
+    const int nb = (m + NPE_SAMPLE_BLOCK - 1) / NPE_SAMPLE_BLOCK;
+    memset(ok, 0, (size_t)nb);
+    if (team && nb > 1) team->run(team->ctx, sample_block, &j, nb);
+    /* What the team did not do (or without one: everything) runs here. */
+    for (int k = 0; k < nb; k++)
+        if (!ok[k] && sample_block(&j, k, p) < 0) return -1;
+    return 0;
+}
+
+int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, size_t n, rng *r,
+                    double max_seconds, double *out, npe_sample_report *rep, char *err, size_t err_len)
 {
     npe_sample_report local;
     if (!rep) rep = &local;
@@ -595,8 +640,12 @@ int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max
         return -1;
     }
     if (max_seconds <= 0) max_seconds = NPE_DEFAULT_MAX_SECONDS;
-    int D = p->m->dim, bounded = prior_is_bounded(p->m->prior);
-    double t0 = now_seconds();
+    const int D = p->m->dim, bounded = prior_is_bounded(p->m->prior);
+    const double t0 = now_seconds();
+    float *u = NULL;
+    double *th = NULL;
+    unsigned char *ok = NULL;
+    int cap = 0, rc = -1;
     size_t got = 0;
     while (got < n) {
         double el = now_seconds() - t0;
@@ -607,32 +656,58 @@ int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max
                      "rate %.3g (%llu of %llu draws inside the prior's support); the posterior estimate puts almost "
                      "no mass inside the prior's support for this observation (is x_o far from the simulations?)",
                      el, got, n, rep->acceptance, (unsigned long long)rep->accepted, (unsigned long long)rep->drawn);
-            return -1;
+            goto out;
         }
         /* Draw about what is still needed given the acceptance so far (+10%
          * and a few spare), not a whole maximal chunk: a 100-sample query
-         * should cost ~100 flow samples, not 1024. */
+         * should cost ~100 flow samples, not thousands. */
         size_t want = n - got;
         double acc = bounded ? (double)(rep->accepted + 1) / (double)(rep->drawn + 1) : 1.0;
         double need = bounded ? (double)want / acc * 1.1 + 8.0 : (double)want;
-        int m = need < (double)NPE_MAX_BATCH ? (int)need : NPE_MAX_BATCH;
+        int m = need < (double)NPE_SAMPLE_CHUNK ? (int)need : NPE_SAMPLE_CHUNK;
         if (m < 1) m = 1;
-        if (draw_chunk(p, m, r) < 0) {
+        if (m > cap) {
+            float *nu = realloc(u, (size_t)m * D * sizeof *nu);
+            if (nu) u = nu;
+            double *nth = realloc(th, (size_t)m * D * sizeof *nth);
+            if (nth) th = nth;
+            unsigned char *nok = realloc(ok, (size_t)(m + NPE_SAMPLE_BLOCK - 1) / NPE_SAMPLE_BLOCK);
+            if (nok) ok = nok;
+            if (!nu || !nth || !nok) {
+                snprintf(err, err_len, "out of memory for %d samples", m);
+                goto out;
+            }
+            cap = m;
+        }
+        /* Base draws row by row from r, as flow_sample draws them. */
+        for (size_t i = 0; i < (size_t)m * D; i++) u[i] = (float)rng_normal(r);
+        if (sample_chunk(p, team, u, m, th, ok) < 0) {
             snprintf(err, err_len, "flow sampling failed");
-            return -1;
+            goto out;
         }
         rep->drawn += (uint64_t)m;
         for (int i = 0; i < m && got < n; i++) {
-            const double *th = p->th + (size_t)i * (size_t)D;
-            if (!accept_row(p, th)) continue;
+            const double *row = th + (size_t)i * D;
+            if (!accept_row(p, row)) continue;
             rep->accepted++;
-            memcpy(out + got * (size_t)D, th, (size_t)D * sizeof *th);
+            memcpy(out + got * D, row, (size_t)D * sizeof *row);
             got++;
         }
     }
     rep->seconds = now_seconds() - t0;
     rep->acceptance = rep->drawn ? (double)rep->accepted / (double)rep->drawn : 1.0;
-    return 0;
+    rc = 0;
+out:
+    free(u);
+    free(th);
+    free(ok);
+    return rc;
+}
+
+int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max_seconds, double *out,
+               npe_sample_report *rep, char *err, size_t err_len)
+{
+    return npe_sample_team(p, NULL, x_o, n, r, max_seconds, out, rep, err, err_len);
 }
 
 int npe_log_prob(npe_posterior *p, const double *theta, size_t n, const double *x, size_t n_x, double *out,

@@ -179,6 +179,24 @@ typedef struct npe_sample_report {
 int npe_sample(npe_posterior *p, const double *x_o, size_t n, rng *r, double max_seconds, double *out,
                npe_sample_report *rep, char *err, size_t err_len);
 
+/* Parallel sampling.  The flow transforms a chunk of base draws in blocks of
+ * rows; a team runs the blocks, possibly on other threads.  fn(arg, k, own)
+ * runs block k on `own`, a posterior of the same model that the running
+ * thread owns (flows hold per-instance buffers), and returns 0 or -1.
+ * run() returns once every block has been attempted (-1 when any failed;
+ * the sampler redoes failed blocks itself). */
+typedef int (*npe_block_fn)(void *arg, int k, npe_posterior *own);
+typedef struct npe_team {
+    int (*run)(void *ctx, npe_block_fn fn, void *arg, int n_blocks);
+    void *ctx;
+} npe_team;
+
+/* npe_sample with the flow's blocks run by team (NULL: by the caller).  The
+ * samples are bit-identical to npe_sample's for the same rng state, whatever
+ * the team and its number of threads. */
+int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, size_t n, rng *r,
+                    double max_seconds, double *out, npe_sample_report *rep, char *err, size_t err_len);
+
 /* log q(theta_i | x_i) (NOT renormalised; -inf outside the support) into
  * out[n] for theta [n, dim] and x [n_x, context] with n_x = 1 (the same x for
  * every row) or n_x = n.  Rows are evaluated in network batches.  0 or -1

@@ -1,11 +1,13 @@
 /* bench_serve — figures for `ppxd serve` (server/serve.h), not a test.
  *
- * Three 2-D NPE models (theta 2, x 2) with freshly initialised weights
+ * Four 2-D NPE models (theta 2, x 2) with freshly initialised weights
  * (flow_init; theta's scale narrowed to 0.3 so that the acceptance inside
  * the bounded prior is ~1, as for a trained posterior) are written to model files and served by one ppxd (subprocess,
  * --serve-threads = online CPUs) on tcp loopback:
+ *   nsf    ppxd train npe's default flow: NSF coupling (5 transforms, 10
+ *          bins, 50 hidden, 2 residual blocks), prior uniform(-3, 3) x 2;
  *   maf    sbi's default MAF (5 transforms, 50 hidden, 2 blocks), prior
- *          uniform(-3, 3) x 2 — the realistic case;
+ *          uniform(-3, 3) x 2;
  *   small  MAF with 2 transforms, 16 hidden, 1 block, same prior;
  *   tiny   the small MAF with a normal(0, 1) x 2 prior (no rejection: npe
  *          draws exactly n), so the query cost is mostly the server's own.
@@ -58,21 +60,23 @@ static double quantile(double *v, int n, double q)
 
 typedef struct bench_model {
     const char *name, *prior;
+    flow_kind kind;
     int n_transforms, hidden, n_blocks; /* 0: sbi default */
 } bench_model;
 
 static const bench_model g_models[] = {
-    {"maf", "uniform:-3:3x2", 0, 0, 0},
-    {"small", "uniform:-3:3x2", 2, 16, 1},
-    {"tiny", "normal:0:1x2", 2, 16, 1},
+    {"nsf", "uniform:-3:3x2", FLOW_NSF, 0, 0, 0},
+    {"maf", "uniform:-3:3x2", FLOW_MAF, 0, 0, 0},
+    {"small", "uniform:-3:3x2", FLOW_MAF, 2, 16, 1},
+    {"tiny", "normal:0:1x2", FLOW_MAF, 2, 16, 1},
 };
 #define N_MODELS (sizeof g_models / sizeof g_models[0])
 
 static int write_model(const char *path, const bench_model *bm)
 {
-    model_file *m = model_file_new(MODEL_NPE_MAF, 2, 2);
+    model_file *m = model_file_new(bm->kind == FLOW_NSF ? MODEL_NPE_NSF : MODEL_NPE_MAF, 2, 2);
     if (!m) return -1;
-    m->flow = flow_config_default(FLOW_MAF, 2, 2);
+    m->flow = flow_config_default(bm->kind, 2, 2);
     if (bm->n_transforms) m->flow.n_transforms = bm->n_transforms;
     if (bm->hidden) m->flow.hidden = bm->hidden;
     if (bm->n_blocks) m->flow.n_blocks = bm->n_blocks;
@@ -163,7 +167,7 @@ int main(int argc, char **argv)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char dir[] = "/tmp/ppxd-bench-serve-XXXXXX";
     if (!mkdtemp(dir)) return 0;
-    char paths[N_MODELS][128], margs[N_MODELS][400], ep[64], threads[24], cmd[200];
+    char paths[N_MODELS][128], margs[N_MODELS][640], ep[64], threads[24], cmd[200];
     for (size_t k = 0; k < N_MODELS; k++) {
         snprintf(paths[k], sizeof paths[k], "%s/%s.ppxm", dir, g_models[k].name);
         snprintf(margs[k], sizeof margs[k], "%s=%s", g_models[k].name, paths[k]);
@@ -173,7 +177,7 @@ int main(int argc, char **argv)
     snprintf(threads, sizeof threads, "%ld", ncpu > 0 ? ncpu : 1);
     char *ppxd = tk_build_path("ppxd");
     char *serve_argv[] = {ppxd, "serve", "--serve", ep, "--model", margs[0], "--model", margs[1], "--model", margs[2],
-                          "--serve-threads", threads, "--quiet", NULL};
+                          "--model", margs[3], "--serve-threads", threads, "--quiet", NULL};
     pid_t pid = tk_spawn(serve_argv);
     char err[256];
     ppx_query_options o = ppx_query_options_default();
@@ -199,7 +203,8 @@ int main(int argc, char **argv)
         const bench_model *bm = &g_models[k];
         double in10k, in100;
         in_process(paths[k], &in10k, &in100);
-        printf("\n[%s] MAF %d transforms x %d hidden x %d blocks, prior %s\n", bm->name,
+        printf("\n[%s] %s %d transforms x %d hidden x %d blocks, prior %s\n", bm->name,
+               bm->kind == FLOW_NSF ? "NSF (coupling, 10 bins)" : "MAF",
                bm->n_transforms ? bm->n_transforms : 5, bm->hidden ? bm->hidden : 50, bm->n_blocks ? bm->n_blocks : 2,
                bm->prior);
         printf("  in-process npe_sample (one thread): 10,000 samples %8.2f ms, 100 samples %7.3f ms\n", 1e3 * in10k,

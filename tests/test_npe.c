@@ -30,6 +30,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -572,4 +573,72 @@ Test(npe_cli, live_training_end_to_end)
     unlink(log);
     unlink(sf);
     free(ppxd), free(sim), free(mf), free(log), free(sf), free(prefix);
+}
+
+/* A team of two threads for npe_sample_team: even blocks on the caller's
+ * posterior, odd ones on a second posterior of the same model in a thread of
+ * their own; with `skip_odd` the thread leaves its blocks undone (a helper
+ * that could not build its posterior), which the sampler must redo. */
+typedef struct two_team {
+    npe_posterior *mine, *other;
+    int skip_odd;
+    npe_block_fn fn;
+    void *arg;
+    int n;
+} two_team;
+
+static void *two_team_odd(void *p)
+{
+    two_team *t = p;
+    for (int k = 1; k < t->n; k += 2)
+        if (!t->skip_odd) t->fn(t->arg, k, t->other);
+    return NULL;
+}
+
+static int two_team_run(void *ctx, npe_block_fn fn, void *arg, int n)
+{
+    two_team *t = ctx;
+    t->fn = fn;
+    t->arg = arg;
+    t->n = n;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, two_team_odd, t), 0);
+    int failed = 0;
+    for (int k = 0; k < n; k += 2) failed |= fn(arg, k, t->mine) < 0;
+    pthread_join(th, NULL);
+    return failed || t->skip_odd ? -1 : 0;
+}
+
+Test(npe, team_sampling_is_bit_identical)
+{
+    npe_train_report rep;
+    npe_posterior *p = gl_train(2, 1000, FLOW_NSF, 3, 5, &rep);
+    model_file *m = npe_posterior_model(p);
+    /* A bounded prior, so rejection (several chunks) is part of it. */
+    prior *box = parse_prior("uniform:-0.3:1,uniform:-1:1");
+    cr_assert_eq(model_file_set_prior(m, box), 0);
+    char err[600];
+    npe_posterior *q = npe_posterior_from_model(m, err, sizeof err);
+    cr_assert_not_null(q, "%s", err);
+    const double x_o[2] = {0.2, -0.1};
+    enum { N = 20000 };
+    double *a = malloc(N * 2 * sizeof *a), *b = malloc(N * 2 * sizeof *b);
+    for (int skip = 0; skip < 2; skip++) {
+        rng r;
+        rng_seed(&r, 9, 0);
+        npe_sample_report ra, rb;
+        cr_assert_eq(npe_sample(p, x_o, N, &r, 30, a, &ra, err, sizeof err), 0, "%s", err);
+        cr_assert(ra.drawn > N, "the prior box should reject some draws (drawn %llu)", (unsigned long long)ra.drawn);
+        two_team t = {.mine = p, .other = q, .skip_odd = skip};
+        npe_team team = {two_team_run, &t};
+        rng_seed(&r, 9, 0);
+        cr_assert_eq(npe_sample_team(p, &team, x_o, N, &r, 30, b, &rb, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(ra.drawn, rb.drawn);
+        cr_assert_eq(memcmp(a, b, N * 2 * sizeof *a), 0, "team samples differ from npe_sample's (skip %d)", skip);
+    }
+    free(a);
+    free(b);
+    prior_destroy(&box);
+    npe_posterior_destroy(&q);
+    npe_posterior_destroy(&p);
 }

@@ -933,22 +933,27 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
     }
 }
 
-int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq)
+/* Invert the flow for n rows (in chunks of max_batch) whose base draws come
+ * from r (u == NULL) or from u [n, D]. */
+static int sample_rows(flow *f, const float *x, int n, rng *r, const float *u_in, float *out, float *logq)
 {
     if (n < 0) {
         fprintf(stderr, "flow_sample: n = %d < 0\n", n);
         return -1;
     }
     const int T = f->cfg.n_transforms, D = f->cfg.dim;
-    assert(r && (out || n == 0) && (x || f->cfg.context == 0));
+    assert((r || u_in) && (out || n == 0) && (x || f->cfg.context == 0));
     /* Sampling reuses the networks' activations: a following flow_backward
      * would differentiate the wrong pass, so refuse it until a new log_prob. */
     f->last_b = 0;
     for (int done = 0; done < n;) {
         const int B = n - done < f->max_batch ? n - done : f->max_batch;
         float *u = z_at(f, T);
-        for (size_t i = 0; i < (size_t)B * D; i++)
-            u[i] = (float)rng_normal(r);
+        if (u_in)
+            memcpy(u, u_in + (size_t)done * D, (size_t)B * D * sizeof(float));
+        else
+            for (size_t i = 0; i < (size_t)B * D; i++)
+                u[i] = (float)rng_normal(r);
         for (int b = 0; b < B; b++)
             f->acc[b] = 0.0;
         add_base_logpdf(f, u, B);
@@ -961,6 +966,16 @@ int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq)
         done += B;
     }
     return 0;
+}
+
+int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq)
+{
+    return sample_rows(f, x, n, r, NULL, out, logq);
+}
+
+int flow_sample_base(flow *f, const float *x, const float *u, int n, float *out, float *logq)
+{
+    return sample_rows(f, x, n, NULL, u, out, logq);
 }
 
 /* ---- parameters ------------------------------------------------------------------------ */

@@ -96,6 +96,10 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr);
  * on a single row (its outputs depend on x only), the others on the MADE
  * cut down to the hidden units the pass's outputs depend on (flow.c). */
 int flow_sample(flow *f, const float *x, int n, rng *r, float *out, float *logq);
+/* flow_sample with the base draws given: u [n, D] standard-normal values
+ * (what flow_sample would have drawn from r), e.g. drawn by a caller that
+ * spreads the rows over several flows of the same parameters. */
+int flow_sample_base(flow *f, const float *x, const float *u, int n, float *out, float *logq);
 
 /* Parameters (all sub-networks, in a fixed order) to/from a flat float array
  * of flow_n_params() values: used for best-weights snapshots and model files. */
