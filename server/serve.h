@@ -14,6 +14,12 @@
  *     (work-conserving: a long request never holds up requests another
  *     worker could take), decode, answer, and push the reply through their
  *     own inproc PUSH socket to the frontend, which routes it back;
+ *   - a worker sampling an NPE publishes the flow's blocks of each chunk
+ *     (npe_sample_team, src/npe.h) and workers with an empty queue run some
+ *     of them on their own posterior of the same model, so one big Sample
+ *     uses every idle core; queued requests always come first, so under
+ *     load each worker just serves its own request.  The samples do not
+ *     depend on who ran which block (see Determinism);
  *   - with CURVE, a ZAP handler thread (inproc://zeromq.zap.01) accepts only
  *     allow-listed client keys.
  * Every request gets exactly one reply; every failure is an Error reply
