@@ -588,7 +588,7 @@ static int accept_row(const npe_posterior *p, const double *th)
  * The block size is fixed so that every row goes through the same network
  * calls whichever thread, and however many, run the blocks: the samples are
  * bit-identical with and without a team. */
-#define NPE_SAMPLE_BLOCK 256
+#define NPE_SAMPLE_BLOCK 512
 #define NPE_SAMPLE_CHUNK 16384
 
 typedef struct sample_job {

@@ -797,6 +797,70 @@ Test(nn, resmlp_gradcheck_each_activation)
     }
 }
 
+/* The sampling forward (context folded into the first layer's bias, fused
+ * passes, caller's scratch) computes the same function as resmlp_forward up
+ * to float rounding, for every activation, 0..2 blocks, a hidden width that
+ * is not a multiple of any vector width and varying-input counts 1..3; and
+ * it leaves a backward refused. */
+Test(nn, resmlp_forward_folded_matches_forward)
+{
+    for (int a = 0; a < NN_ACT_COUNT; a++)
+        for (int nb = 0; nb <= 2; nb++)
+            for (int nv = 1; nv <= 3; nv++) {
+                const int C = 2, in = nv + C, H = 37, O = 5, B = 19;
+                const resmlp_config cfg = {.in = in, .hidden = H, .n_blocks = nb, .out = O,
+                                           .act = (nn_act)a};
+                rng r;
+                rng_seed(&r, 300 + (uint64_t)(a * 10 + nb * 3 + nv), 0);
+                resmlp *m = resmlp_new(&cfg, B);
+                cr_assert(m);
+                resmlp_init(m, &r);
+                fill_normal(m->params, m->n_params, &r, 0.4);
+                float *inp = fnew((size_t)B * in), *var = fnew((size_t)B * nv);
+                float *fold = fnew((size_t)(nv + 1) * H), *scratch = fnew((size_t)3 * B * H);
+                float ctx[2];
+                fill_normal(ctx, 2, &r, 1.0);
+                for (int b = 0; b < B; b++)
+                    for (int i = 0; i < in; i++) {
+                        const float v = i < nv ? (float)rng_normal(&r) : ctx[i - nv];
+                        inp[(size_t)b * in + i] = v;
+                        if (i < nv)
+                            var[(size_t)b * nv + i] = v;
+                    }
+                const float *ref = resmlp_forward(m, inp, B);
+                cr_assert(ref);
+                float *want = fnew((size_t)B * O);
+                memcpy(want, ref, (size_t)B * O * sizeof(float));
+                resmlp_fold_inputs(m, nv, ctx, fold);
+                /* The new kernels give the same bits on every instruction set. */
+                const simd_isa isa0 = simd_isa_active();
+                float *per_isa = fnew((size_t)B * O);
+                for (int k = 0; k < SIMD_ISA_COUNT; k++) {
+                    if (simd_isa_force((simd_isa)k) != 0)
+                        continue;
+                    const float *o = resmlp_forward_folded(m, var, nv, fold, scratch, B);
+                    cr_assert(o);
+                    if (k == 0)
+                        memcpy(per_isa, o, (size_t)B * O * sizeof(float));
+                    else
+                        cr_assert(memcmp(per_isa, o, (size_t)B * O * sizeof(float)) == 0,
+                                  "%s differs from the baseline set", simd_isa_name((simd_isa)k));
+                }
+                simd_isa_force(isa0);
+                free(per_isa);
+                const float *got = resmlp_forward_folded(m, var, nv, fold, scratch, B);
+                cr_assert(got);
+                for (int i = 0; i < B * O; i++)
+                    cr_assert(fabsf(got[i] - want[i]) <= 1e-4f * (1.0f + fabsf(want[i])),
+                              "act %d blocks %d nv %d: [%d] %g vs %g", a, nb, nv, i,
+                              (double)got[i], (double)want[i]);
+                float d[5] = {1, 1, 1, 1, 1};
+                cr_assert_eq(resmlp_backward(m, d, NULL, 1), -1);
+                free(inp); free(var); free(fold); free(scratch); free(want);
+                resmlp_destroy(&m);
+            }
+}
+
 Test(nn, resmlp_zero_blocks_and_views)
 {
     const resmlp_config cfg = {.in = 2, .hidden = 4, .n_blocks = 0, .out = 3, .act = NN_ACT_RELU};

@@ -56,7 +56,11 @@
  * Precision: networks are float32 (nn kernels); the elementwise transforms,
  * their gradients and the log-density sums are computed in double and
  * stored as float, with the vectorised exp, log and softplus of nn/simd.h
- * (within a few ulp of libm's) over whole batches.
+ * (within a few ulp of libm's) over whole batches.  Except sampling's spline
+ * inverses, which are float (spline_inverse_ff: the samples are float32,
+ * and it is twice the vector lanes); its log-density terms are still summed
+ * in double.  Sampling's coupling networks run resmlp_forward_folded, with
+ * x folded into their first layers once per call.
  */
 #include "flow/flow.h"
 
@@ -89,6 +93,8 @@ typedef struct transform {
     int n_id, n_tr;      /* coupling: identity / transformed dimension counts */
     int *id_idx, *tr_idx;/* coupling: their indices */
     const float *out;    /* network output of the last forward (network-owned) */
+    float *fold;         /* coupling: [(n_id + 1) * hidden] the network's first layer
+                            with the sampling context folded in (resmlp_fold_inputs) */
 } transform;
 
 struct flow {
@@ -105,6 +111,8 @@ struct flow {
     float *dnet_in;      /* [max_batch, D + C] */
     float *g_a, *g_b;    /* [max_batch, D] gradient ping-pong */
     float *dout;         /* [max_batch, max n_out] */
+    float *fold_scratch; /* NSF coupling: [3, max_batch, hidden] for resmlp_forward_folded,
+                            shared by the transforms' networks (NULL otherwise) */
     double *acc;         /* [max_batch] log-density accumulator */
     /* NSF: splines are evaluated sp_cap scalars at a time (spline.h's batch
      * forms), gathered into these (NULL for MAF): */
@@ -112,6 +120,7 @@ struct flow {
     int *iota;           /* [D] 0, 1, ..., D-1 */
     double *sp_p, *sp_gp;/* [sp_cap, np] parameters, their gradients */
     double *sp_v, *sp_w, *sp_l, *sp_g; /* [sp_cap] per-scalar values */
+    float *spf;          /* [3, sp_cap]: sampling's float points, results, log|det|s */
     /* AR sampling: one inverse pass's compacted network (ar_compact), NULL
      * for coupling flows.  Layer l maps ar_dims[l] -> ar_dims[l + 1]. */
     int ar_L;            /* layers (the MADE's) */
@@ -241,7 +250,8 @@ static int transform_setup(flow *f, int t)
         const resmlp_config rc = {.in = tr->n_in, .hidden = c->hidden, .n_blocks = c->n_blocks,
                                   .out = tr->n_out, .act = c->act};
         tr->net = resmlp_new(&rc, f->max_batch);
-        return tr->net ? 0 : -1;
+        tr->fold = malloc((size_t)(tr->n_id + 1) * c->hidden * sizeof(float));
+        return tr->net && tr->fold ? 0 : -1;
     }
     tr->kind = c->kind == FLOW_MAF ? TR_AFFINE_AR : TR_SPLINE_AR;
     tr->deg = malloc((size_t)D * sizeof(int));
@@ -296,6 +306,14 @@ flow *flow_new(const flow_config *cfg, int max_batch)
     f->acc = malloc(mb * sizeof(double));
     if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc)
         goto oom;
+    if (cfg->kind == FLOW_NSF && !cfg->autoregressive && D >= 2) {
+        /* 64-byte aligned (a cache line, an AVX-512 vector): the flat
+         * passes over it then never split a store across two lines. */
+        const size_t bytes = 3 * mb * (size_t)cfg->hidden * sizeof(float);
+        f->fold_scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!f->fold_scratch)
+            goto oom;
+    }
     if (cfg->kind == FLOW_NSF) {
         /* A row's scalars are never split between calls: room for D at least. */
         const size_t cap = FLOW_SPLINE_CHUNK > D ? FLOW_SPLINE_CHUNK : (size_t)D;
@@ -305,9 +323,10 @@ flow *flow_new(const flow_config *cfg, int max_batch)
         f->sp_gp = malloc(cap * f->np * sizeof(double));
         f->sp_v = malloc(cap * sizeof(double));
         f->sp_w = malloc(cap * sizeof(double));
+        f->spf = malloc(3 * cap * sizeof(float));
         f->sp_l = malloc(cap * sizeof(double));
         f->sp_g = malloc(cap * sizeof(double));
-        if (!f->iota || !f->sp_p || !f->sp_gp || !f->sp_v || !f->sp_w || !f->sp_l || !f->sp_g)
+        if (!f->iota || !f->sp_p || !f->sp_gp || !f->sp_v || !f->sp_w || !f->sp_l || !f->sp_g || !f->spf)
             goto oom;
         for (int i = 0; i < D; i++)
             f->iota[i] = i;
@@ -356,6 +375,7 @@ void flow_destroy(flow **pf)
             free(tr->order);
             free(tr->id_idx);
             free(tr->tr_idx);
+            free(tr->fold);
         }
         free(f->tr);
     }
@@ -365,12 +385,14 @@ void flow_destroy(flow **pf)
     free(f->g_a);
     free(f->g_b);
     free(f->dout);
+    free(f->fold_scratch);
     free(f->acc);
     free(f->iota);
     free(f->sp_p);
     free(f->sp_gp);
     free(f->sp_v);
     free(f->sp_w);
+    free(f->spf);
     free(f->sp_l);
     free(f->sp_g);
     free(f->ar_dims);
@@ -775,10 +797,38 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
 static void spline_inverse_rows(flow *f, const float *P, size_t p_stride, const float *zout,
                                 float *zin, int B, int n_sc, const int *cols, const int *blocks)
 {
-    const int D = f->cfg.dim, K = f->cfg.n_bins, per = spline_rows(f, n_sc);
+    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np, per = spline_rows(f, n_sc);
     const double tb = f->cfg.tail_bound;
+    /* When scalar s = (b - b0) n_sc + j of a batch has its parameters at a
+     * fixed stride from the first's (one scalar per row, or a row's blocks
+     * 0..n_sc-1 filling the row), the splines are inverted in float
+     * (spline_inverse_ff) straight from P: samples and log densities are
+     * float32, and this is twice the lanes and no double copy of P. */
+    int direct = n_sc == 1;
+    size_t stride = p_stride;
+    if (!direct && p_stride == (size_t)n_sc * np) {
+        direct = 1;
+        stride = (size_t)np;
+        for (int j = 0; j < n_sc; j++)
+            direct &= blocks[j] == j;
+    }
+    float *fv = f->spf, *fw = f->spf + f->sp_cap, *fl = f->spf + 2 * (size_t)f->sp_cap;
     for (int b0 = 0; b0 < B; b0 += per) {
         const int rows = B - b0 < per ? B - b0 : per;
+        if (direct) {
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < n_sc; j++)
+                    fv[r * n_sc + j] = zout[(size_t)(b0 + r) * D + cols[j]];
+            spline_inverse_ff(rows * n_sc, fv,
+                              P + (size_t)b0 * p_stride + (size_t)blocks[0] * np, stride,
+                              (float)f->wh_scale, K, (float)tb, fw, fl);
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < n_sc; j++) {
+                    zin[(size_t)(b0 + r) * D + cols[j]] = fw[r * n_sc + j];
+                    f->acc[b0 + r] -= fl[r * n_sc + j];
+                }
+            continue;
+        }
         spline_gather(f, P, p_stride, zout, b0, rows, n_sc, cols, blocks);
         spline_inverse_n(rows * n_sc, f->sp_v, f->sp_p, K, tb, f->sp_w, f->sp_l);
         for (int r = 0; r < rows; r++)
@@ -889,8 +939,14 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
                 const size_t o = (size_t)b * D + tr->id_idx[j];
                 zin[o] = zout[o];
             }
-        fill_net_in(f, tr, zin, x, 0, B);
-        net_forward(f, tr, B);
+        /* Only the identity half varies between rows: x is in tr->fold
+         * (sample_rows). */
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < tr->n_id; j++)
+                f->net_in[(size_t)b * tr->n_id + j] = zin[(size_t)b * D + tr->id_idx[j]];
+        tr->out = resmlp_forward_folded(tr->net, f->net_in, tr->n_id, tr->fold, f->fold_scratch,
+                                        B);
+        assert(tr->out);
         spline_inverse_rows(f, tr->out, (size_t)tr->n_out, zout, zin, B, tr->n_tr, tr->tr_idx,
                             f->iota);
         return;
@@ -946,6 +1002,11 @@ static int sample_rows(flow *f, const float *x, int n, rng *r, const float *u_in
     /* Sampling reuses the networks' activations: a following flow_backward
      * would differentiate the wrong pass, so refuse it until a new log_prob. */
     f->last_b = 0;
+    /* Every row shares x: fold its part of each coupling network's first
+     * layer into a bias once per call. */
+    for (int t = 0; t < T; t++)
+        if (f->tr[t].kind == TR_SPLINE_COUPLING)
+            resmlp_fold_inputs(f->tr[t].net, f->tr[t].n_id, x, f->tr[t].fold);
     for (int done = 0; done < n;) {
         const int B = n - done < f->max_batch ? n - done : f->max_batch;
         float *u = z_at(f, T);

@@ -89,9 +89,13 @@ double flow_clip_grad_norm(flow *f, double max_norm);
 void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr);
 
 /* n samples theta ~ q(. | x) for ONE context x [C], into out [n, D]; in
- * chunks of max_batch.  Also writes logq [n] when logq != NULL. 0 or -1.
+ * chunks of max_batch.  Also writes logq [n] when logq != NULL (splines
+ * are inverted in float when sampling, so this logq agrees with
+ * flow_log_prob's to ~1e-4 relative, not to the last bit). 0 or -1.
  * The base draws are n*D rng_normal(r) values, row by row, so the samples
- * do not depend on max_batch.  Autoregressive transforms (MAF, NSF with
+ * do not depend on max_batch (up to OpenBLAS choosing other kernels for
+ * other matrix sizes: callers that need bit-identical rows use fixed
+ * blocks, as npe.c does).  Autoregressive transforms (MAF, NSF with
  * autoregressive = 1) invert with D network passes per transform: the first
  * on a single row (its outputs depend on x only), the others on the MADE
  * cut down to the hidden units the pass's outputs depend on (flow.c). */

@@ -24,6 +24,8 @@
 #ifndef PPX_FLOW_SPLINE_H
 #define PPX_FLOW_SPLINE_H
 
+#include <stddef.h>
+
 #define SPLINE_MAX_BINS 128
 #define SPLINE_MIN_BIN_WIDTH 1e-3
 #define SPLINE_MIN_BIN_HEIGHT 1e-3
@@ -58,11 +60,23 @@ void spline_inverse_n(int n, const double *y, const double *p, int K, double B, 
                       double *logdet);
 void spline_backward_n(int n, const double *x, const double *p, int K, double B, const double *gy,
                        const double *glogdet, double *gx, double *gp);
+/* spline_inverse_n in float throughout (points, parameters, results and
+ * every step), for sampling, whose samples and log densities are float32:
+ * twice the lanes of the double form.  Scalar i's parameters are read from
+ * floats at p + i * p_stride (stride 0: all share one set), the first 2K
+ * (widths, heights) multiplied by wh as they load.  Against the double form
+ * (tests/test_flow.c, parameters as the flow feeds them): |dx| <= 7e-6 and
+ * log|det| within 2e-4 relative, the knots' float rounding in the narrowest
+ * bins being the limit; the same bits on every instruction set. */
+void spline_inverse_ff(int n, const float *y, const float *p, size_t p_stride, float wh, int K,
+                       float B, float *x, float *logdet);
 
 /* For spline*.c only: the batch forms of one instruction set (spline_impl.h). */
 typedef struct spline_kernels {
     void (*forward)(int, const double *, const double *, int, double, double *, double *);
     void (*inverse)(int, const double *, const double *, int, double, double *, double *);
+    void (*inverse_ff)(int, const float *, const float *, size_t, float, int, float, float *,
+                       float *);
     void (*backward)(int, const double *, const double *, int, double, const double *,
                      const double *, double *, double *);
 } spline_kernels;

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #pragma GCC target("avx2")
 #define SIMD_SQRT_D(v) ((vd)_mm256_sqrt_pd((__m256d)(v)))
+#define SIMD_SQRT(v) ((vf)_mm256_sqrt_ps((__m256)(v)))
 #define SIMD_W 8
 #define SPLINE_TABLE spline_kernels_avx2
 #include "flow/spline_impl.h"

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #pragma GCC target("avx512f")
 #define SIMD_SQRT_D(v) ((vd)_mm512_sqrt_pd((__m512d)(v)))
+#define SIMD_SQRT(v) ((vf)_mm512_sqrt_ps((__m512)(v)))
 #define SIMD_W 16
 #define SPLINE_TABLE spline_kernels_avx512
 #include "flow/spline_impl.h"

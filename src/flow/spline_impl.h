@@ -174,42 +174,50 @@ static void forward(int n, const double *x, const double *p, int K, double B, do
     }
 }
 
+/* One group of inverse: lanes' parameters P and points v loaded, results
+ * to x[i0, i0 + m) and logdet[i0, i0 + m). */
+static inline void inverse_group(const vd *P, vd v, int K, double B, double *x, double *logdet,
+                                 int i0, int m)
+{
+    bins g;
+    find_bins(&g, P, K, B, v, 1);
+    const vd W = g.Xk1 - g.Xk, H = g.Yk1 - g.Yk;
+    const vd s = H / W, dk = g.dk, dk1 = g.dk1;
+    /* y - Y_k = H (s xi^2 + d_k q) / den is a quadratic a xi^2 + b xi + c
+     * = 0 in xi (c = -s (y - Y_k) <= 0), whose root in [0, 1] is
+     * (-b + sqrt(disc)) / 2a = 2c / (-b - sqrt(disc)).  nflows always
+     * uses the second form, which cancels catastrophically when b < 0
+     * (steep bins with d_{k+1} > 2s near the top of the bin); take the
+     * form without cancellation.  b < 0 with a root in [0, 1] implies
+     * a > 0 (if a <= 0 both roots would be <= 0), so the first form never
+     * divides by ~0.  (Both are computed; the other lanes' quotient may
+     * be inf or NaN and is not selected.) */
+    const vd dy = v - g.Yk, c1 = dk + dk1 - 2.0 * s;
+    const vd a = dy * c1 + H * (s - dk);
+    const vd b = H * dk - dy * c1;
+    const vd c = -s * dy;
+    vd disc = b * b - 4.0 * a * c;
+    disc = sel_d(disc < 0.0, splat_d(0.0), disc); /* only ever rounding */
+    const vd sq = SIMD_SQRT_D(disc);
+    vd xi = sel_d(b >= 0.0, 2.0 * c / (-b - sq), (-b + sq) / (2.0 * a));
+    xi = sel_d(xi >= 0.0, xi, splat_d(0.0)); /* also NaN -> 0 */
+    xi = sel_d(xi > 1.0, splat_d(1.0), xi);
+    const vd xx = g.Xk + xi * W;
+    const vd ld = -bin_logdet(s, dk, dk1, xi);
+    const vl in = inside(v, B);
+    store_lanes(x + i0, sel_d(in, xx, v), m);
+    store_lanes(logdet + i0, sel_d(in, ld, splat_d(0.0)), m);
+}
+
 static void inverse(int n, const double *y, const double *p, int K, double B, double *x,
                     double *logdet)
 {
     const int np = 3 * K - 1;
     vd P[NP_MAX], v;
-    bins g;
     for (int i0 = 0; i0 < n; i0 += SIMD_WD) {
         const int m = n - i0 < SIMD_WD ? n - i0 : SIMD_WD;
         load_group(P, &v, p, y, i0, m, np);
-        find_bins(&g, P, K, B, v, 1);
-        const vd W = g.Xk1 - g.Xk, H = g.Yk1 - g.Yk;
-        const vd s = H / W, dk = g.dk, dk1 = g.dk1;
-        /* y - Y_k = H (s xi^2 + d_k q) / den is a quadratic a xi^2 + b xi + c
-         * = 0 in xi (c = -s (y - Y_k) <= 0), whose root in [0, 1] is
-         * (-b + sqrt(disc)) / 2a = 2c / (-b - sqrt(disc)).  nflows always
-         * uses the second form, which cancels catastrophically when b < 0
-         * (steep bins with d_{k+1} > 2s near the top of the bin); take the
-         * form without cancellation.  b < 0 with a root in [0, 1] implies
-         * a > 0 (if a <= 0 both roots would be <= 0), so the first form never
-         * divides by ~0.  (Both are computed; the other lanes' quotient may
-         * be inf or NaN and is not selected.) */
-        const vd dy = v - g.Yk, c1 = dk + dk1 - 2.0 * s;
-        const vd a = dy * c1 + H * (s - dk);
-        const vd b = H * dk - dy * c1;
-        const vd c = -s * dy;
-        vd disc = b * b - 4.0 * a * c;
-        disc = sel_d(disc < 0.0, splat_d(0.0), disc); /* only ever rounding */
-        const vd sq = SIMD_SQRT_D(disc);
-        vd xi = sel_d(b >= 0.0, 2.0 * c / (-b - sq), (-b + sq) / (2.0 * a));
-        xi = sel_d(xi >= 0.0, xi, splat_d(0.0)); /* also NaN -> 0 */
-        xi = sel_d(xi > 1.0, splat_d(1.0), xi);
-        const vd xx = g.Xk + xi * W;
-        const vd ld = -bin_logdet(s, dk, dk1, xi);
-        const vl in = inside(v, B);
-        store_lanes(x + i0, sel_d(in, xx, v), m);
-        store_lanes(logdet + i0, sel_d(in, ld, splat_d(0.0)), m);
+        inverse_group(P, v, K, B, x, logdet, i0, m);
     }
 }
 
@@ -306,8 +314,150 @@ static void backward(int n, const double *x, const double *p, int K, double B, c
     }
 }
 
+/* ---- float inverse, for sampling ------------------------------------------------ */
+
+/* The inverse in float, SIMD_W lanes (twice the doubles'): samples and log
+ * densities are float32 anyway, and sampling inverts every spline of every
+ * row.  Same steps as the double form, with float exp (nn/simd_vec.h) and
+ * the log below. */
+
+#ifndef SIMD_SQRT
+#define SIMD_SQRT(v) sqrt_lanes(v)
+#endif
+
+/* log(x) for positive finite normal x: x = 2^e m with m in [sqrt(1/2),
+ * sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| <= 0.1716, by its
+ * series to s^9 (next term < 1e-9 relative). */
+static inline vf log_vf(vf x)
+{
+    const vu bits = (vu)x;
+    vi e = (vi)(bits >> 23) - 127;
+    vf m = (vf)((bits & 0x007FFFFFu) | 0x3F800000u);
+    const vi big = m > 1.41421356f;
+    m = sel(big, m * 0.5f, m);
+    e = e - big; /* big lanes are -1 */
+    const vf s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+    const vf poly = s2 * (0.666666667f + s2 * (0.4f + s2 * (0.285714286f + s2 * 0.222222222f)));
+    const vf ef = __builtin_convertvector(e, vf);
+    return ef * LN2_HI_F + (ef * LN2_LO_F + (2.0f * s + s * poly));
+}
+
+/* softplus(u) = max(u, 0) + log1p(exp(-|u|)), log1p(y) ~ log(1 + y) +
+ * (y - ((1 + y) - 1)) / (1 + y) (the rounding of 1 + y restored). */
+static inline vf softplus_vf(vf u)
+{
+    const vf e = exp_v(-(vf)((vi)u & INT32_MAX));
+    const vf w = 1.0f + e;
+    return sel(u > 0.0f, u, splat(0.0f)) + (log_vf(w) + (e - (w - 1.0f)) / w);
+}
+
+static inline vf vmax_f(vf a, vf b)
+{
+    return sel(b > a, b, a);
+}
+
+static inline void inverse_group_ff(const vf *P, vf v, int K, float B, float *x, float *logdet,
+                                    int i0, int m)
+{
+    vf aw[SPLINE_MAX_BINS], ah[SPLINE_MAX_BINS];
+    vf mw = P[0], mh = P[K];
+    for (int j = 1; j < K; j++) {
+        mw = vmax_f(mw, P[j]);
+        mh = vmax_f(mh, P[K + j]);
+    }
+    vf tw = splat(0.0f), th = splat(0.0f);
+    for (int j = 0; j < K; j++) {
+        aw[j] = exp_v(P[j] - mw);
+        ah[j] = exp_v(P[K + j] - mh);
+        tw += aw[j];
+        th += ah[j];
+    }
+    const vf iw = 1.0f / tw, ih = 1.0f / th;
+    const float sw = 1.0f - (float)SPLINE_MIN_BIN_WIDTH * K,
+                sh = 1.0f - (float)SPLINE_MIN_BIN_HEIGHT * K;
+    vf cw = splat(0.0f), ch = splat(0.0f);
+    vf Xk = splat(-B), Yk = splat(-B), Xk1 = splat(B), Yk1 = splat(B);
+    vf kf = splat(0.0f), uk = splat(0.0f), uk1 = splat(0.0f);
+    vi above = (vi){0};
+    for (int j = 1; j < K; j++) {
+        cw += (float)SPLINE_MIN_BIN_WIDTH + sw * (aw[j - 1] * iw);
+        ch += (float)SPLINE_MIN_BIN_HEIGHT + sh * (ah[j - 1] * ih);
+        const vf X = -B + 2.0f * B * cw, Y = -B + 2.0f * B * ch;
+        const vi le = Y <= v;
+        const vi first_above = ~le & ~above;
+        const vf u = P[2 * K + j - 1];
+        Xk = sel(le, X, Xk);
+        Yk = sel(le, Y, Yk);
+        kf = sel(le, splat((float)j), kf);
+        uk = sel(le, u, uk);
+        Xk1 = sel(first_above, X, Xk1);
+        Yk1 = sel(first_above, Y, Yk1);
+        uk1 = sel(first_above, u, uk1);
+        above |= ~le;
+    }
+    const vf dk = sel(kf == 0.0f, splat(1.0f), (float)SPLINE_MIN_DERIVATIVE + softplus_vf(uk));
+    const vf dk1 = sel(above, (float)SPLINE_MIN_DERIVATIVE + softplus_vf(uk1), splat(1.0f));
+    const vf W = Xk1 - Xk, H = Yk1 - Yk;
+    const vf s = H / W;
+    /* The root without cancellation, as inverse_group. */
+    const vf dy = v - Yk, c1 = dk + dk1 - 2.0f * s;
+    const vf a = dy * c1 + H * (s - dk);
+    const vf b = H * dk - dy * c1;
+    const vf c = -s * dy;
+    vf disc = b * b - 4.0f * a * c;
+    disc = sel(disc < 0.0f, splat(0.0f), disc);
+    const vf sq = SIMD_SQRT(disc);
+    vf xi = sel(b >= 0.0f, 2.0f * c / (-b - sq), (-b + sq) / (2.0f * a));
+    xi = sel(xi >= 0.0f, xi, splat(0.0f));
+    xi = sel(xi > 1.0f, splat(1.0f), xi);
+    const vf xx = Xk + xi * W;
+    const vf q = xi * (1.0f - xi);
+    const vf den = s + (dk + dk1 - 2.0f * s) * q;
+    const vf nd = dk1 * xi * xi + 2.0f * s * q + dk * (1.0f - xi) * (1.0f - xi);
+    const vf r = s / den;
+    const vf ld = -log_vf(r * r * nd);
+    const vi in = (v >= -B) & (v <= B);
+    const vf xo = sel(in, xx, v), lo = sel(in, ld, splat(0.0f));
+    for (int l = 0; l < m; l++) {
+        x[i0 + l] = xo[l];
+        logdet[i0 + l] = lo[l];
+    }
+}
+
+/* inverse in float: scalar i's point y[i], parameters at p + i * stride
+ * (the first 2K times wh), results x[i], logdet[i]. */
+static void inverse_ff(int n, const float *y, const float *p, size_t stride, float wh, int K,
+                       float B, float *x, float *logdet)
+{
+    const int np = 3 * K - 1;
+    vf P[NP_MAX], v;
+    for (int i0 = 0; i0 < n; i0 += SIMD_W) {
+        const int m = n - i0 < SIMD_W ? n - i0 : SIMD_W;
+        const float *pl[SIMD_W];
+        float t[SIMD_W];
+        for (int l = 0; l < SIMD_W; l++) {
+            const int i = i0 + (l < m ? l : m - 1);
+            pl[l] = p + (size_t)i * stride;
+            t[l] = y[i];
+        }
+        memcpy(&v, t, sizeof t);
+        for (int j = 0; j < 2 * K; j++) {
+            for (int l = 0; l < SIMD_W; l++)
+                t[l] = pl[l][j] * wh;
+            memcpy(&P[j], t, sizeof t);
+        }
+        for (int j = 2 * K; j < np; j++) {
+            for (int l = 0; l < SIMD_W; l++)
+                t[l] = pl[l][j];
+            memcpy(&P[j], t, sizeof t);
+        }
+        inverse_group_ff(P, v, K, B, x, logdet, i0, m);
+    }
+}
+
 const spline_kernels SPLINE_TABLE = {
     .forward = forward,
     .inverse = inverse,
+    .inverse_ff = inverse_ff,
     .backward = backward,
 };

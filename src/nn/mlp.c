@@ -2,10 +2,13 @@
  * (see mlp.h for layouts and contracts). */
 #include "nn/mlp.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "nn/simd.h"
 
 /* ---- shared helpers ---------------------------------------------------------- */
 
@@ -540,6 +543,60 @@ const float *resmlp_forward(resmlp *net, const float *inp, int B)
                             net->w1[k], net->b1[k], net->w2[k], net->b2[k], net->cfg.act, B, H);
     nn_linear_forward(net->out, net->h[K], net->w_out, net->b_out, B, H, net->cfg.out);
     net->last_b = B;
+    return net->out;
+}
+
+void resmlp_fold_inputs(const resmlp *net, int n_var, const float *fixed, float *fold)
+{
+    const int H = net->cfg.hidden, in = net->cfg.in;
+    assert(n_var >= 0 && n_var <= in && fold && (fixed || n_var == in));
+    for (int j = 0; j < H; j++) {
+        const float *w = net->w_in + (size_t)j * in;
+        /* Double: the fixed inputs' sum is formed once per call, so its
+         * rounding costs nothing and need not copy the sgemm's. */
+        double acc = net->b_in[j];
+        for (int c = n_var; c < in; c++)
+            acc += (double)w[c] * fixed[c - n_var];
+        fold[j] = (float)acc;
+        for (int i = 0; i < n_var; i++)
+            fold[(size_t)(i + 1) * H + j] = w[i];
+    }
+}
+
+const float *resmlp_forward_folded(resmlp *net, const float *inp, int n_var, const float *fold,
+                                   float *scratch, int B)
+{
+    if (B < 1 || B > net->max_batch) {
+        fprintf(stderr, "resmlp_forward_folded: batch %d outside [1, %d]\n", B, net->max_batch);
+        return NULL;
+    }
+    const int H = net->cfg.hidden, K = net->cfg.n_blocks;
+    const nn_act act = net->cfg.act;
+    const size_t rows = (size_t)B, cols = (size_t)H;
+    /* Three [B, H] buffers in the caller's scratch, shared by all the
+     * networks it runs (one set stays in L2, one per network would not):
+     * a the activation act(h_k) feeding a block, t the block's hidden layer
+     * (activated in place), r the residual stream.  Block k's output
+     * h_{k+1} = (h_k + b2[k]) + t W2^T: the pass that makes h_k writes
+     * h_k + b2[k] into r for the sgemm to accumulate onto (beta = 1), so
+     * there is no zeroing, no residual-add pass, and no h_k kept.  The
+     * network's own activations are untouched, and a backward is refused
+     * (they are not this pass's). */
+    float *a = scratch, *t = scratch + rows * cols, *r = scratch + 2 * rows * cols;
+    net->last_b = 0;
+    if (K == 0)
+        simd_small_linear_act(r, r, NULL, NULL, inp, fold + H, fold, rows, cols, (size_t)n_var,
+                              NN_ACT_IDENTITY);
+    else
+        simd_small_linear_act(a, a, r, net->b2[0], inp, fold + H, fold, rows, cols,
+                              (size_t)n_var, act);
+    for (int k = 0; k < K; k++) {
+        nn_linear_act_forward(t, t, a, net->w1[k], net->b1[k], act, B, H, H);
+        nn_linear_forward_acc(r, t, net->w2[k], B, H, H);
+        if (k + 1 < K)
+            simd_act_bias_copy(r, a, r, net->b2[k + 1], rows, cols, act);
+    }
+    nn_linear_forward(net->out, r, net->w_out, net->b_out, B, H, net->cfg.out);
     return net->out;
 }
 

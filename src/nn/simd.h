@@ -88,6 +88,21 @@ void simd_fill_rows(float *y, const float *b, size_t rows, size_t cols);
 void simd_bias_act(float *pre, float *post, const float *b, size_t rows, size_t cols, nn_act act);
 /* out[r, c] = (out[r, c] + b[c]) + inp[r, c]. */
 void simd_bias_add(float *out, const float *inp, const float *b, size_t rows, size_t cols);
+/* out[r, c] = (out[r, c] + b[c]) + inp[r, c] (as simd_bias_add), then
+ * post[r, c] = act(out[r, c]); post must not alias out or inp. */
+void simd_bias_add_act(float *out, const float *inp, const float *b, float *post, size_t rows,
+                       size_t cols, nn_act act);
+/* pre[r, c] = b[c] + in[r, 0] wt[0, c] + ... + in[r, k-1] wt[k-1, c] (added in
+ * that order), post[r, c] = act(pre[r, c]) and, when res != NULL, res[r, c] =
+ * pre[r, c] + rb[c]; in [rows, k], wt [k, cols] (the weights transposed),
+ * post may be pre.  For layers of a few inputs. */
+void simd_small_linear_act(float *pre, float *post, float *res, const float *rb, const float *in,
+                           const float *wt, const float *b, size_t rows, size_t cols, size_t k,
+                           nn_act act);
+/* post[r, c] = act(h[r, c]) and next[r, c] = h[r, c] + b[c]; next may be h
+ * (element by element in place), post must not alias either. */
+void simd_act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows,
+                        size_t cols, nn_act act);
 /* y *= s. */
 void simd_scale(float *y, float s, size_t n);
 /* sum x[i]^2 in double: 16 partial sums (i mod 16), added in order at the end. */
@@ -138,6 +153,10 @@ typedef struct simd_kernels {
     void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*bias_act)(float *, float *, const float *, size_t, size_t, int);
     void (*bias_add)(float *, const float *, const float *, size_t, size_t);
+    void (*bias_add_act)(float *, const float *, const float *, float *, size_t, size_t, int);
+    void (*small_linear_act)(float *, float *, float *, const float *, const float *,
+                             const float *, const float *, size_t, size_t, size_t, int);
+    void (*act_bias_copy)(const float *, float *, float *, const float *, size_t, size_t, int);
     void (*scale)(float *, float, size_t);
     double (*sum_squares)(const float *, size_t);
     void (*adam)(float *, const float *, float *, float *, size_t, const simd_adam_coef *);

@@ -237,6 +237,222 @@ static void bias_add(float *out, const float *inp, const float *b, size_t rows, 
     }
 }
 
+/* out = (out + b) + inp, then post = act(out): bias_add and the next
+ * residual block's first activation in one pass (inference only, where the
+ * two are back to back).  Over the flat array with the bias extended
+ * (bext, as BIAS_ACT), so a row's tail costs no partial load. */
+#define BIAS_ADD_ACT(out, inp, bext, post, rows, cols, F)                        \
+    do {                                                                          \
+        const size_t n_ = (rows) * (cols);                                        \
+        size_t i_ = 0, c_ = 0;                                                    \
+        for (; i_ + SIMD_W <= n_; i_ += SIMD_W) {                                 \
+            const vf v_ = (load((out) + i_) + load((bext) + c_)) + load((inp) + i_); \
+            store((out) + i_, v_);                                                \
+            store((post) + i_, F(v_));                                            \
+            c_ += SIMD_W;                                                         \
+            if (c_ >= (cols))                                                     \
+                c_ = (cols) >= SIMD_W ? c_ - (cols) : c_ % (cols);                \
+        }                                                                         \
+        if (i_ < n_) {                                                            \
+            const size_t k_ = n_ - i_;                                            \
+            const vf v_ = (load_part((out) + i_, k_) + load_part((bext) + c_, k_)) + \
+                          load_part((inp) + i_, k_);                              \
+            store_part((out) + i_, v_, k_);                                       \
+            store_part((post) + i_, F(v_), k_);                                   \
+        }                                                                         \
+    } while (0)
+
+static void fill_rows(float *y, const float *b, size_t rows, size_t cols);
+static void add(float *y, const float *x, size_t n);
+
+/* post = act(h) and next = h + b (b extended as bext): a residual stream
+ * value's activation and, with the next block's output bias, the start
+ * that block's last sgemm accumulates onto (beta = 1, no zeroing). */
+#define ACT_BIAS_COPY(h, post, next, bext, rows, cols, F)                         \
+    do {                                                                          \
+        const size_t n_ = (rows) * (cols);                                        \
+        size_t i_ = 0, c_ = 0;                                                    \
+        for (; i_ + SIMD_W <= n_; i_ += SIMD_W) {                                 \
+            const vf v_ = load((h) + i_);                                         \
+            store((post) + i_, F(v_));                                            \
+            store((next) + i_, v_ + load((bext) + c_));                           \
+            c_ += SIMD_W;                                                         \
+            if (c_ >= (cols))                                                     \
+                c_ = (cols) >= SIMD_W ? c_ - (cols) : c_ % (cols);                \
+        }                                                                         \
+        if (i_ < n_) {                                                            \
+            const size_t k_ = n_ - i_;                                            \
+            const vf v_ = load_part((h) + i_, k_);                                \
+            store_part((post) + i_, F(v_), k_);                                   \
+            store_part((next) + i_, v_ + load_part((bext) + c_, k_), k_);         \
+        }                                                                         \
+    } while (0)
+
+static void act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows,
+                          size_t cols, int act)
+{
+    if (rows == 0 || cols == 0)
+        return;
+    if (cols + SIMD_W > BIAS_EXT_MAX) {
+        fill_rows(next, b, rows, cols);
+        add(next, h, rows * cols);
+        act_k(post, h, rows * cols, act);
+        return;
+    }
+    float bext[BIAS_EXT_MAX];
+    for (size_t j = 0; j < cols + SIMD_W; j++)
+        bext[j] = b[j % cols];
+    switch (act) {
+    case NN_ACT_RELU: ACT_BIAS_COPY(h, post, next, bext, rows, cols, relu_v); break;
+    case NN_ACT_TANH: ACT_BIAS_COPY(h, post, next, bext, rows, cols, tanh_v); break;
+    case NN_ACT_ELU: ACT_BIAS_COPY(h, post, next, bext, rows, cols, elu_v); break;
+    case NN_ACT_GELU: ACT_BIAS_COPY(h, post, next, bext, rows, cols, gelu_v); break;
+    default: ACT_BIAS_COPY(h, post, next, bext, rows, cols, identity_v); break;
+    }
+}
+
+static void bias_add_act(float *out, const float *inp, const float *b, float *post, size_t rows,
+                         size_t cols, int act)
+{
+    if (rows == 0 || cols == 0)
+        return;
+    if (cols + SIMD_W > BIAS_EXT_MAX) {
+        bias_add(out, inp, b, rows, cols);
+        act_k(post, out, rows * cols, act);
+        return;
+    }
+    float bext[BIAS_EXT_MAX];
+    for (size_t j = 0; j < cols + SIMD_W; j++)
+        bext[j] = b[j % cols];
+    switch (act) {
+    case NN_ACT_RELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, relu_v); break;
+    case NN_ACT_TANH: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, tanh_v); break;
+    case NN_ACT_ELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, elu_v); break;
+    case NN_ACT_GELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, gelu_v); break;
+    default: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, identity_v); break;
+    }
+}
+
+/* pre[r, c] = b[c] + sum_i in[r, i] wt[i, c] (terms added in order i = 0, 1,
+ * ...), post = act(pre): a linear layer of a few inputs (k) as broadcasts
+ * instead of an sgemm, whose packing and call costs dwarf k multiplies. */
+#define SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, F)                    \
+    do {                                                                          \
+        for (size_t r_ = 0; r_ < (rows); r_++) {                                  \
+            float *q_ = (pre) + r_ * (cols), *p_ = (post) + r_ * (cols);          \
+            const float *z_ = (in) + r_ * (k);                                    \
+            size_t c_ = 0;                                                        \
+            for (; c_ + SIMD_W <= (cols); c_ += SIMD_W) {                         \
+                vf v_ = load((b) + c_);                                           \
+                for (size_t i_ = 0; i_ < (k); i_++)                               \
+                    v_ = v_ + z_[i_] * load((wt) + i_ * (cols) + c_);             \
+                store(q_ + c_, v_);                                               \
+                store(p_ + c_, F(v_));                                            \
+                if (res)                                                          \
+                    store((res) + r_ * (cols) + c_, v_ + load((rb) + c_));        \
+            }                                                                     \
+            if (c_ < (cols) && (cols) >= SIMD_W) {                                \
+                /* The last full vector, overlapping the one before: it     \
+                 * recomputes the same values from the inputs. */            \
+                c_ = (cols) - SIMD_W;                                             \
+                vf v_ = load((b) + c_);                                           \
+                for (size_t i_ = 0; i_ < (k); i_++)                               \
+                    v_ = v_ + z_[i_] * load((wt) + i_ * (cols) + c_);             \
+                store(q_ + c_, v_);                                               \
+                store(p_ + c_, F(v_));                                            \
+                if (res)                                                          \
+                    store((res) + r_ * (cols) + c_, v_ + load((rb) + c_));        \
+            } else if (c_ < (cols)) {                                             \
+                const size_t m_ = (cols) - c_;                                    \
+                vf v_ = load_part((b) + c_, m_);                                  \
+                for (size_t i_ = 0; i_ < (k); i_++)                               \
+                    v_ = v_ + z_[i_] * load_part((wt) + i_ * (cols) + c_, m_);    \
+                store_part(q_ + c_, v_, m_);                                      \
+                store_part(p_ + c_, F(v_), m_);                                   \
+                if (res)                                                          \
+                    store_part((res) + r_ * (cols) + c_,                          \
+                               v_ + load_part((rb) + c_, m_), m_);                \
+            }                                                                     \
+        }                                                                         \
+    } while (0)
+
+/* SMALL_LINEAR_ACT over the flat [rows, cols] array (as BIAS_ACT), for
+ * aligned full-vector stores and no per-row tail: the extended bias and
+ * weight rows (bext, wext [k][SLA_EXT]) give each lane its column, and a
+ * vector spans at most two rows (cols >= SIMD_W), so each lane's input is
+ * row r0's or row r0 + 1's, picked by a mask.  The same operations per
+ * element as the per-row form: the same bits. */
+#define SLA_EXT 1024
+#define SLA_K 4
+#define SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, F)    \
+    do {                                                                          \
+        const size_t n_ = (rows) * (cols);                                        \
+        float io_[SIMD_W];                                                        \
+        for (int l_ = 0; l_ < SIMD_W; l_++)                                       \
+            io_[l_] = (float)l_;                                                  \
+        const vf iota_ = load(io_);                                               \
+        const vf colsf_ = splat((float)(cols));                                   \
+        size_t i_ = 0, c_ = 0, r0_ = 0;                                           \
+        while (i_ < n_) {                                                         \
+            const size_t m_ = n_ - i_ < SIMD_W ? n_ - i_ : SIMD_W;                \
+            const vi nxt_ = iota_ + (float)c_ >= colsf_;                          \
+            const size_t r1_ = r0_ + 1 < (rows) ? r0_ + 1 : r0_;                  \
+            vf v_ = load((bext) + c_);                                            \
+            for (size_t j_ = 0; j_ < (k); j_++) {                                 \
+                const vf z_ = sel(nxt_, splat((in)[r1_ * (k) + j_]),              \
+                                  splat((in)[r0_ * (k) + j_]));                   \
+                v_ = v_ + z_ * load((wext) + j_ * SLA_EXT + c_);                  \
+            }                                                                     \
+            if (m_ == SIMD_W) {                                                   \
+                store((pre) + i_, v_);                                            \
+                store((post) + i_, F(v_));                                        \
+                if (res)                                                          \
+                    store((res) + i_, v_ + load((rbext) + c_));                   \
+            } else {                                                              \
+                store_part((pre) + i_, v_, m_);                                   \
+                store_part((post) + i_, F(v_), m_);                               \
+                if (res)                                                          \
+                    store_part((res) + i_, v_ + load((rbext) + c_), m_);          \
+            }                                                                     \
+            i_ += SIMD_W;                                                         \
+            c_ += SIMD_W;                                                         \
+            if (c_ >= (cols)) {                                                   \
+                c_ -= (cols);                                                     \
+                r0_++;                                                            \
+            }                                                                     \
+        }                                                                         \
+    } while (0)
+
+static void small_linear_act(float *pre, float *post, float *res, const float *rb,
+                             const float *in, const float *wt, const float *b, size_t rows,
+                             size_t cols, size_t k, int act)
+{
+    if (cols >= SIMD_W && cols + SIMD_W <= SLA_EXT && k <= SLA_K && rows > 0) {
+        float bext[SLA_EXT], rbext[SLA_EXT], wext[SLA_K * SLA_EXT];
+        for (size_t j = 0; j < cols + SIMD_W; j++) {
+            bext[j] = b[j % cols];
+            rbext[j] = res ? rb[j % cols] : 0.0f;
+            for (size_t i = 0; i < k; i++)
+                wext[i * SLA_EXT + j] = wt[i * cols + j % cols];
+        }
+        switch (act) {
+        case NN_ACT_RELU: SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, relu_v); break;
+        case NN_ACT_TANH: SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, tanh_v); break;
+        case NN_ACT_ELU: SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, elu_v); break;
+        case NN_ACT_GELU: SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, gelu_v); break;
+        default: SMALL_LINEAR_ACT_FLAT(pre, post, res, rbext, in, wext, bext, rows, cols, k, identity_v); break;
+        }
+        return;
+    }
+    switch (act) {
+    case NN_ACT_RELU: SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, relu_v); break;
+    case NN_ACT_TANH: SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, tanh_v); break;
+    case NN_ACT_ELU: SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, elu_v); break;
+    case NN_ACT_GELU: SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, gelu_v); break;
+    default: SMALL_LINEAR_ACT(pre, post, res, rb, in, wt, b, rows, cols, k, identity_v); break;
+    }
+}
+
 /* ---- sums and updates -------------------------------------------------------------- */
 
 static void add(float *y, const float *x, size_t n)
@@ -426,6 +642,9 @@ const simd_kernels SIMD_TABLE = {
     .fill_rows = fill_rows,
     .bias_act = bias_act,
     .bias_add = bias_add,
+    .bias_add_act = bias_add_act,
+    .small_linear_act = small_linear_act,
+    .act_bias_copy = act_bias_copy,
     .scale = scale_k,
     .sum_squares = sum_squares,
     .adam = adam,
