@@ -88,10 +88,6 @@ void simd_fill_rows(float *y, const float *b, size_t rows, size_t cols);
 void simd_bias_act(float *pre, float *post, const float *b, size_t rows, size_t cols, nn_act act);
 /* out[r, c] = (out[r, c] + b[c]) + inp[r, c]. */
 void simd_bias_add(float *out, const float *inp, const float *b, size_t rows, size_t cols);
-/* out[r, c] = (out[r, c] + b[c]) + inp[r, c] (as simd_bias_add), then
- * post[r, c] = act(out[r, c]); post must not alias out or inp. */
-void simd_bias_add_act(float *out, const float *inp, const float *b, float *post, size_t rows,
-                       size_t cols, nn_act act);
 /* pre[r, c] = b[c] + in[r, 0] wt[0, c] + ... + in[r, k-1] wt[k-1, c] (added in
  * that order), post[r, c] = act(pre[r, c]) and, when res != NULL, res[r, c] =
  * pre[r, c] + rb[c]; in [rows, k], wt [k, cols] (the weights transposed),
@@ -153,7 +149,6 @@ typedef struct simd_kernels {
     void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*bias_act)(float *, float *, const float *, size_t, size_t, int);
     void (*bias_add)(float *, const float *, const float *, size_t, size_t);
-    void (*bias_add_act)(float *, const float *, const float *, float *, size_t, size_t, int);
     void (*small_linear_act)(float *, float *, float *, const float *, const float *,
                              const float *, const float *, size_t, size_t, size_t, int);
     void (*act_bias_copy)(const float *, float *, float *, const float *, size_t, size_t, int);

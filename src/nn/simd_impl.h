@@ -237,31 +237,6 @@ static void bias_add(float *out, const float *inp, const float *b, size_t rows, 
     }
 }
 
-/* out = (out + b) + inp, then post = act(out): bias_add and the next
- * residual block's first activation in one pass (inference only, where the
- * two are back to back).  Over the flat array with the bias extended
- * (bext, as BIAS_ACT), so a row's tail costs no partial load. */
-#define BIAS_ADD_ACT(out, inp, bext, post, rows, cols, F)                        \
-    do {                                                                          \
-        const size_t n_ = (rows) * (cols);                                        \
-        size_t i_ = 0, c_ = 0;                                                    \
-        for (; i_ + SIMD_W <= n_; i_ += SIMD_W) {                                 \
-            const vf v_ = (load((out) + i_) + load((bext) + c_)) + load((inp) + i_); \
-            store((out) + i_, v_);                                                \
-            store((post) + i_, F(v_));                                            \
-            c_ += SIMD_W;                                                         \
-            if (c_ >= (cols))                                                     \
-                c_ = (cols) >= SIMD_W ? c_ - (cols) : c_ % (cols);                \
-        }                                                                         \
-        if (i_ < n_) {                                                            \
-            const size_t k_ = n_ - i_;                                            \
-            const vf v_ = (load_part((out) + i_, k_) + load_part((bext) + c_, k_)) + \
-                          load_part((inp) + i_, k_);                              \
-            store_part((out) + i_, v_, k_);                                       \
-            store_part((post) + i_, F(v_), k_);                                   \
-        }                                                                         \
-    } while (0)
-
 static void fill_rows(float *y, const float *b, size_t rows, size_t cols);
 static void add(float *y, const float *x, size_t n);
 
@@ -308,28 +283,6 @@ static void act_bias_copy(const float *h, float *post, float *next, const float 
     case NN_ACT_ELU: ACT_BIAS_COPY(h, post, next, bext, rows, cols, elu_v); break;
     case NN_ACT_GELU: ACT_BIAS_COPY(h, post, next, bext, rows, cols, gelu_v); break;
     default: ACT_BIAS_COPY(h, post, next, bext, rows, cols, identity_v); break;
-    }
-}
-
-static void bias_add_act(float *out, const float *inp, const float *b, float *post, size_t rows,
-                         size_t cols, int act)
-{
-    if (rows == 0 || cols == 0)
-        return;
-    if (cols + SIMD_W > BIAS_EXT_MAX) {
-        bias_add(out, inp, b, rows, cols);
-        act_k(post, out, rows * cols, act);
-        return;
-    }
-    float bext[BIAS_EXT_MAX];
-    for (size_t j = 0; j < cols + SIMD_W; j++)
-        bext[j] = b[j % cols];
-    switch (act) {
-    case NN_ACT_RELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, relu_v); break;
-    case NN_ACT_TANH: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, tanh_v); break;
-    case NN_ACT_ELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, elu_v); break;
-    case NN_ACT_GELU: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, gelu_v); break;
-    default: BIAS_ADD_ACT(out, inp, bext, post, rows, cols, identity_v); break;
     }
 }
 
@@ -642,7 +595,6 @@ const simd_kernels SIMD_TABLE = {
     .fill_rows = fill_rows,
     .bias_act = bias_act,
     .bias_add = bias_add,
-    .bias_add_act = bias_add_act,
     .small_linear_act = small_linear_act,
     .act_bias_copy = act_bias_copy,
     .scale = scale_k,
