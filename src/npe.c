@@ -15,6 +15,14 @@
  * cfg->batch): large enough that the per-call overhead of the small sgemms
  * is amortised, small enough to stay in cache. */
 #define NPE_MAX_BATCH 1024
+
+/* Sampling runs the flow on chunks of base draws (at most NPE_SAMPLE_CHUNK
+ * rows, drawn from r row by row) cut into blocks of NPE_SAMPLE_BLOCK rows.
+ * The block size is fixed so that every row goes through the same network
+ * calls whichever thread, and however many, run the blocks: the samples are
+ * bit-identical with and without a team. */
+#define NPE_SAMPLE_BLOCK 512
+#define NPE_SAMPLE_CHUNK 16384
 /* Default time bound of sampling when the caller passes none: sampling must
  * never hang when the acceptance rate is ~0. */
 #define NPE_DEFAULT_MAX_SECONDS 60.0
@@ -276,6 +284,8 @@ struct npe_posterior {
     double log_det;    /* sum_j log theta_std[j]: the z-scoring's Jacobian */
     float *zt, *zx, *lq; /* [NPE_MAX_BATCH * dim], [NPE_MAX_BATCH * context], [NPE_MAX_BATCH] */
     double *th;        /* [NPE_MAX_BATCH * dim] a chunk of samples in original units */
+    float *u;          /* [NPE_MAX_BATCH * dim] its base draws */
+    unsigned char ok[(NPE_MAX_BATCH + NPE_SAMPLE_BLOCK - 1) / NPE_SAMPLE_BLOCK]; /* its blocks done */
 };
 
 void npe_posterior_destroy(npe_posterior **pp)
@@ -288,6 +298,7 @@ void npe_posterior_destroy(npe_posterior **pp)
     free(p->zx);
     free(p->lq);
     free(p->th);
+    free(p->u);
     free(p);
     *pp = NULL;
 }
@@ -312,7 +323,8 @@ static npe_posterior *posterior_wrap(model_file *m, char *err, size_t err_len)
     p->zx = malloc((size_t)NPE_MAX_BATCH * (size_t)m->context * sizeof *p->zx);
     p->lq = malloc((size_t)NPE_MAX_BATCH * sizeof *p->lq);
     p->th = malloc((size_t)NPE_MAX_BATCH * (size_t)m->dim * sizeof *p->th);
-    if (!p->zt || !p->zx || !p->lq || !p->th) {
+    p->u = malloc((size_t)NPE_MAX_BATCH * (size_t)m->dim * sizeof *p->u);
+    if (!p->zt || !p->zx || !p->lq || !p->th || !p->u) {
         snprintf(err, err_len, "out of memory");
         npe_posterior_destroy(&p);
         return NULL;
@@ -565,31 +577,10 @@ static int set_context_row(npe_posterior *p, const double *x_o, float *dst)
     return 0;
 }
 
-/* Draw m (<= NPE_MAX_BATCH) flow samples for the context in p->zx row 0 into
- * p->th in original units.  0 or -1. */
-static int draw_chunk(npe_posterior *p, int m, rng *r)
-{
-    if (flow_sample(p->f, p->zx, m, r, p->zt, NULL) < 0) return -1;
-    int D = p->m->dim;
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < D; j++)
-            p->th[(size_t)i * (size_t)D + (size_t)j] =
-                (double)p->zt[(size_t)i * (size_t)D + (size_t)j] * p->m->theta_std[j] + p->m->theta_mean[j];
-    return 0;
-}
-
 static int accept_row(const npe_posterior *p, const double *th)
 {
     return row_finite(th, p->m->dim) && prior_in_support(p->m->prior, th);
 }
-
-/* Sampling runs the flow on chunks of base draws (at most NPE_SAMPLE_CHUNK
- * rows, drawn from r row by row) cut into blocks of NPE_SAMPLE_BLOCK rows.
- * The block size is fixed so that every row goes through the same network
- * calls whichever thread, and however many, run the blocks: the samples are
- * bit-identical with and without a team. */
-#define NPE_SAMPLE_BLOCK 512
-#define NPE_SAMPLE_CHUNK 16384
 
 typedef struct sample_job {
     const float *zx;    /* [context] the z-scored observation (the caller's) */
@@ -626,6 +617,21 @@ static int sample_chunk(npe_posterior *p, const npe_team *team, const float *u, 
     for (int k = 0; k < nb; k++)
         if (!ok[k] && sample_block(&j, k, p) < 0) return -1;
     return 0;
+}
+
+/* n standard-normal base draws from r, in order (row by row), as flow_sample
+ * would draw them. */
+static void draw_base(float *u, size_t n, rng *r)
+{
+    for (size_t i = 0; i < n; i++) u[i] = (float)rng_normal(r);
+}
+
+/* Draw m (<= NPE_MAX_BATCH) flow samples for the context in p->zx into p->th
+ * in original units, on this thread.  0 or -1. */
+static int draw_chunk(npe_posterior *p, int m, rng *r)
+{
+    draw_base(p->u, (size_t)m * (size_t)p->m->dim, r);
+    return sample_chunk(p, NULL, p->u, m, p->th, p->ok);
 }
 
 int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, size_t n, rng *r,
@@ -679,8 +685,7 @@ int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, s
             }
             cap = m;
         }
-        /* Base draws row by row from r, as flow_sample draws them. */
-        for (size_t i = 0; i < (size_t)m * D; i++) u[i] = (float)rng_normal(r);
+        draw_base(u, (size_t)m * D, r);
         if (sample_chunk(p, team, u, m, th, ok) < 0) {
             snprintf(err, err_len, "flow sampling failed");
             goto out;
