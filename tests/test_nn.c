@@ -798,26 +798,29 @@ Test(nn, resmlp_gradcheck_each_activation)
 }
 
 /* The sampling forward (context folded into the first layer's bias, fused
- * passes, caller's scratch) computes the same function as resmlp_forward up
- * to float rounding, for every activation, 0..2 blocks, a hidden width that
- * is not a multiple of any vector width and varying-input counts 1..3; and
- * it leaves a backward refused. */
+ * feature-major layers, caller's scratch) computes the same function as
+ * resmlp_forward up to float rounding, for every activation, 0..2 blocks, a
+ * hidden width that is not a multiple of any vector width or of the
+ * kernel's 5-feature blocks, varying-input counts 0..3 and a row stride
+ * wider than needed; the same bits on every instruction set; it refuses a
+ * stride too narrow for its rows and leaves a backward refused. */
 Test(nn, resmlp_forward_folded_matches_forward)
 {
     for (int a = 0; a < NN_ACT_COUNT; a++)
         for (int nb = 0; nb <= 2; nb++)
-            for (int nv = 1; nv <= 3; nv++) {
-                const int C = 2, in = nv + C, H = 37, O = 5, B = 19;
+            for (int nv = 0; nv <= 3; nv++) {
+                const int C = 2, in = nv + C, H = 37, O = 7, B = 19;
+                const size_t ld = 48; /* round_up(19, 16) = 32 would do */
                 const resmlp_config cfg = {.in = in, .hidden = H, .n_blocks = nb, .out = O,
                                            .act = (nn_act)a};
                 rng r;
-                rng_seed(&r, 300 + (uint64_t)(a * 10 + nb * 3 + nv), 0);
+                rng_seed(&r, 300 + (uint64_t)(a * 10 + nb * 4 + nv), 0);
                 resmlp *m = resmlp_new(&cfg, B);
                 cr_assert(m);
                 resmlp_init(m, &r);
                 fill_normal(m->params, m->n_params, &r, 0.4);
-                float *inp = fnew((size_t)B * in), *var = fnew((size_t)B * nv);
-                float *fold = fnew((size_t)(nv + 1) * H), *scratch = fnew((size_t)3 * B * H);
+                float *inp = fnew((size_t)B * in), *var = fnew((size_t)(nv ? nv : 1) * ld);
+                float *fold = fnew((size_t)H), *scratch = fnew((size_t)(3 * H + O) * ld);
                 float ctx[2];
                 fill_normal(ctx, 2, &r, 1.0);
                 for (int b = 0; b < B; b++)
@@ -825,40 +828,130 @@ Test(nn, resmlp_forward_folded_matches_forward)
                         const float v = i < nv ? (float)rng_normal(&r) : ctx[i - nv];
                         inp[(size_t)b * in + i] = v;
                         if (i < nv)
-                            var[(size_t)b * nv + i] = v;
+                            var[(size_t)i * ld + b] = v; /* feature-major */
                     }
                 const float *ref = resmlp_forward(m, inp, B);
                 cr_assert(ref);
                 float *want = fnew((size_t)B * O);
                 memcpy(want, ref, (size_t)B * O * sizeof(float));
                 resmlp_fold_inputs(m, nv, ctx, fold);
-                /* The new kernels give the same bits on every instruction set. */
+                cr_assert_null(resmlp_forward_folded(m, var, nv, fold, scratch, B, 31));
+                cr_assert_null(resmlp_forward_folded(m, var, nv, fold, scratch, 0, ld));
                 const simd_isa isa0 = simd_isa_active();
-                float *per_isa = fnew((size_t)B * O);
+                float *per_isa = fnew((size_t)O * ld);
                 for (int k = 0; k < SIMD_ISA_COUNT; k++) {
                     if (simd_isa_force((simd_isa)k) != 0)
                         continue;
-                    const float *o = resmlp_forward_folded(m, var, nv, fold, scratch, B);
+                    const float *o = resmlp_forward_folded(m, var, nv, fold, scratch, B, ld);
                     cr_assert(o);
-                    if (k == 0)
-                        memcpy(per_isa, o, (size_t)B * O * sizeof(float));
-                    else
-                        cr_assert(memcmp(per_isa, o, (size_t)B * O * sizeof(float)) == 0,
-                                  "%s differs from the baseline set", simd_isa_name((simd_isa)k));
+                    for (int i = 0; i < O; i++) {
+                        const float *oi = o + (size_t)i * ld, *pi = per_isa + (size_t)i * ld;
+                        if (k == 0)
+                            memcpy(per_isa + (size_t)i * ld, oi, (size_t)B * sizeof(float));
+                        else
+                            cr_assert(memcmp(pi, oi, (size_t)B * sizeof(float)) == 0,
+                                      "%s differs from the baseline set",
+                                      simd_isa_name((simd_isa)k));
+                    }
                 }
                 simd_isa_force(isa0);
-                free(per_isa);
-                const float *got = resmlp_forward_folded(m, var, nv, fold, scratch, B);
+                const float *got = resmlp_forward_folded(m, var, nv, fold, scratch, B, ld);
                 cr_assert(got);
-                for (int i = 0; i < B * O; i++)
-                    cr_assert(fabsf(got[i] - want[i]) <= 1e-4f * (1.0f + fabsf(want[i])),
-                              "act %d blocks %d nv %d: [%d] %g vs %g", a, nb, nv, i,
-                              (double)got[i], (double)want[i]);
-                float d[5] = {1, 1, 1, 1, 1};
+                for (int b = 0; b < B; b++)
+                    for (int i = 0; i < O; i++) {
+                        const float g = got[(size_t)i * ld + b], w = want[(size_t)b * O + i];
+                        cr_assert(fabsf(g - w) <= 1e-4f * (1.0f + fabsf(w)),
+                                  "act %d blocks %d nv %d: row %d out %d: %g vs %g", a, nb, nv,
+                                  b, i, (double)g, (double)w);
+                    }
+                float d[7] = {1, 1, 1, 1, 1, 1, 1};
                 cr_assert_eq(resmlp_backward(m, d, NULL, 1), -1);
+                free(per_isa);
                 free(inp); free(var); free(fold); free(scratch); free(want);
                 resmlp_destroy(&m);
             }
+}
+
+/* simd_linear_fm against a double-precision reference of its formula, for
+ * feature counts around the kernel's blocks (1..12 outputs, 0..9 inputs),
+ * row counts around its vectors and panels, with and without the residual
+ * (in place), pre and post: within a few float roundings of the exact sum,
+ * the same bits on every set, and columns beyond round_up(n, 16) untouched. */
+Test(nn, simd_linear_fm_matches_reference)
+{
+    rng r;
+    rng_seed(&r, 77, 0);
+    const size_t ld = 160, fos[] = {1, 4, 5, 6, 12}, fis[] = {0, 1, 3, 9};
+    const size_t ns[] = {1, 15, 16, 17, 63, 64, 65, 130};
+    float *in = fnew(9 * ld), *w = fnew(12 * 11), *b = fnew(12), *res0 = fnew(12 * ld);
+    float *pre = fnew(12 * ld), *post = fnew(12 * ld), *pre0 = fnew(12 * ld), *post0 = fnew(12 * ld);
+    fill_normal(in, 9 * ld, &r, 1.0);
+    fill_normal(w, 12 * 11, &r, 0.5);
+    fill_normal(b, 12, &r, 0.5);
+    fill_normal(res0, 12 * ld, &r, 1.0);
+    const simd_isa isa0 = simd_isa_active();
+    for (size_t a = 0; a < sizeof fos / sizeof *fos; a++)
+        for (size_t c = 0; c < sizeof fis / sizeof *fis; c++)
+            for (size_t e = 0; e < sizeof ns / sizeof *ns; e++)
+                for (int mode = 0; mode < 3; mode++) {
+                    /* mode 0: pre and post (tanh); 1: post only (relu); 2: residual in
+                     * place into pre, no post. */
+                    const size_t fo = fos[a], fi = fis[c], n = ns[e], ldw = 11;
+                    const size_t n_pad = (n + 15) / 16 * 16;
+                    const nn_act act = mode == 0 ? NN_ACT_TANH : NN_ACT_RELU;
+                    int first = 1;
+                    for (int k = 0; k < SIMD_ISA_COUNT; k++) {
+                        if (simd_isa_force((simd_isa)k) != 0)
+                            continue;
+                        for (size_t i = 0; i < fo * ld; i++)
+                            pre[i] = post[i] = -7.0f;
+                        if (mode == 2)
+                            memcpy(pre, res0, fo * ld * sizeof(float));
+                        simd_linear_fm(mode == 1 ? NULL : pre, mode == 2 ? NULL : post,
+                                       mode == 2 ? pre : NULL, in, w, ldw, b, fo, fi, n, ld, act);
+                        for (size_t u = 0; u < fo; u++) {
+                            for (size_t col = 0; col < n; col++) {
+                                double sum = b[u], mag = fabs(b[u]);
+                                for (size_t i = 0; i < fi; i++) {
+                                    sum += (double)w[u * ldw + i] * in[i * ld + col];
+                                    mag += fabs((double)w[u * ldw + i] * in[i * ld + col]);
+                                }
+                                if (mode == 2) {
+                                    sum += res0[u * ld + col];
+                                    mag += fabs(res0[u * ld + col]);
+                                }
+                                const size_t o = u * ld + col;
+                                const double tol = 1e-6 * (mag + 1.0) * (double)(fi + 2);
+                                if (mode != 1)
+                                    cr_assert(fabs(pre[o] - sum) <= tol,
+                                              "fo %zu fi %zu n %zu mode %d: [%zu, %zu] %g vs %g",
+                                              fo, fi, n, mode, u, col, (double)pre[o], sum);
+                                if (mode != 2) {
+                                    const double want = mode == 0 ? tanh(sum) : (sum > 0 ? sum : 0);
+                                    cr_assert(fabs(post[o] - want) <= tol + 1e-6,
+                                              "post fo %zu fi %zu n %zu mode %d: %g vs %g", fo,
+                                              fi, n, mode, (double)post[o], want);
+                                }
+                            }
+                            for (size_t col = n_pad; col < ld; col++)
+                                cr_assert(pre[u * ld + col] == (mode == 2 ? res0[u * ld + col] : -7.0f) &&
+                                              post[u * ld + col] == -7.0f,
+                                          "column %zu beyond the padding written", col);
+                        }
+                        if (first) {
+                            memcpy(pre0, pre, fo * ld * sizeof(float));
+                            memcpy(post0, post, fo * ld * sizeof(float));
+                            first = 0;
+                        } else {
+                            cr_assert(memcmp(pre0, pre, fo * ld * sizeof(float)) == 0 &&
+                                          memcmp(post0, post, fo * ld * sizeof(float)) == 0,
+                                      "%s differs from the baseline set",
+                                      simd_isa_name((simd_isa)k));
+                        }
+                    }
+                }
+    simd_isa_force(isa0);
+    free(in); free(w); free(b); free(res0); free(pre); free(post); free(pre0); free(post0);
 }
 
 Test(nn, resmlp_zero_blocks_and_views)

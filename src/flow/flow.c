@@ -93,8 +93,8 @@ typedef struct transform {
     int n_id, n_tr;      /* coupling: identity / transformed dimension counts */
     int *id_idx, *tr_idx;/* coupling: their indices */
     const float *out;    /* network output of the last forward (network-owned) */
-    float *fold;         /* coupling: [(n_id + 1) * hidden] the network's first layer
-                            with the sampling context folded in (resmlp_fold_inputs) */
+    float *fold;         /* coupling: [hidden] the network's first-layer bias with the
+                            sampling context folded in (resmlp_fold_inputs) */
 } transform;
 
 struct flow {
@@ -111,8 +111,13 @@ struct flow {
     float *dnet_in;      /* [max_batch, D + C] */
     float *g_a, *g_b;    /* [max_batch, D] gradient ping-pong */
     float *dout;         /* [max_batch, max n_out] */
-    float *fold_scratch; /* NSF coupling: [3, max_batch, hidden] for resmlp_forward_folded,
-                            shared by the transforms' networks (NULL otherwise) */
+    /* NSF coupling sampling, feature-major (nn/simd.h's simd_linear_fm) with
+     * row stride fm_ld = max_batch rounded up to SIMD_FM_PAD; NULL otherwise: */
+    size_t fm_ld;
+    float *fold_scratch; /* [3 hidden + max n_out, fm_ld] for resmlp_forward_folded,
+                            shared by the transforms' networks */
+    float *fm_in;        /* [D, fm_ld] the networks' inputs (zeroed: padding stays finite) */
+    float *fm_v;         /* [3, fm_ld] spline points (zero-padded), results, log|det|s */
     double *acc;         /* [max_batch] log-density accumulator */
     /* NSF: splines are evaluated sp_cap scalars at a time (spline.h's batch
      * forms), gathered into these (NULL for MAF): */
@@ -250,7 +255,7 @@ static int transform_setup(flow *f, int t)
         const resmlp_config rc = {.in = tr->n_in, .hidden = c->hidden, .n_blocks = c->n_blocks,
                                   .out = tr->n_out, .act = c->act};
         tr->net = resmlp_new(&rc, f->max_batch);
-        tr->fold = malloc((size_t)(tr->n_id + 1) * c->hidden * sizeof(float));
+        tr->fold = malloc((size_t)c->hidden * sizeof(float));
         return tr->net && tr->fold ? 0 : -1;
     }
     tr->kind = c->kind == FLOW_MAF ? TR_AFFINE_AR : TR_SPLINE_AR;
@@ -307,12 +312,17 @@ flow *flow_new(const flow_config *cfg, int max_batch)
     if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc)
         goto oom;
     if (cfg->kind == FLOW_NSF && !cfg->autoregressive && D >= 2) {
-        /* 64-byte aligned (a cache line, an AVX-512 vector): the flat
-         * passes over it then never split a store across two lines. */
-        const size_t bytes = 3 * mb * (size_t)cfg->hidden * sizeof(float);
-        f->fold_scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
-        if (!f->fold_scratch)
+        /* 64-byte aligned (a cache line, an AVX-512 vector) with a stride of
+         * 16 floats: simd_linear_fm's vectors never split a line. */
+        f->fm_ld = (mb + SIMD_FM_PAD - 1) / SIMD_FM_PAD * SIMD_FM_PAD;
+        const size_t ld_bytes = f->fm_ld * sizeof(float);
+        f->fold_scratch = aligned_alloc(64, (3 * (size_t)cfg->hidden + max_out) * ld_bytes);
+        f->fm_in = aligned_alloc(64, (size_t)D * ld_bytes);
+        f->fm_v = aligned_alloc(64, 3 * ld_bytes);
+        if (!f->fold_scratch || !f->fm_in || !f->fm_v)
             goto oom;
+        memset(f->fm_in, 0, (size_t)D * ld_bytes);
+        memset(f->fm_v, 0, 3 * ld_bytes);
     }
     if (cfg->kind == FLOW_NSF) {
         /* A row's scalars are never split between calls: room for D at least. */
@@ -386,6 +396,8 @@ void flow_destroy(flow **pf)
     free(f->g_b);
     free(f->dout);
     free(f->fold_scratch);
+    free(f->fm_in);
+    free(f->fm_v);
     free(f->acc);
     free(f->iota);
     free(f->sp_p);
@@ -791,51 +803,27 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
 
 /* ---- sampling ------------------------------------------------------------------------ */
 
-/* Inverts the splines of n_sc scalars per row of B rows (parameters from P
- * and columns as in spline_gather): zin from zout at those columns,
- * acc[b] -= each spline's log|det| of the inverse. */
-static void spline_inverse_rows(flow *f, const float *P, size_t p_stride, const float *zout,
-                                float *zin, int B, int n_sc, const int *cols, const int *blocks)
+/* Inverts the spline of column col of B rows (an autoregressive pass):
+ * row b's parameters at P + b * p_stride (stride 0: every row shares row
+ * 0's); zin from zout at that column, acc[b] -= its log|det| of the
+ * inverse.  In float (spline_inverse_ff) straight from P: samples and log
+ * densities are float32, and this is twice the lanes and no double copy of
+ * P. */
+static void spline_inverse_col(flow *f, const float *P, size_t p_stride, const float *zout,
+                               float *zin, int B, int col)
 {
-    const int D = f->cfg.dim, K = f->cfg.n_bins, np = f->np, per = spline_rows(f, n_sc);
-    const double tb = f->cfg.tail_bound;
-    /* When scalar s = (b - b0) n_sc + j of a batch has its parameters at a
-     * fixed stride from the first's (one scalar per row, or a row's blocks
-     * 0..n_sc-1 filling the row), the splines are inverted in float
-     * (spline_inverse_ff) straight from P: samples and log densities are
-     * float32, and this is twice the lanes and no double copy of P. */
-    int direct = n_sc == 1;
-    size_t stride = p_stride;
-    if (!direct && p_stride == (size_t)n_sc * np) {
-        direct = 1;
-        stride = (size_t)np;
-        for (int j = 0; j < n_sc; j++)
-            direct &= blocks[j] == j;
-    }
+    const int D = f->cfg.dim, per = f->sp_cap;
     float *fv = f->spf, *fw = f->spf + f->sp_cap, *fl = f->spf + 2 * (size_t)f->sp_cap;
     for (int b0 = 0; b0 < B; b0 += per) {
         const int rows = B - b0 < per ? B - b0 : per;
-        if (direct) {
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < n_sc; j++)
-                    fv[r * n_sc + j] = zout[(size_t)(b0 + r) * D + cols[j]];
-            spline_inverse_ff(rows * n_sc, fv,
-                              P + (size_t)b0 * p_stride + (size_t)blocks[0] * np, stride,
-                              (float)f->wh_scale, K, (float)tb, fw, fl);
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < n_sc; j++) {
-                    zin[(size_t)(b0 + r) * D + cols[j]] = fw[r * n_sc + j];
-                    f->acc[b0 + r] -= fl[r * n_sc + j];
-                }
-            continue;
-        }
-        spline_gather(f, P, p_stride, zout, b0, rows, n_sc, cols, blocks);
-        spline_inverse_n(rows * n_sc, f->sp_v, f->sp_p, K, tb, f->sp_w, f->sp_l);
         for (int r = 0; r < rows; r++)
-            for (int j = 0; j < n_sc; j++) {
-                zin[(size_t)(b0 + r) * D + cols[j]] = (float)f->sp_w[r * n_sc + j];
-                f->acc[b0 + r] -= f->sp_l[r * n_sc + j];
-            }
+            fv[r] = zout[(size_t)(b0 + r) * D + col];
+        spline_inverse_ff(rows, fv, P + (size_t)b0 * p_stride, p_stride, (float)f->wh_scale,
+                          f->cfg.n_bins, (float)f->cfg.tail_bound, fw, fl);
+        for (int r = 0; r < rows; r++) {
+            zin[(size_t)(b0 + r) * D + col] = fw[r];
+            f->acc[b0 + r] -= fl[r];
+        }
     }
 }
 
@@ -939,16 +927,31 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
                 const size_t o = (size_t)b * D + tr->id_idx[j];
                 zin[o] = zout[o];
             }
-        /* Only the identity half varies between rows: x is in tr->fold
-         * (sample_rows). */
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < tr->n_id; j++)
-                f->net_in[(size_t)b * tr->n_id + j] = zin[(size_t)b * D + tr->id_idx[j]];
-        tr->out = resmlp_forward_folded(tr->net, f->net_in, tr->n_id, tr->fold, f->fold_scratch,
-                                        B);
-        assert(tr->out);
-        spline_inverse_rows(f, tr->out, (size_t)tr->n_out, zout, zin, B, tr->n_tr, tr->tr_idx,
-                            f->iota);
+        /* Only the identity half varies between rows (x is in tr->fold,
+         * sample_rows), feature-major: the network's output P [n_out, ld]
+         * has each spline parameter's rows contiguous, as the spline's
+         * vector lanes want them. */
+        const size_t ld = f->fm_ld;
+        for (int j = 0; j < tr->n_id; j++)
+            for (int b = 0; b < B; b++)
+                f->fm_in[(size_t)j * ld + b] = zin[(size_t)b * D + tr->id_idx[j]];
+        const float *P = resmlp_forward_folded(tr->net, f->fm_in, tr->n_id, tr->fold,
+                                               f->fold_scratch, B, ld);
+        assert(P); /* B <= max_batch <= ld */
+        tr->out = NULL; /* not a [B, n_out] output: flow_backward is refused anyway */
+        float *fv = f->fm_v, *fw = f->fm_v + ld, *fl = f->fm_v + 2 * ld;
+        const float wh = (float)f->wh_scale, tb = (float)f->cfg.tail_bound;
+        for (int j = 0; j < tr->n_tr; j++) {
+            const int col = tr->tr_idx[j];
+            for (int b = 0; b < B; b++)
+                fv[b] = zout[(size_t)b * D + col];
+            spline_inverse_ff_fm(B, fv, P + (size_t)j * f->np * ld, ld, wh, f->cfg.n_bins, tb,
+                                 fw, fl);
+            for (int b = 0; b < B; b++) {
+                zin[(size_t)b * D + col] = fw[b];
+                f->acc[b] -= fl[b];
+            }
+        }
         return;
     }
     /* Autoregressive: pass k fixes the dimension of degree k + 1 from the
@@ -975,7 +978,7 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
             block = 0;
         }
         if (tr->kind == TR_SPLINE_AR) {
-            spline_inverse_rows(f, P, stride, zout, zin, B, 1, &tr->order[k], &block);
+            spline_inverse_col(f, P + (size_t)block * f->np, stride, zout, zin, B, i);
             continue;
         }
         /* Scale and its log once per parameter row (a single one for k = 0). */

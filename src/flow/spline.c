@@ -67,6 +67,12 @@ void spline_inverse_ff(int n, const float *y, const float *p, size_t p_stride, f
     kernels(n, K, (double)B)->inverse_ff(n, y, p, p_stride, wh, K, B, x, logdet);
 }
 
+void spline_inverse_ff_fm(int n, const float *y, const float *p, size_t ld, float wh, int K,
+                          float B, float *x, float *logdet)
+{
+    kernels(n, K, (double)B)->inverse_ff_fm(n, y, p, ld, wh, K, B, x, logdet);
+}
+
 void spline_backward_n(int n, const double *x, const double *p, int K, double B, const double *gy,
                        const double *glogdet, double *gx, double *gp)
 {

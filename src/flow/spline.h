@@ -70,6 +70,14 @@ void spline_backward_n(int n, const double *x, const double *p, int K, double B,
  * bins being the limit; the same bits on every instruction set. */
 void spline_inverse_ff(int n, const float *y, const float *p, size_t p_stride, float wh, int K,
                        float B, float *x, float *logdet);
+/* spline_inverse_ff with the parameters feature-major (a network's output
+ * from nn/simd.h's simd_linear_fm): parameter j of scalar i at p[j * ld + i].
+ * y and p's rows are read in whole vectors, up to index round_up(n, 16) - 1
+ * (which must be < ld; the extra lanes' results are dropped, so those
+ * entries need only be finite); x and logdet get exactly n.  The same bits
+ * as spline_inverse_ff. */
+void spline_inverse_ff_fm(int n, const float *y, const float *p, size_t ld, float wh, int K,
+                          float B, float *x, float *logdet);
 
 /* For spline*.c only: the batch forms of one instruction set (spline_impl.h). */
 typedef struct spline_kernels {
@@ -77,6 +85,8 @@ typedef struct spline_kernels {
     void (*inverse)(int, const double *, const double *, int, double, double *, double *);
     void (*inverse_ff)(int, const float *, const float *, size_t, float, int, float, float *,
                        float *);
+    void (*inverse_ff_fm)(int, const float *, const float *, size_t, float, int, float, float *,
+                          float *);
     void (*backward)(int, const double *, const double *, int, double, const double *,
                      const double *, double *, double *);
 } spline_kernels;

@@ -455,9 +455,28 @@ static void inverse_ff(int n, const float *y, const float *p, size_t stride, flo
     }
 }
 
+/* inverse_ff on feature-major parameters (parameter j of scalar i at
+ * p[j * ld + i]): whole-vector loads, no transposition. */
+static void inverse_ff_fm(int n, const float *y, const float *p, size_t ld, float wh, int K,
+                          float B, float *x, float *logdet)
+{
+    const int np = 3 * K - 1;
+    vf P[NP_MAX];
+    for (int i0 = 0; i0 < n; i0 += SIMD_W) {
+        const int m = n - i0 < SIMD_W ? n - i0 : SIMD_W;
+        const float *pi = p + i0;
+        for (int j = 0; j < 2 * K; j++)
+            P[j] = load(pi + (size_t)j * ld) * wh;
+        for (int j = 2 * K; j < np; j++)
+            P[j] = load(pi + (size_t)j * ld);
+        inverse_group_ff(P, load(y + i0), K, B, x, logdet, i0, m);
+    }
+}
+
 const spline_kernels SPLINE_TABLE = {
     .forward = forward,
     .inverse = inverse,
     .inverse_ff = inverse_ff,
+    .inverse_ff_fm = inverse_ff_fm,
     .backward = backward,
 };

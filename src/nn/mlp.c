@@ -558,46 +558,34 @@ void resmlp_fold_inputs(const resmlp *net, int n_var, const float *fixed, float 
         for (int c = n_var; c < in; c++)
             acc += (double)w[c] * fixed[c - n_var];
         fold[j] = (float)acc;
-        for (int i = 0; i < n_var; i++)
-            fold[(size_t)(i + 1) * H + j] = w[i];
     }
 }
 
 const float *resmlp_forward_folded(resmlp *net, const float *inp, int n_var, const float *fold,
-                                   float *scratch, int B)
+                                   float *scratch, int B, size_t ld)
 {
-    if (B < 1 || B > net->max_batch) {
-        fprintf(stderr, "resmlp_forward_folded: batch %d outside [1, %d]\n", B, net->max_batch);
+    if (B < 1 || ld < ((size_t)B + SIMD_FM_PAD - 1) / SIMD_FM_PAD * SIMD_FM_PAD) {
+        fprintf(stderr, "resmlp_forward_folded: %d rows do not fit a stride of %zu\n", B, ld);
         return NULL;
     }
-    const int H = net->cfg.hidden, K = net->cfg.n_blocks;
+    const int H = net->cfg.hidden, K = net->cfg.n_blocks, in = net->cfg.in;
     const nn_act act = net->cfg.act;
-    const size_t rows = (size_t)B, cols = (size_t)H;
-    /* Three [B, H] buffers in the caller's scratch, shared by all the
-     * networks it runs (one set stays in L2, one per network would not):
-     * a the activation act(h_k) feeding a block, t the block's hidden layer
-     * (activated in place), r the residual stream.  Block k's output
-     * h_{k+1} = (h_k + b2[k]) + t W2^T: the pass that makes h_k writes
-     * h_k + b2[k] into r for the sgemm to accumulate onto (beta = 1), so
-     * there is no zeroing, no residual-add pass, and no h_k kept.  The
-     * network's own activations are untouched, and a backward is refused
-     * (they are not this pass's). */
-    float *a = scratch, *t = scratch + rows * cols, *r = scratch + 2 * rows * cols;
-    net->last_b = 0;
-    if (K == 0)
-        simd_small_linear_act(r, r, NULL, NULL, inp, fold + H, fold, rows, cols, (size_t)n_var,
-                              NN_ACT_IDENTITY);
-    else
-        simd_small_linear_act(a, a, r, net->b2[0], inp, fold + H, fold, rows, cols,
-                              (size_t)n_var, act);
+    const size_t h = (size_t)H;
+    /* a: act(h_k), the input of block k; t: the block's hidden layer; r: the
+     * residual stream h_k, updated in place (h_{k+1} = h_k + (b2 + W2 t)). */
+    float *a = scratch, *t = scratch + h * ld, *r = scratch + 2 * h * ld;
+    float *out = scratch + 3 * h * ld;
+    net->last_b = 0; /* the network's own activations are not this pass's */
+    simd_linear_fm(r, K > 0 ? a : NULL, NULL, inp, net->w_in, (size_t)in, fold, h,
+                   (size_t)n_var, (size_t)B, ld, act);
     for (int k = 0; k < K; k++) {
-        nn_linear_act_forward(t, t, a, net->w1[k], net->b1[k], act, B, H, H);
-        nn_linear_forward_acc(r, t, net->w2[k], B, H, H);
-        if (k + 1 < K)
-            simd_act_bias_copy(r, a, r, net->b2[k + 1], rows, cols, act);
+        simd_linear_fm(NULL, t, NULL, a, net->w1[k], h, net->b1[k], h, h, (size_t)B, ld, act);
+        simd_linear_fm(r, k + 1 < K ? a : NULL, r, t, net->w2[k], h, net->b2[k], h, h, (size_t)B,
+                       ld, act);
     }
-    nn_linear_forward(net->out, r, net->w_out, net->b_out, B, H, net->cfg.out);
-    return net->out;
+    simd_linear_fm(out, NULL, NULL, r, net->w_out, h, net->b_out, (size_t)net->cfg.out, h,
+                   (size_t)B, ld, NN_ACT_IDENTITY);
+    return out;
 }
 
 int resmlp_backward(resmlp *net, const float *dout, float *dinp, int B)

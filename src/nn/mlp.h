@@ -178,20 +178,23 @@ void resmlp_init(resmlp *net, rng *r);
 const float *resmlp_forward(resmlp *net, const float *inp, int B);
 int resmlp_backward(resmlp *net, const float *dout, float *dinp, int B);
 /* Inference with the last in - n_var inputs the same for every row (a
- * conditional flow's context while sampling): resmlp_fold_inputs writes
- * fold [(n_var + 1) * hidden], the first layer's bias plus the fixed inputs'
- * contribution (row 0) and the varying inputs' weights transposed (rows 1..
- * n_var), once per context; resmlp_forward_folded then runs B rows of the
- * n_var varying inputs, inp [B, n_var], without an sgemm for the first
- * layer, fusing each residual add with the next activation, its
- * intermediates in scratch [3 * B * hidden] (which several networks may
- * share) rather than the network's activation buffers.  Same output
- * contract as resmlp_forward up to float rounding (the sums are associated
- * differently); a backward after it is refused (-1).  fold must be
- * recomputed after the parameters change. */
+ * conditional flow's context while sampling), on feature-major activations
+ * (nn/simd.h's simd_linear_fm: feature i of row r at a[i * ld + r]).
+ * resmlp_fold_inputs writes fold [hidden], the first layer's bias plus the
+ * fixed inputs' contribution, once per context; resmlp_forward_folded then
+ * runs B rows of the n_var varying inputs, inp [n_var, ld], every layer one
+ * simd_linear_fm with its bias, residual add and activation fused, its
+ * intermediates in scratch [(3 hidden + out) ld] (which several networks may
+ * share) rather than the network's activation buffers.  Returns the output
+ * [out, ld] (in scratch), or NULL (logged) unless 1 <= B and
+ * round_up(B, SIMD_FM_PAD) <= ld.  Columns up to that round-up are computed
+ * from inp's (so those of inp must be finite numbers).  Same output
+ * contract as resmlp_forward up to float rounding (fused multiply-adds,
+ * associated differently); a backward after it is refused (-1).  fold must
+ * be recomputed after the parameters change. */
 void resmlp_fold_inputs(const resmlp *net, int n_var, const float *fixed, float *fold);
 const float *resmlp_forward_folded(resmlp *net, const float *inp, int n_var, const float *fold,
-                                   float *scratch, int B);
+                                   float *scratch, int B, size_t ld);
 void resmlp_zero_grad(resmlp *net);
 void resmlp_adam_step(resmlp *net, const nn_adam_config *cfg, float lr);
 size_t resmlp_save_size(const resmlp *net);

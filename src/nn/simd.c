@@ -33,7 +33,9 @@ int simd_isa_supported(simd_isa isa)
     case SIMD_BASE: return 1;
 #if SIMD_X86_SETS
     /* libgcc's CPU model also checks that the OS saves the wide registers. */
-    case SIMD_AVX2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") != 0;
+    case SIMD_AVX2: /* simd_linear_fm needs FMA too (every AVX2 CPU has it) */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case SIMD_AVX512: __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0;
 #endif
     default: return 0;
@@ -94,6 +96,7 @@ void simd_bias_act(float *pre, float *post, const float *b, size_t rows, size_t 
 void simd_bias_add(float *out, const float *inp, const float *b, size_t rows, size_t cols) { kernels()->bias_add(out, inp, b, rows, cols); }
 void simd_small_linear_act(float *pre, float *post, float *res, const float *rb, const float *in, const float *wt, const float *b, size_t rows, size_t cols, size_t k, nn_act act) { kernels()->small_linear_act(pre, post, res, rb, in, wt, b, rows, cols, k, (int)act); }
 void simd_act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows, size_t cols, nn_act act) { kernels()->act_bias_copy(h, post, next, b, rows, cols, (int)act); }
+void simd_linear_fm(float *pre, float *post, const float *res, const float *in, const float *w, size_t ldw, const float *b, size_t fo, size_t fi, size_t n, size_t ld, nn_act act) { kernels()->linear_fm(pre, post, res, in, w, ldw, b, fo, fi, n, ld, (int)act); }
 void simd_scale(float *y, float s, size_t n) { kernels()->scale(y, s, n); }
 double simd_sum_squares(const float *x, size_t n) { return kernels()->sum_squares(x, n); }
 void simd_exp_d(double *out, const double *in, size_t n) { kernels()->exp_d(out, in, n); }

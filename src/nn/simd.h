@@ -10,7 +10,8 @@
  * binary runs on any x86-64 (no global -march).
  *
  * Determinism: every lane does the same IEEE operations in the same order
- * whatever the set (no FMA: -std=c11 implies -ffp-contract=off, and nothing
+ * whatever the set (no FMA but simd_linear_fm's, whose baseline form calls
+ * the exact fmaf: -std=c11 implies -ffp-contract=off, and nothing
  * here uses approximate reciprocals; division and sqrt are correctly
  * rounded), and the tail of an array goes through the same vector code,
  * zero-padded (or, for kernels of single IEEE operations per element,
@@ -99,6 +100,22 @@ void simd_small_linear_act(float *pre, float *post, float *res, const float *rb,
  * (element by element in place), post must not alias either. */
 void simd_act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows,
                         size_t cols, nn_act act);
+/* A linear layer on feature-major activations (feature i of row r at
+ * a[i * ld + r]; sampling's networks, whose rows share nothing):
+ *     pre[u, r] = res[u, r] + (b[u] + w[u, 0] in[0, r] + ... + w[u, fi-1] in[fi-1, r])
+ * for u < fo, the sum a chain of fused multiply-adds in that order (each
+ * term rounded once; res[u, r] + only when res != NULL), and, when post !=
+ * NULL, post[u, r] = act(pre[u, r]); pre may be NULL when only post is
+ * wanted.  w [fo, ldw] row-major (ldw >= fi).  Rows r < n are computed in
+ * whole groups of 16: every array is read or written at columns up to
+ * round_up(n, 16) - 1, which must be < ld, and the extra columns' results
+ * are whatever their inputs make them (no trap: float arithmetic).  res
+ * may be pre (in place); in and post alias nothing else.  With every
+ * operation fused or exact, each set gives the same bits. */
+void simd_linear_fm(float *pre, float *post, const float *res, const float *in, const float *w,
+                    size_t ldw, const float *b, size_t fo, size_t fi, size_t n, size_t ld,
+                    nn_act act);
+#define SIMD_FM_PAD 16
 /* y *= s. */
 void simd_scale(float *y, float s, size_t n);
 /* sum x[i]^2 in double: 16 partial sums (i mod 16), added in order at the end. */
@@ -152,6 +169,8 @@ typedef struct simd_kernels {
     void (*small_linear_act)(float *, float *, float *, const float *, const float *,
                              const float *, const float *, size_t, size_t, size_t, int);
     void (*act_bias_copy)(const float *, float *, float *, const float *, size_t, size_t, int);
+    void (*linear_fm)(float *, float *, const float *, const float *, const float *, size_t,
+                      const float *, size_t, size_t, size_t, size_t, int);
     void (*scale)(float *, float, size_t);
     double (*sum_squares)(const float *, size_t);
     void (*adam)(float *, const float *, float *, float *, size_t, const simd_adam_coef *);

@@ -3,6 +3,7 @@
  * src/flow/spline_impl.h (the spline's).  Included once per set by a
  * translation unit that has selected its target and defined
  *   SIMD_W          floats per vector (4, 8 or 16);
+ *   SIMD_FMA(a,b,c) (optional) the set's fused multiply-add of vfs;
  *   SIMD_SQRT(v)    (optional) correctly rounded square root of a vf,
  *   SIMD_SQRT_D(v)  (optional) of a vd; lane by lane with libm otherwise.
  * Everything here is static inline.
@@ -85,6 +86,16 @@ static inline vf splat(float c)
     return (vf){0} + c;
 }
 
+/* Every lane c, exactly (splat's (vf){0} + c turns -0 into +0 and costs
+ * an add; this is a plain broadcast, from memory when c comes from there). */
+static inline vf bcast(float c)
+{
+    vf v;
+    for (int i = 0; i < SIMD_W; i++)
+        v[i] = c;
+    return v;
+}
+
 static inline vd splat_d(double c)
 {
     return (vd){0} + c;
@@ -119,6 +130,19 @@ static inline vd sqrt_lanes_d(vd v)
     return v;
 }
 #define SIMD_SQRT_D(v) sqrt_lanes_d(v)
+#endif
+
+/* Fused multiply-add a b + c, rounded once, lane by lane: the set's own
+ * instruction where the file defined SIMD_FMA, libm's fmaf otherwise (exact
+ * too, so every set gives the same bits). */
+#ifndef SIMD_FMA
+static inline vf fma_lanes(vf a, vf b, vf c)
+{
+    for (int i = 0; i < SIMD_W; i++)
+        c[i] = fmaf(a[i], b[i], c[i]);
+    return c;
+}
+#define SIMD_FMA(a, b, c) fma_lanes(a, b, c)
 #endif
 
 /* ---- float exp, expm1, tanh --------------------------------------------------- */
