@@ -343,7 +343,7 @@ Test(spline, batch_forms_match_single_calls)
  * same points and log|det| up to float rounding, over random parameters
  * (unnormalised values ~ N(0, 2^2), as batch_forms_match_single_calls),
  * points inside and outside the tail bound; and the same bits on every
- * instruction set. */
+ * instruction set, and from spline_inverse_ff_fm's feature-major layout. */
 Test(spline, float_inverse_close_to_double)
 {
     rng r;
@@ -389,6 +389,32 @@ Test(spline, float_inverse_close_to_double)
                       "K = %d: %s differs", K, simd_isa_name((simd_isa)k));
         }
         simd_isa_force(isa0);
+        /* Feature-major parameters (the coupling networks' output): the
+         * same bits, for n - 3 scalars (not a whole number of vectors; the
+         * padding lanes hold finite junk) and a stride wider than needed. */
+        const int nf = n - 3;
+        const size_t fld = (size_t)n + 16;
+        float *pt = malloc((size_t)np * fld * sizeof *pt), *yt = malloc(fld * sizeof *yt);
+        cr_assert(pt && yt);
+        for (size_t i = 0; i < fld; i++) {
+            yt[i] = i < (size_t)nf ? yf[i] : 1.0f + (float)i;
+            for (int j = 0; j < np; j++)
+                pt[(size_t)j * fld + i] = i < (size_t)nf ? pf[i * np + j] : -0.5f * (float)j;
+        }
+        for (int k = 0; k < SIMD_ISA_COUNT; k++) {
+            if (simd_isa_force((simd_isa)k) != 0)
+                continue;
+            for (int i = 0; i < n; i++)
+                xf2[i] = lf2[i] = -99.0f;
+            spline_inverse_ff_fm(nf, yt, pt, fld, wh, K, 3.0f, xf2, lf2);
+            cr_assert(memcmp(xf, xf2, (size_t)nf * sizeof *xf) == 0 &&
+                      memcmp(lf, lf2, (size_t)nf * sizeof *lf) == 0,
+                      "K = %d: feature-major on %s differs", K, simd_isa_name((simd_isa)k));
+            for (int i = nf; i < n; i++)
+                cr_assert(xf2[i] == -99.0f && lf2[i] == -99.0f, "wrote past n");
+        }
+        simd_isa_force(isa0);
+        free(pt); free(yt);
         free(pf); free(pd); free(yd); free(xd); free(ld); free(yf); free(xf); free(lf);
         free(xf2); free(lf2);
     }

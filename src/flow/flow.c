@@ -60,7 +60,10 @@
  * inverses, which are float (spline_inverse_ff: the samples are float32,
  * and it is twice the vector lanes); its log-density terms are still summed
  * in double.  Sampling's coupling networks run resmlp_forward_folded, with
- * x folded into their first layers once per call.
+ * x folded into their first layers once per call, on feature-major
+ * activations (fused multiply-adds, nn/simd.h's simd_linear_fm), so their
+ * samples differ from a log-density pass's network outputs by float
+ * rounding only.
  */
 #include "flow/flow.h"
 
