@@ -466,6 +466,14 @@ typedef struct help_req {
     pthread_cond_t done_cv;    /* signalled when finished reaches n */
 } help_req;
 
+/* Record a finished block of h (rc its block function's), under qmu: the
+ * last one wakes the owner. */
+static void help_block_done(help_req *h, int rc)
+{
+    if (rc < 0) h->failed++;
+    if (++h->finished == h->n) pthread_cond_broadcast(&h->done_cv);
+}
+
 /* Run block k of h on w (called without qmu; takes it to record the end). */
 static void help_run(worker *w, help_req *h, int k)
 {
@@ -474,8 +482,7 @@ static void help_run(worker *w, help_req *h, int k)
      * sampler reruns undone blocks on the owner's posterior. */
     int rc = cp && cp->npe ? h->fn(h->arg, k, cp->npe) : -1;
     pthread_mutex_lock(&w->s->qmu);
-    if (rc < 0) h->failed++;
-    if (++h->finished == h->n) pthread_cond_broadcast(&h->done_cv);
+    help_block_done(h, rc);
     pthread_mutex_unlock(&w->s->qmu);
 }
 
@@ -542,8 +549,7 @@ static int worker_team_run(void *ctx, npe_block_fn fn, void *arg, int n)
         pthread_mutex_unlock(&s->qmu);
         int rc = fn(arg, k, t->own);
         pthread_mutex_lock(&s->qmu);
-        if (rc < 0) h.failed++;
-        h.finished++;
+        help_block_done(&h, rc);
     }
     while (h.finished < h.n) pthread_cond_wait(&h.done_cv, &s->qmu);
     for (help_req **pp = &s->help; *pp; pp = &(*pp)->next)
