@@ -466,6 +466,34 @@ void npe_record_provenance(model_file *m, const npe_data *d, const npe_split *s,
     m->prov.seed = seed;
 }
 
+int npe_train_begin(const npe_data *d, const prior *pr, const npe_train_config *cfg, model_kind kind,
+                    size_t min_val, model_file **m, npe_split *s, rng r[3], char *err, size_t err_len)
+{
+    *m = NULL;
+    memset(s, 0, sizeof *s);
+    if (!pr || pr->dim != d->dim) {
+        snprintf(err, err_len, "the prior has %d dimensions but theta has %d", pr ? pr->dim : 0, d->dim);
+        return -1;
+    }
+    if (cfg->threads > 0) nn_set_threads(cfg->threads);
+    *m = model_file_new(kind, d->dim, d->context);
+    if (!*m || model_file_set_prior(*m, pr) < 0) {
+        model_file_destroy(m);
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) rng_seed(&r[i], cfg->seed, (uint64_t)i);
+    if (npe_split_make(s, d->n, cfg->val_frac, &r[1]) < 0 || s->n_val < min_val) {
+        npe_split_free(s);
+        model_file_destroy(m);
+        snprintf(err, err_len, "cannot split %zu simulations into training and validation sets (too few?)", d->n);
+        return -1;
+    }
+    npe_zscore_fit(d->theta, d->dim, s->train, s->n_train, (*m)->theta_mean, (*m)->theta_std);
+    npe_zscore_fit(d->x, d->context, s->train, s->n_train, (*m)->x_mean, (*m)->x_std);
+    return 0;
+}
+
 npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *fcfg, const npe_train_config *cfg,
                          npe_train_report *rep, char *err, size_t err_len)
 {
@@ -474,10 +502,6 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
     npe_train_report local_rep;
     if (!rep) rep = &local_rep;
     memset(rep, 0, sizeof *rep);
-    if (!pr || pr->dim != d->dim) {
-        snprintf(err, err_len, "the prior has %d dimensions but theta has %d", pr ? pr->dim : 0, d->dim);
-        return NULL;
-    }
     if (!(cfg->val_frac > 0.0 && cfg->val_frac < 1.0)) {
         snprintf(err, err_len, "validation fraction must be in (0, 1), got %g", cfg->val_frac);
         return NULL;
@@ -486,29 +510,17 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
         snprintf(err, err_len, "learning rate and batch size must be positive");
         return NULL;
     }
-    if (cfg->threads > 0) nn_set_threads(cfg->threads);
     flow_config fc = fcfg ? *fcfg : flow_config_default(FLOW_MAF, d->dim, d->context);
     fc.dim = d->dim;
     fc.context = d->context;
-    model_file *m = model_file_new(fc.kind == FLOW_NSF ? MODEL_NPE_NSF : MODEL_NPE_MAF, d->dim, d->context);
-    if (!m || model_file_set_prior(m, pr) < 0) {
-        model_file_destroy(&m);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    m->flow = fc;
-    rng r_init, r_split, r_batch;
-    rng_seed(&r_init, cfg->seed, 0);
-    rng_seed(&r_split, cfg->seed, 1);
-    rng_seed(&r_batch, cfg->seed, 2);
+    model_file *m;
     npe_split s;
-    if (npe_split_make(&s, d->n, cfg->val_frac, &r_split) < 0) {
-        model_file_destroy(&m);
-        snprintf(err, err_len, "cannot split %zu simulations into training and validation sets (too few?)", d->n);
+    rng rs[3];
+    if (npe_train_begin(d, pr, cfg, fc.kind == FLOW_NSF ? MODEL_NPE_NSF : MODEL_NPE_MAF, 0, &m, &s, rs, err,
+                        err_len) < 0)
         return NULL;
-    }
-    npe_zscore_fit(d->theta, d->dim, s.train, s.n_train, m->theta_mean, m->theta_std);
-    npe_zscore_fit(d->x, d->context, s.train, s.n_train, m->x_mean, m->x_std);
+    m->flow = fc;
+    rng r_init = rs[0], r_batch = rs[2];
     npe_posterior *p = posterior_wrap(m, err, err_len);
     if (!p) {
         npe_split_free(&s);

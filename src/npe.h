@@ -140,6 +140,15 @@ typedef struct npe_fit_ops {
  * validation loss at all: the reason in err). */
 int npe_fit(const npe_fit_ops *ops, void *model, const npe_split *s, const npe_train_config *cfg, rng *r,
             const char *tag, npe_train_report *rep, char *err, size_t err_len);
+/* The set-up npe_train and nre_train share, after their own checks of cfg:
+ * checks the prior against d, sets the OpenBLAS threads (cfg->threads > 0),
+ * makes the model file (*m, of kind, with the prior), seeds r[0..2] (the
+ * initialisation, split and batch-order streams 0, 1, 2 of cfg->seed),
+ * splits d's rows (*s, at least min_val validation rows) and fits the
+ * z-scores on the training rows into *m.  0, or -1 with the reason in err
+ * and nothing left to free. */
+int npe_train_begin(const npe_data *d, const prior *pr, const npe_train_config *cfg, model_kind kind,
+                    size_t min_val, model_file **m, npe_split *s, rng r[3], char *err, size_t err_len);
 /* After npe_fit: the training's provenance (simulations, dropped rows, split
  * sizes, epochs, best validation loss, seconds, seed) into m->prov, and the
  * dropped count into rep. */

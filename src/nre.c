@@ -288,38 +288,20 @@ nre_posterior *nre_train(const npe_data *d, const prior *pr, const nre_net_confi
     npe_train_report local_rep;
     if (!rep) rep = &local_rep;
     memset(rep, 0, sizeof *rep);
-    if (!pr || pr->dim != d->dim) {
-        snprintf(err, err_len, "the prior has %d dimensions but theta has %d", pr ? pr->dim : 0, d->dim);
-        return NULL;
-    }
     if (!(cfg->val_frac > 0.0 && cfg->val_frac < 1.0) || !(cfg->lr > 0.0f) || cfg->batch < 2 ||
         !(ncfg->bnre_lambda >= 0.0) || ncfg->hidden < 1 || ncfg->n_blocks < 0) {
         snprintf(err, err_len, "invalid NRE settings (validation fraction in (0,1), learning rate > 0, batch >= 2, "
                  "BNRE lambda >= 0, hidden >= 1)");
         return NULL;
     }
-    if (cfg->threads > 0) nn_set_threads(cfg->threads);
-    model_file *m = model_file_new(MODEL_NRE, d->dim, d->context);
-    if (!m || model_file_set_prior(m, pr) < 0) {
-        model_file_destroy(&m);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
+    model_file *m;
+    npe_split s;
+    rng rs[3];
+    /* At least 2 validation rows: each is paired with another (derangement). */
+    if (npe_train_begin(d, pr, cfg, MODEL_NRE, 2, &m, &s, rs, err, err_len) < 0) return NULL;
     m->net = (resmlp_config){d->dim + d->context, ncfg->hidden, ncfg->n_blocks, 1, ncfg->act};
     m->bnre_lambda = ncfg->bnre_lambda;
-    rng r_init, r_split, r_batch;
-    rng_seed(&r_init, cfg->seed, 0);
-    rng_seed(&r_split, cfg->seed, 1);
-    rng_seed(&r_batch, cfg->seed, 2);
-    npe_split s;
-    if (npe_split_make(&s, d->n, cfg->val_frac, &r_split) < 0 || s.n_val < 2) {
-        if (s.val) npe_split_free(&s);
-        model_file_destroy(&m);
-        snprintf(err, err_len, "cannot split %zu simulations into training and validation sets (too few?)", d->n);
-        return NULL;
-    }
-    npe_zscore_fit(d->theta, d->dim, s.train, s.n_train, m->theta_mean, m->theta_std);
-    npe_zscore_fit(d->x, d->context, s.train, s.n_train, m->x_mean, m->x_std);
+    rng r_init = rs[0], r_batch = rs[2];
     int B = cfg->batch;
     if ((size_t)B > s.n_train) B = (int)s.n_train;
     int max_rows = B > NRE_MAX_BATCH / 2 ? B : NRE_MAX_BATCH / 2;
