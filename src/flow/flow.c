@@ -114,13 +114,14 @@ struct flow {
     float *dnet_in;      /* [max_batch, D + C] */
     float *g_a, *g_b;    /* [max_batch, D] gradient ping-pong */
     float *dout;         /* [max_batch, max n_out] */
-    /* NSF coupling sampling, feature-major (nn/simd.h's simd_linear_fm) with
-     * row stride fm_ld = max_batch rounded up to SIMD_FM_PAD; NULL otherwise: */
+    /* Sampling runs its networks feature-major (nn/simd.h's simd_linear_fm)
+     * with row stride fm_ld = max_batch rounded up to SIMD_FM_PAD: */
     size_t fm_ld;
+    float *fm_v;         /* [3, fm_ld] spline points (zero-padded), results, log|det|s */
+    /* NSF coupling only (NULL otherwise): */
     float *fold_scratch; /* [3 hidden + max n_out, fm_ld] for resmlp_forward_folded,
                             shared by the transforms' networks */
     float *fm_in;        /* [D, fm_ld] the networks' inputs (zeroed: padding stays finite) */
-    float *fm_v;         /* [3, fm_ld] spline points (zero-padded), results, log|det|s */
     double *acc;         /* [max_batch] log-density accumulator */
     /* NSF: splines are evaluated sp_cap scalars at a time (spline.h's batch
      * forms), gathered into these (NULL for MAF): */
@@ -128,7 +129,6 @@ struct flow {
     int *iota;           /* [D] 0, 1, ..., D-1 */
     double *sp_p, *sp_gp;/* [sp_cap, np] parameters, their gradients */
     double *sp_v, *sp_w, *sp_l, *sp_g; /* [sp_cap] per-scalar values */
-    float *spf;          /* [3, sp_cap]: sampling's float points, results, log|det|s */
     /* AR sampling: one inverse pass's compacted network (ar_compact), NULL
      * for coupling flows.  Layer l maps ar_dims[l] -> ar_dims[l + 1]. */
     int ar_L;            /* layers (the MADE's) */
@@ -136,8 +136,8 @@ struct flow {
     int *ar_cols;        /* [D]: z columns of its input */
     int *ar_units;       /* [H]: MADE hidden units it keeps */
     float *ar_w, *ar_b;  /* weights and biases of all layers, packed */
-    float *ar_in;        /* [max_batch, D] */
-    float *ar_h[2];      /* [max_batch, max(H, np)] activations ping-pong */
+    float *ar_in;        /* [D, fm_ld] its input, feature-major (zeroed: padding stays finite) */
+    float *ar_h[2];      /* [max(H, np), fm_ld] activations ping-pong, feature-major */
     /* MAF: the affine transforms' scales, their logs and d scale / d a, for
      * max_batch rows of D (vectorised softplus and log; NULL for NSF). */
     double *af_s, *af_ls, *af_sig;
@@ -305,6 +305,11 @@ flow *flow_new(const flow_config *cfg, int max_batch)
             max_out = tr->n_out;
     }
     const size_t mb = (size_t)max_batch;
+    /* Feature-major buffers: 64-byte aligned (a cache line, an AVX-512
+     * vector) with a stride of 16 floats, so simd_linear_fm's vectors never
+     * split a line. */
+    f->fm_ld = (mb + SIMD_FM_PAD - 1) / SIMD_FM_PAD * SIMD_FM_PAD;
+    const size_t ld_bytes = f->fm_ld * sizeof(float);
     f->z = malloc((size_t)(T + 1) * mb * D * sizeof(float));
     f->net_in = malloc(mb * (D + C) * sizeof(float));
     f->dnet_in = malloc(mb * (D + C) * sizeof(float));
@@ -312,20 +317,17 @@ flow *flow_new(const flow_config *cfg, int max_batch)
     f->g_b = malloc(mb * D * sizeof(float));
     f->dout = malloc(mb * max_out * sizeof(float));
     f->acc = malloc(mb * sizeof(double));
-    if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc)
+    f->fm_v = aligned_alloc(64, 3 * ld_bytes);
+    if (f->fm_v)
+        memset(f->fm_v, 0, 3 * ld_bytes);
+    if (!f->z || !f->net_in || !f->dnet_in || !f->g_a || !f->g_b || !f->dout || !f->acc || !f->fm_v)
         goto oom;
     if (cfg->kind == FLOW_NSF && !cfg->autoregressive && D >= 2) {
-        /* 64-byte aligned (a cache line, an AVX-512 vector) with a stride of
-         * 16 floats: simd_linear_fm's vectors never split a line. */
-        f->fm_ld = (mb + SIMD_FM_PAD - 1) / SIMD_FM_PAD * SIMD_FM_PAD;
-        const size_t ld_bytes = f->fm_ld * sizeof(float);
         f->fold_scratch = aligned_alloc(64, (3 * (size_t)cfg->hidden + max_out) * ld_bytes);
         f->fm_in = aligned_alloc(64, (size_t)D * ld_bytes);
-        f->fm_v = aligned_alloc(64, 3 * ld_bytes);
-        if (!f->fold_scratch || !f->fm_in || !f->fm_v)
+        if (!f->fold_scratch || !f->fm_in)
             goto oom;
         memset(f->fm_in, 0, (size_t)D * ld_bytes);
-        memset(f->fm_v, 0, 3 * ld_bytes);
     }
     if (cfg->kind == FLOW_NSF) {
         /* A row's scalars are never split between calls: room for D at least. */
@@ -336,10 +338,9 @@ flow *flow_new(const flow_config *cfg, int max_batch)
         f->sp_gp = malloc(cap * f->np * sizeof(double));
         f->sp_v = malloc(cap * sizeof(double));
         f->sp_w = malloc(cap * sizeof(double));
-        f->spf = malloc(3 * cap * sizeof(float));
         f->sp_l = malloc(cap * sizeof(double));
         f->sp_g = malloc(cap * sizeof(double));
-        if (!f->iota || !f->sp_p || !f->sp_gp || !f->sp_v || !f->sp_w || !f->sp_l || !f->sp_g || !f->spf)
+        if (!f->iota || !f->sp_p || !f->sp_gp || !f->sp_v || !f->sp_w || !f->sp_l || !f->sp_g)
             goto oom;
         for (int i = 0; i < D; i++)
             f->iota[i] = i;
@@ -353,12 +354,13 @@ flow *flow_new(const flow_config *cfg, int max_batch)
         f->ar_units = malloc((size_t)H * sizeof(int));
         f->ar_w = malloc(((size_t)H * D + (size_t)(L - 2) * H * H + (size_t)np * H) * sizeof(float));
         f->ar_b = malloc(((size_t)(L - 1) * H + (size_t)np) * sizeof(float));
-        f->ar_in = malloc(mb * D * sizeof(float));
-        f->ar_h[0] = malloc(mb * wide * sizeof(float));
-        f->ar_h[1] = malloc(mb * wide * sizeof(float));
+        f->ar_in = aligned_alloc(64, (size_t)D * ld_bytes);
+        f->ar_h[0] = aligned_alloc(64, (size_t)wide * ld_bytes);
+        f->ar_h[1] = aligned_alloc(64, (size_t)wide * ld_bytes);
         if (!f->ar_dims || !f->ar_cols || !f->ar_units || !f->ar_w || !f->ar_b || !f->ar_in ||
             !f->ar_h[0] || !f->ar_h[1])
             goto oom;
+        memset(f->ar_in, 0, (size_t)D * ld_bytes);
     }
     if (cfg->kind == FLOW_MAF) {
         f->af_s = malloc(mb * D * sizeof(double));
@@ -407,7 +409,6 @@ void flow_destroy(flow **pf)
     free(f->sp_gp);
     free(f->sp_v);
     free(f->sp_w);
-    free(f->spf);
     free(f->sp_l);
     free(f->sp_g);
     free(f->ar_dims);
@@ -807,26 +808,27 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
 /* ---- sampling ------------------------------------------------------------------------ */
 
 /* Inverts the spline of column col of B rows (an autoregressive pass):
- * row b's parameters at P + b * p_stride (stride 0: every row shares row
- * 0's); zin from zout at that column, acc[b] -= its log|det| of the
- * inverse.  In float (spline_inverse_ff) straight from P: samples and log
- * densities are float32, and this is twice the lanes and no double copy of
- * P. */
-static void spline_inverse_col(flow *f, const float *P, size_t p_stride, const float *zout,
-                               float *zin, int B, int col)
+ * their parameters one row shared by every row (rs == 0, row-major at P)
+ * or feature-major (rs == 1: parameter j of row b at P[j * fm_ld + b]);
+ * zin from zout at that column, acc[b] -= its log|det| of the inverse.  In
+ * float (spline_inverse_ff*) straight from P: samples and log densities are
+ * float32, and this is twice the lanes and no double copy of P. */
+static void spline_inverse_col(flow *f, const float *P, size_t rs, const float *zout, float *zin,
+                               int B, int col)
 {
-    const int D = f->cfg.dim, per = f->sp_cap;
-    float *fv = f->spf, *fw = f->spf + f->sp_cap, *fl = f->spf + 2 * (size_t)f->sp_cap;
-    for (int b0 = 0; b0 < B; b0 += per) {
-        const int rows = B - b0 < per ? B - b0 : per;
-        for (int r = 0; r < rows; r++)
-            fv[r] = zout[(size_t)(b0 + r) * D + col];
-        spline_inverse_ff(rows, fv, P + (size_t)b0 * p_stride, p_stride, (float)f->wh_scale,
-                          f->cfg.n_bins, (float)f->cfg.tail_bound, fw, fl);
-        for (int r = 0; r < rows; r++) {
-            zin[(size_t)(b0 + r) * D + col] = fw[r];
-            f->acc[b0 + r] -= fl[r];
-        }
+    const int D = f->cfg.dim;
+    const size_t ld = f->fm_ld;
+    const float wh = (float)f->wh_scale, tb = (float)f->cfg.tail_bound;
+    float *fv = f->fm_v, *fw = f->fm_v + ld, *fl = f->fm_v + 2 * ld;
+    for (int b = 0; b < B; b++)
+        fv[b] = zout[(size_t)b * D + col];
+    if (rs)
+        spline_inverse_ff_fm(B, fv, P, ld, wh, f->cfg.n_bins, tb, fw, fl);
+    else
+        spline_inverse_ff(B, fv, P, 0, wh, f->cfg.n_bins, tb, fw, fl);
+    for (int b = 0; b < B; b++) {
+        zin[(size_t)b * D + col] = fw[b];
+        f->acc[b] -= fl[b];
     }
 }
 
@@ -887,30 +889,35 @@ static void ar_compact(flow *f, const transform *tr, const float *x, int k)
     }
 }
 
-/* The compacted network (ar_compact) on B rows of z: its input is the
- * fixed dimensions' columns.  Returns out [B, np] (in f->ar_h). */
+/* The compacted network (ar_compact) on B rows of z, feature-major: its
+ * input is the fixed dimensions' columns.  Returns out [np, fm_ld] (in
+ * f->ar_h). */
 static const float *ar_forward(flow *f, const float *z, int B)
 {
     const int D = f->cfg.dim, L = f->ar_L, n_in = f->ar_dims[0];
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < n_in; c++)
-            f->ar_in[(size_t)b * n_in + c] = z[(size_t)b * D + f->ar_cols[c]];
+    const size_t ld = f->fm_ld;
+    for (int c = 0; c < n_in; c++)
+        for (int b = 0; b < B; b++)
+            f->ar_in[(size_t)c * ld + b] = z[(size_t)b * D + f->ar_cols[c]];
     if (f->ar_dims[1] == 0) {
         /* No kept hidden unit (a MADE too narrow to have any of degree
          * 1..k): the outputs are the folded constants, the last biases. */
-        simd_fill_rows(f->ar_h[0], f->ar_b, (size_t)B, (size_t)f->np);
+        for (int j = 0; j < f->np; j++)
+            for (size_t b = 0; b < ld; b++)
+                f->ar_h[0][(size_t)j * ld + b] = f->ar_b[j];
         return f->ar_h[0];
     }
     const float *w = f->ar_w, *bias = f->ar_b, *cur = f->ar_in;
     float *out = NULL;
     for (int l = 0; l < L; l++) {
-        const int fi = f->ar_dims[l], fo = f->ar_dims[l + 1];
+        const size_t fi = (size_t)f->ar_dims[l], fo = (size_t)f->ar_dims[l + 1];
         out = f->ar_h[l % 2];
         if (l < L - 1)
-            nn_linear_act_forward(out, out, cur, w, bias, f->cfg.act, B, fi, fo);
+            simd_linear_fm(NULL, out, NULL, cur, w, fi, bias, fo, fi, (size_t)B, ld, f->cfg.act);
         else
-            nn_linear_forward(out, cur, w, bias, B, fi, fo);
-        w += (size_t)fo * fi;
+            simd_linear_fm(out, NULL, NULL, cur, w, fi, bias, fo, fi, (size_t)B, ld,
+                           NN_ACT_IDENTITY);
+        w += fo * fi;
         bias += fo;
         cur = out;
     }
@@ -942,19 +949,8 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
                                                f->fold_scratch, B, ld);
         assert(P); /* B <= max_batch <= ld */
         tr->out = NULL; /* not a [B, n_out] output: flow_backward is refused anyway */
-        float *fv = f->fm_v, *fw = f->fm_v + ld, *fl = f->fm_v + 2 * ld;
-        const float wh = (float)f->wh_scale, tb = (float)f->cfg.tail_bound;
-        for (int j = 0; j < tr->n_tr; j++) {
-            const int col = tr->tr_idx[j];
-            for (int b = 0; b < B; b++)
-                fv[b] = zout[(size_t)b * D + col];
-            spline_inverse_ff_fm(B, fv, P + (size_t)j * f->np * ld, ld, wh, f->cfg.n_bins, tb,
-                                 fw, fl);
-            for (int b = 0; b < B; b++) {
-                zin[(size_t)b * D + col] = fw[b];
-                f->acc[b] -= fl[b];
-            }
-        }
+        for (int j = 0; j < tr->n_tr; j++)
+            spline_inverse_col(f, P + (size_t)j * f->np * ld, 1, zout, zin, B, tr->tr_idx[j]);
         return;
     }
     /* Autoregressive: pass k fixes the dimension of degree k + 1 from the
@@ -966,30 +962,31 @@ static void transform_inverse(flow *f, int t, const float *zout, float *zin, con
     memset(zin, 0, (size_t)B * D * sizeof(float));
     for (int k = 0; k < D; k++) {
         const int i = tr->order[k];
+        /* Parameter j of row b at P[b * rs + j * ps]: one shared row-major
+         * row for k = 0 (rs 0), the compacted network's feature-major output
+         * after. */
         const float *P;
-        size_t stride;
-        int block;
+        size_t rs, ps;
         if (k == 0) {
             fill_net_in(f, tr, zin, x, 0, 1);
-            P = net_forward(f, tr, 1);
-            stride = 0;
-            block = i;
+            P = net_forward(f, tr, 1) + (size_t)i * f->np; /* dimension i's block */
+            rs = 0;
+            ps = 1;
         } else {
             ar_compact(f, tr, x, k);
             P = ar_forward(f, zin, B);
-            stride = (size_t)f->np;
-            block = 0;
+            rs = 1;
+            ps = f->fm_ld;
         }
         if (tr->kind == TR_SPLINE_AR) {
-            spline_inverse_col(f, P + (size_t)block * f->np, stride, zout, zin, B, i);
+            spline_inverse_col(f, P, rs, zout, zin, B, i);
             continue;
         }
         /* Scale and its log once per parameter row (a single one for k = 0). */
-        const float *P0 = P + (size_t)block * 2;
-        affine_scales(f, P0, stride, stride ? B : 1, 1, 0);
+        affine_scales(f, P, rs, rs ? B : 1, 1, 0);
         for (int b = 0; b < B; b++) {
-            const size_t o = (size_t)b * D + i, r = stride ? (size_t)b : 0;
-            zin[o] = (float)((zout[o] - (double)P0[r * stride + 1]) / f->af_s[r]);
+            const size_t o = (size_t)b * D + i, r = rs ? (size_t)b : 0;
+            zin[o] = (float)((zout[o] - (double)P[r + ps]) / f->af_s[r]);
             f->acc[b] += f->af_ls[r];
         }
     }
