@@ -59,11 +59,11 @@
  * (within a few ulp of libm's) over whole batches.  Except sampling's spline
  * inverses, which are float (spline_inverse_ff: the samples are float32,
  * and it is twice the vector lanes); its log-density terms are still summed
- * in double.  Sampling's coupling networks run resmlp_forward_folded, with
- * x folded into their first layers once per call, on feature-major
- * activations (fused multiply-adds, nn/simd.h's simd_linear_fm), so their
- * samples differ from a log-density pass's network outputs by float
- * rounding only.
+ * in double.  Sampling runs the networks on feature-major activations
+ * (fused multiply-adds, nn/simd.h's simd_linear_fm): the coupling networks
+ * through resmlp_forward_folded, with x folded into their first layers once
+ * per call, and the AR passes' compacted networks (ar_forward).  Their
+ * outputs differ from a log-density pass's by float rounding only.
  */
 #include "flow/flow.h"
 
@@ -807,9 +807,9 @@ void flow_adam_step(flow *f, const nn_adam_config *cfg, float lr)
 
 /* ---- sampling ------------------------------------------------------------------------ */
 
-/* Inverts the spline of column col of B rows (an autoregressive pass):
- * their parameters one row shared by every row (rs == 0, row-major at P)
- * or feature-major (rs == 1: parameter j of row b at P[j * fm_ld + b]);
+/* Inverts the spline of column col of B rows (a coupling transform's or an
+ * autoregressive pass's): their parameters one row shared by every row
+ * (rs == 0, row-major at P; the first AR pass) or feature-major (rs == 1: parameter j of row b at P[j * fm_ld + b]);
  * zin from zout at that column, acc[b] -= its log|det| of the inverse.  In
  * float (spline_inverse_ff*) straight from P: samples and log densities are
  * float32, and this is twice the lanes and no double copy of P. */

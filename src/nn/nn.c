@@ -85,14 +85,6 @@ void nn_linear_forward(float *out, const float *inp, const float *w, const float
     linear_fwd(out, inp, w, b, B, n_in, n_out);
 }
 
-void nn_linear_forward_acc(float *out, const float *inp, const float *w, int B, int n_in,
-                           int n_out)
-{
-    assert(out && inp && w && B > 0 && n_in > 0 && n_out > 0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in,
-                1.0f, inp, n_in, w, n_in, 1.0f, out, n_out);
-}
-
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int B, int n_in, int n_out)
 {

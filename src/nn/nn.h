@@ -62,10 +62,6 @@ void nn_init_uniform(float *p, size_t n, float bound, rng *r);
 /* out[B,O] = inp[B,I] W[O,I]^T + b[O].  b may be NULL (no bias). */
 void nn_linear_forward(float *out, const float *inp, const float *w, const float *b,
                        int B, int n_in, int n_out);
-/* out[B,O] += inp[B,I] W[O,I]^T: onto a bias (or residual) already in out,
- * which saves zeroing out for the sgemm and a pass adding it afterwards. */
-void nn_linear_forward_acc(float *out, const float *inp, const float *w, int B, int n_in,
-                           int n_out);
 /* Given dout[B,O]:  dinp[B,I] += dout W;  dw[O,I] += dout^T inp;
  * db[O] += sum_b dout[b,:].  Any of dinp, dw, db may be NULL. */
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout,

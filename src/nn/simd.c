@@ -94,8 +94,6 @@ void simd_col_sums_add(float *y, const float *x, size_t rows, size_t cols) { ker
 void simd_fill_rows(float *y, const float *b, size_t rows, size_t cols) { kernels()->fill_rows(y, b, rows, cols); }
 void simd_bias_act(float *pre, float *post, const float *b, size_t rows, size_t cols, nn_act act) { kernels()->bias_act(pre, post, b, rows, cols, (int)act); }
 void simd_bias_add(float *out, const float *inp, const float *b, size_t rows, size_t cols) { kernels()->bias_add(out, inp, b, rows, cols); }
-void simd_small_linear_act(float *pre, float *post, float *res, const float *rb, const float *in, const float *wt, const float *b, size_t rows, size_t cols, size_t k, nn_act act) { kernels()->small_linear_act(pre, post, res, rb, in, wt, b, rows, cols, k, (int)act); }
-void simd_act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows, size_t cols, nn_act act) { kernels()->act_bias_copy(h, post, next, b, rows, cols, (int)act); }
 void simd_linear_fm(float *pre, float *post, const float *res, const float *in, const float *w, size_t ldw, const float *b, size_t fo, size_t fi, size_t n, size_t ld, nn_act act) { kernels()->linear_fm(pre, post, res, in, w, ldw, b, fo, fi, n, ld, (int)act); }
 void simd_scale(float *y, float s, size_t n) { kernels()->scale(y, s, n); }
 double simd_sum_squares(const float *x, size_t n) { return kernels()->sum_squares(x, n); }

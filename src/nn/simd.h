@@ -89,17 +89,6 @@ void simd_fill_rows(float *y, const float *b, size_t rows, size_t cols);
 void simd_bias_act(float *pre, float *post, const float *b, size_t rows, size_t cols, nn_act act);
 /* out[r, c] = (out[r, c] + b[c]) + inp[r, c]. */
 void simd_bias_add(float *out, const float *inp, const float *b, size_t rows, size_t cols);
-/* pre[r, c] = b[c] + in[r, 0] wt[0, c] + ... + in[r, k-1] wt[k-1, c] (added in
- * that order), post[r, c] = act(pre[r, c]) and, when res != NULL, res[r, c] =
- * pre[r, c] + rb[c]; in [rows, k], wt [k, cols] (the weights transposed),
- * post may be pre.  For layers of a few inputs. */
-void simd_small_linear_act(float *pre, float *post, float *res, const float *rb, const float *in,
-                           const float *wt, const float *b, size_t rows, size_t cols, size_t k,
-                           nn_act act);
-/* post[r, c] = act(h[r, c]) and next[r, c] = h[r, c] + b[c]; next may be h
- * (element by element in place), post must not alias either. */
-void simd_act_bias_copy(const float *h, float *post, float *next, const float *b, size_t rows,
-                        size_t cols, nn_act act);
 /* A linear layer on feature-major activations (feature i of row r at
  * a[i * ld + r]; sampling's networks, whose rows share nothing):
  *     pre[u, r] = res[u, r] + (b[u] + w[u, 0] in[0, r] + ... + w[u, fi-1] in[fi-1, r])
@@ -166,9 +155,6 @@ typedef struct simd_kernels {
     void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*bias_act)(float *, float *, const float *, size_t, size_t, int);
     void (*bias_add)(float *, const float *, const float *, size_t, size_t);
-    void (*small_linear_act)(float *, float *, float *, const float *, const float *,
-                             const float *, const float *, size_t, size_t, size_t, int);
-    void (*act_bias_copy)(const float *, float *, float *, const float *, size_t, size_t, int);
     void (*linear_fm)(float *, float *, const float *, const float *, const float *, size_t,
                       const float *, size_t, size_t, size_t, size_t, int);
     void (*scale)(float *, float, size_t);
