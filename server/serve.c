@@ -581,6 +581,23 @@ static int set_error(answer *a, ppxq_code code, const char *fmt, ...)
     return -1;
 }
 
+/* A reply of type t to request rq, to be filled by the caller. */
+static void reply_init(ppxq_msg *rp, ppxq_type t, const ppxq_msg *rq)
+{
+    ppxq_msg_init(rp);
+    rp->type = t;
+    rp->request_id = rq->request_id;
+}
+
+/* rp encoded with w's encoder (bytes owned by it), or NULL with a set. */
+static const uint8_t *encode_reply(worker *w, const ppxq_msg *rp, size_t *len, answer *a)
+{
+    ppxq_error perr;
+    const uint8_t *out = ppxq_encode(w->enc, rp, len, &perr);
+    if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
+    return out;
+}
+
 static void fill_info(const serve_model *e, ppxq_model_info *mi)
 {
     memset(mi, 0, sizeof *mi);
@@ -727,16 +744,12 @@ static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *r
         mats[i].data = buf + i * per;
     }
     ppxq_msg rp;
-    ppxq_msg_init(&rp);
-    rp.type = PPXQ_SAMPLE_REPLY;
-    rp.request_id = rq->request_id;
+    reply_init(&rp, PPXQ_SAMPLE_REPLY, rq);
     rp.samples = mats;
     rp.n_samples = k;
     rp.acceptance = acc;
     rp.n_acceptance = k;
-    ppxq_error perr;
-    out = ppxq_encode(w->enc, &rp, len, &perr);
-    if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
+    out = encode_reply(w, &rp, len, a);
 done:
     free(buf);
     free(acc);
@@ -811,14 +824,10 @@ static const uint8_t *do_log_prob(worker *w, const serve_job *j, const ppxq_msg 
         }
     }
     ppxq_msg rp;
-    ppxq_msg_init(&rp);
-    rp.type = PPXQ_LOG_PROB_REPLY;
-    rp.request_id = rq->request_id;
+    reply_init(&rp, PPXQ_LOG_PROB_REPLY, rq);
     rp.log_prob = lp;
     rp.n_log_prob = rows;
-    ppxq_error perr;
-    out = ppxq_encode(w->enc, &rp, len, &perr);
-    if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
+    out = encode_reply(w, &rp, len, a);
 done:
     free(lp);
     model_unref(&e);
@@ -836,14 +845,10 @@ static const uint8_t *do_list(worker *w, const ppxq_msg *rq, size_t *len, answer
     } else {
         for (size_t i = 0; i < n; i++) fill_info(v[i], &infos[i]);
         ppxq_msg rp;
-        ppxq_msg_init(&rp);
-        rp.type = PPXQ_LIST_MODELS_REPLY;
-        rp.request_id = rq->request_id;
+        reply_init(&rp, PPXQ_LIST_MODELS_REPLY, rq);
         rp.models = infos;
         rp.n_models = (uint32_t)n;
-        ppxq_error perr;
-        out = ppxq_encode(w->enc, &rp, len, &perr);
-        if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
+        out = encode_reply(w, &rp, len, a);
     }
     for (size_t i = 0; i < n; i++) model_unref(&v[i]);
     free(v);
@@ -863,9 +868,7 @@ static const uint8_t *do_status(worker *w, const ppxq_msg *rq, size_t *len, answ
     } else {
         for (size_t i = 0; i < n; i++) names[i] = v[i]->name;
         ppxq_msg rp;
-        ppxq_msg_init(&rp);
-        rp.type = PPXQ_STATUS_REPLY;
-        rp.request_id = rq->request_id;
+        reply_init(&rp, PPXQ_STATUS_REPLY, rq);
         rp.status.version = SERVE_VERSION;
         rp.status.uptime_seconds = mono_now() - s->t_start;
         rp.status.models = names;
@@ -875,9 +878,7 @@ static const uint8_t *do_status(worker *w, const ppxq_msg *rq, size_t *len, answ
         rp.status.requests = atomic_load(&s->requests);
         rp.status.errors = atomic_load(&s->errors);
         rp.status.busy = atomic_load(&s->busy);
-        ppxq_error perr;
-        out = ppxq_encode(w->enc, &rp, len, &perr);
-        if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
+        out = encode_reply(w, &rp, len, a);
     }
     for (size_t i = 0; i < n; i++) model_unref(&v[i]);
     free(v);
@@ -890,19 +891,14 @@ static const uint8_t *admin_reply(worker *w, const ppxq_msg *rq, const char *mes
 {
     ppxq_model_info info;
     ppxq_msg rp;
-    ppxq_msg_init(&rp);
-    rp.type = PPXQ_ADMIN_REPLY;
-    rp.request_id = rq->request_id;
+    reply_init(&rp, PPXQ_ADMIN_REPLY, rq);
     rp.message = message;
     if (e) {
         fill_info(e, &info);
         rp.models = &info;
         rp.n_models = 1;
     }
-    ppxq_error perr;
-    const uint8_t *out = ppxq_encode(w->enc, &rp, len, &perr);
-    if (!out) set_error(a, PPXQ_INTERNAL, "encoding the reply: %s", perr.message);
-    return out;
+    return encode_reply(w, &rp, len, a);
 }
 
 static const uint8_t *do_admin(worker *w, const serve_job *j, const ppxq_msg *rq, size_t *len, answer *a)
