@@ -545,15 +545,20 @@ static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te)
     }
 }
 
-static const observation *find_obs(const engine *e, const char *name)
+/* The --observe value for an Observe: by its name, else by its address as
+ * sent (upstream programs often name nothing). */
+static const observation *find_obs(const engine *e, const char *name, const char *address)
 {
     for (size_t i = 0; name && *name && i < e->cfg.n_obs; i++)
         if (strcmp(e->cfg.obs[i].name, name) == 0) return &e->cfg.obs[i];
+    for (size_t i = 0; address && *address && i < e->cfg.n_obs; i++)
+        if (strcmp(e->cfg.obs[i].name, address) == 0) return &e->cfg.obs[i];
     return NULL;
 }
 
-static void warn_unobserved(engine *e, const char *name)
+static void warn_unobserved(engine *e, const char *name, const char *address)
 {
+    if (!name || !*name) name = address ? address : "";
     for (size_t i = 0; i < e->n_warned; i++)
         if (strcmp(e->warned_obs[i], name) == 0) return;
     char **w = realloc(e->warned_obs, (e->n_warned + 1) * sizeof *w);
@@ -561,7 +566,9 @@ static void warn_unobserved(engine *e, const char *name)
     e->warned_obs = w;
     e->warned_obs[e->n_warned++] = strdup(name);
     if (e->cfg.n_obs)
-        fprintf(stderr, "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution\n",
+        fprintf(stderr,
+                "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution "
+                "(simulated data: it does not weight the trace)\n",
                 name);
 }
 
@@ -580,7 +587,7 @@ static int handle_observe(engine *e, session *s)
         poison(s, DISCARD_INVALID_PARAMS, msg);
         has_dist = 0;
     }
-    const observation *o = find_obs(e, m->name);
+    const observation *o = find_obs(e, m->name, m->address);
     double *drawn = NULL;
     if (m->value.len > 0) {
         te.value.data = (double *)m->value.data;
@@ -593,7 +600,7 @@ static int handle_observe(engine *e, session *s)
         te.value.shape = NULL;
         te.value.ndim = o->n == 1 ? 0 : 1;
     } else if (has_dist && !s->poisoned) {
-        warn_unobserved(e, m->name);
+        warn_unobserved(e, m->name, m->address);
         drawn = nan_values(e, d.n);
         if (drawn) {
             dist_sample(&d, &s->obs_rng, drawn);
@@ -604,7 +611,7 @@ static int handle_observe(engine *e, session *s)
             te.value.shape = (int32_t *)shape;
         }
     }
-    te.observed = 1;
+    te.observed = drawn ? TRACE_DRAWN : TRACE_CONDITIONED;
     if (has_dist && !s->poisoned) {
         if (te.value.len != d.n) {
             char msg[260];

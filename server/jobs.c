@@ -107,62 +107,66 @@ const job_ops ordered_job_ops = {oj_next, oj_complete, oj_discard, oj_done};
 
 /* --- importance-sampling results ----------------------------------------------- */
 
-int is_result_init(is_result *r, const char *const *names, size_t n_names)
+int is_result_init(is_result *r, const char *const *specs, size_t n_specs)
 {
     memset(r, 0, sizeof *r);
-    r->auto_names = n_names == 0;
-    if (n_names) {
-        r->names = calloc(n_names, sizeof *r->names);
-        r->widths = calloc(n_names, sizeof *r->widths);
-        if (!r->names || !r->widths) return -1;
-        for (size_t i = 0; i < n_names; i++)
-            if (!(r->names[i] = strdup(names[i]))) return -1;
-        r->n_names = n_names;
+    if (n_specs) {
+        if (!(r->specs = calloc(n_specs, sizeof *r->specs))) return -1;
+        for (size_t i = 0; i < n_specs; i++)
+            if (!(r->specs[i] = strdup(specs[i]))) return -1;
+        r->n_specs = n_specs;
     }
     return 0;
 }
 
 void is_result_free(is_result *r)
 {
-    for (size_t i = 0; i < r->n_names; i++) free(r->names[i]);
-    free(r->names);
+    for (size_t i = 0; i < r->n_specs; i++) free(r->specs[i]);
+    free(r->specs);
+    select_keys_free(&r->keys, r->n_keys);
     free(r->widths);
     free(r->lw);
     free(r->vals);
     memset(r, 0, sizeof *r);
 }
 
-/* Fix the columns from the first trace: given names' widths, or (auto) every
- * named, unobserved Sample in order of first appearance. */
+/* Fix the columns from the first trace. */
 static int is_result_columns(is_result *r, const trace *t)
 {
-    if (r->auto_names) {
-        for (size_t i = 0; i < t->n_entries; i++) {
-            const trace_entry *e = &t->entries[i];
-            if (e->kind != TRACE_SAMPLE || e->observed || !e->name[0]) continue;
-            int dup = 0;
-            for (size_t k = 0; k < r->n_names && !dup; k++) dup = strcmp(r->names[k], e->name) == 0;
-            if (dup) continue;
-            char **nn = realloc(r->names, (r->n_names + 1) * sizeof *nn);
-            size_t *nw = realloc(r->widths, (r->n_names + 1) * sizeof *nw);
-            if (nn) r->names = nn;
-            if (nw) r->widths = nw;
-            if (!nn || !nw || !(r->names[r->n_names] = strdup(e->name))) return -1;
-            r->widths[r->n_names++] = e->value.len;
-        }
-        r->auto_names = 0;
-    } else {
-        for (size_t k = 0; k < r->n_names; k++) {
-            const trace_entry *e = trace_find_name(t, r->names[k]);
-            if (!e) {
-                fprintf(stderr, "ppxd: no value named '%s' in the first trace\n", r->names[k]);
-                return -1;
-            }
-            r->widths[k] = e->value.len ? e->value.len : 1;
-        }
+    char err[300];
+    int rc = r->n_specs ? select_expand((const char *const *)r->specs, r->n_specs, t, &r->keys, &r->n_keys, err,
+                                        sizeof err)
+                        : select_default(t, IS_RESULT_MAX_DEFAULT_ADDRESSES, &r->keys, &r->n_keys, &r->n_more);
+    if (rc < 0) {
+        fprintf(stderr, "ppxd: first trace: %s\n", r->n_specs ? err : "out of memory");
+        return -1;
     }
+    if (!(r->widths = calloc(r->n_keys ? r->n_keys : 1, sizeof *r->widths))) return -1;
     r->n_cols = 0;
-    for (size_t k = 0; k < r->n_names; k++) r->n_cols += r->widths[k];
+    for (size_t k = 0; k < r->n_keys; k++) {
+        const trace_array *v = select_value(t, &r->keys[k]);
+        r->widths[k] = v ? v->len : 1;
+        r->n_cols += r->widths[k];
+    }
+    r->have_cols = 1;
+    return 0;
+}
+
+int is_result_adopt_columns(is_result *dst, const is_result *src)
+{
+    if (!src->have_cols || dst->have_cols) return dst->have_cols ? 0 : -1;
+    dst->keys = calloc(src->n_keys ? src->n_keys : 1, sizeof *dst->keys);
+    dst->widths = calloc(src->n_keys ? src->n_keys : 1, sizeof *dst->widths);
+    if (!dst->keys || !dst->widths) return -1;
+    for (size_t k = 0; k < src->n_keys; k++) {
+        dst->keys[k].kind = src->keys[k].kind;
+        if (!(dst->keys[k].key = strdup(src->keys[k].key))) return -1;
+        dst->n_keys = k + 1;
+    }
+    memcpy(dst->widths, src->widths, src->n_keys * sizeof *src->widths);
+    dst->n_cols = src->n_cols;
+    dst->n_more = src->n_more;
+    dst->have_cols = 1;
     return 0;
 }
 
@@ -170,7 +174,7 @@ int is_result_commit(void *ctx, uint64_t index, const trace *t)
 {
     is_result *r = ctx;
     (void)index;
-    if (r->n == 0 && r->n_cols == 0 && is_result_columns(r, t) < 0) return -1;
+    if (!r->have_cols && is_result_columns(r, t) < 0) return -1;
     if (r->n == r->cap) {
         uint64_t cap = r->cap ? 2 * r->cap : 1024;
         double *lw = realloc(r->lw, cap * sizeof *lw);
@@ -183,10 +187,9 @@ int is_result_commit(void *ctx, uint64_t index, const trace *t)
     r->lw[r->n] = t->log_weight;
     double *row = r->vals + r->n * r->n_cols;
     size_t c = 0;
-    for (size_t k = 0; k < r->n_names; k++) {
-        const trace_entry *e = trace_find_name(t, r->names[k]);
-        for (size_t i = 0; i < r->widths[k]; i++)
-            row[c + i] = e && e->value.len == r->widths[k] ? e->value.data[i] : NAN;
+    for (size_t k = 0; k < r->n_keys; k++) {
+        const trace_array *v = select_value(t, &r->keys[k]);
+        for (size_t i = 0; i < r->widths[k]; i++) row[c + i] = v && v->len == r->widths[k] ? v->data[i] : NAN;
         c += r->widths[k];
     }
     r->n++;
@@ -195,12 +198,12 @@ int is_result_commit(void *ctx, uint64_t index, const trace *t)
 
 void is_result_col_name(const is_result *r, size_t j, char *buf, size_t len)
 {
-    for (size_t k = 0; k < r->n_names; k++) {
+    for (size_t k = 0; k < r->n_keys; k++) {
         if (j < r->widths[k]) {
             if (r->widths[k] == 1)
-                snprintf(buf, len, "%s", r->names[k]);
+                snprintf(buf, len, "%s", r->keys[k].key);
             else
-                snprintf(buf, len, "%s[%zu]", r->names[k], j);
+                snprintf(buf, len, "%s[%zu]", r->keys[k].key, j);
             return;
         }
         j -= r->widths[k];
@@ -212,8 +215,11 @@ void is_result_col_name(const is_result *r, size_t j, char *buf, size_t len)
 
 static double joint_of(const trace *t) { return t->log_prior + t->log_likelihood; }
 
-/* Sampled, unobserved, controlled entries: the sites LMH may redraw. */
-static int is_site(const trace_entry *e) { return e->kind == TRACE_SAMPLE && !e->observed && e->control; }
+/* Every latent Sample is a site LMH may redraw, controlled or not: as in the
+ * PPX engines, control=false only keeps a draw out of learned proposals.
+ * (A chain that never moved such draws would sample the other latents
+ * conditioned on their first values.) */
+static int is_site(const trace_entry *e) { return e->kind == TRACE_SAMPLE && !e->observed; }
 
 static size_t count_sites(const trace *t)
 {
@@ -343,6 +349,7 @@ static int lmh_complete(void *job, size_t slot, uint64_t index, trace *t)
         double saved = ch->cur->log_weight;
         ch->cur->log_weight = 0; /* MCMC samples are equally weighted */
         int rc = is_result_commit(&j->per_chain[c], ch->iter, ch->cur);
+        if (rc == 0 && j->on_sample) rc = j->on_sample(j->on_sample_ctx, c, ch->cur);
         ch->cur->log_weight = saved;
         if (rc < 0) j->failed = 1;
     }
@@ -373,13 +380,8 @@ int lmh_job_collect(lmh_job *j, is_result *out)
 {
     for (size_t c = 0; c < j->n_chains; c++) {
         is_result *pc = &j->per_chain[c];
-        if (out->n_cols == 0 && pc->n_cols) {
-            /* Adopt the chain's columns. */
-            is_result_free(out);
-            if (is_result_init(out, (const char *const *)pc->names, pc->n_names) < 0) return -1;
-            memcpy(out->widths, pc->widths, pc->n_names * sizeof *pc->widths);
-            out->n_cols = pc->n_cols;
-        }
+        if (!pc->have_cols) continue; /* a chain with no step past burn-in */
+        if (!out->have_cols && is_result_adopt_columns(out, pc) < 0) return -1;
         if (pc->n_cols != out->n_cols) return -1;
         uint64_t need = out->n + pc->n;
         if (need > out->cap) {

@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 #include "engine.h"
+#include "select.h"
 #include "trace.h"
 
 typedef int (*commit_fn)(void *ctx, uint64_t index, const trace *t);
@@ -41,24 +42,34 @@ int ordered_job_init(ordered_job *j, uint64_t n, size_t window, commit_fn commit
 void ordered_job_free(ordered_job *j);
 
 /* Importance-sampling accumulator: per trace the log-weight and the values
- * of the latent names (NaN where a trace lacks one). */
+ * of the selected columns (NaN where a trace lacks one).  Columns are specs
+ * of select.h (names, addresses, patterns, @result), expanded against the
+ * first trace; with no spec, select_default's columns. */
 typedef struct is_result {
-    char **names;        /* latent column names */
-    size_t n_names;
-    size_t *widths;      /* values per name */
+    char **specs;        /* as given (none: the default columns) */
+    size_t n_specs;
+    select_key *keys;    /* the columns' sources, fixed by the first trace */
+    size_t n_keys;
+    size_t *widths;      /* values per key */
     size_t n_cols;       /* sum of widths */
+    size_t n_more;       /* default address columns left out (summary note) */
     double *lw;          /* [n] log-weights */
     double *vals;        /* [n x n_cols] */
     uint64_t n, cap;
-    int auto_names;      /* names taken from the first trace */
+    int have_cols;
 } is_result;
 
-int is_result_init(is_result *r, const char *const *names, size_t n_names);
+/* How many controlled addresses a default summary shows at most. */
+#define IS_RESULT_MAX_DEFAULT_ADDRESSES 20
+
+int is_result_init(is_result *r, const char *const *specs, size_t n_specs);
 void is_result_free(is_result *r);
-/* commit_fn for ordered_job: records weight and latents (and nothing else). */
+/* commit_fn for ordered_job: records weight and columns (and nothing else). */
 int is_result_commit(void *r, uint64_t index, const trace *t);
-/* Column j's label ("mu", "x[2]"); buf of len bytes. */
+/* Column j's label ("mu", "x[2]", "@result", an address); buf of len bytes. */
 void is_result_col_name(const is_result *r, size_t j, char *buf, size_t len);
+/* Make dst's columns those of src (dst empty).  0 or -1. */
+int is_result_adopt_columns(is_result *dst, const is_result *src);
 
 typedef struct lmh_chain {
     trace *cur;
@@ -82,6 +93,10 @@ typedef struct lmh_job {
     is_result *per_chain;
     uint64_t seed;
     int failed;
+    /* Optional: called with each chain's state after each step past burn-in
+     * (log_weight 0), e.g. to write the chain's traces. */
+    int (*on_sample)(void *ctx, size_t chain, const trace *t);
+    void *on_sample_ctx;
 } lmh_job;
 
 extern const job_ops lmh_job_ops;

@@ -389,7 +389,8 @@ Test(engine, importance_sampling_reproducible)
 
 /* --- the ppxd command line ------------------------------------------------------------ */
 
-static void check_gaussian_trace(const trace *t, uint64_t id)
+/* drawn: the observations were drawn by ppxd (no --observe), else given. */
+static void check_gaussian_trace(const trace *t, uint64_t id, int drawn)
 {
     cr_assert_eq(t->id, id, "record %llu has id %llu", (unsigned long long)id, (unsigned long long)t->id);
     cr_assert_eq(t->n_entries, 3, "trace %llu: %zu entries", (unsigned long long)id, t->n_entries);
@@ -416,7 +417,7 @@ static void check_gaussian_trace(const trace *t, uint64_t id)
         cr_assert_eq(obs[i]->dist, DIST_NORMAL);
         cr_assert_str_eq(obs[i]->name, names[i]);
         cr_assert_str_eq(obs[i]->address, addrs[i]);
-        cr_assert_eq(obs[i]->observed, 1);
+        cr_assert_eq(obs[i]->observed, drawn ? TRACE_DRAWN : TRACE_CONDITIONED);
         cr_assert_float_eq(obs[i]->param[0].data[0], m, 0);
         cr_assert_eq(obs[i]->value.len, 1);
         cr_assert(isfinite(obs[i]->value.data[0]) && isfinite(obs[i]->log_prob));
@@ -424,7 +425,13 @@ static void check_gaussian_trace(const trace *t, uint64_t id)
     }
     cr_assert_eq(t->result.len, 1, "RunResult missing");
     cr_assert_eq(t->result.data[0], m, "RunResult is mu");
-    cr_assert(isfinite(t->log_weight));
+    /* Drawn observations are data, not evidence: a prior trace has weight 1. */
+    if (drawn) {
+        cr_assert_eq(t->log_likelihood, 0.0);
+        cr_assert_eq(t->log_weight, 0.0, "trace %llu has log weight %g", (unsigned long long)id, t->log_weight);
+    } else {
+        cr_assert_float_eq(t->log_likelihood, o0->log_prob + o1->log_prob, 1e-12);
+    }
 }
 
 Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir)
@@ -449,7 +456,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     int got;
     while ((got = trace_reader_next(r, t)) == 1) {
         cr_assert(k < n, "more than %llu records", (unsigned long long)n);
-        check_gaussian_trace(t, k);
+        check_gaussian_trace(t, k, 1);
         mu[k] = t->entries[0].value.data[0];
         obs0[k] = t->entries[1].value.data[0];
         k++;
@@ -516,7 +523,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     k = 0;
     while (trace_reader_next(r, t) == 1) {
         cr_assert(k < 1000);
-        check_gaussian_trace(t, k);
+        check_gaussian_trace(t, k, 0);
         cr_assert_eq(t->entries[1].value.data[0], 8.0, "observed obs0");
         cr_assert_eq(t->entries[2].value.data[0], 9.0, "observed obs1");
         imu[k++] = t->entries[0].value.data[0];
