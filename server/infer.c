@@ -71,6 +71,13 @@ static int commit_write(void *ctx, uint64_t index, const trace *t)
     return 0;
 }
 
+static void print_backups(const ordered_job *j)
+{
+    if (j->backups)
+        fprintf(stderr, "ppxd: %llu backup copies of traces held by stalled simulators (same trace, first to finish counts)\n",
+                (unsigned long long)j->backups);
+}
+
 int cmd_simulate(cli *c)
 {
     if (!c->n) return cli_die("simulate needs -n N", NULL);
@@ -89,6 +96,7 @@ int cmd_simulate(cli *c)
     int rc = 1;
     if (p && ordered_job_init(&job, c->n, 4 * engine_slots(e) + 64, commit_write, &wc) == 0) {
         rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
+        print_backups(&job);
         ordered_job_free(&job);
     }
     if (trace_writer_close(&w) < 0) rc = 1;
@@ -326,6 +334,7 @@ int cmd_infer(cli *c)
         ordered_job job;
         if (p && ordered_job_init(&job, c->n, 4 * slots + 64, commit_write, &wc) == 0) {
             rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
+            print_backups(&job);
             ordered_job_free(&job);
         }
         if (wc.w && trace_writer_close(&wc.w) < 0) rc = 1;

@@ -5,8 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* --- ordered job ------------------------------------------------------------- */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 int ordered_job_init(ordered_job *j, uint64_t n, size_t window, commit_fn commit, void *ctx)
 {
@@ -17,7 +25,10 @@ int ordered_job_init(ordered_job *j, uint64_t n, size_t window, commit_fn commit
     j->ctx = ctx;
     j->ring = calloc(j->window, sizeof *j->ring);
     j->ready = calloc(j->window, 1);
-    if (!j->ring || !j->ready) {
+    j->running = calloc(j->window, 1);
+    j->backed_up = calloc(j->window, 1);
+    j->started = calloc(j->window, sizeof *j->started);
+    if (!j->ring || !j->ready || !j->running || !j->backed_up || !j->started) {
         ordered_job_free(j);
         return -1;
     }
@@ -29,26 +40,66 @@ void ordered_job_free(ordered_job *j)
     for (size_t i = 0; j->ring && i < j->window; i++) trace_destroy(&j->ring[i]);
     free(j->ring);
     free(j->ready);
+    free(j->running);
+    free(j->backed_up);
+    free(j->started);
     free(j->retry);
     memset(j, 0, sizeof *j);
 }
+
+/* Index still wanted: not committed, not finished. */
+static int oj_wanted(const ordered_job *j, uint64_t index)
+{
+    return index >= j->next_commit && index < j->n && !j->ready[index % j->window];
+}
+
+static void oj_start(ordered_job *j, uint64_t index, double now)
+{
+    size_t k = index % j->window;
+    if (j->running[k] == 0) j->started[k] = now;
+    if (j->running[k] < UINT8_MAX) j->running[k]++;
+}
+
+/* How long the oldest uncommitted trace may run before a backup copy of it
+ * is worth an idle session: many times the usual duration, and never under
+ * 20 ms, so that ordinary spread does not duplicate work. */
+static double oj_straggler_s(const ordered_job *j) { return j->mean_s > 0 ? fmax(0.02, 8.0 * j->mean_s) : 0.5; }
 
 static int oj_next(void *job, size_t slot, uint64_t *index)
 {
     (void)slot;
     ordered_job *j = job;
     if (j->failed) return 0;
-    if (j->n_retry) {
+    double now = mono_s();
+    while (j->n_retry) {
         /* Lowest retry first: it is what the commit order waits for. */
         size_t best = 0;
         for (size_t i = 1; i < j->n_retry; i++)
             if (j->retry[i] < j->retry[best]) best = i;
-        *index = j->retry[best];
+        uint64_t idx = j->retry[best];
         j->retry[best] = j->retry[--j->n_retry];
+        if (!oj_wanted(j, idx) || j->running[idx % j->window]) continue; /* a copy finished or runs */
+        oj_start(j, idx, now);
+        *index = idx;
         return 1;
     }
     if (j->next_new < j->n && j->next_new < j->next_commit + j->window) {
         *index = j->next_new++;
+        size_t k = *index % j->window;
+        j->running[k] = 0;
+        j->backed_up[k] = 0;
+        oj_start(j, *index, now);
+        return 1;
+    }
+    /* Nothing new: back up the oldest straggler, if there is one. */
+    for (uint64_t idx = j->next_commit; idx < j->next_new; idx++) {
+        size_t k = idx % j->window;
+        if (!oj_wanted(j, idx) || j->backed_up[k] || j->running[k] != 1) continue;
+        if (now - j->started[k] < oj_straggler_s(j)) break; /* later ones started later still */
+        j->backed_up[k] = 1;
+        j->backups++;
+        oj_start(j, idx, now);
+        *index = idx;
         return 1;
     }
     return 0;
@@ -58,14 +109,17 @@ static int oj_complete(void *job, size_t slot, uint64_t index, trace *t)
 {
     (void)slot;
     ordered_job *j = job;
-    if (index < j->next_commit || index >= j->n || j->failed) return 0; /* late duplicate */
+    if (j->failed || !oj_wanted(j, index)) return 1; /* a duplicate: the other copy counted */
     size_t k = index % j->window;
     if (!j->ring[k] && !(j->ring[k] = trace_new())) {
         j->failed = 1;
         return -1;
     }
+    double dur = mono_s() - j->started[k];
+    if (!j->backed_up[k]) j->mean_s = j->mean_s > 0 ? 0.95 * j->mean_s + 0.05 * dur : dur;
     trace_swap(j->ring[k], t); /* take it without a copy; the engine resets what it gets back */
     j->ready[k] = 1;
+    if (j->running[k]) j->running[k]--;
     while (j->next_commit < j->n && j->ready[j->next_commit % j->window]) {
         size_t c = j->next_commit % j->window;
         if (j->commit && j->commit(j->ctx, j->next_commit, j->ring[c]) < 0) {
@@ -84,6 +138,10 @@ static void oj_discard(void *job, size_t slot, uint64_t index, discard_reason wh
     (void)slot;
     (void)why;
     ordered_job *j = job;
+    if (!oj_wanted(j, index)) return; /* the other copy already finished it */
+    size_t k = index % j->window;
+    if (j->running[k]) j->running[k]--;
+    if (j->running[k]) return; /* the other copy may still finish it */
     if (j->n_retry == j->cap_retry) {
         size_t cap = j->cap_retry ? 2 * j->cap_retry : 16;
         uint64_t *p = realloc(j->retry, cap * sizeof *p);

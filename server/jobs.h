@@ -5,6 +5,13 @@
  * given seed whatever the scheduling).  Memory stays bounded by the work in
  * flight: no index beyond next_commit + window is started, and only the
  * window's traces are held.
+ *   Stragglers: a hung or slow simulator holding the lowest uncommitted
+ * index would make every other simulator wait once the window is full.  So
+ * a session with nothing else to do runs a backup copy of the oldest
+ * uncommitted trace that has run for much longer than traces usually take
+ * (as MapReduce's backup tasks).  Trace i draws from RNG stream (seed, i)
+ * wherever it runs, so both copies give the same trace: the first to finish
+ * is committed, the other is ignored (complete() returns 1: a duplicate).
  *
  * lmh_job: lightweight Metropolis–Hastings (Wingate et al. 2011), one chain
  * per simulator slot: each step redraws one sampled address from the prior
@@ -32,6 +39,11 @@ typedef struct ordered_job {
     size_t window;
     trace **ring;
     uint8_t *ready;
+    uint8_t *running;    /* per ring slot: copies of that index in flight */
+    uint8_t *backed_up;  /* per ring slot: a backup copy was started */
+    double *started;     /* per ring slot: when its first copy started (monotonic s) */
+    double mean_s;       /* moving average of a trace's duration (0: none yet) */
+    uint64_t backups;    /* backup copies started */
     commit_fn commit;
     void *ctx;
     int failed;          /* commit returned -1 */
