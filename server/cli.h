@@ -11,6 +11,13 @@
 #include "policy.h"
 #include "trace_store.h"
 
+/* ppxd infer --method. */
+typedef enum infer_method {
+    METHOD_IS = 0,   /* importance sampling with the prior as proposal */
+    METHOD_LMH,      /* lightweight Metropolis-Hastings: sites redrawn from their priors */
+    METHOD_RMH       /* random-walk Metropolis-Hastings: sites moved near their values */
+} infer_method;
+
 typedef struct cli {
     const char *cmd;
     engine_config ecfg;
@@ -26,7 +33,7 @@ typedef struct cli {
     size_t n_latents;
     const char *samples_out;
     uint64_t resample;
-    int lmh;
+    infer_method method;
     int64_t burn_in;
     trace_fsync_policy fsync;
     const char *names;

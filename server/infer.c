@@ -170,7 +170,7 @@ static int write_samples(cli *c, const is_result *r, const double *w, int resamp
     return rc;
 }
 
-/* --- LMH ------------------------------------------------------------------------ */
+/* --- LMH and RMH ------------------------------------------------------------------------ */
 
 /* -o for MCMC: chains run side by side, so each writes its states to a file
  * of its own, and the output is those files one after another, chain by
@@ -264,7 +264,7 @@ static int chain_files_join(chain_files *cf, const cli *c)
     return rc;
 }
 
-static int run_lmh(cli *c, engine *e, is_result *res)
+static int run_mcmc(cli *c, engine *e, is_result *res)
 {
     size_t chains = engine_slots(e);
     uint64_t per_chain = (c->n + chains - 1) / chains;
@@ -277,6 +277,7 @@ static int run_lmh(cli *c, engine *e, is_result *res)
     if (!p || lmh_job_init(&job, chains, per_chain + burn, burn, p, (const char *const *)c->latents, c->n_latents,
                            c->seed) < 0)
         goto out;
+    job.rmh = c->method == METHOD_RMH;
     if (c->out) {
         if (chain_files_open(&cf, c, chains) < 0) goto out;
         job.on_sample = chain_file_sample;
@@ -299,7 +300,8 @@ static int run_lmh(cli *c, engine *e, is_result *res)
         for (uint64_t i = 0; i < res->n; i++) w[i] = 1.0 / (double)res->n;
         char title[200];
         snprintf(title, sizeof title,
-                 "lightweight Metropolis-Hastings: %zu chains x %llu samples (burn-in %llu), acceptance %.3f", chains,
+                 "%s Metropolis-Hastings: %zu chains x %llu samples (burn-in %llu), acceptance %.3f",
+                 job.rmh ? "random-walk" : "lightweight", chains,
                  (unsigned long long)per_chain, (unsigned long long)burn, steps ? (double)acc / (double)steps : 0.0);
         print_summary(res, w, title);
         if (write_samples(c, res, w, 0) < 0) rc = 1;
@@ -322,7 +324,7 @@ int cmd_infer(cli *c)
     is_result res;
     int rc = 1;
     if (is_result_init(&res, c->latents, c->n_latents) < 0) goto out_engine;
-    if (!c->lmh) {
+    if (c->method == METHOD_IS) {
         policy *p = make_policy(c, slots);
         char err[256];
         write_ctx wc = {NULL, &res, 0};
@@ -353,7 +355,7 @@ int cmd_infer(cli *c)
             free(w);
         }
     } else {
-        rc = run_lmh(c, e, &res);
+        rc = run_mcmc(c, e, &res);
     }
     engine_print_stats(e, stderr);
 out_res:

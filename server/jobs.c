@@ -343,6 +343,7 @@ static int lmh_next(void *job, size_t slot, uint64_t *index)
         ch->slot = slot;
         policy_replay_set(j->replay, slot, ch->has_cur ? ch->cur : NULL);
         policy_replay_set_resample(j->replay, slot, ch->site);
+        policy_replay_set_kernel(j->replay, slot, j->rmh);
         /* A distinct RNG stream per (chain, step): retries repeat the step exactly. */
         *index = ((uint64_t)c << 40) | ch->iter;
         return 1;
@@ -352,26 +353,31 @@ static int lmh_next(void *job, size_t slot, uint64_t *index)
 
 static lmh_chain *chain_of(lmh_job *j, uint64_t index) { return &j->chains[index >> 40]; }
 
-/* log acceptance of moving from `old` to `new` having redrawn `site`. */
-static double lmh_log_accept(const trace *old, const trace *nw, const char *site)
+/* log acceptance of moving from `old` to `new` having redrawn `site`: from
+ * its prior (LMH: its density is a fresh term), or, when `moved`, by a
+ * random-walk kernel with proposal term kernel_lr (RMH: the site is neither
+ * fresh nor stale; its prior is in the joints). */
+static double lmh_log_accept(const trace *old, const trace *nw, const char *site, int moved, double kernel_lr)
 {
     double fresh = 0, stale = 0;
     for (size_t i = 0; i < nw->n_entries; i++) {
         const trace_entry *e = &nw->entries[i];
         if (!is_site(e)) continue;
         const trace_entry *o = trace_find_address(old, e->address);
-        if (!o || (site && strcmp(site, e->address) == 0) || o->dist != e->dist) fresh += e->log_prob;
+        int is_the_site = site && strcmp(site, e->address) == 0;
+        if (!o || (is_the_site && !moved) || o->dist != e->dist) fresh += e->log_prob;
     }
     for (size_t i = 0; i < old->n_entries; i++) {
         const trace_entry *e = &old->entries[i];
         if (!is_site(e)) continue;
         const trace_entry *o = trace_find_address(nw, e->address);
-        if (!o || (site && strcmp(site, e->address) == 0) || o->dist != e->dist) stale += e->log_prob;
+        int is_the_site = site && strcmp(site, e->address) == 0;
+        if (!o || (is_the_site && !moved) || o->dist != e->dist) stale += e->log_prob;
     }
     double n_old = (double)count_sites(old), n_new = (double)count_sites(nw);
     if (n_new == 0) n_new = 1;
     if (n_old == 0) n_old = 1;
-    return joint_of(nw) - joint_of(old) + log(n_old) - log(n_new) + stale - fresh;
+    return joint_of(nw) - joint_of(old) + log(n_old) - log(n_new) + stale - fresh + (moved ? kernel_lr : 0.0);
 }
 
 static int lmh_complete(void *job, size_t slot, uint64_t index, trace *t)
@@ -387,7 +393,9 @@ static int lmh_complete(void *job, size_t slot, uint64_t index, trace *t)
         accept = isfinite(jn); /* initialise from the prior; retry until it has positive density */
         if (!accept) return 0;
     } else {
-        double la = isfinite(jn) ? lmh_log_accept(ch->cur, t, ch->site) : -INFINITY;
+        double klr = 0;
+        int moved = j->rmh && policy_replay_kernel_move(j->replay, ch->slot, &klr);
+        double la = isfinite(jn) ? lmh_log_accept(ch->cur, t, ch->site, moved, klr) : -INFINITY;
         accept = la >= 0 || log(rng_uniform_pos(&ch->r)) < la;
     }
     if (accept) {

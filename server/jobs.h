@@ -16,7 +16,10 @@
  * lmh_job: lightweight Metropolis–Hastings (Wingate et al. 2011), one chain
  * per simulator slot: each step redraws one sampled address from the prior
  * and replays the rest of the current trace by address; acceptance uses the
- * joint densities and the fresh/stale terms.  Chains depend only on (seed,
+ * joint densities and the fresh/stale terms.  Every latent Sample is a site,
+ * control=false ones too.  With rmh set, the same job is random-walk
+ * Metropolis–Hastings: the site moves near its current value by its
+ * family's kernel (rwmh.h), whose proposal ratio joins the acceptance.  Chains depend only on (seed,
  * chain number), so results are reproducible for a given number of
  * simulators.
  */
@@ -105,6 +108,7 @@ typedef struct lmh_job {
     is_result *per_chain;
     uint64_t seed;
     int failed;
+    int rmh;             /* random-walk kernels instead of prior redraws */
     /* Optional: called with each chain's state after each step past burn-in
      * (log_weight 0), e.g. to write the chain's traces. */
     int (*on_sample)(void *ctx, size_t chain, const trace *t);

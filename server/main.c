@@ -43,9 +43,9 @@ static void usage(FILE *f)
             "\n"
             "usage:\n"
             "  ppxd simulate SIMULATORS -n N -o FILE.ppxt [--seed S] [--fsync never|flush|close]\n"
-            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh] [--burn-in B]\n"
+            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh|rmh] [--burn-in B]\n"
             "                [--latent NAME]... [--samples-out FILE.npy] [--resample M] [-o FILE.ppxt] [--seed S]\n"
-            "  ppxd export   FILE.ppxt --names A,B,... -o OUT.npy|OUT.csv\n"
+            "  ppxd export   FILE.ppxt --names COLUMN,... -o OUT.npy|OUT.csv\n"
             "  ppxd info     FILE.ppxt\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
@@ -55,15 +55,21 @@ static void usage(FILE *f)
             ENGINE_SIM_OPTIONS_HELP
             "\n"
             "options:\n"
-            "  -n N                  traces (simulate, infer --method is) or samples (lmh, all chains)\n"
-            "  --observe NAME=V,...  value of an Observe (or named Sample) to condition on (repeatable)\n"
+            "  -n N                  traces (simulate, infer --method is) or samples (lmh/rmh, all chains)\n"
+            "  --observe NAME=V,...  value of an Observe (or named Sample) to condition on (repeatable); an\n"
+            "                        Observe without a name is reached by its address as the simulator sends it\n"
             "  --observe-file F      lines NAME=V,... (same as --observe)\n"
             "  --fix NAME=V,...      set a named Sample (intervention, not weighted), e.g. theta\n"
-            "  --latent NAME         summarise NAME (repeatable; default: every named Sample)\n"
-            "  --samples-out F.npy   write resampled (is) or chain (lmh) samples of the latents\n"
+            "  --latent COLUMN       summarise COLUMN (repeatable): a name, a full address (A__Normal__1), an\n"
+            "                        address pattern (glob or prefix: 'A*', 'A'), or @result (the return value);\n"
+            "                        default: every named Sample, else @result and the controlled addresses\n"
+            "  --names COLUMN,...    export: the columns, as for --latent (ppxd info FILE lists the addresses)\n"
+            "  --samples-out F.npy   write resampled (is) or chain (lmh/rmh) samples of the latents\n"
             "  --resample M          number of resampled samples (default n)\n"
-            "  --method is|lmh       importance sampling with the prior (default) or LMH, one chain per simulator\n"
-            "  --burn-in B           LMH steps per chain discarded first (default n/10 per chain)\n"
+            "  --method is|lmh|rmh   importance sampling with the prior (default); or MCMC, one chain per\n"
+            "                        simulator: LMH (a site redrawn from its prior each step) or RMH (a site\n"
+            "                        moved near its value by a random-walk kernel of its distribution)\n"
+            "  --burn-in B           MCMC steps per chain discarded first (default n/10 per chain)\n"
             "  -o FILE.ppxt          write the traces (simulate: required; infer: optional)\n"
             "  --seed S              reproducible results for a given number of simulators (default 1)\n"
             "  --timeout-ms T        per-message timeout (default 10000)\n"
@@ -240,9 +246,10 @@ static int parse_args(cli *c, int argc, char **argv)
             if (args_u64(optarg, &c->resample) < 0 || !c->resample) return cli_die("--resample wants a positive number", optarg);
             break;
         case OPT_METHOD:
-            if (strcmp(optarg, "is") == 0) c->lmh = 0;
-            else if (strcmp(optarg, "lmh") == 0) c->lmh = 1;
-            else return cli_die("--method is 'is' or 'lmh'", optarg);
+            if (strcmp(optarg, "is") == 0) c->method = METHOD_IS;
+            else if (strcmp(optarg, "lmh") == 0) c->method = METHOD_LMH;
+            else if (strcmp(optarg, "rmh") == 0) c->method = METHOD_RMH;
+            else return cli_die("--method is 'is', 'lmh' or 'rmh'", optarg);
             break;
         case OPT_BURN_IN:
             if (args_u64(optarg, &v) < 0) return cli_die("--burn-in wants a non-negative number", optarg);

@@ -3,7 +3,7 @@
  *
  *   a ~ Normal(0, 1)        address "a_site", control = false
  *   b ~ Normal(a, 1)        address "b_site"
- *   x ~ Normal(0, 1), then x ~ Normal(b, 0.1)   two draws that share one name
+ *   x ~ Normal(0, 1), then x ~ Normal(10, 1)   two draws that share one name
  *   y ~ Normal(a + b, 0.5)  observed, address "y_site"
  *   result: a + b
  *
@@ -34,7 +34,7 @@ static void forward(ppx_sim *sim, void *user)
     double b = normal(sim, a, 1.0, "b_site", named ? "b" : "", 1);
     if (named) {
         normal(sim, 0.0, 1.0, "x_first", "x", 1);
-        normal(sim, b, 0.1, "x_second", "x", 1);
+        normal(sim, 10.0, 1.0, "x_second", "x", 1);
     }
     ppx_observe_scalar(sim, DIST_NORMAL, a + b, 0.5, NULL, "y_site", named ? "y" : "");
     double r = a + b;
