@@ -414,7 +414,12 @@ static int lmh_complete(void *job, size_t slot, uint64_t index, trace *t)
         size_t c = (size_t)(ch - j->chains);
         double saved = ch->cur->log_weight;
         ch->cur->log_weight = 0; /* MCMC samples are equally weighted */
-        int rc = is_result_commit(&j->per_chain[c], ch->iter, ch->cur);
+        /* All chains report the same columns: the first chain's, fixed by
+         * its first sample (a branching model's chains may start apart). */
+        is_result *pc = &j->per_chain[c];
+        for (size_t o = 0; !pc->have_cols && o < j->n_chains; o++)
+            if (j->per_chain[o].have_cols && is_result_adopt_columns(pc, &j->per_chain[o]) < 0) j->failed = 1;
+        int rc = is_result_commit(pc, ch->iter, ch->cur);
         if (rc == 0 && j->on_sample) rc = j->on_sample(j->on_sample_ctx, c, ch->cur);
         ch->cur->log_weight = saved;
         if (rc < 0) j->failed = 1;
