@@ -11,13 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "diag/diag.h"
+#include "nn/nn.h"
+#include "npe.h"
+#include "prior.h"
 #include "rng.h"
 
 #define Z 4.0
 
-TestSuite(diag, .timeout = 60);
+static void setup(void)
+{
+    nn_set_threads(1);
+}
+
+/* One suite-wide timeout (the NPE test trains for ~7 s and runs 1000 rounds). */
+TestSuite(diag, .init = setup, .timeout = 240);
 
 /* ---- reference values ----------------------------------------------------- */
 
@@ -314,5 +324,90 @@ Test(diag, ppc_distances_per_dimension)
     cr_expect_eq(v, DIAG_FAIL);
     cr_expect_lt(d[1].p, 0.001);
     cr_expect_float_eq(d[1].z, 6.0, 0.5);
+    free(x);
+}
+
+/* ---- a trained NPE on two_moons ------------------------------------------------ */
+
+/* sbibm's two_moons simulator (as clients/examples/two_moons.c). */
+static void two_moons(rng *r, const double *th, double *x)
+{
+    const double half_pi = 1.57079632679489661923;
+    double a = -half_pi + 2 * half_pi * rng_uniform(r), rad = 0.1 + 0.01 * rng_normal(r);
+    x[0] = rad * cos(a) + 0.25 - fabs(th[0] + th[1]) / sqrt(2.0);
+    x[1] = rad * sin(a) + (-th[0] + th[1]) / sqrt(2.0);
+}
+
+/* The issue's acceptance test: NPE (ppxd's default NSF) trained on 10^4
+ * two_moons simulations has expected coverage within 0.05 of nominal at
+ * 50/90/95% over 1000 fresh test pairs (the coverage's own sampling error
+ * at n = 1000 is at most 0.016, so 0.05 leaves room for the model's).
+ * Seeds are fixed (data stream 1, ppxd's default training seed 1).  What it
+ * measures is a property of the trained model, not only sampling error:
+ * over training-data seeds 1, 2, 3, 4 and 2024 the HPD coverage at 90% was
+ * 0.945, 0.940, 0.950, 0.961, 0.956 (two_moons NPE at 10^4 is slightly
+ * conservative there), and TARP's 0.897-0.912; so this test passes for most
+ * seeds but not all, and a regression that miscalibrates the flow fails it. */
+Test(diag, npe_two_moons_expected_coverage_within_5_percent)
+{
+    const size_t n_train = 10000, n_test = 1000, L = 1000;
+    char err[400];
+    const char *spec = "uniform:-1:1x2";
+    prior *pr = prior_parse(&spec, 1, err, sizeof err);
+    cr_assert(pr, "%s", err);
+    rng r;
+    rng_seed(&r, 1, 0);
+    double *th = malloc(n_train * 2 * sizeof *th), *x = malloc(n_train * 2 * sizeof *x);
+    prior_sample(pr, &r, n_train, th);
+    for (size_t i = 0; i < n_train; i++) two_moons(&r, th + 2 * i, x + 2 * i);
+    npe_data d;
+    cr_assert_eq(npe_data_init(&d, th, x, n_train, 2, 2, err, sizeof err), 0, "%s", err);
+    npe_train_config cfg = npe_train_defaults();
+    cfg.progress = 0;
+    npe_train_report trep;
+    npe_posterior *p = npe_train(&d, pr, NULL, &cfg, &trep, err, sizeof err);
+    cr_assert(p, "%s", err);
+    npe_data_free(&d);
+
+    double lo[2] = {-1, -1}, hi[2] = {1, 1};
+    diag_calib *c = diag_calib_new(2, L, n_test, lo, hi, 7);
+    double *buf = malloc((L + 1) * 2 * sizeof *buf), *lq = malloc((L + 1) * sizeof *lq);
+    rng rt;
+    rng_seed(&rt, 99, 0); /* fresh: not the training stream */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t i = 0; i < n_test; i++) {
+        double tt[2], xx[2];
+        prior_sample(pr, &rt, 1, tt);
+        two_moons(&rt, tt, xx);
+        npe_sample_report srep;
+        cr_assert_eq(npe_sample(p, xx, L, &rt, 60, buf, &srep, err, sizeof err), 0, "%s", err);
+        memcpy(buf + 2 * L, tt, sizeof tt);
+        cr_assert_eq(npe_log_prob(p, buf, L + 1, xx, 1, lq, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(diag_calib_add(c, tt, buf, &lq[L], lq), 0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    diag_report rep;
+    cr_assert_eq(diag_calib_report(c, 0, NULL, 0, 0.01, &rep), 0);
+    fprintf(stderr, "two_moons NPE: trained %d epochs in %.1f s; %zu rounds x %zu samples in %.1f s; HPD coverage at "
+            "50/90/95%%: %.3f %.3f %.3f, TARP %.3f %.3f %.3f\n", trep.epochs, trep.seconds, n_test, L,
+            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), rep.hpd.coverage[9],
+            rep.hpd.coverage[17], rep.hpd.coverage[18], rep.tarp.coverage[9], rep.tarp.coverage[17],
+            rep.tarp.coverage[18]);
+    const int idx[3] = {9, 17, 18}; /* levels 0.50, 0.90, 0.95 */
+    for (int k = 0; k < 3; k++) {
+        double level = rep.hpd.levels[idx[k]];
+        cr_expect_float_eq(level, k == 0 ? 0.5 : k == 1 ? 0.9 : 0.95, 1e-12);
+        cr_expect_float_eq(rep.hpd.coverage[idx[k]], level, 0.05, "HPD coverage %g at %g", rep.hpd.coverage[idx[k]], level);
+        cr_expect_float_eq(rep.tarp.coverage[idx[k]], level, 0.05, "TARP coverage %g at %g", rep.tarp.coverage[idx[k]],
+                           level);
+    }
+    diag_report_free(&rep);
+    diag_calib_destroy(&c);
+    npe_posterior_destroy(&p);
+    prior_destroy(&pr);
+    free(buf);
+    free(lq);
+    free(th);
     free(x);
 }
