@@ -411,3 +411,34 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     free(th);
     free(x);
 }
+
+/* A coverage curve crossing the diagonal: too many truths in the small
+ * regions, too few in the large ones (a posterior too flat at its mode and
+ * with tails too light).  u = 0.5 + 0.5 sign(v - 0.5) |2v - 1|^0.6 for
+ * uniform v, so coverage(0.1) = P(v < 0.156) and coverage(0.9) = 0.844. */
+Test(diag, coverage_directions_from_levels)
+{
+    size_t n = 2000;
+    rng r;
+    rng_seed(&r, 41, 0);
+    double *u = malloc(n * sizeof *u), *s = malloc(n * sizeof *s);
+    for (size_t i = 0; i < n; i++) {
+        double v = rng_uniform(&r), t = pow(fabs(2 * v - 1), 0.6);
+        u[i] = 0.5 + 0.5 * (v < 0.5 ? -t : t);
+    }
+    diag_coverage cv;
+    cr_assert_eq(diag_coverage_from_pit(u, n, NULL, 0, 0.01, 0, s, &cv), 0);
+    cr_expect_eq(cv.verdict, DIAG_MIXED, "%s", diag_verdict_name(cv.verdict));
+    cr_expect_gt(cv.coverage[1], 0.1 + Z * cv.std_error[1]);
+    cr_expect_lt(cv.coverage[17], 0.9 - Z * cv.std_error[17]);
+    /* Uniform below 0.5, the upper half pushed towards 1: coverage falls
+     * short at the high levels only. */
+    for (size_t i = 0; i < n; i++) {
+        double v = rng_uniform(&r);
+        u[i] = v < 0.5 ? v : 0.5 + 0.5 * sqrt(2 * v - 1);
+    }
+    cr_assert_eq(diag_coverage_from_pit(u, n, NULL, 0, 0.01, 0, s, &cv), 0);
+    cr_expect_eq(cv.verdict, DIAG_OVERCONFIDENT, "%s", diag_verdict_name(cv.verdict));
+    free(u);
+    free(s);
+}

@@ -270,6 +270,7 @@ const char *diag_verdict_name(diag_verdict v)
     case DIAG_PASS: return "pass";
     case DIAG_OVERCONFIDENT: return "overconfident";
     case DIAG_CONSERVATIVE: return "conservative";
+    case DIAG_MIXED: return "mixed";
     case DIAG_FAIL: return "fail";
     case DIAG_SKIPPED: return "skipped";
     }
@@ -277,7 +278,7 @@ const char *diag_verdict_name(diag_verdict v)
 }
 
 int diag_coverage_from_pit(const double *u, size_t n, const double *levels, int n_levels, double alpha,
-                           double *scratch, diag_coverage *out)
+                           int upper_only, double *scratch, diag_coverage *out)
 {
     memset(out, 0, sizeof *out);
     if (n == 0) return -1;
@@ -294,6 +295,7 @@ int diag_coverage_from_pit(const double *u, size_t n, const double *levels, int 
     out->n = n;
     out->n_levels = n_levels;
     double gap = 0;
+    int short_miss = 0, excess_miss = 0;
     for (int i = 0; i < n_levels; i++) {
         double c = out->levels[i];
         size_t in = 0;
@@ -303,6 +305,10 @@ int diag_coverage_from_pit(const double *u, size_t n, const double *levels, int 
         out->std_error[i] = sqrt(c * (1 - c) / (double)n);
         if (c - cov > out->max_shortfall) out->max_shortfall = c - cov;
         if (cov - c > out->max_excess) out->max_excess = cov - c;
+        if (!upper_only || c >= 0.5 - 1e-12) {
+            short_miss |= c - cov > DIAG_LEVEL_Z * out->std_error[i];
+            excess_miss |= cov - c > DIAG_LEVEL_Z * out->std_error[i];
+        }
         gap += cov - c;
     }
     out->mean_gap = gap / n_levels;
@@ -312,7 +318,10 @@ int diag_coverage_from_pit(const double *u, size_t n, const double *levels, int 
     out->ks_p = ks_p(out->ks_stat, n);
     /* F_n below the diagonal (D-) means fewer truths inside the regions than
      * the level promises: overconfident. */
-    out->verdict = out->ks_p >= alpha ? DIAG_PASS : dm > dp ? DIAG_OVERCONFIDENT : DIAG_CONSERVATIVE;
+    if (out->ks_p >= alpha) out->verdict = DIAG_PASS;
+    else if (short_miss && excess_miss) out->verdict = DIAG_MIXED;
+    else if (short_miss || excess_miss) out->verdict = short_miss ? DIAG_OVERCONFIDENT : DIAG_CONSERVATIVE;
+    else out->verdict = dm > dp ? DIAG_OVERCONFIDENT : DIAG_CONSERVATIVE;
     return 0;
 }
 
@@ -359,11 +368,11 @@ int diag_calib_report(const diag_calib *c, int bins, const double *levels, int n
         if (s->chi2_p < cut || s->ks_p < cut) rep->sbc_verdict = DIAG_FAIL;
     }
     if (c->have_hpd) {
-        if (diag_coverage_from_pit(c->hpd, n, levels, n_levels, alpha, scratch, &rep->hpd) < 0) goto fail;
+        if (diag_coverage_from_pit(c->hpd, n, levels, n_levels, alpha, 0, scratch, &rep->hpd) < 0) goto fail;
     } else {
         rep->hpd.verdict = DIAG_SKIPPED;
     }
-    if (diag_coverage_from_pit(c->tarp, n, levels, n_levels, alpha, scratch, &rep->tarp) < 0) goto fail;
+    if (diag_coverage_from_pit(c->tarp, n, levels, n_levels, alpha, 1, scratch, &rep->tarp) < 0) goto fail;
     free(col);
     free(scratch);
     return 0;

@@ -112,6 +112,7 @@ typedef enum diag_verdict {
     DIAG_PASS = 0,
     DIAG_OVERCONFIDENT,  /* coverage below nominal (regions too small) */
     DIAG_CONSERVATIVE,   /* coverage above nominal (regions too large) */
+    DIAG_MIXED,          /* coverage below nominal at some levels and above at others */
     DIAG_FAIL,           /* non-uniform without a direction (SBC, PPC) */
     DIAG_SKIPPED
 } diag_verdict;
@@ -121,8 +122,17 @@ const char *diag_verdict_name(diag_verdict v); /* "pass", "overconfident", ... *
 /* A coverage curve from PIT values u[0..n): cov[i] = #{u < levels[i]} / n, with
  * the KS test of u against U(0, 1) and the largest shortfall (max of level -
  * coverage, >= 0) and excess (max of coverage - level, >= 0) over the levels.
- * Verdict: pass when the KS p-value is >= alpha, otherwise overconfident or
- * conservative by the sign of the larger of the KS deviations of u. */
+ * Verdict: pass when the KS p-value is >= alpha.  Otherwise the direction:
+ * a level "misses" when its coverage is more than DIAG_LEVEL_Z standard
+ * errors off; overconfident when only shortfalls miss, conservative when
+ * only excesses do, mixed when both do, and by the larger of the KS
+ * deviations of u when none does.  For HPD coverage every level counts.
+ * For TARP (upper_only = 1) only levels >= 0.5 do: a too-narrow posterior
+ * makes TARP's curve cross the diagonal at 0.5 (truths are either nearer
+ * the reference point than all samples or farther than all), above it below
+ * 0.5 and below it above 0.5, and the upper half is the one whose sign means
+ * what it says. */
+#define DIAG_LEVEL_Z 3.0
 typedef struct diag_coverage {
     size_t n;
     int n_levels;
@@ -138,7 +148,7 @@ typedef struct diag_coverage {
 /* levels NULL: 0.05, 0.10, ..., 0.95 (n_levels ignored).  scratch [n].  0 or
  * -1 (n == 0, bad levels). */
 int diag_coverage_from_pit(const double *u, size_t n, const double *levels, int n_levels, double alpha,
-                           double *scratch, diag_coverage *out);
+                           int upper_only, double *scratch, diag_coverage *out);
 
 /* SBC per dimension: chi-square over `bins` bins and KS on the PIT values. */
 typedef struct diag_sbc_dim {

@@ -271,8 +271,9 @@ def coverage_plot(u, path="coverage.png", kind="HPD", title=None, dpi=100, marks
     ax.set_ylabel("expected coverage" if kind.upper() == "HPD" else "expected coverage probability (TARP)")
     ax.set_aspect("equal")
     ax.legend(fontsize=8, loc="upper left")
-    ax.text(0.98, 0.03, "below diagonal: overconfident\nabove: conservative", ha="right", va="bottom", fontsize=7,
-            transform=ax.transAxes, color="#555555")
+    note = ("below diagonal: overconfident\nabove: conservative" if kind.upper() == "HPD" else
+            "at levels > 0.5, below diagonal:\noverconfident; above: conservative")
+    ax.text(0.98, 0.03, note, ha="right", va="bottom", fontsize=7, transform=ax.transAxes, color="#555555")
     ax.set_title(title or "%s coverage, %d rounds" % (kind, n), fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, dpi)
