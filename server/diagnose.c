@@ -1077,6 +1077,16 @@ int ppxd_diagnose_main(int argc, char **argv)
         }
         if (k < n) fprintf(stderr, "ppxd: dropped %zu test pairs with a NaN or infinite value\n", n - k);
         n = k;
+        /* SBC assumes theta* ~ the model's prior: say so when it cannot be. */
+        size_t outside = 0;
+        for (size_t i = 0; i < n; i++) outside += !prior_in_support(m->prior, theta + i * D);
+        if (outside) {
+            char pb[256];
+            prior_format(m->prior, pb, sizeof pb);
+            fprintf(stderr, "ppxd: warning: %zu of %zu test thetas lie outside the model's prior (%s): the test pairs "
+                    "do not come from the prior the model was trained with, and the checks assume they do\n", outside,
+                    n, pb);
+        }
         if (n < 2) {
             fprintf(stderr, "ppxd: fewer than 2 usable test pairs\n");
             goto done;
