@@ -69,6 +69,7 @@ static void diagnose_usage(FILE *f)
         "  coverage.csv  level, HPD coverage, TARP coverage, standard error\n"
         "  test_theta.npy, test_x.npy   the test pairs used\n"
         "  ppc_theta.npy, ppc_x.npy, ppc.csv   posterior samples at x_o, their simulations, per-x results\n"
+        "  reference.npy                       the reference samples (with --reference)\n"
         "Plot them with: python3 -m ppx.plot all DIR\n"
         "\n"
         "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
@@ -87,10 +88,14 @@ static void diagnose_usage(FILE *f)
         "  --data THETA.npy X.npy      test pairs from files ([N, D] and [N, C])\n"
         "  -L, --samples L (1000)      posterior samples per round\n"
         "observation (optional):\n"
-        "  --obs V,V,... | --obs NAME=V[,V...] (repeatable) | --obs-file F.npy   x_o, in the model's x order\n"
+        "  --obs V,V,... | --obs NAME=V[,V...] (repeatable) | --obs-file F.npy|F.csv   x_o, in the model's x order\n"
         "  --ppc-n M (1000)            posterior predictive simulations (needs simulators)\n"
         "  --fix NAME=V[,V...]         also set this named Sample in every predictive simulation (repeatable)\n"
-        "  --reference REF.npy         reference posterior samples for x_o: C2ST against as many model samples\n"
+        "  --truth V,V,...|F.csv|F.npy the theta that generated x_o, if known (drawn in the plots; truth.npy)\n"
+        "  --reference REF.npy|.csv    reference posterior samples for x_o: C2ST against as many model samples\n"
+        "                              (.csv: comma-separated, an optional header line, as sbibm's files)\n"
+        "  --c2st-max A                C2ST passes at accuracy <= A (default 0.5 + 4 standard errors: 'cannot be\n"
+        "                              told apart'; sbibm's results for good posteriors are ~0.55)\n"
         "options:\n"
         "  --alpha A (0.01)            family-wise level of each check's tests (Bonferroni within a check)\n"
         "  --bins B                    SBC histogram bins (default min(20, rounds/10))\n"
@@ -103,7 +108,7 @@ static void diagnose_usage(FILE *f)
 /* ---- options -------------------------------------------------------------------------------- */
 
 typedef struct diag_opts {
-    const char *model, *out, *data_theta, *data_x, *obs_file, *reference;
+    const char *model, *out, *data_theta, *data_x, *obs_file, *reference, *truth;
     const char **obs;
     size_t n_obs;
     fixed_value *fix;
@@ -112,14 +117,14 @@ typedef struct diag_opts {
     engine_sim_options sims;
     int live;
     uint64_t n, L, ppc_n, seed;
-    double alpha, max_seconds;
+    double alpha, max_seconds, c2st_max;
     int bins, threads, quiet, strict, method, oversample;
 } diag_opts;
 
 enum {
     D_MODEL = 3000, D_SIM_CMD, D_CONNECT, D_DATA, D_SAMPLES, D_OBS, D_OBS_FILE, D_PPC_N, D_FIX, D_REFERENCE,
     D_ALPHA, D_BINS, D_METHOD, D_OVERSAMPLE, D_MAX_SECONDS, D_SEED, D_THREADS, D_QUIET, D_STRICT, D_TIMEOUT,
-    D_START_TIMEOUT, D_MAX_FAILURES
+    D_START_TIMEOUT, D_MAX_FAILURES, D_TRUTH, D_C2ST_MAX
 };
 
 static int parse_number(const char *s, double *out)
@@ -182,6 +187,7 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
         {"samples", required_argument, 0, D_SAMPLES}, {"obs", required_argument, 0, D_OBS},
         {"obs-file", required_argument, 0, D_OBS_FILE}, {"ppc-n", required_argument, 0, D_PPC_N},
         {"fix", required_argument, 0, D_FIX}, {"reference", required_argument, 0, D_REFERENCE},
+        {"truth", required_argument, 0, D_TRUTH}, {"c2st-max", required_argument, 0, D_C2ST_MAX},
         {"alpha", required_argument, 0, D_ALPHA}, {"bins", required_argument, 0, D_BINS},
         {"method", required_argument, 0, D_METHOD}, {"oversample", required_argument, 0, D_OVERSAMPLE},
         {"max-seconds", required_argument, 0, D_MAX_SECONDS}, {"seed", required_argument, 0, D_SEED},
@@ -232,6 +238,11 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
             if (add_fix(o, optarg)) return 2;
             break;
         case D_REFERENCE: o->reference = optarg; break;
+        case D_TRUTH: o->truth = optarg; break;
+        case D_C2ST_MAX:
+            if (parse_number(optarg, &o->c2st_max) < 0 || !(o->c2st_max >= 0.5 && o->c2st_max <= 1))
+                return usage_error("--c2st-max wants an accuracy in [0.5, 1]", optarg);
+            break;
         case D_ALPHA:
             if (parse_number(optarg, &o->alpha) < 0 || !(o->alpha > 0 && o->alpha < 1))
                 return usage_error("--alpha wants a number in (0, 1)", optarg);
@@ -290,6 +301,7 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
     if (o->ppc_n && !(have_obs && o->live)) return usage_error("--ppc-n needs --obs and simulators", NULL);
     if (o->n_fix && !(have_obs && o->live)) return usage_error("--fix is for the predictive simulations (--obs, simulators)", NULL);
     if (o->reference && !have_obs) return usage_error("--reference needs the observation it is the posterior of (--obs)", NULL);
+    if (o->truth && !have_obs) return usage_error("--truth is the theta behind the observation: give --obs too", NULL);
     if (!o->L) o->L = 1000;
     if (!o->ppc_n) o->ppc_n = 1000;
     o->ecfg.progress = !o->quiet;
@@ -657,9 +669,9 @@ static void print_summary(FILE *f, const diag_opts *o, const model_file *m, cons
     }
     if (cs && cs->done) {
         fails += cs->verdict != DIAG_PASS;
-        fprintf(f, "%-20s %-14s accuracy %.3f (0.5 = indistinguishable; pass <= %.3f, 4 standard errors), %zu vs "
-                "%zu samples\n", "C2ST", cs->verdict == DIAG_PASS ? "pass" : "fail", cs->accuracy, cs->threshold,
-                cs->n_model, cs->n_ref);
+        fprintf(f, "%-20s %-14s accuracy %.3f (0.5 = indistinguishable; pass <= %.3f%s), %zu vs %zu samples\n", "C2ST",
+                cs->verdict == DIAG_PASS ? "pass" : "fail", cs->accuracy, cs->threshold,
+                o->c2st_max > 0 ? ", --c2st-max" : ", 4 standard errors", cs->n_model, cs->n_ref);
     }
     fprintf(f, "overall: %s\n", fails ? "FAIL" : "pass");
     if (fails) fprintf(f, "  %d check%s failed\n", fails, fails == 1 ? "" : "s");
@@ -783,6 +795,71 @@ static int write_arrays(const diag_opts *o, const diag_calib *c, const diag_repo
     return rc;
 }
 
+/* A table from .npy, or from .csv (comma-separated numbers; a first line
+ * that is not numbers is a header, as in sbibm's files).  0 or -1 with the
+ * reason in err. */
+static int read_matrix(const char *path, double **out, size_t *rows, size_t *cols, char *err, size_t err_len)
+{
+    size_t pl = strlen(path);
+    if (pl < 4 || strcmp(path + pl - 4, ".csv") != 0) return npy_read(path, out, rows, cols, err, err_len);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_len, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    char line[65536];
+    double *v = NULL;
+    size_t n = 0, cap = 0, width = 0, r = 0;
+    int lineno = 0, rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        size_t k;
+        double *vals = parse_values(line, &k);
+        if (!vals) {
+            if (lineno == 1) continue; /* the header */
+            snprintf(err, err_len, "line %d: not comma-separated numbers", lineno);
+            goto out;
+        }
+        if (width && k != width) {
+            free(vals);
+            snprintf(err, err_len, "line %d has %zu values, earlier lines %zu", lineno, k, width);
+            goto out;
+        }
+        width = k;
+        if (n + k > cap) {
+            size_t nc = cap ? 2 * cap : 1024;
+            while (nc < n + k) nc *= 2;
+            double *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                free(vals);
+                snprintf(err, err_len, "out of memory");
+                goto out;
+            }
+            v = nv;
+            cap = nc;
+        }
+        memcpy(v + n, vals, k * sizeof *vals);
+        n += k;
+        r++;
+        free(vals);
+    }
+    if (!r) {
+        snprintf(err, err_len, "no rows of numbers");
+        goto out;
+    }
+    *out = v;
+    v = NULL;
+    *rows = r;
+    *cols = width;
+    rc = 0;
+out:
+    free(v);
+    fclose(f);
+    return rc;
+}
+
 /* The observation x_o [C] from --obs (V,V,... or NAME=V,...) or --obs-file. */
 static double *read_obs(const diag_opts *o, const model_file *m)
 {
@@ -791,7 +868,7 @@ static double *read_obs(const diag_opts *o, const model_file *m)
     if (o->obs_file) {
         double *v;
         size_t rows, cols;
-        if (npy_read(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
+        if (read_matrix(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
             fprintf(stderr, "ppxd: %s: %s\n", o->obs_file, err);
             return NULL;
         }
@@ -949,7 +1026,7 @@ int ppxd_diagnose_main(int argc, char **argv)
     name_map theta_map, x_map;
     memset(&theta_map, 0, sizeof theta_map);
     memset(&x_map, 0, sizeof x_map);
-    double *theta = NULL, *x = NULL, *xo = NULL, *ppc_theta = NULL, *ref = NULL;
+    double *theta = NULL, *x = NULL, *xo = NULL, *ppc_theta = NULL, *ref = NULL, *truth = NULL;
     diag_calib *calib = NULL;
     diag_report rep;
     int have_rep = 0;
@@ -993,7 +1070,7 @@ int ppxd_diagnose_main(int argc, char **argv)
     }
     if (o.reference) {
         size_t rr, rcols;
-        if (npy_read(o.reference, &ref, &rr, &rcols, err, sizeof err) < 0) {
+        if (read_matrix(o.reference, &ref, &rr, &rcols, err, sizeof err) < 0) {
             fprintf(stderr, "ppxd: %s: %s\n", o.reference, err);
             rc = 2;
             goto done;
@@ -1005,6 +1082,21 @@ int ppxd_diagnose_main(int argc, char **argv)
             goto done;
         }
         cs.n_ref = rr;
+    }
+    if (o.truth) {
+        size_t tr = 0, tc = 0;
+        const char *dot = strrchr(o.truth, '.');
+        int file = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".npy") == 0);
+        if (file ? read_matrix(o.truth, &truth, &tr, &tc, err, sizeof err) < 0 : !(truth = parse_values(o.truth, &tc))) {
+            fprintf(stderr, "ppxd: --truth %s: %s\n", o.truth, file ? err : "expected V,V,... or a .csv/.npy file");
+            rc = 2;
+            goto done;
+        }
+        if ((file ? tr * tc : tc) != D) {
+            fprintf(stderr, "ppxd: --truth gives %zu values; the model's theta has %zu\n", file ? tr * tc : tc, D);
+            rc = 2;
+            goto done;
+        }
     }
     if (mkdir(o.out, 0777) < 0 && errno != EEXIST) {
         fprintf(stderr, "ppxd: cannot create %s: %s\n", o.out, strerror(errno));
@@ -1115,7 +1207,9 @@ int ppxd_diagnose_main(int argc, char **argv)
             fprintf(stderr, "ppxd: sampling the posterior at x_o: %s\n", ppc_theta ? err : "out of memory");
             goto done;
         }
-        if (write_npy_in(o.out, "ppc_theta.npy", ppc_theta, M, D) < 0) goto done;
+        if (write_npy_in(o.out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
+            (truth && write_npy_in(o.out, "truth.npy", truth, 1, D) < 0))
+            goto done;
         if (o.live) {
             size_t Mp = (size_t)o.ppc_n;
             collect_ctx cc = {NULL, table_for(&x_map), D, C, 0};
@@ -1164,7 +1258,8 @@ int ppxd_diagnose_main(int argc, char **argv)
                 goto done;
             }
             cs.n_model = cs.n_ref;
-            cs.threshold = 0.5 + 4.0 * sqrt(0.25 / (double)(2 * cs.n_ref));
+            if (write_npy_in(o.out, "reference.npy", ref, cs.n_ref, D) < 0) goto done;
+            cs.threshold = o.c2st_max > 0 ? o.c2st_max : 0.5 + 4.0 * sqrt(0.25 / (double)(2 * cs.n_ref));
             cs.verdict = cs.accuracy <= cs.threshold ? DIAG_PASS : DIAG_FAIL;
             cs.done = 1;
         }
@@ -1196,6 +1291,7 @@ done:
     free(xo);
     free(ppc_theta);
     free(ref);
+    free(truth);
     name_map_free(&theta_map);
     name_map_free(&x_map);
     npe_posterior_destroy(&h.np);

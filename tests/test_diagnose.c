@@ -156,6 +156,52 @@ Test(diagnose, offline_report_arrays_and_strict_failure)
     join(p, sizeof p, out, "coverage.csv");
     expect_in(p, "level,hpd_coverage,tarp_coverage,std_error\n0.0500,");
 
+    /* An observation and reference samples from sbibm-style CSV files
+     * (header lines): the exact posterior N(x_o / 2, 1/2) for x_o = 1. */
+    char obs[300], ref[300], truth[300];
+    join(obs, sizeof obs, dir, "observation.csv");
+    join(ref, sizeof ref, dir, "reference.csv");
+    join(truth, sizeof truth, dir, "true_parameters.csv");
+    FILE *f = fopen(obs, "w");
+    fputs("data_1\n1.0\n", f);
+    fclose(f);
+    f = fopen(truth, "w");
+    fputs("parameter_1\n0.4\n", f);
+    fclose(f);
+    f = fopen(ref, "w");
+    fputs("parameter_1\n", f);
+    rng r;
+    rng_seed(&r, 9, 0);
+    for (int i = 0; i < 400; i++) fprintf(f, "%.9g\n", 0.5 + sqrt(0.5) * rng_normal(&r));
+    fclose(f);
+    rc = sh(log, "%s diagnose --model %s --obs-file %s --reference %s --truth %s --c2st-max 0.6 -o %s --quiet", ppxd, mf,
+            obs, ref, truth, out);
+    if (rc) cr_assert_fail("diagnose with a reference failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "C2ST");
+    expect_in(log, "400 vs 400 samples");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"c2st\": {\"verdict\": ");
+    expect_in(p, "\"threshold\": 0.6, \"n_reference\": 400, \"n_model\": 400}");
+    join(p, sizeof p, out, "reference.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 400 && cols == 1);
+    rng_seed(&r, 9, 0);
+    for (int i = 0; i < 400; i++) {
+        double want = 0.5 + sqrt(0.5) * rng_normal(&r);
+        cr_expect_float_eq(v[i], want, 1e-8 * (1 + fabs(want)), "row %d of the CSV: %g, wrote %g", i, v[i], want);
+    }
+    free(v);
+    join(p, sizeof p, out, "truth.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 1 && cols == 1 && v[0] == 0.4);
+    free(v);
+    /* A CSV with a ragged row is refused before anything runs. */
+    f = fopen(ref, "a");
+    fputs("1,2\n", f);
+    fclose(f);
+    cr_expect_eq(sh(log, "%s diagnose --model %s --obs-file %s --reference %s -o %s", ppxd, mf, obs, ref, out), 2);
+    expect_in(log, "has 2 values");
+
     /* Test pairs from another simulator (x shifted by 2): the model's
      * posterior mean is off by 1 = 1.4 posterior sd, SBC and coverage fail,
      * --strict exits 3. */

@@ -393,14 +393,31 @@ def plot_diagnose_dir(d, fmt="png", out=None, log=None):
         xo = [dim["x_o"] for dim in rep["ppc"]["dims"]]
         written.append(ppc_plot(np.load(os.path.join(d, "ppc_x.npy")), xo, p("ppc"), names=xnames))
     if os.path.exists(os.path.join(d, "ppc_theta.npy")):
+        ref = os.path.join(d, "reference.npy")
+        truth = os.path.join(d, "truth.npy")
         written.append(pair_plot(np.load(os.path.join(d, "ppc_theta.npy")), names=names, path=p("posterior"),
-                                 title="posterior samples at x_o"))
+                                 reference_samples=np.load(ref) if os.path.exists(ref) else None,
+                                 truth=np.load(truth).reshape(-1) if os.path.exists(truth) else None))
     if log is None:
         cand = rep["model"]["path"] + ".log.csv"
         log = cand if os.path.exists(cand) else None
     if log:
         written.append(training_plot(log, p("training")))
     return written
+
+
+def load_table(path):
+    """An (n, d) array from .npy or .csv (an optional header line, as sbibm's files)."""
+    if str(path).endswith(".csv"):
+        with open(path) as f:
+            first = f.readline()
+        try:
+            [float(v) for v in first.split(",")]
+            skip = 0
+        except ValueError:
+            skip = 1
+        return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    return np.load(path)
 
 
 def _values(s):
@@ -417,10 +434,10 @@ def main(argv=None):
     a.add_argument("--out", help="output directory (default DIR)")
     a.add_argument("--log", help="training log (default MODEL.ppxm.log.csv next to the model, if present)")
     a = sub.add_parser("pair", help="corner plot of posterior samples")
-    a.add_argument("samples", help="samples .npy (n, d)")
+    a.add_argument("samples", help="samples .npy or .csv (n, d)")
     a.add_argument("-o", "--output", default="posterior.png")
-    a.add_argument("--reference-samples", help="reference posterior samples .npy (m, d)")
-    a.add_argument("--truth", help="true theta V,V,...")
+    a.add_argument("--reference-samples", help="reference posterior samples .npy or .csv (m, d)")
+    a.add_argument("--truth", help="true theta V,V,... or a .csv/.npy file")
     a.add_argument("--names", help="parameter names A,B,...")
     a = sub.add_parser("sbc", help="SBC rank histograms from ranks.npy")
     a.add_argument("ranks")
@@ -443,10 +460,12 @@ def main(argv=None):
         if args.cmd == "all":
             paths = plot_diagnose_dir(args.dir, args.format, args.out, args.log)
         elif args.cmd == "pair":
-            ref = np.load(args.reference_samples) if args.reference_samples else None
+            ref = load_table(args.reference_samples) if args.reference_samples else None
             names = args.names.split(",") if args.names else None
-            paths = [pair_plot(np.load(args.samples), names=names, path=args.output, reference_samples=ref,
-                               truth=_values(args.truth))]
+            truth = args.truth
+            truth = load_table(truth).reshape(-1) if truth and truth.endswith((".csv", ".npy")) else _values(truth)
+            paths = [pair_plot(load_table(args.samples), names=names, path=args.output, reference_samples=ref,
+                               truth=truth)]
         elif args.cmd == "sbc":
             paths = [sbc_plot(np.load(args.ranks), args.L, args.output, bins=args.bins)]
         elif args.cmd in ("coverage", "tarp"):

@@ -212,6 +212,18 @@ class DiagnosticPlots(unittest.TestCase):
         with self.assertRaises(ValueError):
             pair_plot(s, path=self.path("x.gif"))
 
+    def test_load_table_reads_sbibm_csv_and_npy(self):
+        from ppx.plot import load_table
+        p = self.path("ref.csv")
+        with open(p, "w") as f:
+            f.write("parameter_1,parameter_2\n0.5,-1\n2,3.25\n")
+        np.testing.assert_array_equal(load_table(p), [[0.5, -1.0], [2.0, 3.25]])
+        with open(p, "w") as f:
+            f.write("0.5,-1\n")
+        np.testing.assert_array_equal(load_table(p), [[0.5, -1.0]])
+        np.save(self.path("a.npy"), np.eye(2))
+        np.testing.assert_array_equal(load_table(self.path("a.npy")), np.eye(2))
+
     def test_command_line_renders_a_diagnose_directory(self):
         import json
         import subprocess
