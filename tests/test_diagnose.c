@@ -229,8 +229,10 @@ Test(diagnose, live_test_pairs_and_predictive_check_set_theta)
     cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-live-out"), 0);
     join(log, sizeof log, dir, "log");
     join(mf, sizeof mf, dir, "g.ppxm");
+    char prefix[300];
+    join(prefix, sizeof prefix, dir, "train");
     int rc = sh(log, "%s train npe --sim-cmd '%s {endpoint}' -j 2 -n 4000 --theta mu --x obs0,obs1 --flow maf "
-                "--max-epochs 60 -o %s --quiet", ppxd, sim, mf);
+                "--max-epochs 60 --save-data %s -o %s --quiet", ppxd, sim, prefix, mf);
     if (rc) cr_assert_fail("training failed (%d):\n%s", rc, text_of(log));
     rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n 200 -L 100 --obs obs0=8 --obs obs1=9 "
             "--ppc-n 400 -o %s --quiet", ppxd, mf, sim, out);
@@ -256,6 +258,16 @@ Test(diagnose, live_test_pairs_and_predictive_check_set_theta)
     mean = 0;
     for (size_t i = 0; i < rows; i++) mean += v[i] / (double)rows;
     cr_expect_leq(fabs(mean - 1.0), Z * sqrt(5.0 / 200.0), "test theta mean %g", mean);
+    /* ... and not the training simulations, although both ran with seed 1. */
+    double *tr;
+    size_t tr_rows, tr_cols;
+    join(p, sizeof p, dir, "train_theta.npy");
+    cr_assert_eq(npy_read(p, &tr, &tr_rows, &tr_cols, err, sizeof err), 0, "%s", err);
+    size_t same = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t k = 0; k < tr_rows; k++) same += v[i] == tr[k];
+    cr_expect_eq(same, 0, "%zu test thetas repeat training thetas", same);
+    free(tr);
     free(v);
     join(p, sizeof p, out, "report.json");
     expect_in(p, "\"ppc\": {\"verdict\": \"pass\", \"simulations\": 400");
