@@ -26,6 +26,7 @@
 #include "trace_store.h"
 #include "serve.h"
 #include "train.h"
+#include "diagnose.h"
 
 /* The signal handler needs to reach the running engine. */
 engine *cli_running;
@@ -49,6 +50,7 @@ static void usage(FILE *f)
             "  ppxd info     FILE.ppxt\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
+            "  ppxd diagnose --model M.ppxm (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
@@ -307,6 +309,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "diagnose") == 0) return ppxd_diagnose_main(argc - 1, argv + 1);
     cli c;
     memset(&c, 0, sizeof c);
     engine_config_defaults(&c.ecfg);
