@@ -72,7 +72,8 @@ static void train_usage(FILE *f)
         "  --save-data PREFIX          also write PREFIX_theta.npy and PREFIX_x.npy\n"
         "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n"
         "data, offline:\n"
-        "  --data THETA.npy X.npy      theta [N, D] and x [N, C] (float64 or float32)\n"
+        "  --data THETA.npy X.npy      theta [N, D] and x [N, C] (float64/32; integer and bool arrays, e.g. counts,\n"
+        "                              are converted to float64)\n"
         "  --prior SPEC                the prior, one or more theta dimensions per SPEC, in order (repeatable):\n"
         "                                KIND:P0[:P1][xN]   N dimensions (default 1), e.g.\n"
         "                                uniform:-1:1x2     two dimensions Uniform(low -1, high 1)\n"
@@ -653,11 +654,11 @@ int ppxd_train_main(int argc, char **argv)
     if (o.data_theta) {
         size_t n2;
         if (npy_read(o.data_theta, &theta, &n, &d, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o.data_theta, err);
+            fprintf(stderr, "ppxd: --data: %s\n", err); /* err names the file */
             goto out;
         }
         if (npy_read(o.data_x, &x, &n2, &cdim, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o.data_x, err);
+            fprintf(stderr, "ppxd: --data: %s\n", err);
             goto out;
         }
         if (n != n2) {
@@ -897,7 +898,7 @@ static double *read_observations(const post_opts *o, const model_file *m, size_t
         double *v;
         size_t rows, cols;
         if (npy_read(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o->obs_file, err);
+            fprintf(stderr, "ppxd: --obs-file: %s\n", err); /* err names the file */
             return NULL;
         }
         /* A 1-D file of C values is one observation. */
@@ -1023,8 +1024,6 @@ static int posterior_sample(const post_opts *o, model_file *m, npe_posterior *np
         fprintf(stderr, "ppxd: out of memory for %zu x %zu samples\n", n_obs * n, D);
         return 1;
     }
-    rng r;
-    rng_seed(&r, o->seed, 0x706f7374ull);
     char err[600];
     int rc = 0;
     for (size_t k = 0; k < n_obs && rc == 0; k++) {
@@ -1035,6 +1034,11 @@ static int posterior_sample(const post_opts *o, model_file *m, npe_posterior *np
             rc = 1;
             break;
         }
+        /* Observation k draws from RNG stream (seed, k), as `ppxd serve`
+         * does for row k of a Sample query: the same seed gives the same
+         * samples here, through ppxctl and through the Python client. */
+        rng r;
+        rng_seed(&r, o->seed, (uint64_t)k);
         if (np) {
             npe_sample_report rep;
             if (npe_sample(np, x, n, &r, o->max_seconds, dst, &rep, err, sizeof err) < 0) {
@@ -1093,7 +1097,7 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
     size_t n, cols;
     int rc = 1;
     if (npy_read(o->theta_file, &th, &n, &cols, err, sizeof err) < 0) {
-        fprintf(stderr, "ppxd: %s: %s\n", o->theta_file, err);
+        fprintf(stderr, "ppxd: --theta-file: %s\n", err); /* err names the file */
         return 1;
     }
     if (cols == 1 && n == (size_t)m->dim && m->dim > 1) {
@@ -1110,8 +1114,6 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
     }
     lp = malloc((n ? n : 1) * sizeof *lp);
     if (!lp) goto out;
-    rng r;
-    rng_seed(&r, o->seed, 0x6c6f6770ull);
     size_t C = (size_t)m->context, draws = o->mass_draws ? (size_t)o->mass_draws : 10000;
     if (np) {
         if (npe_log_prob(np, th, n, xo, n_obs, lp, err, sizeof err) < 0) {
@@ -1130,6 +1132,11 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
         for (size_t i = 0; i < n; i++) {
             const double *x = xo + (n_obs == 1 ? 0 : i) * C;
             if (i == 0 || (n_obs > 1 && memcmp(x, x - C, C * sizeof *x) != 0)) {
+                /* The correction for observation row k uses RNG stream
+                 * (seed, k), as `ppxd serve` does for its one observation
+                 * (stream 0). */
+                rng r;
+                rng_seed(&r, o->seed, n_obs == 1 ? 0 : (uint64_t)i);
                 if (np) {
                     double mass;
                     if (npe_support_mass(np, x, draws, &r, o->max_seconds, &mass, err, sizeof err) < 0) {

@@ -702,14 +702,17 @@ int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, s
             snprintf(err, err_len, "flow sampling failed");
             goto out;
         }
-        rep->drawn += (uint64_t)m;
-        for (int i = 0; i < m && got < n; i++) {
+        /* Only the rows tested count as drawn: once n are accepted, the rest
+         * of the chunk is left untested, neither accepted nor rejected. */
+        int i = 0;
+        for (; i < m && got < n; i++) {
             const double *row = th + (size_t)i * D;
             if (!accept_row(p, row)) continue;
             rep->accepted++;
             memcpy(out + got * D, row, (size_t)D * sizeof *row);
             got++;
         }
+        rep->drawn += (uint64_t)i;
     }
     rep->seconds = now_seconds() - t0;
     rep->acceptance = rep->drawn ? (double)rep->accepted / (double)rep->drawn : 1.0;

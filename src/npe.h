@@ -176,7 +176,8 @@ int npe_posterior_dim(const npe_posterior *p);
 int npe_posterior_context(const npe_posterior *p);
 
 typedef struct npe_sample_report {
-    uint64_t drawn;        /* flow samples drawn */
+    uint64_t drawn;        /* flow samples tested against the support (a chunk's rows left over once n
+                            * are accepted are not counted) */
     uint64_t accepted;     /* inside the prior's support */
     double acceptance;     /* accepted / drawn (1 when the prior is unbounded) */
     double seconds;

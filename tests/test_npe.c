@@ -642,3 +642,113 @@ Test(npe, team_sampling_is_bit_identical)
     npe_posterior_destroy(&q);
     npe_posterior_destroy(&p);
 }
+
+/* Nothing rejected, so every draw tested is accepted: the report must say
+ * exactly n draws and an acceptance of 1.  (The first chunk of a bounded
+ * prior is 1.1 n + 8 draws; the rows left untested once n are accepted are
+ * not draws that fell outside the support.) */
+Test(npe, acceptance_counts_only_tested_draws)
+{
+    npe_train_report rep;
+    npe_posterior *p = gl_train(2, 1000, FLOW_MAF, 3, 4, &rep);
+    model_file *m = npe_posterior_model(p);
+    prior *wide = parse_prior("uniform:-1000:1000x2"); /* the posterior (sd ~0.3) never leaves it */
+    cr_assert_eq(model_file_set_prior(m, wide), 0);
+    const double x_o[2] = {0.1, -0.2};
+    enum { N = 10000 };
+    double *s = malloc(N * 2 * sizeof *s);
+    char err[600];
+    rng r;
+    rng_seed(&r, 5, 0);
+    npe_sample_report sr;
+    cr_assert_eq(npe_sample(p, x_o, N, &r, 30, s, &sr, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(sr.accepted, N);
+    cr_expect_eq(sr.drawn, N, "drawn %llu for %d accepted and none rejected", (unsigned long long)sr.drawn, N);
+    cr_expect_eq(sr.acceptance, 1.0, "acceptance %.6f", sr.acceptance);
+    /* A box that rejects: accepted + rejected = drawn still holds, each row
+     * counted once: drawn = accepted + (rows outside the box among those
+     * tested), checked against the samples' own count of the rest. */
+    prior *half = parse_prior("uniform:0.1:1000,uniform:-1000:1000");
+    cr_assert_eq(model_file_set_prior(m, half), 0);
+    rng_seed(&r, 5, 0);
+    cr_assert_eq(npe_sample(p, x_o, N, &r, 30, s, &sr, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(sr.accepted, N);
+    cr_expect_gt(sr.drawn, N);
+    cr_expect_float_eq(sr.acceptance, (double)N / (double)sr.drawn, 1e-12);
+    /* The same draws again, tested by hand: the last accepted row is the
+     * last row tested, so drawn is the index of the N-th in-box row + 1. */
+    rng_seed(&r, 5, 0);
+    double *all = malloc((size_t)sr.drawn * 2 * sizeof *all);
+    prior *none = parse_prior("normal:0:1x2"); /* unbounded: drawn exactly as asked, in the same order */
+    cr_assert_eq(model_file_set_prior(m, none), 0);
+    npe_sample_report su;
+    cr_assert_eq(npe_sample(p, x_o, (size_t)sr.drawn, &r, 30, all, &su, err, sizeof err), 0, "%s", err);
+    size_t in = 0, last = 0;
+    for (size_t i = 0; i < (size_t)sr.drawn; i++)
+        if (all[2 * i] >= 0.1) in++, last = i;
+    cr_expect_eq(in, N, "%zu of the %llu rows tested are in the box", in, (unsigned long long)sr.drawn);
+    cr_expect_eq(last + 1, (size_t)sr.drawn);
+    free(all);
+    prior_destroy(&none);
+    prior_destroy(&half);
+    prior_destroy(&wide);
+    free(s);
+    npe_posterior_destroy(&p);
+}
+
+/* --data takes integer and boolean arrays (numpy writes counts as int64),
+ * converting them to float; a file it cannot read is named once in the
+ * message; a run with nothing rejected reports an acceptance rate of 1. */
+Test(npe_cli, integer_data_and_clear_file_errors)
+{
+    char *ppxd = tk_build_path("ppxd"), *log = tmp_path("int.log"), *tf = tmp_path("int_t.npy");
+    char *xf = tmp_path("int_x.npy"), *mf = tmp_path("int.ppxm"), *sf = tmp_path("int_s.npy");
+    char *bad = tmp_path("int_bad.npy");
+    /* theta ~ U(0, 10) as int32 steps, x = Poisson-ish counts as int64 and a
+     * bool column. */
+    int rc = run(log, "/usr/bin/python3 -c \"import numpy as np; r = np.random.default_rng(1); "
+                 "t = r.integers(0, 10, size=(800, 1)).astype(np.int32); np.save('%s', t); "
+                 "x = np.concatenate([r.poisson(t + 1), (t > 4)], axis=1); np.save('%s', x.astype(np.int64)); "
+                 "print(np.load('%s').dtype, np.load('%s').dtype)\"", tf, xf, tf, xf);
+    cr_assert_eq(rc, 0, "python3/numpy failed");
+    expect_log(log, "int32 int64");
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1:11 --flow maf --max-epochs 3 -o %s --quiet", ppxd,
+             tf, xf, mf);
+    if (rc != 0) {
+        char *t = slurp_text(log);
+        cr_assert_fail("training on integer data failed (%d):\n%s", rc, t);
+    }
+    char err[600];
+    model_file *m = model_file_load(mf, err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    cr_expect_eq(m->context, 2);
+    cr_expect_eq(m->prov.n_simulations, 800);
+    cr_expect_eq(m->prov.n_dropped, 0);
+    model_file_destroy(&m);
+    /* Wide prior: nothing is rejected. */
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1000:1000 --no-theta-transform --flow maf "
+             "--max-epochs 3 -o %s --quiet", ppxd, tf, xf, mf);
+    cr_assert_eq(rc, 0);
+    rc = run(log, "%s posterior sample --model %s --obs 5,1 -n 10000 -o %s --seed 2", ppxd, mf, sf);
+    cr_assert_eq(rc, 0);
+    expect_log(log, "acceptance rate 1 (every draw inside the prior's support)");
+    /* An unreadable dtype: named once, with the dtype. */
+    rc = run(log, "/usr/bin/python3 -c \"import numpy as np; np.save('%s', np.zeros((800, 2), dtype=np.complex64))\"",
+             bad);
+    cr_assert_eq(rc, 0);
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1:11 -o %s", ppxd, tf, bad, mf);
+    cr_expect_eq(rc, 1);
+    char *t = slurp_text(log);
+    const char *first = strstr(t, bad);
+    cr_expect(first && !strstr(first + strlen(bad), bad), "the path should appear once:\n%s", t);
+    cr_expect(strstr(t, "unsupported dtype '<c8'") != NULL, "%s", t);
+    free(t);
+    rc = run(log, "%s train npe --data /nonexistent/t.npy %s --prior uniform:-1:11 -o %s", ppxd, xf, mf);
+    cr_expect_eq(rc, 1);
+    t = slurp_text(log);
+    first = strstr(t, "/nonexistent/t.npy");
+    cr_expect(first && !strstr(first + 1, "/nonexistent/t.npy"), "the path should appear once:\n%s", t);
+    free(t);
+    unlink(tf), unlink(xf), unlink(mf), unlink(sf), unlink(bad), unlink(log);
+    free(ppxd), free(log), free(tf), free(xf), free(mf), free(sf), free(bad);
+}
