@@ -75,11 +75,15 @@ static void train_usage(FILE *f)
         "  --data THETA.npy X.npy      theta [N, D] and x [N, C] (float64/32; integer and bool arrays, e.g. counts,\n"
         "                              are converted to float64)\n"
         "  --prior SPEC                the prior, one or more theta dimensions per SPEC, in order (repeatable):\n"
-        "                                KIND:P0[:P1][xN]   N dimensions (default 1), e.g.\n"
+        "                                KIND:P0[:P1][xN]   N independent dimensions (default 1), e.g.\n"
         "                                uniform:-1:1x2     two dimensions Uniform(low -1, high 1)\n"
         "                                normal:0:0.316     Normal(mean 0, standard deviation 0.316)\n"
         "                              kinds: normal(mean,sd) uniform(low,high) beta(a,b) exponential(rate)\n"
         "                              gamma(concentration,rate) lognormal(loc,scale) weibull(scale,concentration);\n"
+        "                                mvn:MEAN:COV       a correlated (multivariate) normal over k dimensions:\n"
+        "                                                   MEAN and COV inline or .npy files, e.g.\n"
+        "                                                   'mvn:[0,1]:[[1,0.5],[0.5,2]]', mvn:mean.npy:cov.npy\n"
+        "                                mvnprec:MEAN:PREC  the same with the precision (inverse covariance)\n"
         "                              SPECs may also be joined with commas: 'uniform:-1:1,normal:0:1'\n"
         "  --theta / --x NAMES         column names stored in the model (default theta_0.., x_0..)\n"
         "\n"
@@ -87,6 +91,12 @@ static void train_usage(FILE *f)
         "  --flow nsf|maf              npe: neural spline flow (default) or masked autoregressive flow\n"
         "  --transforms N (5)  --hidden H (50)  --blocks K (2)  --bins B (nsf, 10)  --tail-bound T (nsf, 3)\n"
         "  --autoregressive            nsf: autoregressive instead of coupling transforms\n"
+        "  --no-theta-transform        npe: train on theta as it is.  By default the flow models an unbounded\n"
+        "                              transform of theta (logit for uniform and beta dimensions, log for\n"
+        "                              exponential, gamma, lognormal and weibull), recorded in the model file:\n"
+        "                              samples and densities still come back in theta's own units\n"
+        "  --x-transform none|log|log1p  npe: feed log(x) (positive data) or log(1 + x) (data >= 0, counts) to\n"
+        "                              the flow, every column; observations are transformed the same way\n"
         "  --bnre LAMBDA               nre: balanced NRE penalty (0 = plain NRE, 100 is BNRE's choice)\n"
         "training (sbi's defaults):\n"
         "  --batch B (200)  --lr LR (5e-4)  --clip C (5)  --val-frac F (0.1)  --patience E (20)\n"
@@ -195,6 +205,7 @@ typedef struct train_opts {
     double tail_bound, bnre;
     npe_train_config tcfg;
     int quiet;
+    int tf_given;               /* --no-theta-transform or --x-transform given */
     const char **serve;         /* --serve: publish the trained model there and keep serving */
     size_t n_serve;
     const char *serve_name;     /* --serve-name (default: the output file's base name) */
@@ -203,7 +214,8 @@ typedef struct train_opts {
 enum {
     T_SIM_CMD = 1000, T_CONNECT, T_THETA, T_X, T_DATA, T_PRIOR, T_SAVE_DATA, T_FLOW, T_TRANSFORMS, T_HIDDEN,
     T_BLOCKS, T_BINS, T_TAIL, T_AUTOREG, T_BNRE, T_BATCH, T_LR, T_CLIP, T_VAL_FRAC, T_PATIENCE, T_MAX_EPOCHS,
-    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME
+    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME,
+    T_NO_THETA_TF, T_X_TF
 };
 
 static int positive_int(const char *arg, const char *opt, int lo, int hi, int *out)
@@ -235,7 +247,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"quiet", no_argument, 0, T_QUIET}, {"timeout-ms", required_argument, 0, T_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, T_START_TIMEOUT},
         {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"serve", required_argument, 0, T_SERVE},
-        {"serve-name", required_argument, 0, T_SERVE_NAME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"serve-name", required_argument, 0, T_SERVE_NAME}, {"no-theta-transform", no_argument, 0, T_NO_THETA_TF},
+        {"x-transform", required_argument, 0, T_X_TF}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch;
     double dv;
@@ -296,6 +309,16 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error("--tail-bound wants a positive number", optarg);
             break;
         case T_AUTOREG: o->autoregressive = 1; break;
+        case T_NO_THETA_TF: o->tcfg.theta_transform = 0; o->tf_given = 1; break;
+        case T_X_TF: {
+            int k = tf_kind_from_name(optarg);
+            if (k != TF_NONE && k != TF_LOG && k != TF_LOG1P)
+                return usage_error("--x-transform is none, log (positive data) or log1p (data >= 0, e.g. counts)",
+                                   optarg);
+            o->tcfg.x_transform = (tf_kind)k;
+            o->tf_given = 1;
+            break;
+        }
         case T_BNRE:
             if (parse_double(optarg, &o->bnre) < 0 || o->bnre < 0)
                 return usage_error("--bnre wants a number >= 0", optarg);
@@ -358,6 +381,7 @@ static int parse_train(train_opts *o, int argc, char **argv)
     if (o->nre && (o->flow || o->bins || o->autoregressive || o->tail_bound > 0 || o->transforms))
         return usage_error("--flow, --transforms, --bins, --tail-bound and --autoregressive are NPE options", NULL);
     if (!o->nre && o->bnre > 0) return usage_error("--bnre is an NRE option", NULL);
+    if (o->nre && o->tf_given) return usage_error("--no-theta-transform and --x-transform are NPE options", NULL);
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->tcfg.seed;
     o->tcfg.progress = !o->quiet;
@@ -741,6 +765,10 @@ int ppxd_train_main(int argc, char **argv)
         if (o.autoregressive) fc.autoregressive = 1;
         np = npe_train(&data, pr, &fc, &o.tcfg, &rep, err, sizeof err);
         if (np) m = npe_posterior_model(np);
+        if (np && rep.n_outside)
+            fprintf(stderr, "ppxd: warning: dropped %zu simulations whose theta lies outside the prior's support%s "
+                    "(they cannot be transformed)\n", rep.n_outside,
+                    o.tcfg.x_transform != TF_NONE ? " or whose x is outside the x transform's domain" : "");
     }
     npe_data_free(&data);
     if (!m) {

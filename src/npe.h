@@ -17,9 +17,19 @@
  * validation loss (or at max_epochs / max_seconds / a stop request) and the
  * best weights are restored.
  *
+ * Transforms (transform.h, recorded in the model file): with
+ * cfg->theta_transform (the default) the flow models y = T(theta), T the
+ * logit of each bounded prior dimension and the log of each positive one,
+ * so its samples T^-1(y) fall inside the prior's support; with
+ * cfg->x_transform, x enters as log(x) (or log(1 + x)).  Training rows whose
+ * theta or x cannot be transformed (outside the support or domain) are
+ * dropped and counted (rep->n_outside).  Samples and densities are always
+ * in the original units.
+ *
  * Posterior (theta in the original units):
- *   log q(theta | x) = log q_flow(z(theta) | z(x)) - sum_j log std_theta[j]
- * (the z-scoring is an affine change of variables).  With a bounded prior,
+ *   log q(theta | x) = log q_flow(z(T(theta)) | z(Tx(x))) - sum_j log std_theta[j]
+ *                      + sum_j log |T_j'(theta_j)|
+ * (z-scoring and T are changes of variables).  With a bounded prior,
  * q can put mass outside the prior's support ("leakage"):
  *   - sampling rejects draws outside the support, in chunks, until n are
  *     accepted or max_seconds pass (then it fails, reporting the acceptance
@@ -45,6 +55,7 @@
 #include "model_file.h"
 #include "prior.h"
 #include "rng.h"
+#include "transform.h"
 
 /* ==== data, split, z-score (shared with NRE) ================================= */
 
@@ -99,6 +110,10 @@ typedef struct npe_train_config {
     int threads;           /* 1: OpenBLAS threads (nn_set_threads); 0 leaves them as they are */
     int progress;          /* 1: a progress line on stderr about once a second */
     const volatile sig_atomic_t *stop; /* NULL, or a flag (e.g. set by SIGINT): stop after this batch */
+    int theta_transform;   /* 1: NPE trains on T(theta), T from tf_for_prior (logit for bounded, log for
+                              positive prior dimensions); 0: on theta itself.  NRE ignores it. */
+    tf_kind x_transform;   /* TF_NONE: NPE trains on x as given; TF_LOG / TF_LOG1P: on log(x) / log(1 + x),
+                              every column.  NRE ignores it. */
 } npe_train_config;
 
 npe_train_config npe_train_defaults(void);
@@ -117,6 +132,8 @@ typedef struct npe_train_report {
     double last_train_loss;/* mean training loss of the last epoch */
     double seconds;        /* wall time of the loop */
     size_t n_train, n_val, n_dropped;
+    size_t n_outside;      /* of n_dropped: rows whose theta lies outside the prior's support or x outside
+                              the x transform's domain (they cannot be transformed) */
     uint64_t skipped_steps;/* batches with a non-finite loss or gradient (no update made) */
     npe_stop_reason stop;
 } npe_train_report;
