@@ -91,10 +91,11 @@ static void train_usage(FILE *f)
         "  --flow nsf|maf              npe: neural spline flow (default) or masked autoregressive flow\n"
         "  --transforms N (5)  --hidden H (50)  --blocks K (2)  --bins B (nsf, 10)  --tail-bound T (nsf, 3)\n"
         "  --autoregressive            nsf: autoregressive instead of coupling transforms\n"
-        "  --no-theta-transform        npe: train on theta as it is.  By default the flow models an unbounded\n"
-        "                              transform of theta (logit for uniform and beta dimensions, log for\n"
-        "                              exponential, gamma, lognormal and weibull), recorded in the model file:\n"
-        "                              samples and densities still come back in theta's own units\n"
+        "  --theta-transform auto|all|none   npe: the flow models an unbounded transform of theta, recorded in\n"
+        "                              the model file (samples and densities still come back in theta's units):\n"
+        "                              auto (default): log for exponential, gamma, lognormal and weibull\n"
+        "                              dimensions, logit for beta; all: also logit for uniform; none: theta as it is\n"
+        "  --no-theta-transform        the same as --theta-transform none\n"
         "  --x-transform none|log|log1p  npe: feed log(x) (positive data) or log(1 + x) (data >= 0, counts) to\n"
         "                              the flow, every column; observations are transformed the same way\n"
         "  --bnre LAMBDA               nre: balanced NRE penalty (0 = plain NRE, 100 is BNRE's choice)\n"
@@ -215,7 +216,7 @@ enum {
     T_SIM_CMD = 1000, T_CONNECT, T_THETA, T_X, T_DATA, T_PRIOR, T_SAVE_DATA, T_FLOW, T_TRANSFORMS, T_HIDDEN,
     T_BLOCKS, T_BINS, T_TAIL, T_AUTOREG, T_BNRE, T_BATCH, T_LR, T_CLIP, T_VAL_FRAC, T_PATIENCE, T_MAX_EPOCHS,
     T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME,
-    T_NO_THETA_TF, T_X_TF
+    T_NO_THETA_TF, T_THETA_TF, T_X_TF
 };
 
 static int positive_int(const char *arg, const char *opt, int lo, int hi, int *out)
@@ -248,7 +249,7 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"start-timeout-ms", required_argument, 0, T_START_TIMEOUT},
         {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"serve", required_argument, 0, T_SERVE},
         {"serve-name", required_argument, 0, T_SERVE_NAME}, {"no-theta-transform", no_argument, 0, T_NO_THETA_TF},
-        {"x-transform", required_argument, 0, T_X_TF}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"x-transform", required_argument, 0, T_X_TF}, {"theta-transform", required_argument, 0, T_THETA_TF}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch;
     double dv;
@@ -309,7 +310,14 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error("--tail-bound wants a positive number", optarg);
             break;
         case T_AUTOREG: o->autoregressive = 1; break;
-        case T_NO_THETA_TF: o->tcfg.theta_transform = 0; o->tf_given = 1; break;
+        case T_NO_THETA_TF: o->tcfg.theta_transform = NPE_TF_NONE; o->tf_given = 1; break;
+        case T_THETA_TF:
+            if (strcmp(optarg, "none") == 0) o->tcfg.theta_transform = NPE_TF_NONE;
+            else if (strcmp(optarg, "auto") == 0) o->tcfg.theta_transform = NPE_TF_AUTO;
+            else if (strcmp(optarg, "all") == 0) o->tcfg.theta_transform = NPE_TF_ALL;
+            else return usage_error("--theta-transform is auto, all or none", optarg);
+            o->tf_given = 1;
+            break;
         case T_X_TF: {
             int k = tf_kind_from_name(optarg);
             if (k != TF_NONE && k != TF_LOG && k != TF_LOG1P)
@@ -381,7 +389,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
     if (o->nre && (o->flow || o->bins || o->autoregressive || o->tail_bound > 0 || o->transforms))
         return usage_error("--flow, --transforms, --bins, --tail-bound and --autoregressive are NPE options", NULL);
     if (!o->nre && o->bnre > 0) return usage_error("--bnre is an NRE option", NULL);
-    if (o->nre && o->tf_given) return usage_error("--no-theta-transform and --x-transform are NPE options", NULL);
+    if (o->nre && o->tf_given)
+        return usage_error("--theta-transform, --no-theta-transform and --x-transform are NPE options", NULL);
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->tcfg.seed;
     o->tcfg.progress = !o->quiet;

@@ -165,7 +165,7 @@ npe_train_config npe_train_defaults(void)
     c.threads = 1;
     c.progress = 0;
     c.stop = NULL;
-    c.theta_transform = 1;
+    c.theta_transform = NPE_TF_AUTO;
     c.x_transform = TF_NONE;
     return c;
 }
@@ -536,7 +536,7 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    if (cfg->theta_transform) tf_for_prior(pr, ttf);
+    if (cfg->theta_transform != NPE_TF_NONE) tf_for_prior(pr, cfg->theta_transform == NPE_TF_ALL, ttf);
     for (int j = 0; j < d->context; j++) xtf[j] = (tf_dim){cfg->x_transform, 0.0, 0.0};
     if (tf_any(ttf, d->dim) || tf_any(xtf, d->context)) {
         double *tt = malloc(d->n * (size_t)d->dim * sizeof *tt), *tx = malloc(d->n * (size_t)d->context * sizeof *tx);

@@ -18,9 +18,10 @@
  * best weights are restored.
  *
  * Transforms (transform.h, recorded in the model file): with
- * cfg->theta_transform (the default) the flow models y = T(theta), T the
- * logit of each bounded prior dimension and the log of each positive one,
- * so its samples T^-1(y) fall inside the prior's support; with
+ * cfg->theta_transform (NPE_TF_AUTO, the default) the flow models
+ * y = T(theta), T the log of each positive prior dimension and the logit of
+ * each beta one (NPE_TF_ALL: of each uniform one too), so its samples
+ * T^-1(y) fall inside the prior's support there; with
  * cfg->x_transform, x enters as log(x) (or log(1 + x)).  Training rows whose
  * theta or x cannot be transformed (outside the support or domain) are
  * dropped and counted (rep->n_outside).  Samples and densities are always
@@ -56,6 +57,9 @@
 #include "prior.h"
 #include "rng.h"
 #include "transform.h"
+
+/* cfg.theta_transform values. */
+enum { NPE_TF_NONE = 0, NPE_TF_AUTO = 1, NPE_TF_ALL = 2 };
 
 /* ==== data, split, z-score (shared with NRE) ================================= */
 
@@ -110,8 +114,9 @@ typedef struct npe_train_config {
     int threads;           /* 1: OpenBLAS threads (nn_set_threads); 0 leaves them as they are */
     int progress;          /* 1: a progress line on stderr about once a second */
     const volatile sig_atomic_t *stop; /* NULL, or a flag (e.g. set by SIGINT): stop after this batch */
-    int theta_transform;   /* 1: NPE trains on T(theta), T from tf_for_prior (logit for bounded, log for
-                              positive prior dimensions); 0: on theta itself.  NRE ignores it. */
+    int theta_transform;   /* NPE_TF_AUTO (default): NPE trains on T(theta), T from tf_for_prior (log for
+                              positive, logit for beta dimensions); NPE_TF_ALL: also logit for uniform
+                              dimensions; NPE_TF_NONE: on theta itself.  NRE ignores it. */
     tf_kind x_transform;   /* TF_NONE: NPE trains on x as given; TF_LOG / TF_LOG1P: on log(x) / log(1 + x),
                               every column.  NRE ignores it. */
 } npe_train_config;

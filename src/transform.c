@@ -66,12 +66,13 @@ double tf_log_jac(const tf_dim *t, double v)
     }
 }
 
-void tf_for_prior(const prior *p, tf_dim *out)
+void tf_for_prior(const prior *p, int uniform, tf_dim *out)
 {
     for (int j = 0; j < p->dim; j++) {
         double lo, hi;
         prior_support(p, j, &lo, &hi);
-        if (p->d[j].block || (isinf(lo) && isinf(hi))) out[j] = (tf_dim){TF_NONE, 0.0, 0.0};
+        if (p->d[j].block || (isinf(lo) && isinf(hi)) || (p->d[j].kind == DIST_UNIFORM && !uniform))
+            out[j] = (tf_dim){TF_NONE, 0.0, 0.0};
         else if (isinf(hi)) out[j] = (tf_dim){TF_LOG, lo, 0.0};
         else out[j] = (tf_dim){TF_LOGIT, lo, hi};
     }

@@ -13,9 +13,12 @@
  * tf_log_jac gives log |T'(v)|.
  *
  * tf_for_prior picks, per prior dimension, the transform whose image of R is
- * exactly the prior's support: logit for Uniform(low, high) and Beta (0, 1),
- * log for Exponential, Gamma, LogNormal and Weibull (0, inf), none for
- * Normal and multivariate normal dimensions.
+ * exactly the prior's support: logit for Beta (0, 1) and (with uniform = 1)
+ * Uniform(low, high), log for Exponential, Gamma, LogNormal and Weibull
+ * (0, inf), none for Normal and multivariate normal dimensions.  Uniform
+ * dimensions are left out unless asked for: a flat density on an interval
+ * becomes a logistic one whose edges stretch to infinity, which measurably
+ * slows NPE down and costs accuracy on sbibm's two_moons (README).
  * No ownership: plain values.
  */
 #ifndef PPX_TRANSFORM_H
@@ -40,8 +43,9 @@ double tf_forward(const tf_dim *t, double v);
 double tf_inverse(const tf_dim *t, double y);
 double tf_log_jac(const tf_dim *t, double v);
 
-/* out[dim]: the automatic transform of each dimension of p. */
-void tf_for_prior(const prior *p, tf_dim *out);
+/* out[dim]: the automatic transform of each dimension of p (uniform
+ * dimensions: logit when uniform is 1, none when 0). */
+void tf_for_prior(const prior *p, int uniform, tf_dim *out);
 /* 1 when every dimension of p with a bounded support has a transform in t
  * whose image of R is that support (then every inverse-transformed point is
  * inside it, up to rounding at the edges). */

@@ -473,7 +473,7 @@ Test(model_file, version1_files_still_load)
     make_data(&d, &pr);
     npe_train_config cfg = npe_train_defaults();
     cfg.max_epochs = 2;
-    cfg.theta_transform = 0; /* a model version 1 could hold */
+    cfg.theta_transform = NPE_TF_NONE; /* a model version 1 could hold */
     flow_config fc = flow_config_default(FLOW_MAF, 2, 2);
     char err[600];
     npe_posterior *p = npe_train(&d, pr, &fc, &cfg, NULL, err, sizeof err);
@@ -540,7 +540,7 @@ Test(model_file, mvn_prior_and_transforms_round_trip)
     cr_assert_eq(p->dim, 5);
     cr_assert_eq(p->n_mvn, 1);
     cr_assert_eq(model_file_set_prior(m, p), 0);
-    tf_for_prior(p, m->theta_tf);
+    tf_for_prior(p, 1, m->theta_tf);
     cr_expect_eq(m->theta_tf[0].kind, TF_LOGIT);
     cr_expect(m->theta_tf[0].lo == 0 && m->theta_tf[0].hi == 2);
     for (int j = 1; j < 4; j++) cr_expect_eq(m->theta_tf[j].kind, TF_NONE);

@@ -70,7 +70,10 @@ Test(transform, automatic_choice_per_prior_kind)
     prior *p = parse1("uniform:-1:3,beta:2:2,exponential:1,gamma:2:1,lognormal:0:1,weibull:1:2,normal:0:1,"
                       "mvn:[0,0]:[[1,0],[0,1]]");
     tf_dim t[9];
-    tf_for_prior(p, t);
+    tf_for_prior(p, 0, t); /* the default: uniform dimensions left as they are */
+    cr_expect_eq(t[0].kind, TF_NONE);
+    cr_expect(!tf_covers_support(p, t));
+    tf_for_prior(p, 1, t);
     cr_expect(t[0].kind == TF_LOGIT && t[0].lo == -1 && t[0].hi == 3);
     cr_expect(t[1].kind == TF_LOGIT && t[1].lo == 0 && t[1].hi == 1);
     for (int j = 2; j < 6; j++) cr_expect(t[j].kind == TF_LOG && t[j].lo == 0, "dimension %d", j);
@@ -109,6 +112,7 @@ Test(transform, transformed_density_integrates_to_one)
     fc.hidden = 32;
     npe_train_config cfg = npe_train_defaults();
     cfg.max_epochs = 60;
+    cfg.theta_transform = NPE_TF_ALL; /* the uniform dimension too */
     npe_train_report rep;
     npe_posterior *p = npe_train(&d, pr, &fc, &cfg, &rep, err, sizeof err);
     cr_assert_not_null(p, "%s", err);

@@ -5,7 +5,7 @@ observations.  Observation row k draws from RNG stream (seed, k) everywhere.
 
 Models, trained here by `ppxd train --data` on a 2-parameter toy problem
 (theta ~ U(-1, 1)^2, x = (theta_0 + theta_1, theta_0 - theta_1) + noise):
-  - NPE with the default theta transform (logit to the unbounded space);
+  - NPE with the logit theta transform (--theta-transform all);
   - NPE without it (--no-theta-transform), so rejection to the prior's
     support draws several chunks: the acceptance path must agree too;
   - NRE (sampling by importance resampling from the prior).
@@ -77,7 +77,8 @@ class CliServerClientAgree(unittest.TestCase):
             "npe_raw": cls.path("npe_raw.ppxm"),
             "nre": cls.path("nre.ppxm"),
         }
-        run(cls.ppxd, "train", "npe", *common, "--transforms", "2", "--hidden", "16", "-o", cls.models["npe"])
+        run(cls.ppxd, "train", "npe", *common, "--transforms", "2", "--hidden", "16", "--theta-transform", "all",
+            "-o", cls.models["npe"])
         run(cls.ppxd, "train", "npe", *common, "--transforms", "2", "--hidden", "16", "--no-theta-transform",
             "-o", cls.models["npe_raw"])
         run(cls.ppxd, "train", "nre", *common, "--hidden", "16", "-o", cls.models["nre"])
