@@ -224,6 +224,7 @@ typedef struct npy_header {
     size_t item;  /* bytes per element: 8 or 4 (floats), 1, 2, 4 or 8 (integers), 1 (bool) */
     size_t dims[NPY_MAX_NDIM];
     size_t ndim;
+    int fortran;  /* column-major (numpy writes a transposed array so): transposed on reading */
 } npy_header;
 
 static int parse_npy_header(const char *text, size_t len, npy_header *out, const char *path,
@@ -298,10 +299,7 @@ static int parse_npy_header(const char *text, size_t len, npy_header *out, const
     }
     out->type = types[t].type;
     out->item = types[t].item;
-    if (fortran) {
-        set_err(err, err_len, "%s: Fortran-order arrays are not supported", path);
-        return -1;
-    }
+    out->fortran = fortran;
     if (out->ndim < 1 || out->ndim > NPY_MAX_NDIM) {
         set_err(err, err_len, "%s: %zu-dimensional arrays are not supported (need 1-D or 2-D)",
                 path, out->ndim);
@@ -428,6 +426,18 @@ int npy_read(const char *path, double **data, size_t *rows, size_t *cols, char *
             }
         }
         i += m;
+    }
+    if (h.fortran && r > 1 && c > 1) {
+        /* Element (i, j) is at j * r + i in the file. */
+        double *t = malloc(n * sizeof *t);
+        if (!t) {
+            set_err(err, err_len, "%s: out of memory", path);
+            goto fail;
+        }
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < c; j++) t[i * c + j] = out[j * r + i];
+        free(out);
+        out = t;
     }
     fclose(f);
     free(text);
