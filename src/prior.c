@@ -623,11 +623,23 @@ static int same_dim(const prior_dim *a, const prior_dim *b)
            memcmp(&a->p1, &b->p1, sizeof a->p1) == 0;
 }
 
-/* Append text to buf[used..len) (truncating), counting the full length. */
+/* Append text to buf[used..len) (truncating), counting the full length.
+ * fmt is a literal, or "%g"-like with a "," prefix or not: v is then
+ * written with the fewest digits (up to 17) that read back to v. */
 static void put_text(char *buf, size_t len, size_t *used, const char *fmt, double v)
 {
     char t[40];
-    snprintf(t, sizeof t, fmt, v);
+    const char *pct = strchr(fmt, '%');
+    if (pct) {
+        size_t pre = (size_t)(pct - fmt);
+        memcpy(t, fmt, pre);
+        for (int digits = 15; digits <= 17; digits++) {
+            snprintf(t + pre, sizeof t - pre, "%.*g", digits, v);
+            if (strtod(t + pre, NULL) == v) break;
+        }
+    } else {
+        snprintf(t, sizeof t, "%s", fmt);
+    }
     if (*used < len) snprintf(buf + *used, len - *used, "%s", t);
     *used += strlen(t);
 }
@@ -640,11 +652,11 @@ int prior_format(const prior *p, char *buf, size_t len)
         if (p->d[j].block) {
             const prior_mvn *m = &p->mvn[p->d[j].block - 1];
             put_text(buf, len, &used, j ? ",mvn:[" : "mvn:[", 0);
-            for (int i = 0; i < m->k; i++) put_text(buf, len, &used, i ? ",%.17g" : "%.17g", m->mean[i]);
+            for (int i = 0; i < m->k; i++) put_text(buf, len, &used, i ? ",%g" : "%g", m->mean[i]);
             put_text(buf, len, &used, "]:[", 0);
             for (int i = 0; i < m->k; i++) {
                 put_text(buf, len, &used, i ? ",[" : "[", 0);
-                for (int c = 0; c < m->k; c++) put_text(buf, len, &used, c ? ",%.17g" : "%.17g", m->cov[i * m->k + c]);
+                for (int c = 0; c < m->k; c++) put_text(buf, len, &used, c ? ",%g" : "%g", m->cov[i * m->k + c]);
                 put_text(buf, len, &used, "]", 0);
             }
             put_text(buf, len, &used, "]", 0);

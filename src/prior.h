@@ -31,7 +31,8 @@
  *   mvnprec:MEAN:PREC  the same given the precision matrix (the inverse
  *                      covariance; stored as its inverse, the covariance).
  * The covariance must be symmetric (to 1e-9 relative) and positive definite.
- * prior_format writes a block inline with %.17g numbers, so the text form
+ * prior_format writes a block inline, each number with the fewest digits that
+ * read back to the same double, so the text form
  * parses back to an equal prior.
  *
  * Ownership: a prior owns its arrays; prior_new/prior_parse/prior_copy return
