@@ -297,7 +297,9 @@ static serve_model *model_entry_new(const char *name, const char *path, model_fi
     atomic_init(&e->refs, 1);
     e->m = m;
     e->checksum = checksum;
-    prior_format(m->prior, e->prior_text, sizeof e->prior_text);
+    /* A long prior (a multivariate normal's matrix) is cut, visibly. */
+    if ((size_t)prior_format(m->prior, e->prior_text, sizeof e->prior_text) >= sizeof e->prior_text)
+        memcpy(e->prior_text + sizeof e->prior_text - 4, "...", 4);
     return e;
 }
 

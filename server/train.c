@@ -72,13 +72,18 @@ static void train_usage(FILE *f)
         "  --save-data PREFIX          also write PREFIX_theta.npy and PREFIX_x.npy\n"
         "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n"
         "data, offline:\n"
-        "  --data THETA.npy X.npy      theta [N, D] and x [N, C] (float64 or float32)\n"
+        "  --data THETA.npy X.npy      theta [N, D] and x [N, C] (float64/32; integer and bool arrays, e.g. counts,\n"
+        "                              are converted to float64)\n"
         "  --prior SPEC                the prior, one or more theta dimensions per SPEC, in order (repeatable):\n"
-        "                                KIND:P0[:P1][xN]   N dimensions (default 1), e.g.\n"
+        "                                KIND:P0[:P1][xN]   N independent dimensions (default 1), e.g.\n"
         "                                uniform:-1:1x2     two dimensions Uniform(low -1, high 1)\n"
         "                                normal:0:0.316     Normal(mean 0, standard deviation 0.316)\n"
         "                              kinds: normal(mean,sd) uniform(low,high) beta(a,b) exponential(rate)\n"
         "                              gamma(concentration,rate) lognormal(loc,scale) weibull(scale,concentration);\n"
+        "                                mvn:MEAN:COV       a correlated (multivariate) normal over k dimensions:\n"
+        "                                                   MEAN and COV inline or .npy files, e.g.\n"
+        "                                                   'mvn:[0,1]:[[1,0.5],[0.5,2]]', mvn:mean.npy:cov.npy\n"
+        "                                mvnprec:MEAN:PREC  the same with the precision (inverse covariance)\n"
         "                              SPECs may also be joined with commas: 'uniform:-1:1,normal:0:1'\n"
         "  --theta / --x NAMES         column names stored in the model (default theta_0.., x_0..)\n"
         "\n"
@@ -86,6 +91,13 @@ static void train_usage(FILE *f)
         "  --flow nsf|maf              npe: neural spline flow (default) or masked autoregressive flow\n"
         "  --transforms N (5)  --hidden H (50)  --blocks K (2)  --bins B (nsf, 10)  --tail-bound T (nsf, 3)\n"
         "  --autoregressive            nsf: autoregressive instead of coupling transforms\n"
+        "  --theta-transform auto|all|none   npe: the flow models an unbounded transform of theta, recorded in\n"
+        "                              the model file (samples and densities still come back in theta's units):\n"
+        "                              auto (default): log for exponential, gamma, lognormal and weibull\n"
+        "                              dimensions, logit for beta; all: also logit for uniform; none: theta as it is\n"
+        "  --no-theta-transform        the same as --theta-transform none\n"
+        "  --x-transform none|log|log1p  npe: feed log(x) (positive data) or log(1 + x) (data >= 0, counts) to\n"
+        "                              the flow, every column; observations are transformed the same way\n"
         "  --bnre LAMBDA               nre: balanced NRE penalty (0 = plain NRE, 100 is BNRE's choice)\n"
         "training (sbi's defaults):\n"
         "  --batch B (200)  --lr LR (5e-4)  --clip C (5)  --val-frac F (0.1)  --patience E (20)\n"
@@ -195,6 +207,7 @@ typedef struct train_opts {
     double tail_bound, bnre;
     npe_train_config tcfg;
     int quiet;
+    int tf_given;               /* --no-theta-transform or --x-transform given */
     const char **serve;         /* --serve: publish the trained model there and keep serving */
     size_t n_serve;
     const char *serve_name;     /* --serve-name (default: the output file's base name) */
@@ -203,7 +216,8 @@ typedef struct train_opts {
 enum {
     T_SIM_CMD = 1000, T_CONNECT, T_THETA, T_X, T_DATA, T_PRIOR, T_SAVE_DATA, T_FLOW, T_TRANSFORMS, T_HIDDEN,
     T_BLOCKS, T_BINS, T_TAIL, T_AUTOREG, T_BNRE, T_BATCH, T_LR, T_CLIP, T_VAL_FRAC, T_PATIENCE, T_MAX_EPOCHS,
-    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME
+    T_MAX_SECONDS, T_SEED, T_THREADS, T_QUIET, T_TIMEOUT, T_START_TIMEOUT, T_MAX_FAILURES, T_SERVE, T_SERVE_NAME,
+    T_NO_THETA_TF, T_THETA_TF, T_X_TF
 };
 
 static int positive_int(const char *arg, const char *opt, int lo, int hi, int *out)
@@ -235,7 +249,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
         {"quiet", no_argument, 0, T_QUIET}, {"timeout-ms", required_argument, 0, T_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, T_START_TIMEOUT},
         {"max-failures", required_argument, 0, T_MAX_FAILURES}, {"serve", required_argument, 0, T_SERVE},
-        {"serve-name", required_argument, 0, T_SERVE_NAME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"serve-name", required_argument, 0, T_SERVE_NAME}, {"no-theta-transform", no_argument, 0, T_NO_THETA_TF},
+        {"x-transform", required_argument, 0, T_X_TF}, {"theta-transform", required_argument, 0, T_THETA_TF}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch;
     double dv;
@@ -296,6 +311,23 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error("--tail-bound wants a positive number", optarg);
             break;
         case T_AUTOREG: o->autoregressive = 1; break;
+        case T_NO_THETA_TF: o->tcfg.theta_transform = NPE_TF_NONE; o->tf_given = 1; break;
+        case T_THETA_TF:
+            if (strcmp(optarg, "none") == 0) o->tcfg.theta_transform = NPE_TF_NONE;
+            else if (strcmp(optarg, "auto") == 0) o->tcfg.theta_transform = NPE_TF_AUTO;
+            else if (strcmp(optarg, "all") == 0) o->tcfg.theta_transform = NPE_TF_ALL;
+            else return usage_error("--theta-transform is auto, all or none", optarg);
+            o->tf_given = 1;
+            break;
+        case T_X_TF: {
+            int k = tf_kind_from_name(optarg);
+            if (k != TF_NONE && k != TF_LOG && k != TF_LOG1P)
+                return usage_error("--x-transform is none, log (positive data) or log1p (data >= 0, e.g. counts)",
+                                   optarg);
+            o->tcfg.x_transform = (tf_kind)k;
+            o->tf_given = 1;
+            break;
+        }
         case T_BNRE:
             if (parse_double(optarg, &o->bnre) < 0 || o->bnre < 0)
                 return usage_error("--bnre wants a number >= 0", optarg);
@@ -358,6 +390,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
     if (o->nre && (o->flow || o->bins || o->autoregressive || o->tail_bound > 0 || o->transforms))
         return usage_error("--flow, --transforms, --bins, --tail-bound and --autoregressive are NPE options", NULL);
     if (!o->nre && o->bnre > 0) return usage_error("--bnre is an NRE option", NULL);
+    if (o->nre && o->tf_given)
+        return usage_error("--theta-transform, --no-theta-transform and --x-transform are NPE options", NULL);
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->tcfg.seed;
     o->tcfg.progress = !o->quiet;
@@ -654,11 +688,11 @@ int ppxd_train_main(int argc, char **argv)
     if (o.data_theta) {
         size_t n2;
         if (npy_read(o.data_theta, &theta, &n, &d, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o.data_theta, err);
+            fprintf(stderr, "ppxd: --data: %s\n", err); /* err names the file */
             goto out;
         }
         if (npy_read(o.data_x, &x, &n2, &cdim, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o.data_x, err);
+            fprintf(stderr, "ppxd: --data: %s\n", err);
             goto out;
         }
         if (n != n2) {
@@ -746,6 +780,10 @@ int ppxd_train_main(int argc, char **argv)
         if (o.autoregressive) fc.autoregressive = 1;
         np = npe_train(&data, pr, &fc, &o.tcfg, &rep, err, sizeof err);
         if (np) m = npe_posterior_model(np);
+        if (np && rep.n_outside)
+            fprintf(stderr, "ppxd: warning: dropped %zu simulations whose theta lies outside the prior's support%s "
+                    "(they cannot be transformed)\n", rep.n_outside,
+                    o.tcfg.x_transform != TF_NONE ? " or whose x is outside the x transform's domain" : "");
     }
     npe_data_free(&data);
     if (!m) {
@@ -905,7 +943,7 @@ static double *read_observations(const post_opts *o, const model_file *m, size_t
         double *v;
         size_t rows, cols;
         if (npy_read(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o->obs_file, err);
+            fprintf(stderr, "ppxd: --obs-file: %s\n", err); /* err names the file */
             return NULL;
         }
         /* A 1-D file of C values is one observation. */
@@ -1031,8 +1069,6 @@ static int posterior_sample(const post_opts *o, model_file *m, npe_posterior *np
         fprintf(stderr, "ppxd: out of memory for %zu x %zu samples\n", n_obs * n, D);
         return 1;
     }
-    rng r;
-    rng_seed(&r, o->seed, 0x706f7374ull);
     char err[600];
     int rc = 0;
     for (size_t k = 0; k < n_obs && rc == 0; k++) {
@@ -1043,6 +1079,11 @@ static int posterior_sample(const post_opts *o, model_file *m, npe_posterior *np
             rc = 1;
             break;
         }
+        /* Observation k draws from RNG stream (seed, k), as `ppxd serve`
+         * does for row k of a Sample query: the same seed gives the same
+         * samples here, through ppxctl and through the Python client. */
+        rng r;
+        rng_seed(&r, o->seed, (uint64_t)k);
         if (np) {
             npe_sample_report rep;
             if (npe_sample(np, x, n, &r, o->max_seconds, dst, &rep, err, sizeof err) < 0) {
@@ -1101,7 +1142,7 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
     size_t n, cols;
     int rc = 1;
     if (npy_read(o->theta_file, &th, &n, &cols, err, sizeof err) < 0) {
-        fprintf(stderr, "ppxd: %s: %s\n", o->theta_file, err);
+        fprintf(stderr, "ppxd: --theta-file: %s\n", err); /* err names the file */
         return 1;
     }
     if (cols == 1 && n == (size_t)m->dim && m->dim > 1) {
@@ -1118,8 +1159,6 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
     }
     lp = malloc((n ? n : 1) * sizeof *lp);
     if (!lp) goto out;
-    rng r;
-    rng_seed(&r, o->seed, 0x6c6f6770ull);
     size_t C = (size_t)m->context, draws = o->mass_draws ? (size_t)o->mass_draws : 10000;
     if (np) {
         if (npe_log_prob(np, th, n, xo, n_obs, lp, err, sizeof err) < 0) {
@@ -1138,6 +1177,11 @@ static int posterior_logprob(const post_opts *o, model_file *m, npe_posterior *n
         for (size_t i = 0; i < n; i++) {
             const double *x = xo + (n_obs == 1 ? 0 : i) * C;
             if (i == 0 || (n_obs > 1 && memcmp(x, x - C, C * sizeof *x) != 0)) {
+                /* The correction for observation row k uses RNG stream
+                 * (seed, k), as `ppxd serve` does for its one observation
+                 * (stream 0). */
+                rng r;
+                rng_seed(&r, o->seed, n_obs == 1 ? 0 : (uint64_t)i);
                 if (np) {
                     double mass;
                     if (npe_support_mass(np, x, draws, &r, o->max_seconds, &mass, err, sizeof err) < 0) {

@@ -216,10 +216,16 @@ static int hp_shape(header_parser *h, size_t *dims, size_t max, size_t *ndim)
     }
 }
 
+/* The element types read: IEEE floats, two's-complement and unsigned
+ * integers, and booleans (one byte, 0 or not), all little-endian. */
+typedef enum npy_type { NPY_FLOAT, NPY_INT, NPY_UINT, NPY_BOOL } npy_type;
+
 typedef struct npy_header {
-    size_t item;  /* 8 or 4 */
+    npy_type type;
+    size_t item;  /* bytes per element: 8 or 4 (floats), 1, 2, 4 or 8 (integers), 1 (bool) */
     size_t dims[NPY_MAX_NDIM];
     size_t ndim;
+    int fortran;  /* column-major (numpy writes a transposed array so): transposed on reading */
 } npy_header;
 
 static int parse_npy_header(const char *text, size_t len, npy_header *out, const char *path,
@@ -236,7 +242,7 @@ static int parse_npy_header(const char *text, size_t len, npy_header *out, const
         if (strcmp(key, "descr") == 0) {
             hp_skip_space(&h);
             if (h.p < h.end && *h.p == '[') {
-                set_err(err, err_len, "%s: structured dtypes are not supported (need '<f8' or '<f4')",
+                set_err(err, err_len, "%s: structured dtypes are not supported (need one number per element)",
                         path);
                 return -1;
             }
@@ -271,21 +277,30 @@ static int parse_npy_header(const char *text, size_t len, npy_header *out, const
                 !have_descr ? "descr" : !have_order ? "fortran_order" : "shape");
         return -1;
     }
-    if (strcmp(descr, "<f8") == 0) {
-        out->item = 8;
-    } else if (strcmp(descr, "<f4") == 0) {
-        out->item = 4;
-    } else if (descr[0] == '>') {
+    /* descr is byte order ('<' little-endian, '|' not applicable, '='
+     * native: little-endian on every machine ppxd builds for), kind and
+     * size in bytes. */
+    static const struct { const char *code; npy_type type; size_t item; } types[] = {
+        {"f8", NPY_FLOAT, 8}, {"f4", NPY_FLOAT, 4}, {"i8", NPY_INT, 8}, {"i4", NPY_INT, 4},
+        {"i2", NPY_INT, 2},   {"i1", NPY_INT, 1},   {"u8", NPY_UINT, 8}, {"u4", NPY_UINT, 4},
+        {"u2", NPY_UINT, 2},  {"u1", NPY_UINT, 1},  {"b1", NPY_BOOL, 1},
+    };
+    size_t t = 0, nt = sizeof types / sizeof types[0];
+    if (descr[0] == '<' || descr[0] == '|' || descr[0] == '=')
+        for (; t < nt; t++)
+            if (strcmp(descr + 1, types[t].code) == 0 && (descr[0] != '|' || types[t].item == 1)) break;
+    if (descr[0] == '>') {
         set_err(err, err_len, "%s: big-endian data ('%s') is not supported", path, descr);
         return -1;
-    } else {
-        set_err(err, err_len, "%s: unsupported dtype '%s' (need '<f8' or '<f4')", path, descr);
+    }
+    if (t == nt) {
+        set_err(err, err_len, "%s: unsupported dtype '%s' (need float64/32, a signed or unsigned integer of "
+                "1-8 bytes, or bool, little-endian)", path, descr);
         return -1;
     }
-    if (fortran) {
-        set_err(err, err_len, "%s: Fortran-order arrays are not supported", path);
-        return -1;
-    }
+    out->type = types[t].type;
+    out->item = types[t].item;
+    out->fortran = fortran;
     if (out->ndim < 1 || out->ndim > NPY_MAX_NDIM) {
         set_err(err, err_len, "%s: %zu-dimensional arrays are not supported (need 1-D or 2-D)",
                 path, out->ndim);
@@ -384,20 +399,46 @@ int npy_read(const char *path, double **data, size_t *rows, size_t *cols, char *
         }
         for (size_t j = 0; j < m; j++) {
             const unsigned char *b = chunk + h.item * j;
-            if (h.item == 8) {
-                uint64_t bits = 0;
-                for (int k = 7; k >= 0; k--)
-                    bits = bits << 8 | b[k];
-                memcpy(&out[i + j], &bits, sizeof bits);
-            } else {
-                uint32_t bits = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                                (uint32_t)b[3] << 24;
-                float v;
-                memcpy(&v, &bits, sizeof v);
-                out[i + j] = v;
+            uint64_t bits = 0;
+            for (int k = (int)h.item - 1; k >= 0; k--)
+                bits = bits << 8 | b[k];
+            switch (h.type) {
+            case NPY_FLOAT:
+                if (h.item == 8) {
+                    memcpy(&out[i + j], &bits, sizeof bits);
+                } else {
+                    uint32_t b32 = (uint32_t)bits;
+                    float v;
+                    memcpy(&v, &b32, sizeof v);
+                    out[i + j] = v;
+                }
+                break;
+            case NPY_INT: {
+                /* Two's complement of item bytes, without signed overflow:
+                 * a negative value is minus (its complement + 1).  Integers
+                 * beyond 2^53 round to the nearest double. */
+                uint64_t mask = h.item == 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * h.item)) - 1;
+                if (bits >> (8 * h.item - 1) & 1) out[i + j] = -(double)((~bits & mask) + 1);
+                else out[i + j] = (double)bits;
+                break;
+            }
+            case NPY_UINT: out[i + j] = (double)bits; break;
+            case NPY_BOOL: out[i + j] = bits ? 1.0 : 0.0; break;
             }
         }
         i += m;
+    }
+    if (h.fortran && r > 1 && c > 1) {
+        /* Element (i, j) is at j * r + i in the file. */
+        double *t = malloc(n * sizeof *t);
+        if (!t) {
+            set_err(err, err_len, "%s: out of memory", path);
+            goto fail;
+        }
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < c; j++) t[i * c + j] = out[j * r + i];
+        free(out);
+        out = t;
     }
     fclose(f);
     free(text);

@@ -16,9 +16,12 @@
  * reason in err. */
 int npy_write(const char *path, const double *data, size_t rows, size_t cols,
               char *err, size_t err_len);
-/* Read a .npy file of float64 or float32 (little-endian, C order), 1-D or 2-D;
- * a 1-D array of n reads as n x 1.  *data is malloc'd (caller frees).  0 or -1
- * with a reason (bad magic, unsupported dtype, Fortran order, truncated). */
+/* Read a .npy file (little-endian, 1-D or 2-D) of float64 or float32,
+ * or of integers (int8-64, uint8-64) or bools, converted to double (integers
+ * beyond 2^53 rounded; bools 0 or 1);
+ * a 1-D array of n reads as n x 1; a Fortran-order (column-major) array is
+ * transposed into row-major.  *data is malloc'd (caller frees).  0 or -1 with
+ * a reason (bad magic, unsupported dtype, truncated). */
 int npy_read(const char *path, double **data, size_t *rows, size_t *cols,
              char *err, size_t err_len);
 

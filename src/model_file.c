@@ -50,12 +50,15 @@ model_file *model_file_new(model_kind kind, int dim, int context)
     m->theta_std = calloc((size_t)dim, sizeof(double));
     m->x_mean = calloc((size_t)context, sizeof(double));
     m->x_std = calloc((size_t)context, sizeof(double));
+    m->theta_tf = calloc((size_t)dim, sizeof *m->theta_tf); /* TF_NONE is 0 */
+    m->x_tf = calloc((size_t)context, sizeof *m->x_tf);
     m->theta_names = calloc((size_t)dim, sizeof(char *));
     m->x_names = calloc((size_t)context, sizeof(char *));
     m->prior = prior_new(dim);
     m->prov.created = (int64_t)time(NULL);
     m->prov.source = strdup("");
-    if (!m->theta_mean || !m->theta_std || !m->x_mean || !m->x_std || !m->theta_names || !m->x_names ||
+    if (!m->theta_mean || !m->theta_std || !m->x_mean || !m->x_std || !m->theta_tf || !m->x_tf || !m->theta_names ||
+        !m->x_names ||
         !m->prior || !m->prov.source)
         goto fail;
     for (int j = 0; j < dim; j++) {
@@ -90,6 +93,8 @@ void model_file_destroy(model_file **pm)
     free(m->theta_std);
     free(m->x_mean);
     free(m->x_std);
+    free(m->theta_tf);
+    free(m->x_tf);
     prior_destroy(&m->prior);
     free(m->prov.source);
     free(m->params);
@@ -155,6 +160,8 @@ model_file *model_file_copy(const model_file *m)
     memcpy(c->theta_std, m->theta_std, (size_t)m->dim * sizeof(double));
     memcpy(c->x_mean, m->x_mean, (size_t)m->context * sizeof(double));
     memcpy(c->x_std, m->x_std, (size_t)m->context * sizeof(double));
+    memcpy(c->theta_tf, m->theta_tf, (size_t)m->dim * sizeof *m->theta_tf);
+    memcpy(c->x_tf, m->x_tf, (size_t)m->context * sizeof *m->x_tf);
     char *src = c->prov.source;
     c->prov = m->prov;
     c->prov.source = src;
@@ -278,6 +285,22 @@ int model_file_encode(const model_file *m, unsigned char **out, size_t *out_len,
         w_u32(&w, (uint32_t)m->prior->d[j].kind);
         w_f64(&w, m->prior->d[j].p0);
         w_f64(&w, m->prior->d[j].p1);
+    }
+    w_u32(&w, (uint32_t)m->prior->n_mvn);
+    for (int b = 0; b < m->prior->n_mvn; b++) {
+        const prior_mvn *mv = &m->prior->mvn[b];
+        w_u32(&w, (uint32_t)mv->j0);
+        w_u32(&w, (uint32_t)mv->k);
+        for (int i = 0; i < mv->k; i++) w_f64(&w, mv->mean[i]);
+        for (int i = 0; i < mv->k * mv->k; i++) w_f64(&w, mv->cov[i]);
+    }
+    for (int side = 0; side < 2; side++) {
+        const tf_dim *t = side ? m->x_tf : m->theta_tf;
+        for (int j = 0; j < (side ? m->context : m->dim); j++) {
+            w_u32(&w, (uint32_t)t[j].kind);
+            w_f64(&w, t[j].lo);
+            w_f64(&w, t[j].hi);
+        }
     }
     for (int j = 0; j < m->dim; j++) w_str(&w, m->theta_names[j]);
     for (int j = 0; j < m->context; j++) w_str(&w, m->x_names[j]);
@@ -426,9 +449,9 @@ model_file *model_file_decode(const unsigned char *buf, size_t len, char *err, s
         snprintf(err, err_len, "corrupted model file: checksum mismatch (stored %08x, computed %08x)", crc, want);
         return NULL;
     }
-    if (version != MODEL_FILE_VERSION) {
-        snprintf(err, err_len, "model file format version %u; this ppxd reads version %u only (retrain, or use the "
-                 "ppxd that wrote it)", version, MODEL_FILE_VERSION);
+    if (version < MODEL_FILE_MIN_VERSION || version > MODEL_FILE_VERSION) {
+        snprintf(err, err_len, "model file format version %u; this ppxd reads versions %u to %u (retrain, or use the "
+                 "ppxd that wrote it)", version, MODEL_FILE_MIN_VERSION, MODEL_FILE_VERSION);
         return NULL;
     }
     rbuf r = {buf + PREAMBLE, (size_t)plen, 0, 0};
@@ -486,6 +509,43 @@ model_file *model_file_decode(const unsigned char *buf, size_t len, char *err, s
         char why[256];
         if (r.bad || k >= DIST_KIND_COUNT || prior_set(m->prior, (int)j, (dist_kind)k, p0, p1, why, sizeof why) < 0)
             goto bad;
+    }
+    if (version >= 2) {
+        what = "multivariate normal prior";
+        uint32_t nb = r_u32(&r);
+        if (r.bad || nb > dim) goto bad;
+        for (uint32_t b = 0; b < nb; b++) {
+            uint32_t j0 = r_u32(&r), k = r_u32(&r);
+            if (r.bad || k < 1 || k > PRIOR_MAX_MVN || j0 >= dim || k > dim - j0 ||
+                (uint64_t)k * (k + 1) * 8 > r.len - r.pos)
+                goto bad;
+            double *v = malloc((size_t)k * (k + 1) * sizeof *v);
+            if (!v) {
+                snprintf(err, err_len, "out of memory loading the model");
+                model_file_destroy(&m);
+                return NULL;
+            }
+            for (uint32_t i = 0; i < k * (k + 1); i++) v[i] = r_f64(&r);
+            char why[256];
+            /* The dimensions were read as their marginals: make them free
+             * for the block again. */
+            int ok = 1;
+            for (uint32_t i = 0; i < k && ok; i++) ok = m->prior->d[j0 + i].kind == DIST_NORMAL && !m->prior->d[j0 + i].block;
+            int rc = ok ? prior_set_mvn(m->prior, (int)j0, (int)k, v, v + k, why, sizeof why) : -1;
+            free(v);
+            if (rc < 0) goto bad;
+        }
+        what = "transforms";
+        for (int side = 0; side < 2; side++) {
+            tf_dim *t = side ? m->x_tf : m->theta_tf;
+            for (uint32_t j = 0; j < (side ? ctx : dim); j++) {
+                uint32_t k = r_u32(&r);
+                t[j].lo = r_f64(&r);
+                t[j].hi = r_f64(&r);
+                t[j].kind = k < TF_KIND_COUNT ? (tf_kind)k : TF_NONE;
+                if (r.bad || k >= TF_KIND_COUNT || !tf_valid(&t[j])) goto bad;
+            }
+        }
     }
     what = "names";
     for (uint32_t j = 0; j < dim; j++) {
@@ -647,6 +707,21 @@ void model_file_print(const model_file *m, void *file)
     if (m->kind == MODEL_NPE_NSF)
         fprintf(f, ", %d bins, tail bound %g, %s\n", m->flow.n_bins, (double)m->flow.tail_bound,
                 m->flow.autoregressive ? "autoregressive" : "coupling");
+    for (int side = 0; side < 2; side++) {
+        const tf_dim *t = side ? m->x_tf : m->theta_tf;
+        int n = side ? m->context : m->dim;
+        fprintf(f, "%s", side ? "x transform     " : "theta transform ");
+        if (!tf_any(t, n)) {
+            fprintf(f, "none\n");
+            continue;
+        }
+        for (int j = 0; j < n; j++) {
+            if (t[j].kind == TF_LOGIT) fprintf(f, "%slogit(%g, %g)", j ? " " : "", t[j].lo, t[j].hi);
+            else if (t[j].kind != TF_NONE && t[j].lo != 0) fprintf(f, "%s%s(x - %g)", j ? " " : "", tf_kind_name(t[j].kind), t[j].lo);
+            else fprintf(f, "%s%s", j ? " " : "", tf_kind_name(t[j].kind));
+        }
+        fprintf(f, "\n");
+    }
     fprintf(f, "parameters      %zu\n", m->n_params);
     char date[64] = "?";
     time_t t = (time_t)m->prov.created;

@@ -19,13 +19,19 @@
  *     24 + P   CRC-32C (trace_crc32c) of bytes [0, 24 + P), uint32
  * The 24-byte preamble and the trailing checksum stay the same in every
  * future version, so any version can be recognised and refused clearly.
- * Payload of version 1, in order:
+ * Payload of version 2 (version 1, still read, lacks the two items marked
+ * [v2]; its models have independent priors and no transforms), in order:
  *   kind u32; dim u32; context u32
  *   NPE: flow config: kind, dim, context, n_transforms, hidden, n_blocks,
  *        act, n_bins, autoregressive as u32, tail_bound as f32
  *   NRE: resmlp config: in, hidden, n_blocks, out, act as u32; bnre_lambda f64
  *   theta_mean[dim], theta_std[dim], x_mean[context], x_std[context]: f64
- *   prior: dim x (kind u32, p0 f64, p1 f64)
+ *   prior: dim x (kind u32, p0 f64, p1 f64) (a dimension of a
+ *        multivariate normal block: Normal(its marginal mean, sd))
+ *   [v2] multivariate normal blocks: count u32, then each j0 u32, k u32,
+ *        mean [k] f64, covariance [k, k] f64
+ *   [v2] transforms: theta dim x, then x context x (kind u32, lo f64, hi f64)
+ *        (transform.h; all TF_NONE for a model trained without them)
  *   theta names [dim], x names [context]: each u32 length + bytes (no NUL)
  *   provenance: created (unix seconds) i64, n_simulations, n_dropped,
  *        n_train, n_val u64, epochs, best_epoch u32, best_val_loss,
@@ -45,9 +51,11 @@
 #include "flow/flow.h"
 #include "nn/mlp.h"
 #include "prior.h"
+#include "transform.h"
 
 #define MODEL_FILE_MAGIC "PPXMODEL"
-#define MODEL_FILE_VERSION 1u
+#define MODEL_FILE_VERSION 2u
+#define MODEL_FILE_MIN_VERSION 1u /* oldest version read */
 
 typedef enum model_kind {
     MODEL_NPE_MAF = 1,
@@ -78,8 +86,10 @@ typedef struct model_file {
     flow_config flow;         /* NPE kinds */
     resmlp_config net;        /* NRE: classifier on [theta, x] -> 1 logit */
     double bnre_lambda;       /* NRE: balancing penalty used in training (0: none) */
-    double *theta_mean, *theta_std; /* [dim] */
-    double *x_mean, *x_std;         /* [context] */
+    double *theta_mean, *theta_std; /* [dim] z-scores of T(theta) (of theta without a transform) */
+    double *x_mean, *x_std;         /* [context] z-scores of T(x) */
+    tf_dim *theta_tf;         /* [dim] transform applied to theta before z-scoring (TF_NONE: none) */
+    tf_dim *x_tf;             /* [context] transform applied to x before z-scoring */
     prior *prior;             /* dim dimensions (owned) */
     char **theta_names;       /* [dim] owned strings */
     char **x_names;           /* [context] owned strings */
@@ -88,7 +98,7 @@ typedef struct model_file {
     size_t n_params;
 } model_file;
 
-/* An empty description: z-scores mean 0 / std 1, names "theta_j"/"x_j",
+/* An empty description: z-scores mean 0 / std 1, no transforms, names "theta_j"/"x_j",
  * prior N(0,1)^dim, provenance zero with created = now, no parameters.
  * NULL on bad sizes (dim < 1, context < 1) or out of memory. */
 model_file *model_file_new(model_kind kind, int dim, int context);

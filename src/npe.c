@@ -166,6 +166,8 @@ npe_train_config npe_train_defaults(void)
     c.threads = 1;
     c.progress = 0;
     c.stop = NULL;
+    c.theta_transform = NPE_TF_AUTO;
+    c.x_transform = TF_NONE;
     return c;
 }
 
@@ -298,6 +300,7 @@ struct npe_posterior {
     model_file *m;     /* description; m->params synced on npe_posterior_model */
     flow *f;
     double log_det;    /* sum_j log theta_std[j]: the z-scoring's Jacobian */
+    int theta_tf, x_tf; /* some dimension of m->theta_tf / m->x_tf is not TF_NONE */
     float *zt, *zx, *lq; /* [NPE_MAX_BATCH * dim], [NPE_MAX_BATCH * context], [NPE_MAX_BATCH] */
     double *th;        /* [NPE_MAX_BATCH * dim] a chunk of samples in original units */
     float *u;          /* [NPE_MAX_BATCH * dim] its base draws */
@@ -347,6 +350,8 @@ static npe_posterior *posterior_wrap(model_file *m, char *err, size_t err_len)
     }
     p->log_det = 0.0;
     for (int j = 0; j < m->dim; j++) p->log_det += log(m->theta_std[j]);
+    p->theta_tf = tf_any(m->theta_tf, m->dim);
+    p->x_tf = tf_any(m->x_tf, m->context);
     return p;
 }
 
@@ -532,14 +537,72 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
     model_file *m;
     npe_split s;
     rng rs[3];
-    if (npe_train_begin(d, pr, cfg, fc.kind == FLOW_NSF ? MODEL_NPE_NSF : MODEL_NPE_MAF, 0, &m, &s, rs, err,
-                        err_len) < 0)
+    if (!pr || pr->dim != d->dim) {
+        snprintf(err, err_len, "the prior has %d dimensions but theta has %d", pr ? pr->dim : 0, d->dim);
         return NULL;
+    }
+    /* The transforms, and the data through them (td; d itself without any). */
+    tf_dim *ttf = calloc((size_t)d->dim, sizeof *ttf), *xtf = calloc((size_t)d->context, sizeof *xtf);
+    npe_data tdata;
+    memset(&tdata, 0, sizeof tdata);
+    const npe_data *td = d;
+    if (!ttf || !xtf) {
+        free(ttf);
+        free(xtf);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    if (cfg->theta_transform != NPE_TF_NONE) tf_for_prior(pr, cfg->theta_transform == NPE_TF_ALL, ttf);
+    for (int j = 0; j < d->context; j++) xtf[j] = (tf_dim){cfg->x_transform, 0.0, 0.0};
+    if (tf_any(ttf, d->dim) || tf_any(xtf, d->context)) {
+        double *tt = malloc(d->n * (size_t)d->dim * sizeof *tt), *tx = malloc(d->n * (size_t)d->context * sizeof *tx);
+        int rc0 = -1;
+        if (tt && tx) {
+            for (size_t i = 0; i < d->n; i++) {
+                for (int j = 0; j < d->dim; j++)
+                    tt[i * d->dim + j] = tf_forward(&ttf[j], d->theta[i * d->dim + j]);
+                for (int j = 0; j < d->context; j++)
+                    tx[i * d->context + j] = tf_forward(&xtf[j], d->x[i * d->context + j]);
+            }
+            rc0 = npe_data_init(&tdata, tt, tx, d->n, d->dim, d->context, err, err_len);
+        } else {
+            snprintf(err, err_len, "out of memory");
+        }
+        free(tt);
+        free(tx);
+        if (rc0 < 0) {
+            if (tt && tx)
+                snprintf(err, err_len, "no simulation can be transformed: every row has a theta outside the prior's "
+                         "support or an x outside the x transform's domain (turn the transforms off, or check the "
+                         "prior against the data)");
+            free(ttf);
+            free(xtf);
+            return NULL;
+        }
+        rep->n_outside = tdata.n_dropped;
+        tdata.n_in = d->n_in;
+        tdata.n_dropped += d->n_dropped;
+        td = &tdata;
+    }
+    if (npe_train_begin(td, pr, cfg, fc.kind == FLOW_NSF ? MODEL_NPE_NSF : MODEL_NPE_MAF, 0, &m, &s, rs, err,
+                        err_len) < 0) {
+        npe_data_free(&tdata);
+        free(ttf);
+        free(xtf);
+        return NULL;
+    }
+    memcpy(m->theta_tf, ttf, (size_t)d->dim * sizeof *ttf);
+    memcpy(m->x_tf, xtf, (size_t)d->context * sizeof *xtf);
+    free(ttf);
+    free(xtf);
+    d = td; /* the training below reads the transformed rows */
     m->flow = fc;
     rng r_init = rs[0], r_batch = rs[2];
+    size_t n_outside = rep->n_outside;
     npe_posterior *p = posterior_wrap(m, err, err_len);
     if (!p) {
         npe_split_free(&s);
+        npe_data_free(&tdata);
         return NULL;
     }
     int B = cfg->batch;
@@ -570,6 +633,7 @@ npe_posterior *npe_train(const npe_data *d, const prior *pr, const flow_config *
     flow_init(p->f, &r_init);
     if (npe_fit(&npe_ops, &t, &s, cfg, &r_batch, "npe", rep, err, err_len) < 0) goto out;
     npe_record_provenance(m, d, &s, rep, cfg->seed);
+    rep->n_outside = n_outside;
     /* Room for the parameter snapshot, filled by npe_posterior_model. */
     float *snap = calloc(flow_n_params(p->f) ? flow_n_params(p->f) : 1, sizeof *snap);
     if (!snap) {
@@ -589,20 +653,41 @@ out:
     free(t.lq);
     free(t.dl);
     npe_split_free(&s);
+    npe_data_free(&tdata);
     if (rc < 0) npe_posterior_destroy(&p);
     return p;
 }
 
 /* ---- posterior use ------------------------------------------------------------------- */
 
-/* z(x_o) into p->zx row 0; -1 when x_o has a non-finite value. */
+/* z(Tx(x_o)) into dst [context]; -1 when x_o has a non-finite value, -2 when
+ * a value is outside the x transform's domain. */
 static int set_context_row(npe_posterior *p, const double *x_o, float *dst)
 {
     for (int j = 0; j < p->m->context; j++) {
         if (!isfinite(x_o[j])) return -1;
-        dst[j] = (float)((x_o[j] - p->m->x_mean[j]) / p->m->x_std[j]);
+        double v = p->x_tf ? tf_forward(&p->m->x_tf[j], x_o[j]) : x_o[j];
+        if (!isfinite(v)) return -2;
+        dst[j] = (float)((v - p->m->x_mean[j]) / p->m->x_std[j]);
     }
     return 0;
+}
+
+/* The reason for set_context_row's rc into err. */
+static void context_error(const npe_posterior *p, const double *x_o, int rc, char *err, size_t err_len)
+{
+    if (rc == -1) {
+        snprintf(err, err_len, "the observation has a NaN or infinite value");
+        return;
+    }
+    for (int j = 0; j < p->m->context; j++)
+        if (!isfinite(tf_forward(&p->m->x_tf[j], x_o[j]))) {
+            snprintf(err, err_len, "observation value %s = %g is outside the domain of the model's x transform "
+                     "(%s: x > %g)", p->m->x_names[j], x_o[j], tf_kind_name(p->m->x_tf[j].kind),
+                     p->m->x_tf[j].kind == TF_LOG1P ? p->m->x_tf[j].lo - 1 : p->m->x_tf[j].lo);
+            return;
+        }
+    snprintf(err, err_len, "the observation cannot be transformed");
 }
 
 static int accept_row(const npe_posterior *p, const double *th)
@@ -628,6 +713,9 @@ static int sample_block(void *arg, int k, npe_posterior *own)
     for (size_t i = 0; i < (size_t)B; i++)
         for (int d = 0; d < D; d++)
             th[i * D + d] = (double)own->zt[i * D + d] * own->m->theta_std[d] + own->m->theta_mean[d];
+    if (own->theta_tf)
+        for (size_t i = 0; i < (size_t)B; i++)
+            for (int d = 0; d < D; d++) th[i * D + d] = tf_inverse(&own->m->theta_tf[d], th[i * D + d]);
     j->ok[k] = 1;
     return 0;
 }
@@ -669,12 +757,17 @@ int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, s
     if (!rep) rep = &local;
     memset(rep, 0, sizeof *rep);
     rep->acceptance = 1.0;
-    if (set_context_row(p, x_o, p->zx) < 0) {
-        snprintf(err, err_len, "the observation has a NaN or infinite value");
+    int crc = set_context_row(p, x_o, p->zx);
+    if (crc < 0) {
+        context_error(p, x_o, crc, err, err_len);
         return -1;
     }
     if (max_seconds <= 0) max_seconds = NPE_DEFAULT_MAX_SECONDS;
-    const int D = p->m->dim, bounded = prior_is_bounded(p->m->prior);
+    /* With transforms onto the support, every draw lands inside it (bar
+     * rounding at an edge): plan chunks as for an unbounded prior, but still
+     * test each row. */
+    const int D = p->m->dim,
+              bounded = prior_is_bounded(p->m->prior) && !tf_covers_support(p->m->prior, p->m->theta_tf);
     const double t0 = now_seconds();
     float *u = NULL;
     double *th = NULL;
@@ -718,14 +811,17 @@ int npe_sample_team(npe_posterior *p, const npe_team *team, const double *x_o, s
             snprintf(err, err_len, "flow sampling failed");
             goto out;
         }
-        rep->drawn += (uint64_t)m;
-        for (int i = 0; i < m && got < n; i++) {
+        /* Only the rows tested count as drawn: once n are accepted, the rest
+         * of the chunk is left untested, neither accepted nor rejected. */
+        int i = 0;
+        for (; i < m && got < n; i++) {
             const double *row = th + (size_t)i * D;
             if (!accept_row(p, row)) continue;
             rep->accepted++;
             memcpy(out + got * D, row, (size_t)D * sizeof *row);
             got++;
         }
+        rep->drawn += (uint64_t)i;
     }
     rep->seconds = now_seconds() - t0;
     rep->acceptance = rep->drawn ? (double)rep->accepted / (double)rep->drawn : 1.0;
@@ -751,11 +847,15 @@ int npe_log_prob(npe_posterior *p, const double *theta, size_t n, const double *
         snprintf(err, err_len, "%zu observations for %zu theta rows: give one, or one per row", n_x, n);
         return -1;
     }
-    for (size_t i = 0; i < n_x; i++)
-        if (!row_finite(x + i * (size_t)C, C)) {
-            snprintf(err, err_len, "observation %zu has a NaN or infinite value", i);
+    for (size_t i = 0; i < n_x; i++) {
+        int crc = set_context_row(p, x + i * (size_t)C, p->zx);
+        if (crc < 0) {
+            char why[300];
+            context_error(p, x + i * (size_t)C, crc, why, sizeof why);
+            snprintf(err, err_len, "observation %zu: %s", i, why);
             return -1;
         }
+    }
     for (size_t i0 = 0; i0 < n; i0 += NPE_MAX_BATCH) {
         int B = (int)(n - i0 < NPE_MAX_BATCH ? n - i0 : NPE_MAX_BATCH);
         for (int b = 0; b < B; b++) {
@@ -763,7 +863,8 @@ int npe_log_prob(npe_posterior *p, const double *theta, size_t n, const double *
             for (int j = 0; j < D; j++) {
                 /* Out-of-support rows get -inf below; feed them finite
                  * values so the flow never sees NaN or inf. */
-                double v = isfinite(th[j]) ? (th[j] - p->m->theta_mean[j]) / p->m->theta_std[j] : 0.0;
+                double y = p->theta_tf ? tf_forward(&p->m->theta_tf[j], th[j]) : th[j];
+                double v = isfinite(y) ? (y - p->m->theta_mean[j]) / p->m->theta_std[j] : 0.0;
                 p->zt[(size_t)b * (size_t)D + (size_t)j] = (float)v;
             }
             set_context_row(p, x + (n_x == n ? i0 + (size_t)b : 0) * (size_t)C, p->zx + (size_t)b * (size_t)C);
@@ -774,7 +875,19 @@ int npe_log_prob(npe_posterior *p, const double *theta, size_t n, const double *
         }
         for (int b = 0; b < B; b++) {
             const double *th = theta + (i0 + (size_t)b) * (size_t)D;
-            out[i0 + (size_t)b] = accept_row(p, th) ? (double)p->lq[b] - p->log_det : -INFINITY;
+            double lp = accept_row(p, th) ? (double)p->lq[b] - p->log_det : -INFINITY;
+            if (p->theta_tf && lp > -INFINITY) {
+                /* The density of theta = T^-1(y): times |T'(theta)|.  On the
+                 * edge of the support (T(theta) = +-inf) it is 0. */
+                for (int j = 0; j < D; j++) {
+                    if (!isfinite(tf_forward(&p->m->theta_tf[j], th[j]))) {
+                        lp = -INFINITY;
+                        break;
+                    }
+                    lp += tf_log_jac(&p->m->theta_tf[j], th[j]);
+                }
+            }
+            out[i0 + (size_t)b] = lp;
         }
     }
     return 0;
@@ -784,11 +897,13 @@ int npe_support_mass(npe_posterior *p, const double *x_o, size_t n_draws, rng *r
                      char *err, size_t err_len)
 {
     *mass = 1.0;
-    if (set_context_row(p, x_o, p->zx) < 0) {
-        snprintf(err, err_len, "the observation has a NaN or infinite value");
+    int crc = set_context_row(p, x_o, p->zx);
+    if (crc < 0) {
+        context_error(p, x_o, crc, err, err_len);
         return -1;
     }
-    if (!prior_is_bounded(p->m->prior)) return 0;
+    /* Transforms onto the support put all the mass inside it. */
+    if (!prior_is_bounded(p->m->prior) || tf_covers_support(p->m->prior, p->m->theta_tf)) return 0;
     if (n_draws == 0) n_draws = 10000;
     if (max_seconds <= 0) max_seconds = NPE_DEFAULT_MAX_SECONDS;
     double t0 = now_seconds();

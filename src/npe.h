@@ -17,9 +17,20 @@
  * validation loss (or at max_epochs / max_seconds / a stop request) and the
  * best weights are restored.
  *
+ * Transforms (transform.h, recorded in the model file): with
+ * cfg->theta_transform (NPE_TF_AUTO, the default) the flow models
+ * y = T(theta), T the log of each positive prior dimension and the logit of
+ * each beta one (NPE_TF_ALL: of each uniform one too), so its samples
+ * T^-1(y) fall inside the prior's support there; with
+ * cfg->x_transform, x enters as log(x) (or log(1 + x)).  Training rows whose
+ * theta or x cannot be transformed (outside the support or domain) are
+ * dropped and counted (rep->n_outside).  Samples and densities are always
+ * in the original units.
+ *
  * Posterior (theta in the original units):
- *   log q(theta | x) = log q_flow(z(theta) | z(x)) - sum_j log std_theta[j]
- * (the z-scoring is an affine change of variables).  With a bounded prior,
+ *   log q(theta | x) = log q_flow(z(T(theta)) | z(Tx(x))) - sum_j log std_theta[j]
+ *                      + sum_j log |T_j'(theta_j)|
+ * (z-scoring and T are changes of variables).  With a bounded prior,
  * q can put mass outside the prior's support ("leakage"):
  *   - sampling rejects draws outside the support, in chunks, until n are
  *     accepted or max_seconds pass (then it fails, reporting the acceptance
@@ -45,6 +56,10 @@
 #include "model_file.h"
 #include "prior.h"
 #include "rng.h"
+#include "transform.h"
+
+/* cfg.theta_transform values. */
+enum { NPE_TF_NONE = 0, NPE_TF_AUTO = 1, NPE_TF_ALL = 2 };
 
 /* ==== data, split, z-score (shared with NRE) ================================= */
 
@@ -101,6 +116,11 @@ typedef struct npe_train_config {
     const volatile sig_atomic_t *stop; /* NULL, or a flag (e.g. set by SIGINT): stop after this batch */
     const char *log_path;  /* NULL, or a CSV file written during npe_fit, one line per epoch (flushed):
                             * "epoch,train_loss,val_loss,seconds" (seconds since the loop started) */
+    int theta_transform;   /* NPE_TF_AUTO (default): NPE trains on T(theta), T from tf_for_prior (log for
+                              positive, logit for beta dimensions); NPE_TF_ALL: also logit for uniform
+                              dimensions; NPE_TF_NONE: on theta itself.  NRE ignores it. */
+    tf_kind x_transform;   /* TF_NONE: NPE trains on x as given; TF_LOG / TF_LOG1P: on log(x) / log(1 + x),
+                              every column.  NRE ignores it. */
 } npe_train_config;
 
 npe_train_config npe_train_defaults(void);
@@ -119,6 +139,8 @@ typedef struct npe_train_report {
     double last_train_loss;/* mean training loss of the last epoch */
     double seconds;        /* wall time of the loop */
     size_t n_train, n_val, n_dropped;
+    size_t n_outside;      /* of n_dropped: rows whose theta lies outside the prior's support or x outside
+                              the x transform's domain (they cannot be transformed) */
     uint64_t skipped_steps;/* batches with a non-finite loss or gradient (no update made) */
     npe_stop_reason stop;
 } npe_train_report;
@@ -178,7 +200,8 @@ int npe_posterior_dim(const npe_posterior *p);
 int npe_posterior_context(const npe_posterior *p);
 
 typedef struct npe_sample_report {
-    uint64_t drawn;        /* flow samples drawn */
+    uint64_t drawn;        /* flow samples tested against the support (a chunk's rows left over once n
+                            * are accepted are not counted) */
     uint64_t accepted;     /* inside the prior's support */
     double acceptance;     /* accepted / drawn (1 when the prior is unbounded) */
     double seconds;

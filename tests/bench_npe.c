@@ -13,6 +13,8 @@
  * (each C2ST trains 5 classifiers on 16,000 points: ~10 s of CPU, so the
  * default keeps the whole run to several minutes); PPXD_BENCH_SIMS
  * (default 10000); PPXD_BENCH_TASKS ("two_moons,gaussian_linear");
+ * PPXD_BENCH_THETA_TF (1, the default: NPE's automatic theta transforms; 2: also
+ * the logit of uniform dimensions; 0: none);
  * PPXD_BENCH_FLOWS ("nsf,maf"); PPXD_SBIBM_DIR (default: ../shared/data/sbibm
  * from the repository, then /work/shared/data/sbibm).
  * Not a test: it prints figures and exits 0 (also when the data are absent).
@@ -221,6 +223,10 @@ static void run_task(const char *dir, const task *t, int n_sims, int n_seeds, in
             npe_train_config cfg = npe_train_defaults();
             cfg.seed = (uint64_t)s;
             cfg.threads = 1;
+            /* PPXD_BENCH_THETA_TF: 1 (default) NPE's automatic theta transforms,
+             * 2 also the logit of uniform dimensions, 0 none, for comparison
+             * within one run. */
+            cfg.theta_transform = env_int("PPXD_BENCH_THETA_TF", NPE_TF_AUTO);
             npe_train_report rep;
             double w0 = wall_now(), c0 = cpu_now();
             npe_posterior *p = npe_train(&d, pr, &fc, &cfg, &rep, err, sizeof err);

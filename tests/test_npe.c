@@ -642,3 +642,193 @@ Test(npe, team_sampling_is_bit_identical)
     npe_posterior_destroy(&q);
     npe_posterior_destroy(&p);
 }
+
+/* Nothing rejected, so every draw tested is accepted: the report must say
+ * exactly n draws and an acceptance of 1.  (The first chunk of a bounded
+ * prior is 1.1 n + 8 draws; the rows left untested once n are accepted are
+ * not draws that fell outside the support.) */
+Test(npe, acceptance_counts_only_tested_draws)
+{
+    npe_train_report rep;
+    npe_posterior *p = gl_train(2, 1000, FLOW_MAF, 3, 4, &rep);
+    model_file *m = npe_posterior_model(p);
+    prior *wide = parse_prior("uniform:-1000:1000x2"); /* the posterior (sd ~0.3) never leaves it */
+    cr_assert_eq(model_file_set_prior(m, wide), 0);
+    const double x_o[2] = {0.1, -0.2};
+    enum { N = 10000 };
+    double *s = malloc(N * 2 * sizeof *s);
+    char err[600];
+    rng r;
+    rng_seed(&r, 5, 0);
+    npe_sample_report sr;
+    cr_assert_eq(npe_sample(p, x_o, N, &r, 30, s, &sr, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(sr.accepted, N);
+    cr_expect_eq(sr.drawn, N, "drawn %llu for %d accepted and none rejected", (unsigned long long)sr.drawn, N);
+    cr_expect_eq(sr.acceptance, 1.0, "acceptance %.6f", sr.acceptance);
+    /* A box that rejects: accepted + rejected = drawn still holds, each row
+     * counted once: drawn = accepted + (rows outside the box among those
+     * tested), checked against the samples' own count of the rest. */
+    prior *half = parse_prior("uniform:0.1:1000,uniform:-1000:1000");
+    cr_assert_eq(model_file_set_prior(m, half), 0);
+    rng_seed(&r, 5, 0);
+    cr_assert_eq(npe_sample(p, x_o, N, &r, 30, s, &sr, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(sr.accepted, N);
+    cr_expect_gt(sr.drawn, N);
+    cr_expect_float_eq(sr.acceptance, (double)N / (double)sr.drawn, 1e-12);
+    /* The same draws again, tested by hand: the last accepted row is the
+     * last row tested, so drawn is the index of the N-th in-box row + 1. */
+    rng_seed(&r, 5, 0);
+    double *all = malloc((size_t)sr.drawn * 2 * sizeof *all);
+    prior *none = parse_prior("normal:0:1x2"); /* unbounded: drawn exactly as asked, in the same order */
+    cr_assert_eq(model_file_set_prior(m, none), 0);
+    npe_sample_report su;
+    cr_assert_eq(npe_sample(p, x_o, (size_t)sr.drawn, &r, 30, all, &su, err, sizeof err), 0, "%s", err);
+    size_t in = 0, last = 0;
+    for (size_t i = 0; i < (size_t)sr.drawn; i++)
+        if (all[2 * i] >= 0.1) in++, last = i;
+    cr_expect_eq(in, N, "%zu of the %llu rows tested are in the box", in, (unsigned long long)sr.drawn);
+    cr_expect_eq(last + 1, (size_t)sr.drawn);
+    free(all);
+    prior_destroy(&none);
+    prior_destroy(&half);
+    prior_destroy(&wide);
+    free(s);
+    npe_posterior_destroy(&p);
+}
+
+/* --data takes integer and boolean arrays (numpy writes counts as int64),
+ * converting them to float; a file it cannot read is named once in the
+ * message; a run with nothing rejected reports an acceptance rate of 1. */
+Test(npe_cli, integer_data_and_clear_file_errors)
+{
+    char *ppxd = tk_build_path("ppxd"), *log = tmp_path("int.log"), *tf = tmp_path("int_t.npy");
+    char *xf = tmp_path("int_x.npy"), *mf = tmp_path("int.ppxm"), *sf = tmp_path("int_s.npy");
+    char *bad = tmp_path("int_bad.npy");
+    /* theta ~ U(0, 10) as int32 steps, x = Poisson-ish counts as int64 and a
+     * bool column. */
+    int rc = run(log, "/usr/bin/python3 -c \"import numpy as np; r = np.random.default_rng(1); "
+                 "t = r.integers(0, 10, size=(800, 1)).astype(np.int32); np.save('%s', t); "
+                 "x = np.concatenate([r.poisson(t + 1), (t > 4)], axis=1); np.save('%s', x.astype(np.int64)); "
+                 "print(np.load('%s').dtype, np.load('%s').dtype)\"", tf, xf, tf, xf);
+    cr_assert_eq(rc, 0, "python3/numpy failed");
+    expect_log(log, "int32 int64");
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1:11 --flow maf --max-epochs 3 -o %s --quiet", ppxd,
+             tf, xf, mf);
+    if (rc != 0) {
+        char *t = slurp_text(log);
+        cr_assert_fail("training on integer data failed (%d):\n%s", rc, t);
+    }
+    char err[600];
+    model_file *m = model_file_load(mf, err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    cr_expect_eq(m->context, 2);
+    cr_expect_eq(m->prov.n_simulations, 800);
+    cr_expect_eq(m->prov.n_dropped, 0);
+    model_file_destroy(&m);
+    /* Wide prior: nothing is rejected. */
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1000:1000 --no-theta-transform --flow maf "
+             "--max-epochs 3 -o %s --quiet", ppxd, tf, xf, mf);
+    cr_assert_eq(rc, 0);
+    rc = run(log, "%s posterior sample --model %s --obs 5,1 -n 10000 -o %s --seed 2", ppxd, mf, sf);
+    cr_assert_eq(rc, 0);
+    expect_log(log, "acceptance rate 1 (every draw inside the prior's support)");
+    /* An unreadable dtype: named once, with the dtype. */
+    rc = run(log, "/usr/bin/python3 -c \"import numpy as np; np.save('%s', np.zeros((800, 2), dtype=np.complex64))\"",
+             bad);
+    cr_assert_eq(rc, 0);
+    rc = run(log, "%s train npe --data %s %s --prior uniform:-1:11 -o %s", ppxd, tf, bad, mf);
+    cr_expect_eq(rc, 1);
+    char *t = slurp_text(log);
+    const char *first = strstr(t, bad);
+    cr_expect(first && !strstr(first + strlen(bad), bad), "the path should appear once:\n%s", t);
+    cr_expect(strstr(t, "unsupported dtype '<c8'") != NULL, "%s", t);
+    free(t);
+    rc = run(log, "%s train npe --data /nonexistent/t.npy %s --prior uniform:-1:11 -o %s", ppxd, xf, mf);
+    cr_expect_eq(rc, 1);
+    t = slurp_text(log);
+    first = strstr(t, "/nonexistent/t.npy");
+    cr_expect(first && !strstr(first + 1, "/nonexistent/t.npy"), "the path should appear once:\n%s", t);
+    free(t);
+    unlink(tf), unlink(xf), unlink(mf), unlink(sf), unlink(bad), unlink(log);
+    free(ppxd), free(log), free(tf), free(xf), free(mf), free(sf), free(bad);
+}
+
+/* A log-normal prior and positive data, trained and used through the command
+ * line with no transform done by hand: theta ~ LogNormal(0, 1) and
+ * x_k = theta exp(0.5 e_k), k = 1, 2, so u = log theta has the conjugate
+ * posterior N(4 (log x_1 + log x_2) / 9, 1/9).  The default theta transform
+ * (log) and --x-transform log make this a Gaussian problem for the flow (a MAF:
+ * affine, so exact for it; with 4000 simulations the NSF comes out ~30% wide); the
+ * samples come back positive, in theta's units.  Checks: log of the samples
+ * has mean within 0.15 (0.45 sd) + 4 standard errors of the exact 0.796 and
+ * sd within 30% of 1/3; a model ignoring x (prior mean 0, sd 1) fails both.
+ * The model file records the transforms; logprob takes the samples. */
+Test(npe_cli, lognormal_prior_positive_data_end_to_end)
+{
+    char *ppxd = tk_build_path("ppxd"), *lg = tmp_path("ln.log"), *tf = tmp_path("ln_t.npy");
+    char *xf = tmp_path("ln_x.npy"), *mf = tmp_path("ln.ppxm"), *sf = tmp_path("ln_s.npy"), *lf = tmp_path("ln_lp.npy");
+    enum { N = 4000 };
+    double *th = malloc(N * sizeof *th), *x = malloc(N * 2 * sizeof *x);
+    rng r;
+    rng_seed(&r, 12, 0);
+    for (int i = 0; i < N; i++) {
+        th[i] = exp(rng_normal(&r));
+        x[2 * i] = th[i] * exp(0.5 * rng_normal(&r));
+        x[2 * i + 1] = th[i] * exp(0.5 * rng_normal(&r));
+    }
+    char err[600];
+    cr_assert_eq(npy_write(tf, th, N, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(npy_write(xf, x, N, 2, err, sizeof err), 0, "%s", err);
+    int rc = run(lg, "%s train npe --data %s %s --prior lognormal:0:1 --x-transform log --flow maf "
+                 "--seed 2 --quiet -o %s", ppxd, tf, xf, mf);
+    if (rc != 0) {
+        char *t = slurp_text(lg);
+        cr_assert_fail("training failed (%d):\n%s", rc, t);
+    }
+    rc = run(lg, "%s posterior info --model %s", ppxd, mf);
+    cr_assert_eq(rc, 0);
+    expect_log(lg, "theta transform log");
+    expect_log(lg, "x transform     log log");
+    rc = run(lg, "%s posterior sample --model %s --obs 2,3 -n 10000 -o %s", ppxd, mf, sf);
+    cr_assert_eq(rc, 0);
+    double *s;
+    size_t rows, cols;
+    cr_assert_eq(npy_read(sf, &s, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_assert(rows == 10000 && cols == 1);
+    double mean = 0, var = 0;
+    for (size_t i = 0; i < rows; i++) {
+        cr_assert(s[i] > 0, "sample %zu = %g", i, s[i]);
+        mean += log(s[i]) / (double)rows;
+    }
+    for (size_t i = 0; i < rows; i++) var += (log(s[i]) - mean) * (log(s[i]) - mean) / (double)(rows - 1);
+    const double exact_mean = 4 * (log(2.0) + log(3.0)) / 9, exact_sd = 1.0 / 3;
+    fprintf(stderr, "log-normal end to end: mean log theta %.4f (exact %.4f), sd %.4f (exact %.4f)\n", mean,
+            exact_mean, sqrt(var), exact_sd);
+    cr_expect_leq(fabs(mean - exact_mean), 0.15 + Z * exact_sd / 100, "mean of log theta %g", mean);
+    cr_expect_leq(fabs(sqrt(var) / exact_sd - 1), 0.3, "sd of log theta %g", sqrt(var));
+    /* Densities in theta's units, with the log-Jacobian: at theta = exp(u),
+     * q(theta) = N(u; m, s) / theta, so log q + log theta is the log density
+     * of u, whose maximum is -log(s sqrt(2 pi)) = 0.18; check the samples'
+     * densities are finite and this bound holds within the flow's error
+     * (0.5 nats). */
+    rc = run(lg, "%s posterior logprob --model %s --obs 2,3 --theta-file %s -o %s", ppxd, mf, sf, lf);
+    cr_assert_eq(rc, 0);
+    double *lp;
+    cr_assert_eq(npy_read(lf, &lp, &rows, &cols, err, sizeof err), 0, "%s", err);
+    double best = -INFINITY;
+    for (size_t i = 0; i < rows; i++) {
+        cr_assert(isfinite(lp[i]));
+        if (lp[i] + log(s[i]) > best) best = lp[i] + log(s[i]);
+    }
+    cr_expect_leq(fabs(best - (-log(exact_sd * sqrt(2 * M_PI)))), 0.5, "max log density of log theta %g", best);
+    /* An observation the x transform cannot take: a clear error. */
+    rc = run(lg, "%s posterior sample --model %s --obs 2,-1 -n 10 -o %s", ppxd, mf, sf);
+    cr_expect_eq(rc, 1);
+    expect_log(lg, "outside the domain of the model's x transform");
+    free(lp);
+    free(s);
+    free(th);
+    free(x);
+    unlink(tf), unlink(xf), unlink(mf), unlink(sf), unlink(lf), unlink(lg);
+    free(ppxd), free(lg), free(tf), free(xf), free(mf), free(sf), free(lf);
+}
