@@ -15,16 +15,16 @@ PKGS     := libzmq openblas criterion flatbuffers
 
 # Also the Python client's modules, from Debian's python3 (not a pyenv one).
 DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >/dev/null 2>&1 && \
-             command -v gfortran >/dev/null 2>&1 && \
+             command -v gfortran >/dev/null 2>&1 && command -v cmake >/dev/null 2>&1 && \
              /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib' >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test asan bench demo clean deps
+.PHONY: all test asan bench demo clean deps install uninstall
 .DEFAULT_GOAL := all
 
 ifneq ($(DEPS_OK),yes)
 # Something is missing: install it, then run the same goal again in a fresh make
 # (so that pkg-config flags are computed with the packages present).
-all test asan bench demo:
+all test asan bench demo install:
 	sh scripts/install-deps.sh
 	$(MAKE) $@
 deps:
@@ -153,6 +153,55 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TESTLIB_OBJ) $(LINK_ALL)
 $(BUILD)/bench/%: $(BUILD)/obj/tests/%.o $(TESTLIB_OBJ) $(LINK_ALL)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# ---- installing like a library ---------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the programs, libppx (static
+# and shared with a soname), its headers, pkg-config and CMake files, the
+# Fortran module and the Python package.  make uninstall removes them.
+PREFIX   ?= /usr/local
+VERSION  := 0.1.0
+SOVERSION:= 0
+PYDIR    := $(PREFIX)/lib/python3/dist-packages
+# The shared library needs position-independent objects of its own.
+PIC_OBJ  := $(patsubst %,$(BUILD)/pic/%.o,$(basename $(SIMLIB_SRC) $(PROTO_SRC) $(CORE_SRC)))
+LIBPPX_SO:= $(BUILD)/libppx.so.$(VERSION)
+PPX_HEADERS := clients/c/ppx_sim.h clients/c/ppx_query.h src/dist.h src/rng.h protocol/ppx.h protocol/ppxq.h
+INSTALL_BINS = $(PPXD) $(BUILD)/ppxctl $(wildcard $(BUILD)/ppx-bridge)
+
+$(BUILD)/pic/%.o: %.c | $(GEN_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC $(DEPFLAGS) -c $< -o $@
+$(BUILD)/pic/%.o: %.cc $(GEN_HDRS)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -fPIC $(DEPFLAGS) -c $< -o $@
+$(LIBPPX_SO): $(PIC_OBJ)
+	$(CXX) -shared -Wl,-soname,libppx.so.$(SOVERSION) $^ -o $@ $(LDLIBS)
+$(BUILD)/f90mod/ppx.mod: clients/fortran/ppx.f90
+	@mkdir -p $(@D)
+	gfortran -std=f2008 -Wall -Werror $(OPT) -J$(@D) -c $< -o $(@D)/ppx_f90.o
+
+install: all $(LIBPPX_SO) $(BUILD)/f90mod/ppx.mod
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/ppx $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	    $(DESTDIR)$(PREFIX)/lib/cmake/ppx $(DESTDIR)$(PYDIR)/ppx
+	install -m 755 $(INSTALL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBPPX) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBPPX_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libppx.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libppx.so.$(SOVERSION)
+	ln -sf libppx.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libppx.so
+	install -m 644 $(PPX_HEADERS) clients/fortran/ppx.f90 $(BUILD)/f90mod/ppx.mod $(DESTDIR)$(PREFIX)/include/ppx/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' clients/ppx.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ppx.pc
+	for f in ppxConfig ppxConfigVersion; do \
+	    sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOVERSION@|$(SOVERSION)|g' \
+	        clients/cmake/$$f.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/ppx/$$f.cmake; done
+	install -m 644 clients/python/ppx/*.py $(DESTDIR)$(PYDIR)/ppx/
+	@echo "installed under $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ppxd $(DESTDIR)$(PREFIX)/bin/ppxctl $(DESTDIR)$(PREFIX)/bin/ppx-bridge
+	rm -f $(DESTDIR)$(PREFIX)/lib/libppx.a $(DESTDIR)$(PREFIX)/lib/libppx.so $(DESTDIR)$(PREFIX)/lib/libppx.so.$(SOVERSION) \
+	    $(DESTDIR)$(PREFIX)/lib/libppx.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/pkgconfig/ppx.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/ppx $(DESTDIR)$(PREFIX)/lib/cmake/ppx $(DESTDIR)$(PYDIR)/ppx
 
 # ---- goals ---------------------------------------------------------------
 # Tests find the binaries they drive through PPXD_BUILD.

@@ -2,7 +2,7 @@
 # Install the Debian 12 packages ppxd needs, when any is missing.
 # Called by the Makefile when its pkg-config / flatc check fails.
 set -eu
-PKGS="build-essential gfortran pkg-config libzmq3-dev libflatbuffers-dev flatbuffers-compiler
+PKGS="build-essential gfortran pkg-config cmake libzmq3-dev libflatbuffers-dev flatbuffers-compiler
       libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy python3-matplotlib"
 missing=""
 for p in $PKGS; do
