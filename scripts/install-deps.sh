@@ -3,7 +3,8 @@
 # Called by the Makefile when its pkg-config / flatc check fails.
 set -eu
 PKGS="build-essential gfortran pkg-config cmake libzmq3-dev libflatbuffers-dev flatbuffers-compiler
-      libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy python3-matplotlib"
+      libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy python3-matplotlib
+      python3-setuptools python3-pip"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -119,6 +119,14 @@ Test(install, out_of_tree_simulators_build_against_the_installed_files, .init = 
                     prefix, prefix),
                  0, "the installed Python package does not import");
 
+    /* pip installs the package offline from its pyproject.toml (a copy of
+     * the source: pip writes build files next to it). */
+    cr_assert_eq(sh("cp -r '%s/clients/python' '%s/pysrc' && /usr/bin/python3 -m pip install -q --no-build-isolation "
+                    "--no-deps --no-index --target '%s/pyt' '%s/pysrc' && cd / && PYTHONPATH='%s/pyt' /usr/bin/python3 "
+                    "-c 'import ppx; ppx.Normal(0, 1)'",
+                    g_src, g_dir, g_dir, g_dir, g_dir),
+                 0, "pip install of clients/python failed");
+
     /* DESTDIR stages the same tree; uninstall removes it all. */
     char stage[300];
     snprintf(stage, sizeof stage, "%s/stage", g_dir);
