@@ -21,10 +21,12 @@
 #include "export.h"
 #include "jobs.h"
 #include "policy.h"
+#include "policy_ic.h"
 #include "stats.h"
 #include "trace_store.h"
 #include "serve.h"
 #include "train.h"
+#include "train_ic.h"
 
 /* The signal handler needs to reach the running engine. */
 static engine *g_running;
@@ -42,10 +44,11 @@ static void usage(FILE *f)
             "\n"
             "usage:\n"
             "  ppxd simulate SIMULATORS -n N -o FILE.ppxt [--seed S] [--fsync never|flush|close]\n"
-            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh] [--burn-in B]\n"
+            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh|ic] [--model M.ppxm] [--burn-in B]\n"
             "                [--latent NAME]... [--samples-out FILE.npy] [--resample M] [-o FILE.ppxt] [--seed S]\n"
             "  ppxd export   FILE.ppxt --names A,B,... -o OUT.npy|OUT.csv\n"
             "  ppxd info     FILE.ppxt\n"
+            "  ppxd train    ic (SIMULATORS | --data FILE.ppxt) -o M.ppxm [--max-seconds S]  (ppxd train ic --help)\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
@@ -61,7 +64,9 @@ static void usage(FILE *f)
             "  --latent NAME         summarise NAME (repeatable; default: every named Sample)\n"
             "  --samples-out F.npy   write resampled (is) or chain (lmh) samples of the latents\n"
             "  --resample M          number of resampled samples (default n)\n"
-            "  --method is|lmh       importance sampling with the prior (default) or LMH, one chain per simulator\n"
+            "  --method is|lmh|ic    importance sampling with the prior (default), LMH (one chain per simulator),\n"
+            "                        or IC: importance sampling with a trained proposal (--model M.ppxm)\n"
+            "  --model M.ppxm        the IC network for --method ic (ppxd train ic)\n"
             "  --burn-in B           LMH steps per chain discarded first (default n/10 per chain)\n"
             "  -o FILE.ppxt          write the traces (simulate: required; infer: optional)\n"
             "  --seed S              reproducible results for a given number of simulators (default 1)\n"
@@ -90,6 +95,9 @@ typedef struct cli {
     const char *samples_out;
     uint64_t resample;
     int lmh;
+    int ic;              /* --method ic */
+    const char *model;   /* --model */
+    policy *ic_policy;   /* the IC policy inside the job's policy (for its report) */
     int64_t burn_in;
     trace_fsync_policy fsync;
     const char *names;
@@ -196,7 +204,7 @@ static int add_fix(cli *c, const char *arg, fixed_mode mode)
 enum {
     OPT_SIM_CMD = 1000, OPT_CONNECT, OPT_SEED, OPT_OBSERVE, OPT_OBSERVE_FILE, OPT_FIX, OPT_LATENT, OPT_SAMPLES_OUT,
     OPT_RESAMPLE, OPT_METHOD, OPT_BURN_IN, OPT_TIMEOUT, OPT_START_TIMEOUT, OPT_MAX_FAILURES, OPT_MAX_MSG, OPT_FSYNC,
-    OPT_QUIET, OPT_NAMES
+    OPT_QUIET, OPT_NAMES, OPT_MODEL
 };
 
 static int parse_args(cli *c, int argc, char **argv)
@@ -220,6 +228,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"fsync", required_argument, 0, OPT_FSYNC},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"names", required_argument, 0, OPT_NAMES},
+        {"model", required_argument, 0, OPT_MODEL},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -261,9 +270,9 @@ static int parse_args(cli *c, int argc, char **argv)
             if (args_u64(optarg, &c->resample) < 0 || !c->resample) return die("--resample wants a positive number", optarg);
             break;
         case OPT_METHOD:
-            if (strcmp(optarg, "is") == 0) c->lmh = 0;
-            else if (strcmp(optarg, "lmh") == 0) c->lmh = 1;
-            else return die("--method is 'is' or 'lmh'", optarg);
+            c->lmh = strcmp(optarg, "lmh") == 0;
+            c->ic = strcmp(optarg, "ic") == 0;
+            if (!c->lmh && !c->ic && strcmp(optarg, "is") != 0) return die("--method is 'is', 'lmh' or 'ic'", optarg);
             break;
         case OPT_BURN_IN:
             if (args_u64(optarg, &v) < 0) return die("--burn-in wants a non-negative number", optarg);
@@ -288,6 +297,7 @@ static int parse_args(cli *c, int argc, char **argv)
             break;
         case OPT_QUIET: c->ecfg.progress = 0; break;
         case OPT_NAMES: c->names = optarg; break;
+        case OPT_MODEL: c->model = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return 2;
         }
@@ -295,6 +305,8 @@ static int parse_args(cli *c, int argc, char **argv)
     if (optind < argc) c->file = argv[optind++];
     if (optind < argc) return die("unexpected argument", argv[optind]);
     /* Usage errors of the simulator options: exit 2 before touching any file. */
+    if (c->ic && !c->model) return die("--method ic needs --model M.ppxm (from ppxd train ic)", NULL);
+    if (c->model && !c->ic) return die("--model is for --method ic", NULL);
     if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
         char why[160];
         if (engine_sim_options_apply(&c->sims, &c->ecfg, why, sizeof why) == 0) return die(why, NULL);
@@ -316,7 +328,8 @@ static engine *start_engine(cli *c)
  * conditioned and --fix'ed ones set. */
 static policy *make_policy(cli *c, size_t slots)
 {
-    policy *p = policy_prior_new(slots, c->seed);
+    policy *p = c->ic ? policy_ic_open(c->model, slots, c->seed, c->obs, c->n_obs) : policy_prior_new(slots, c->seed);
+    c->ic_policy = c->ic ? p : NULL;
     size_t n = c->n_fix + c->n_obs;
     if (!p || n == 0) return p;
     fixed_value *fv = calloc(n, sizeof *fv);
@@ -466,6 +479,7 @@ static int cmd_infer(cli *c)
             ordered_job_free(&job);
         }
         if (wc.w && trace_writer_close(&wc.w) < 0) rc = 1;
+        if (c->ic_policy) policy_ic_report(c->ic_policy, stderr);
         policy_destroy(&p);
         if (rc == 0) {
             double *w = malloc((res.n ? res.n : 1) * sizeof *w);
@@ -474,8 +488,8 @@ static int cmd_infer(cli *c)
             double logz = stats_logsumexp(res.lw, res.n) - log((double)res.n);
             char title[200];
             snprintf(title, sizeof title,
-                     "importance sampling (prior proposal): %llu traces, ESS %.1f, log evidence %.6g",
-                     (unsigned long long)res.n, stats_ess(w, res.n), logz);
+                     "importance sampling (%s proposal): %llu traces, ESS %.1f, log evidence %.6g",
+                     c->ic ? "IC" : "prior", (unsigned long long)res.n, stats_ess(w, res.n), logz);
             print_summary(&res, w, title);
             if (write_samples(c, &res, w, 1) < 0) rc = 1;
             free(w);
@@ -599,6 +613,8 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "train") == 0 && argc > 2 && strcmp(argv[2], "ic") == 0)
+        return ppxd_train_ic_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
