@@ -50,6 +50,9 @@ static void usage(FILE *f)
         ENGINE_SIM_OPTIONS_HELP
         "  --max-traces N              training traces to consume (default 50000 unless --max-seconds)\n"
         "  --queue Q                   traces buffered between simulators and trainer (default 1024)\n"
+        "  --reuse R (1)               optimiser steps per fresh batch: after each, R-1 steps on batches drawn\n"
+        "                              from the last --buffer M (20000) training traces (more steps per\n"
+        "                              simulation when the simulator is slower than the trainer)\n"
         "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n"
         "data, offline:\n"
         "  --data FILE.ppxt            prior traces (ppxd simulate output)\n"
@@ -61,7 +64,7 @@ static void usage(FILE *f)
         "  --obs-names A,B,...         the observes the network reads (default: every named Observe of the\n"
         "                              first trace, in trace order)\n"
         "training:\n"
-        "  --batch B (64)  --lr LR (1e-3)  --clip C (10)\n"
+        "  --batch B (64)  --lr LR (3e-3)  --clip C (10)\n"
         "  --val N (500)               the first N traces are held out for the validation loss (and give\n"
         "                              the observes' z-scores)\n"
         "  --val-every S (100)         optimiser steps between validations; the best network is kept\n"
@@ -82,7 +85,7 @@ typedef struct opts {
     uint64_t max_traces;
     double max_seconds;
     uint64_t seed;
-    int batch, val, val_every, epochs, queue, threads, quiet;
+    int batch, val, val_every, epochs, queue, threads, quiet, reuse, buffer;
     double lr, clip, checkpoint_s;
     ic_config cfg;
     char *obs_names;
@@ -114,7 +117,7 @@ static int pos_double(const char *arg, double *out)
 enum {
     O_SIM = 1000, O_CONNECT, O_DATA, O_MAXT, O_MAXS, O_SEED, O_BATCH, O_LR, O_CLIP, O_VAL, O_VALEVERY, O_EPOCHS,
     O_QUEUE, O_THREADS, O_QUIET, O_CORE, O_HIDDEN, O_MIX, O_OBSH, O_OBSE, O_ADDRE, O_OBSN, O_CKPT, O_TIMEOUT,
-    O_START_TIMEOUT, O_MAXF
+    O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER
 };
 
 static int parse(opts *o, int argc, char **argv)
@@ -133,7 +136,8 @@ static int parse(opts *o, int argc, char **argv)
         {"addr-emb", required_argument, 0, O_ADDRE}, {"obs-names", required_argument, 0, O_OBSN},
         {"checkpoint-seconds", required_argument, 0, O_CKPT}, {"timeout-ms", required_argument, 0, O_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, O_START_TIMEOUT},
-        {"max-failures", required_argument, 0, O_MAXF}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"max-failures", required_argument, 0, O_MAXF}, {"reuse", required_argument, 0, O_REUSE},
+        {"buffer", required_argument, 0, O_BUFFER}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch, idx = 0;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "j:o:h", lo, &idx)) != -1) {
@@ -186,6 +190,12 @@ static int parse(opts *o, int argc, char **argv)
             if (pos_int(optarg, 1, 256, &o->threads) < 0) return uerr("--threads wants a number from 1 to 256", optarg);
             break;
         case O_QUIET: o->quiet = 1; break;
+        case O_REUSE:
+            if (pos_int(optarg, 1, 1000, &o->reuse) < 0) return uerr("--reuse wants a number from 1 to 1000", optarg);
+            break;
+        case O_BUFFER:
+            if (pos_int(optarg, 1, 1 << 24, &o->buffer) < 0) return uerr("--buffer wants a positive number", optarg);
+            break;
         case O_CORE:
             if (strcmp(optarg, "lstm") == 0) o->cfg.lstm = 1;
             else if (strcmp(optarg, "ff") == 0) o->cfg.lstm = 0;
@@ -245,6 +255,9 @@ typedef struct trainer {
     double t0, last_print, last_ckpt;
     uint64_t planned;    /* traces to consume (0: bounded by time only) */
     nn_adam_config adam;
+    ic_item *buf;        /* [o->buffer] replay buffer of trained items (--reuse) */
+    size_t buf_n, buf_next;
+    rng buf_rng;
     int failed;
     char source[256];
 } trainer;
@@ -337,6 +350,8 @@ static int trainer_init(trainer *tr, const opts *o)
     tr->adam = nn_adam_defaults();
     tr->t0 = now_s();
     tr->last_ckpt = tr->t0;
+    rng_seed(&tr->buf_rng, o->seed, 0x7265757365ull);
+    if (o->reuse > 1 && !(tr->buf = calloc((size_t)o->buffer, sizeof *tr->buf))) return -1;
     return tr->val_traces && tr->val && tr->items && tr->ptr ? 0 : -1;
 }
 
@@ -350,6 +365,9 @@ static void trainer_free(trainer *tr)
     free(tr->items);
     free(tr->ptr);
     free(tr->best);
+    if (tr->buf)
+        for (int i = 0; i < tr->o->buffer; i++) ic_item_free(&tr->buf[i]);
+    free(tr->buf);
     ic_net_destroy(&tr->net);
 }
 
@@ -426,11 +444,10 @@ static void progress(trainer *tr, int force)
             (unsigned long long)tr->consumed, tr->loss_ema, tr->last_val, tr->best_loss, rate, tr->net->n_addrs, e);
 }
 
-static void train_step(trainer *tr)
+static double one_step(trainer *tr, int m)
 {
     ic_net_zero_grad(tr->net);
-    for (int i = 0; i < tr->nb; i++) tr->ptr[i] = &tr->items[i];
-    double loss = ic_net_loss(tr->net, tr->ptr, tr->nb, 1);
+    double loss = ic_net_loss(tr->net, tr->ptr, m, 1);
     if (!isfinite(loss)) {
         tr->nonfinite++;
     } else {
@@ -438,10 +455,34 @@ static void train_step(trainer *tr)
         if (!isfinite(norm)) tr->nonfinite++;
         tr->loss_ema = isnan(tr->loss_ema) ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
     }
-    tr->consumed += (uint64_t)tr->nb;
     tr->steps++;
-    tr->nb = 0;
     if (tr->steps % (uint64_t)tr->o->val_every == 0) validate(tr);
+    return loss;
+}
+
+/* One step on the fresh batch, then (--reuse R) R-1 steps on batches drawn
+ * from the replay buffer, which then takes the fresh items (a swap: the
+ * buffer's oldest items' memory is reused for the next batch).  The draws
+ * come from the trainer's own RNG stream, so this is reproducible. */
+static void train_step(trainer *tr)
+{
+    for (int i = 0; i < tr->nb; i++) tr->ptr[i] = &tr->items[i];
+    one_step(tr, tr->nb);
+    if (tr->buf) {
+        for (int i = 0; i < tr->nb; i++) {
+            ic_item tmp = tr->buf[tr->buf_next];
+            tr->buf[tr->buf_next] = tr->items[i];
+            tr->items[i] = tmp;
+            tr->buf_next = (tr->buf_next + 1) % (size_t)tr->o->buffer;
+            if (tr->buf_n < (size_t)tr->o->buffer) tr->buf_n++;
+        }
+        for (int r = 1; r < tr->o->reuse; r++) {
+            for (int i = 0; i < tr->o->batch; i++) tr->ptr[i] = &tr->buf[rng_below(&tr->buf_rng, tr->buf_n)];
+            one_step(tr, tr->o->batch);
+        }
+    }
+    tr->consumed += (uint64_t)tr->nb;
+    tr->nb = 0;
     progress(tr, 0);
 }
 
@@ -779,7 +820,7 @@ int ppxd_train_ic_main(int argc, char **argv)
     o.cfg = ic_config_defaults(1);
     o.seed = 1;
     o.batch = 64;
-    o.lr = 1e-3;
+    o.lr = 3e-3;
     o.clip = 10;
     o.val = 500;
     o.val_every = 100;
@@ -787,6 +828,8 @@ int ppxd_train_ic_main(int argc, char **argv)
     o.queue = 1024;
     o.threads = 1;
     o.checkpoint_s = 30;
+    o.reuse = 1;
+    o.buffer = 20000;
     int rc = parse(&o, argc, argv);
     if (rc) {
         engine_sim_options_free(&o.sims);
