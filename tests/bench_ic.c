@@ -22,6 +22,9 @@
 
 static const double hmm_y[16] = {0.9, 0.8, 0.7, 0.0, -0.025, -5.0, -2.0, -0.1, 0.0, 0.13, 0.45, 6, 0.2, 0.3, -1, -1};
 
+static const double hmm_y_alt[16] = {2.2, -2.1, 1.8, -1.9, 2.4, 0.1, -2.3, 2.0, -1.8, 2.2, 0.0, -2.2, 1.9, -2.0, 2.1, -1.7};
+static const double hmm_y_typ[16] = {0.9, 0.8, -0.5, 1.2, 0.1, -1.1, -0.9, 0.3, 1.5, 1.0, 0.2, -0.2, 0.0, 0.8, 1.1, -0.3};
+
 static char *run(const char *cmd, int *status)
 {
     char full[8192];
@@ -120,13 +123,34 @@ int main(void)
     char *ic = must_run(cmd);
     snprintf(cmd, sizeof cmd, "%s infer --sim-cmd '%s {endpoint}' -j 2 -n 5000 --seed 3 --quiet %s", ppxd, hmm, obs);
     char *pr = must_run(cmd);
-    double ess_ic = NAN, ess_pr = NAN;
-    last_scan(ic, "importance sampling (IC proposal): 5000 traces, ESS", " %lf", &ess_ic, NULL);
-    last_scan(pr, "importance sampling (prior proposal): 5000 traces, ESS", " %lf", &ess_pr, NULL);
     printf("training traces %.0f, best validation loss %.4f\n", ntr, vloss);
-    printf("%-10s %10s %10s\n", "proposal", "ESS", "ratio");
-    printf("%-10s %10.1f %10s\n", "prior", ess_pr, "1");
-    printf("%-10s %10.1f %10.1f   (goal: >= 1500; pyprob: 395 after 6 min 20 s)\n", "IC", ess_ic, ess_ic / ess_pr);
+    printf("%-28s %10s %10s %10s\n", "observation", "prior ESS", "IC ESS", "ratio");
+    for (int set = 0; set < 3; set++) {
+        const double *y = set == 0 ? hmm_y : set == 1 ? hmm_y_alt : hmm_y_typ;
+        char o2[2048] = "";
+        for (int i = 0; i < 16; i++) {
+            size_t l = strlen(o2);
+            snprintf(o2 + l, sizeof o2 - l, " --observe y%d=%g", i + 1, y[i]);
+        }
+        char *a = ic, *b = pr;
+        if (set > 0) {
+            snprintf(cmd, sizeof cmd, "%s infer --method ic --model %s/h.ppxm --sim-cmd '%s {endpoint}' -j 2 -n 5000 --seed 3 --quiet %s",
+                     ppxd, dir, hmm, o2);
+            a = must_run(cmd);
+            snprintf(cmd, sizeof cmd, "%s infer --sim-cmd '%s {endpoint}' -j 2 -n 5000 --seed 3 --quiet %s", ppxd, hmm, o2);
+            b = must_run(cmd);
+        }
+        double ess_ic = NAN, ess_pr = NAN;
+        last_scan(a, "importance sampling (IC proposal): 5000 traces, ESS", " %lf", &ess_ic, NULL);
+        last_scan(b, "importance sampling (prior proposal): 5000 traces, ESS", " %lf", &ess_pr, NULL);
+        printf("%-28s %10.1f %10.1f %10.1f\n", set == 0 ? "pyprob's (y6 = -5, y12 = 6)" : set == 1 ? "alternating (test_ic_infer)" : "typical (a prior draw)",
+               ess_pr, ess_ic, ess_ic / ess_pr);
+        if (set > 0) {
+            free(a);
+            free(b);
+        }
+    }
+    printf("(goal: IC ESS >= 1500 of 5000; pyprob reached 395 after 6 min 20 s of training)\n");
     printf("\n3. inference speed, 5,000 traces, 2 simulators (engine wall time)\n");
     double e_ic = elapsed_of(ic), e_pr = elapsed_of(pr);
     printf("%-10s %12s\n", "proposal", "traces/s");
