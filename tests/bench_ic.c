@@ -85,12 +85,12 @@ int main(void)
     printf("1. training throughput (20 s of training each, --reuse 1), next to prior sampling (10,000 traces)\n");
     printf("%-6s %16s %16s %8s\n", "sims", "train traces/s", "simulate tr/s", "ratio");
     for (int j = 1; j <= 2; j++) {
-        snprintf(cmd, sizeof cmd, "%s simulate --sim-cmd '%s {endpoint}' -j %d -n 10000 --quiet -o %s/s.ppxt", ppxd, hmm, j,
+        snprintf(cmd, sizeof cmd, "%s simulate --sim-cmd '%s {endpoint}' -j %d -n 10000 --quiet --fsync never -o %s/s.ppxt", ppxd, hmm, j,
                  dir);
         char *out = must_run(cmd);
         double sim_rate = 10000 / elapsed_of(out);
         free(out);
-        snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j %d --max-seconds 20 --val 200 -o %s/t.ppxm",
+        snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j %d --max-seconds 20 --val 200 --queue 64 -o %s/t.ppxm",
                  ppxd, hmm, j, dir);
         out = must_run(cmd);
         double n = NAN, rate = NAN;
@@ -111,7 +111,7 @@ int main(void)
     }
     printf("\n2. ESS of 5,000 IC traces after %d s of training (2 simulators, --reuse %d), next to prior IS\n", seconds,
            reuse);
-    snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j 2 --max-seconds %d --reuse %d --quiet -o %s/h.ppxm",
+    snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j 2 --max-seconds %d --reuse %d -o %s/h.ppxm",
              ppxd, hmm, seconds, reuse, dir);
     char *tr = must_run(cmd);
     double ntr = NAN, vloss = NAN;
