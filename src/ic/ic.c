@@ -124,7 +124,10 @@ ic_net *ic_net_new(const ic_config *cfg, const char *const *obs_names, const int
     net->cfg = *cfg;
     net->embed = &ic_embed_mlp;
     net->in = cfg->obs_emb + cfg->val_emb + 2 * cfg->addr_emb + 2 * cfg->type_emb;
-    net->head_in = cfg->lstm ? cfg->hidden : cfg->obs_emb;
+    /* LSTM heads read [h_t, e_obs]: h_t is bounded (tanh), the embedding is
+     * not, so an observation far outside the training data can still
+     * sharpen a proposal through this linear path. */
+    net->head_in = cfg->lstm ? cfg->hidden + cfg->obs_emb : cfg->obs_emb;
     int H = cfg->hidden;
     net->off_embed = 0;
     net->off_type = net->embed->param_count(cfg);
@@ -527,11 +530,11 @@ static double group_loss(ic_net *net, ic_item *const *items, const int *idx, int
     for (int t = 0; t < T; t++) {
         const ic_addr *a = &net->addrs[it0->steps[t].addr];
         per_step_total += (size_t)G * a->out + (size_t)G * a->feat;
-        if (lstm) per_step_total += (size_t)G * (In + (In + H) + 4 * H + 3 * H);
+        if (lstm) per_step_total += (size_t)G * (In + (In + H) + 4 * H + 3 * H + H + Eo);
         if ((size_t)a->out > max_out) max_out = (size_t)a->out;
         if ((size_t)a->feat > max_feat) max_feat = (size_t)a->feat;
     }
-    size_t back = (size_t)G * (4 * H + In + H) + (size_t)G * In + 6 * (size_t)G * H + (size_t)G * Ev +
+    size_t back = (size_t)G * (4 * H + In + H) + (size_t)G * In + 6 * (size_t)G * H + (size_t)G * (Ev + H + Eo) +
                   (size_t)G * max_out + 64;
     if (ws_reserve(net, fixed + per_step_total + back) < 0) return NAN;
     float *w = net->ws;
@@ -547,12 +550,15 @@ static double group_loss(ic_net *net, ic_item *const *items, const int *idx, int
     float *dhn = w; w += (size_t)G * H;
     float *dcn = w; w += (size_t)G * H;
     float *vtmp = w; w += (size_t)G * Ev;
+    float *dhc = w; w += (size_t)G * (H + Eo);
     float *obuf = w; w += (size_t)G * max_out + 64 + (size_t)G * H;
     /* per-step pointers */
-    float **inp = NULL, **xh = NULL, **gates = NULL, **cc = NULL, **tc = NULL, **hh = NULL, **feat = NULL, **dO = NULL;
-    float **blocks = calloc((size_t)8 * (T ? T : 1), sizeof *blocks);
+    float **inp = NULL, **xh = NULL, **gates = NULL, **cc = NULL, **tc = NULL, **hh = NULL, **feat = NULL, **dO = NULL,
+          **hc = NULL;
+    float **blocks = calloc((size_t)9 * (T ? T : 1), sizeof *blocks);
     if (!blocks) return NAN;
     inp = blocks; xh = inp + T; gates = xh + T; cc = gates + T; tc = cc + T; hh = tc + T; feat = hh + T; dO = feat + T;
+    hc = dO + T;
     for (int t = 0; t < T; t++) {
         const ic_addr *a = &net->addrs[it0->steps[t].addr];
         if (lstm) {
@@ -562,6 +568,7 @@ static double group_loss(ic_net *net, ic_item *const *items, const int *idx, int
             cc[t] = w; w += (size_t)G * H;
             tc[t] = w; w += (size_t)G * H;
             hh[t] = w; w += (size_t)G * H;
+            hc[t] = w; w += (size_t)G * (H + Eo);
         }
         feat[t] = w; w += (size_t)G * a->feat;
         dO[t] = w; w += (size_t)G * a->out;
@@ -586,7 +593,11 @@ static double group_loss(ic_net *net, ic_item *const *items, const int *idx, int
             build_inputs(net, inp[t], eo, ve, prev, ai, G);
             ic_lstm_forward(hh[t], cc[t], xh[t], gates[t], tc[t], inp[t], t > 0 ? hh[t - 1] : zeros,
                             t > 0 ? cc[t - 1] : zeros, IC_P(net, net->off_lw), IC_P(net, net->off_lb), G, In, H);
-            hin = hh[t];
+            for (int r = 0; r < G; r++) {
+                memcpy(hc[t] + (size_t)r * (H + Eo), hh[t] + (size_t)r * H, (size_t)H * sizeof(float));
+                memcpy(hc[t] + (size_t)r * (H + Eo) + H, eo + (size_t)r * Eo, (size_t)Eo * sizeof(float));
+            }
+            hin = hc[t];
         }
         nn_linear_forward(obuf, hin, IC_P(net, a->hw), IC_P(net, a->hb), G, net->head_in, a->out);
         nn_zero(dO[t], (size_t)G * a->out);
@@ -626,7 +637,12 @@ static double group_loss(ic_net *net, ic_item *const *items, const int *idx, int
         memcpy(dc, dcn, (size_t)G * H * sizeof *dc);
         nn_zero(dhn, (size_t)G * H);
         nn_zero(dcn, (size_t)G * H);
-        nn_linear_backward(dh, IC_G(net, a->hw), IC_G(net, a->hb), dO[t], hh[t], IC_P(net, a->hw), G, H, a->out);
+        nn_zero(dhc, (size_t)G * (H + Eo));
+        nn_linear_backward(dhc, IC_G(net, a->hw), IC_G(net, a->hb), dO[t], hc[t], IC_P(net, a->hw), G, H + Eo, a->out);
+        for (int r = 0; r < G; r++) {
+            for (int j = 0; j < H; j++) dh[(size_t)r * H + j] += dhc[(size_t)r * (H + Eo) + j];
+            for (int j = 0; j < Eo; j++) deo[(size_t)r * Eo + j] += dhc[(size_t)r * (H + Eo) + H + j];
+        }
         nn_zero(dinp, (size_t)G * In);
         ic_lstm_backward(dinp, t > 0 ? dhn : NULL, t > 0 ? dcn : NULL, IC_G(net, net->off_lw), IC_G(net, net->off_lb),
                          scratch, dh, dc, xh[t], gates[t], tc[t], t > 0 ? cc[t - 1] : zeros, IC_P(net, net->off_lw), G,
@@ -743,7 +759,7 @@ static int propose_or_score(ic_net *net, const float *obs_emb, ic_query *q, int 
         if ((size_t)a->out > max_out) max_out = (size_t)a->out;
         if ((size_t)a->feat > max_feat) max_feat = (size_t)a->feat;
     }
-    size_t need = (size_t)R * (In + (In + H) + 4 * H + 5 * H + Eo) + max_out + max_feat;
+    size_t need = (size_t)R * (In + (In + H) + 4 * H + 5 * H + Eo) + max_out + max_feat + H + Eo;
     if (ws_reserve(net, need) < 0) return -1;
     float *w = net->ws;
     float *inp = w; w += (size_t)R * In;
@@ -756,6 +772,7 @@ static int propose_or_score(ic_net *net, const float *obs_emb, ic_query *q, int 
     float *tc = w; w += (size_t)R * H;
     float *eo = w; w += (size_t)R * Eo;
     float *o = w; w += max_out;
+    float *hcat = w; w += H + Eo;
     float *f = w;
     if (c->lstm) {
         for (int r = 0; r < R; r++) {
@@ -771,7 +788,12 @@ static int propose_or_score(ic_net *net, const float *obs_emb, ic_query *q, int 
     for (int r = 0; r < R; r++) {
         ic_query *qq = &q[r];
         const ic_addr *a = &net->addrs[qq->addr];
-        const float *hin = c->lstm ? h + (size_t)r * H : obs_emb;
+        const float *hin = obs_emb;
+        if (c->lstm) {
+            memcpy(hcat, h + (size_t)r * H, (size_t)H * sizeof *hcat);
+            memcpy(hcat + H, obs_emb, (size_t)Eo * sizeof *hcat);
+            hin = hcat;
+        }
         memcpy(o, IC_P(net, a->hb), (size_t)a->out * sizeof *o);
         cblas_sgemv(CblasRowMajor, CblasNoTrans, a->out, net->head_in, 1.0f, IC_P(net, a->hw), net->head_in, hin, 1,
                     1.0f, o, 1);

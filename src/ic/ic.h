@@ -114,7 +114,7 @@ struct ic_net {
     ic_config cfg;
     const ic_embed_ops *embed;
     int in;               /* LSTM input width In */
-    int head_in;          /* H (LSTM) or Eo (feed-forward) */
+    int head_in;          /* H + Eo (LSTM: [h_t, e_obs]) or Eo (feed-forward) */
     size_t n_params, cap_params;
     float *params, *grads, *m, *v;
     long step;            /* Adam steps taken */
