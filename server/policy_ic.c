@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/nn.h"
+
 typedef struct ic_slot {
     ic_state st;
     double *p0, *p1;     /* expanded prior parameters of the pending draw */
@@ -141,6 +143,9 @@ policy *policy_ic_new(ic_net *net, size_t n_slots, uint64_t seed, const observat
         return NULL;
     }
     ip->net = net;
+    /* Small per-draw products: OpenBLAS threads would only spin against the
+     * simulators for the cores (process-wide, as every ppxd command does). */
+    nn_set_threads(1);
     size_t ns = n_slots ? n_slots : 1;
     ip->slots = calloc(ns, sizeof *ip->slots);
     ip->q = calloc(ns, sizeof *ip->q);

@@ -14,7 +14,9 @@
  * The observation the network is conditioned on is given once, at
  * creation, from the --observe values (by the model's observe names);
  * names the model expects but that are missing are reported and fed as the
- * training mean.  Ownership: the policy owns the net. */
+ * training mean.  Ownership: the policy owns the net.  Creating one sets
+ * OpenBLAS to one thread (nn_set_threads(1)): the network runs per draw in
+ * the engine's thread. */
 #ifndef PPX_POLICY_IC_H
 #define PPX_POLICY_IC_H
 

@@ -17,7 +17,14 @@ void ic_lstm_forward(float *h, float *c, float *xh, float *gates, float *tc, con
         memcpy(xh + (size_t)r * W, x + (size_t)r * n_in, (size_t)n_in * sizeof *xh);
         memcpy(xh + (size_t)r * W + n_in, h_prev + (size_t)r * H, (size_t)H * sizeof *xh);
     }
-    nn_linear_forward(gates, xh, w, b, B, W, 4 * H);
+    if (B == 1) {
+        /* One row (inference, one simulator's draw): a matrix-vector
+         * product, without sgemm's packing overhead. */
+        memcpy(gates, b, (size_t)4 * H * sizeof *gates);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, 4 * H, W, 1.0f, w, W, xh, 1, 1.0f, gates, 1);
+    } else {
+        nn_linear_forward(gates, xh, w, b, B, W, 4 * H);
+    }
     for (int r = 0; r < B; r++) {
         float *g = gates + (size_t)r * 4 * H;
         for (int j = 0; j < H; j++) {
