@@ -15,7 +15,8 @@
 typedef enum infer_method {
     METHOD_IS = 0,   /* importance sampling with the prior as proposal */
     METHOD_LMH,      /* lightweight Metropolis-Hastings: sites redrawn from their priors */
-    METHOD_RMH       /* random-walk Metropolis-Hastings: sites moved near their values */
+    METHOD_RMH,      /* random-walk Metropolis-Hastings: sites moved near their values */
+    METHOD_IC        /* importance sampling with a trained IC proposal (--model) */
 } infer_method;
 
 typedef struct cli {
@@ -34,6 +35,8 @@ typedef struct cli {
     const char *samples_out;
     uint64_t resample;
     infer_method method;
+    const char *model;   /* --model: the IC network for METHOD_IC */
+    policy *ic_policy;   /* the IC policy inside the job's policy (for its report) */
     int64_t burn_in;
     trace_fsync_policy fsync;
     const char *names;

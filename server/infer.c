@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "export.h"
 #include "jobs.h"
+#include "policy_ic.h"
 #include "stats.h"
 #include "trace_store.h"
 
@@ -24,7 +25,9 @@ static engine *start_engine(cli *c)
  * conditioned and --fix'ed ones set. */
 static policy *make_policy(cli *c, size_t slots)
 {
-    policy *p = policy_prior_new(slots, c->seed);
+    policy *p = c->method == METHOD_IC ? policy_ic_open(c->model, slots, c->seed, c->obs, c->n_obs)
+                                       : policy_prior_new(slots, c->seed);
+    c->ic_policy = c->method == METHOD_IC ? p : NULL;
     size_t n = c->n_fix + c->n_obs;
     if (!p || n == 0) return p;
     fixed_value *fv = calloc(n, sizeof *fv);
@@ -324,7 +327,7 @@ int cmd_infer(cli *c)
     is_result res;
     int rc = 1;
     if (is_result_init(&res, c->latents, c->n_latents) < 0) goto out_engine;
-    if (c->method == METHOD_IS) {
+    if (c->method == METHOD_IS || c->method == METHOD_IC) {
         policy *p = make_policy(c, slots);
         char err[256];
         write_ctx wc = {NULL, &res, 0};
@@ -340,6 +343,7 @@ int cmd_infer(cli *c)
             ordered_job_free(&job);
         }
         if (wc.w && trace_writer_close(&wc.w) < 0) rc = 1;
+        if (c->ic_policy) policy_ic_report(c->ic_policy, stderr);
         policy_destroy(&p);
         if (rc == 0) {
             double *w = malloc((res.n ? res.n : 1) * sizeof *w);
@@ -348,8 +352,8 @@ int cmd_infer(cli *c)
             double logz = stats_logsumexp(res.lw, res.n) - log((double)res.n);
             char title[200];
             snprintf(title, sizeof title,
-                     "importance sampling (prior proposal): %llu traces, ESS %.1f, log evidence %.6g",
-                     (unsigned long long)res.n, stats_ess(w, res.n), logz);
+                     "importance sampling (%s proposal): %llu traces, ESS %.1f, log evidence %.6g",
+                     c->method == METHOD_IC ? "IC" : "prior", (unsigned long long)res.n, stats_ess(w, res.n), logz);
             print_summary(&res, w, title);
             if (write_samples(c, &res, w, 1) < 0) rc = 1;
             free(w);

@@ -22,10 +22,12 @@
 #include "export.h"
 #include "jobs.h"
 #include "policy.h"
+#include "policy_ic.h"
 #include "stats.h"
 #include "trace_store.h"
 #include "serve.h"
 #include "train.h"
+#include "train_ic.h"
 #include "diagnose.h"
 
 /* The signal handler needs to reach the running engine. */
@@ -44,10 +46,11 @@ static void usage(FILE *f)
             "\n"
             "usage:\n"
             "  ppxd simulate SIMULATORS -n N -o FILE.ppxt [--seed S] [--fsync never|flush|close]\n"
-            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh|rmh] [--burn-in B]\n"
+            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh|rmh|ic] [--model M.ppxm] [--burn-in B]\n"
             "                [--latent NAME]... [--samples-out FILE.npy] [--resample M] [-o FILE.ppxt] [--seed S]\n"
             "  ppxd export   FILE.ppxt --names COLUMN,... -o OUT.npy|OUT.csv\n"
             "  ppxd info     FILE.ppxt\n"
+            "  ppxd train    ic (SIMULATORS | --data FILE.ppxt) -o M.ppxm [--max-seconds S]  (ppxd train ic --help)\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
             "  ppxd diagnose --model M.ppxm (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration)\n"
@@ -68,9 +71,11 @@ static void usage(FILE *f)
             "  --names COLUMN,...    export: the columns, as for --latent (ppxd info FILE lists the addresses)\n"
             "  --samples-out F.npy   write resampled (is) or chain (lmh/rmh) samples of the latents\n"
             "  --resample M          number of resampled samples (default n)\n"
-            "  --method is|lmh|rmh   importance sampling with the prior (default); or MCMC, one chain per\n"
+            "  --method is|lmh|rmh|ic  importance sampling with the prior (default); MCMC, one chain per\n"
             "                        simulator: LMH (a site redrawn from its prior each step) or RMH (a site\n"
-            "                        moved near its value by a random-walk kernel of its distribution)\n"
+            "                        moved near its value by a random-walk kernel of its distribution); or IC:\n"
+            "                        importance sampling with a trained proposal (--model M.ppxm)\n"
+            "  --model M.ppxm        the IC network for --method ic (ppxd train ic)\n"
             "  --burn-in B           MCMC steps per chain discarded first (default n/10 per chain)\n"
             "  -o FILE.ppxt          write the traces (simulate: required; infer: optional)\n"
             "  --seed S              reproducible results for a given number of simulators (default 1)\n"
@@ -183,7 +188,7 @@ static int add_fix(cli *c, const char *arg, fixed_mode mode)
 enum {
     OPT_SIM_CMD = 1000, OPT_CONNECT, OPT_SEED, OPT_OBSERVE, OPT_OBSERVE_FILE, OPT_FIX, OPT_LATENT, OPT_SAMPLES_OUT,
     OPT_RESAMPLE, OPT_METHOD, OPT_BURN_IN, OPT_TIMEOUT, OPT_START_TIMEOUT, OPT_MAX_FAILURES, OPT_MAX_MSG, OPT_FSYNC,
-    OPT_QUIET, OPT_NAMES
+    OPT_QUIET, OPT_NAMES, OPT_MODEL
 };
 
 static int parse_args(cli *c, int argc, char **argv)
@@ -207,6 +212,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"fsync", required_argument, 0, OPT_FSYNC},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"names", required_argument, 0, OPT_NAMES},
+        {"model", required_argument, 0, OPT_MODEL},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -251,7 +257,8 @@ static int parse_args(cli *c, int argc, char **argv)
             if (strcmp(optarg, "is") == 0) c->method = METHOD_IS;
             else if (strcmp(optarg, "lmh") == 0) c->method = METHOD_LMH;
             else if (strcmp(optarg, "rmh") == 0) c->method = METHOD_RMH;
-            else return cli_die("--method is 'is', 'lmh' or 'rmh'", optarg);
+            else if (strcmp(optarg, "ic") == 0) c->method = METHOD_IC;
+            else return cli_die("--method is 'is', 'lmh', 'rmh' or 'ic'", optarg);
             break;
         case OPT_BURN_IN:
             if (args_u64(optarg, &v) < 0) return cli_die("--burn-in wants a non-negative number", optarg);
@@ -276,12 +283,15 @@ static int parse_args(cli *c, int argc, char **argv)
             break;
         case OPT_QUIET: c->ecfg.progress = 0; break;
         case OPT_NAMES: c->names = optarg; break;
+        case OPT_MODEL: c->model = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return 2;
         }
     }
     if (optind < argc) c->file = argv[optind++];
     if (optind < argc) return cli_die("unexpected argument", argv[optind]);
+    if (c->method == METHOD_IC && !c->model) return cli_die("--method ic needs --model M.ppxm (from ppxd train ic)", NULL);
+    if (c->model && c->method != METHOD_IC) return cli_die("--model is for --method ic", NULL);
     /* Usage errors of the simulator options: exit 2 before touching any file. */
     if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
         char why[160];
@@ -306,6 +316,8 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "train") == 0 && argc > 2 && strcmp(argv[2], "ic") == 0)
+        return ppxd_train_ic_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);

@@ -26,6 +26,7 @@ const char *model_kind_name(model_kind k)
     case MODEL_NPE_MAF: return "NPE-MAF";
     case MODEL_NPE_NSF: return "NPE-NSF";
     case MODEL_NRE: return "NRE";
+    case MODEL_IC: return "IC";
     }
     return "?";
 }
@@ -458,6 +459,10 @@ model_file *model_file_decode(const unsigned char *buf, size_t len, char *err, s
     const char *what = "header";
     model_file *m = NULL;
     uint32_t kind = r_u32(&r), dim = r_u32(&r), ctx = r_u32(&r);
+    if (!r.bad && kind == MODEL_IC) {
+        snprintf(err, err_len, "an inference-compilation (IC) model: use it with ppxd infer --method ic --model FILE");
+        return NULL;
+    }
     if (r.bad || !kind_valid(kind) || dim < 1 || dim > MAX_DIM || ctx < 1 || ctx > MAX_DIM) {
         what = "kind or sizes";
         goto bad;

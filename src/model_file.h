@@ -60,7 +60,9 @@
 typedef enum model_kind {
     MODEL_NPE_MAF = 1,
     MODEL_NPE_NSF = 2,
-    MODEL_NRE = 3
+    MODEL_NRE = 3,
+    MODEL_IC = 4        /* inference compilation: its own payload, read by src/ic/ic.h
+                           (ic_net_load); model_file_decode refuses it by name */
 } model_kind;
 
 /* "NPE-MAF", "NPE-NSF", "NRE", or "?". */
