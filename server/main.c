@@ -4,6 +4,7 @@
  *   ppxd infer     importance sampling (prior proposal) or LMH, posterior summaries
  *   ppxd export    named values of a trace file to .npy / .csv
  *   ppxd info      count and check the records of a trace file
+ *   ppxd mine      gold mining (server/mine.c); info/export also read its .ppxg files
  */
 #include <cblas.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include "trace_store.h"
 #include "serve.h"
 #include "train.h"
+#include "mine.h"
 
 /* The signal handler needs to reach the running engine. */
 static engine *g_running;
@@ -48,6 +50,8 @@ static void usage(FILE *f)
             "  ppxd info     FILE.ppxt\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
+            "  ppxd mine     SIMULATORS -n N --theta A,.. --x B,.. [--theta1 V,..] -o GOLD.ppxg  (ppxd mine --help)\n"
+            "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
@@ -602,6 +606,9 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "mine") == 0) return ppxd_mine_main(argc - 1, argv + 1);
+    if ((strcmp(argv[1], "info") == 0 || strcmp(argv[1], "export") == 0) && argc > 2 && gold_file_is(argv[2]))
+        return ppxd_gold_file_main(argc - 1, argv + 1);
     cli c;
     memset(&c, 0, sizeof c);
     engine_config_defaults(&c.ecfg);
