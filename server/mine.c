@@ -242,6 +242,16 @@ static int compare_replay(const mine_job *j, const trace *orig, const trace *rep
         /* A recorded value not reused: the replay policy redrew it (a divergence). */
         if (!same_array(&a->value, &b->value))
             return is_x(j, a->name) && a->kind == TRACE_OBSERVE ? GOLD_BAD_X_DEPENDS : GOLD_BAD_CONTROL_FLOW;
+    }
+    return -1;
+}
+
+/* After compare_replay and the log-probs: a support that moved with theta. */
+static int support_moved(const mine_job *j, const trace *orig, const trace *rep)
+{
+    for (size_t i = 0; i < orig->n_entries; i++) {
+        const trace_entry *a = &orig->entries[i], *b = &rep->entries[i];
+        if (a->kind == TRACE_TAG || is_theta(j, a)) continue;
         if ((a->dist == DIST_UNIFORM && (!same_array(&a->param[0], &b->param[0]) ||
                                           !same_array(&a->param[1], &b->param[1]))) ||
             (a->dist == DIST_BINOMIAL && !same_array(&a->param[0], &b->param[0])))
@@ -579,6 +589,7 @@ static int mj_complete(void *job, size_t slot, uint64_t index, trace *t)
         if (s->bad < 0) {
             int why = compare_replay(j, s->orig, t);
             if (why < 0) why = joint_log_prob(j, t, &s->jl[task - 1]);
+            if (why < 0) why = support_moved(j, s->orig, t);
             if (why >= 0) mark_bad(s, why);
         }
         check_complete(j, s);
@@ -1095,11 +1106,12 @@ static void print_stats(const char *name, const double *v, size_t n, size_t stri
     for (size_t i = 0; i < n; i++) {
         double x = v[i * stride + off];
         s += x;
-        s2 += x * x;
         mn = fmin(mn, x);
         mx = fmax(mx, x);
     }
-    double m = n ? s / n : NAN, sd = n > 1 ? sqrt(fmax(0, (s2 - n * m * m) / (n - 1))) : NAN;
+    double m = n ? s / n : NAN;
+    for (size_t i = 0; i < n; i++) s2 += (v[i * stride + off] - m) * (v[i * stride + off] - m);
+    double sd = n > 1 ? sqrt(s2 / (n - 1)) : NAN;
     printf("  %-20s mean %12.6g  sd %12.6g  min %12.6g  max %12.6g\n", name, m, sd, mn, mx);
 }
 
