@@ -27,6 +27,7 @@
 #include "serve.h"
 #include "train.h"
 #include "mine.h"
+#include "gold_cmd.h"
 
 /* The signal handler needs to reach the running engine. */
 static engine *g_running;
@@ -51,6 +52,8 @@ static void usage(FILE *f)
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
             "  ppxd mine     SIMULATORS -n N --theta A,.. --x B,.. [--theta1 V,..] -o GOLD.ppxg  (ppxd mine --help)\n"
+            "  ppxd train    carl|rolr|rascal|cascal|alice|alices|sally --gold GOLD.ppxg -o M.ppxr\n"
+            "  ppxd evaluate --model M.ppxr --x-file X.npy --theta V,.. [--score]   log r^ / t^ of a gold model\n"
             "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
@@ -603,6 +606,9 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "train") == 0 && argc > 2 && gold_cmd_is_method(argv[2]))
+        return gold_cmd_train_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "evaluate") == 0) return gold_cmd_evaluate_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);

@@ -223,6 +223,49 @@ Test(mine, gaussian_observes_replayed_exactly)
     gold_data_free(&g);
 }
 
+Test(mine, theta0_from_the_prior_pairs_rows)
+{
+    char *path = tk_build_path("examples/galton");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s {endpoint}", path);
+    free(path);
+    mine_opts o;
+    memset(&o, 0, sizeof o);
+    engine_config_defaults(&o.ecfg);
+    o.ecfg.sim_cmd = cmd;
+    o.ecfg.n_launch = 2;
+    const char *tn[1] = {"theta"}, *xn[1] = {"x*"};
+    const double th1 = -0.6;
+    o.theta_names = tn;
+    o.D = 1;
+    o.x_names = xn;
+    o.n_x = 1;
+    o.mode = MINE_THETA_PRIOR;
+    o.theta1 = &th1;
+    o.K = 1;
+    o.theta1_rows = 1;
+    o.score = 1;
+    o.n = 600;
+    o.seed = 3;
+    o.quiet = 1;
+    gold_data g;
+    cr_assert_eq(mine_run(&o, &g, NULL), 0);
+    cr_assert_eq(g.n, 600);
+    cr_assert_str_eq(g.x_names[0], "x");
+    double lo = 1, hi = -1;
+    for (size_t i = 0; i < g.n; i += 2) {
+        /* a pair: y = 0 simulated at its prior draw, y = 1 at theta1 with the same theta0 */
+        cr_assert(g.y[i] == 0 && g.y[i + 1] == 1);
+        cr_assert_eq(g.theta0[i], g.theta0[i + 1]);
+        lo = fmin(lo, g.theta0[i]);
+        hi = fmax(hi, g.theta0[i]);
+    }
+    cr_assert(lo >= -1 && hi <= 1 && lo < -0.9 && hi > 0.9, "theta0 in [%g, %g]", lo, hi);
+    /* rows differ between theta0 draws */
+    cr_assert_neq(g.theta0[0], g.theta0[2]);
+    gold_data_free(&g);
+}
+
 Test(mine, control_flow_change_is_detected)
 {
     gold_data g;
