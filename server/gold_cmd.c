@@ -292,3 +292,244 @@ done:
     gold_model_destroy(&m);
     return rc;
 }
+
+/* ---- ppxd fisher ------------------------------------------------------------------------------ */
+
+int gold_fisher(gold_model *m, const gold_data *g, double n_events, double *info)
+{
+    const size_t D = g->D;
+    size_t used = 0;
+    double *t = NULL;
+    if (m) {
+        if ((size_t)m->D != D || (size_t)m->C != g->C) {
+            fprintf(stderr, "ppxd: the model (x %d, theta %d) does not fit the gold file (x %zu, theta %zu)\n", m->C,
+                    m->D, g->C, D);
+            return -1;
+        }
+        t = malloc((g->n ? g->n : 1) * D * sizeof *t);
+        if (!t || gold_model_score(m, g->x, g->theta0, g->n, t) < 0) {
+            free(t);
+            return -1;
+        }
+    } else if (!g->has_score) {
+        fprintf(stderr, "ppxd: the gold file has no scores (mined with --no-score)\n");
+        return -1;
+    }
+    const double *src = m ? t : g->t;
+    memset(info, 0, D * D * sizeof *info);
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->y[i] != 0) continue; /* x ~ theta0: the point the information is about */
+        for (size_t a = 0; a < D; a++)
+            for (size_t b = 0; b < D; b++) info[a * D + b] += src[i * D + a] * src[i * D + b];
+        used++;
+    }
+    free(t);
+    if (!used) {
+        fprintf(stderr, "ppxd: no rows simulated at theta0 in the gold file\n");
+        return -1;
+    }
+    for (size_t i = 0; i < D * D; i++) info[i] *= n_events / used;
+    return (int)used;
+}
+
+int gold_cmd_fisher_main(int argc, char **argv)
+{
+    const char *model_path = NULL, *gold = NULL, *out = NULL;
+    double n_events = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--model") == 0 && v) model_path = argv[++i];
+        else if (strcmp(a, "--gold") == 0 && v) gold = argv[++i];
+        else if (strcmp(a, "-o") == 0 && v) out = argv[++i];
+        else if (strcmp(a, "--events") == 0 && v) {
+            if (parse_pos_double(argv[++i], &n_events) < 0) return usage_error("--events wants a positive number", v);
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            printf("usage:\n"
+                   "  ppxd fisher --gold GOLD.ppxg [--model SALLY.ppxr] [--events N (1)] [-o INFO.npy]\n"
+                   "\n"
+                   "The expected Fisher information I_ij = N E[t_i t_j] at the gold file's theta0 (rows simulated\n"
+                   "at theta0), with t the score t^(x) of a SALLY (or ratio) model evaluated on the file's x, or\n"
+                   "without --model the mined joint scores t(x, z): the information in (x, z), an upper bound on\n"
+                   "that in x alone.\n");
+            return 0;
+        } else {
+            return usage_error("unknown or incomplete option (see ppxd fisher --help)", a);
+        }
+    }
+    if (!gold) return usage_error("fisher needs --gold GOLD.ppxg (the x to average over, or the mined scores)", NULL);
+    char err[300];
+    gold_data g;
+    if (gold_data_read(&g, gold, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxd: %s\n", err);
+        return 1;
+    }
+    gold_model *m = NULL;
+    if (model_path && !(m = gold_model_load(model_path, err, sizeof err))) {
+        fprintf(stderr, "ppxd: %s\n", err);
+        gold_data_free(&g);
+        return 1;
+    }
+    double *info = calloc(g.D * g.D + 1, sizeof *info);
+    int rc = 1;
+    int used = info ? gold_fisher(m, &g, n_events, info) : -1;
+    if (used > 0) {
+        printf("Fisher information for %g events at theta0 (%s, %d rows):\n", n_events,
+               m ? "model score" : "joint score t(x,z): the (x,z) information", used);
+        for (size_t a = 0; a < g.D; a++) {
+            printf("  %-12s", g.theta_names[a]);
+            for (size_t b = 0; b < g.D; b++) printf(" %12.6g", info[a * g.D + b]);
+            printf("\n");
+        }
+        rc = 0;
+        if (out && npy_write(out, info, g.D, g.D, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: %s\n", err);
+            rc = 1;
+        }
+    }
+    free(info);
+    gold_model_destroy(&m);
+    gold_data_free(&g);
+    return rc;
+}
+
+/* ---- ppxd limits ------------------------------------------------------------------------------ */
+
+int gold_limits(gold_model *m, const double *x, size_t n_obs, const double *grid, size_t n_grid, double *sum_lr)
+{
+    const size_t D = (size_t)m->D;
+    double *th = malloc((n_obs ? n_obs : 1) * D * sizeof *th), *lr = malloc((n_obs ? n_obs : 1) * sizeof *lr);
+    int rc = th && lr ? 0 : -1;
+    for (size_t gi = 0; rc == 0 && gi < n_grid; gi++) {
+        for (size_t i = 0; i < n_obs; i++) memcpy(th + i * D, grid + gi * D, D * sizeof *th);
+        if (gold_model_log_r(m, x, th, n_obs, lr) < 0) {
+            rc = -1;
+            break;
+        }
+        double s = 0;
+        for (size_t i = 0; i < n_obs; i++) s += lr[i];
+        sum_lr[gi] = s;
+    }
+    free(th);
+    free(lr);
+    return rc;
+}
+
+int gold_cmd_limits_main(int argc, char **argv)
+{
+    const char *model_path = NULL, *xf = NULL, *out = NULL;
+    double lo[64], hi[64];
+    size_t gn[64], n_grid_opts = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--model") == 0 && v) model_path = argv[++i];
+        else if (strcmp(a, "--x-file") == 0 && v) xf = argv[++i];
+        else if (strcmp(a, "-o") == 0 && v) out = argv[++i];
+        else if (strcmp(a, "--grid") == 0 && v) {
+            char *e1, *e2;
+            uint64_t n;
+            const char *g = argv[++i];
+            double a0 = strtod(g, &e1), b0 = *e1 == ':' ? strtod(e1 + 1, &e2) : NAN;
+            if (n_grid_opts == 64 || *e1 != ':' || !isfinite(b0) || *e2 != ':' || args_u64(e2 + 1, &n) < 0 || !n ||
+                n > 100000 || !isfinite(a0) || (n > 1 && !(b0 > a0)))
+                return usage_error("--grid wants LO:HI:N with LO < HI", g);
+            lo[n_grid_opts] = a0;
+            hi[n_grid_opts] = b0;
+            gn[n_grid_opts++] = (size_t)n;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            printf("usage:\n"
+                   "  ppxd limits --model RATIO.ppxr --x-file EVENTS.npy --grid LO:HI:N [--grid ...] [-o OUT.npy|OUT.csv]\n"
+                   "\n"
+                   "For observed iid events x_1..x_n (rows of EVENTS [n, C]) and every point theta of the grid (one\n"
+                   "--grid per theta dimension), the summed estimated log likelihood ratio\n"
+                   "  sum_i log r^(x_i | theta, theta1) = log L(theta) - log L(theta1)\n"
+                   "and -2 delta log L = 2 (max - sum) (asymptotically chi^2 with D degrees of freedom: 68%% at 2.30\n"
+                   "for D = 2, 1.00 for D = 1; 95%% at 5.99 / 3.84), as exclusion contours are drawn.  Prints the\n"
+                   "best-fit point; OUT gets rows [theta..., sum log r^, -2 delta log L].\n");
+            return 0;
+        } else {
+            return usage_error("unknown or incomplete option (see ppxd limits --help)", a);
+        }
+    }
+    if (!model_path || !xf || !n_grid_opts) return usage_error("limits needs --model, --x-file and --grid", NULL);
+    char err[300];
+    gold_model *m = gold_model_load(model_path, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "ppxd: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    double *x = NULL, *grid = NULL, *sum = NULL, *table = NULL;
+    size_t n, c;
+    if (m->method == GOLD_SALLY) {
+        rc = usage_error("limits needs a ratio model (carl ... alices), not sally", NULL);
+        goto done;
+    }
+    if (n_grid_opts != (size_t)m->D) {
+        fprintf(stderr, "ppxd: %zu --grid options for a model with %d theta dimensions\n", n_grid_opts, m->D);
+        rc = 2;
+        goto done;
+    }
+    if (npy_read(xf, &x, &n, &c, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxd: %s\n", err);
+        goto done;
+    }
+    if (c != (size_t)m->C) {
+        fprintf(stderr, "ppxd: %s has %zu columns; the model's x has %d\n", xf, c, m->C);
+        rc = 2;
+        goto done;
+    }
+    size_t G = 1, D = (size_t)m->D;
+    for (size_t k = 0; k < D; k++) G *= gn[k];
+    grid = malloc(G * D * sizeof *grid);
+    sum = malloc(G * sizeof *sum);
+    table = malloc(G * (D + 2) * sizeof *table);
+    if (!grid || !sum || !table) goto done;
+    for (size_t gi = 0; gi < G; gi++) {
+        size_t r = gi;
+        for (size_t k = D; k-- > 0;) {
+            size_t at = r % gn[k];
+            r /= gn[k];
+            grid[gi * D + k] = gn[k] == 1 ? lo[k] : lo[k] + (hi[k] - lo[k]) * at / (gn[k] - 1);
+        }
+    }
+    if (gold_limits(m, x, n, grid, G, sum) < 0) goto done;
+    size_t best = 0;
+    for (size_t gi = 1; gi < G; gi++)
+        if (sum[gi] > sum[best]) best = gi;
+    for (size_t gi = 0; gi < G; gi++) {
+        memcpy(table + gi * (D + 2), grid + gi * D, D * sizeof *table);
+        table[gi * (D + 2) + D] = sum[gi];
+        table[gi * (D + 2) + D + 1] = 2 * (sum[best] - sum[gi]);
+    }
+    printf("best fit over %zu grid points for %zu events:", G, n);
+    for (size_t k = 0; k < D; k++) printf(" %s = %g", m->theta_names[k], grid[best * D + k]);
+    printf("  (sum log r^ = %.6g)\n", sum[best]);
+    rc = 0;
+    if (out) {
+        size_t ol = strlen(out);
+        int csv = ol > 4 && strcmp(out + ol - 4, ".csv") == 0;
+        int w;
+        if (csv) {
+            const char **names = calloc(D + 2, sizeof *names);
+            if (!names) goto done;
+            for (size_t k = 0; k < D; k++) names[k] = m->theta_names[k];
+            names[D] = "sum_log_r";
+            names[D + 1] = "minus2_delta_log_l";
+            w = csv_write(out, names, table, G, D + 2, err, sizeof err);
+            free(names);
+        } else {
+            w = npy_write(out, table, G, D + 2, err, sizeof err);
+        }
+        if (w < 0) {
+            fprintf(stderr, "ppxd: %s\n", err);
+            rc = 1;
+        }
+    }
+done:
+    free(x);
+    free(grid);
+    free(sum);
+    free(table);
+    gold_model_destroy(&m);
+    return rc;
+}

@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "  ppxd mine     SIMULATORS -n N --theta A,.. --x B,.. [--theta1 V,..] -o GOLD.ppxg  (ppxd mine --help)\n"
             "  ppxd train    carl|rolr|rascal|cascal|alice|alices|sally --gold GOLD.ppxg -o M.ppxr\n"
             "  ppxd evaluate --model M.ppxr --x-file X.npy --theta V,.. [--score]   log r^ / t^ of a gold model\n"
+            "  ppxd fisher   --gold GOLD.ppxg [--model SALLY.ppxr] [--events N]   expected Fisher information\n"
+            "  ppxd limits   --model M.ppxr --x-file EVENTS.npy --grid LO:HI:N...   summed log r^ over a theta grid\n"
             "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
@@ -609,6 +611,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "train") == 0 && argc > 2 && gold_cmd_is_method(argv[2]))
         return gold_cmd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "evaluate") == 0) return gold_cmd_evaluate_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "fisher") == 0) return gold_cmd_fisher_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "limits") == 0) return gold_cmd_limits_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
