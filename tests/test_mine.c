@@ -24,8 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "export.h"
 #include "gold/gold_data.h"
 #include "mine.h"
 #include "testkit.h"
@@ -343,5 +345,97 @@ Test(mine, gold_file_round_trip_and_damage)
     snprintf(path, sizeof path, "%s/e_t.npy", dir);
     cr_assert_eq(access(path, R_OK), 0);
     gold_data_free(&g);
+    tk_tmpdir_remove(dir);
+}
+
+/* ---- the command line ---------------------------------------------------------------------- */
+
+static int run_sh(const char *cmd)
+{
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(mine, command_line_mine_info_export_and_usage_errors)
+{
+    char dir[256], cmd[4096];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "minecli"), 0);
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path("examples/galton");
+    /* usage errors: exit 2, nothing written */
+    const char *bad[] = {
+        "--theta theta --x x -n 10 -o %s/g.ppxg",                                            /* no simulators */
+        "--sim-cmd '%s {endpoint}' --x x -n 10 -o %s/g.ppxg",                                 /* no theta */
+        "--sim-cmd '%s {endpoint}' --theta theta --x x -n 10 -o %s/g.ppxg --theta0 1,2",      /* 2 values, 1 name */
+        "--sim-cmd '%s {endpoint}' --theta theta --x x -n 10 -o %s/g.ppxg --no-score",        /* nothing to mine */
+        "--sim-cmd '%s {endpoint}' --theta theta --x x -n 10 -o %s/g.ppxg --grid 1:0:5",      /* LO > HI */
+        "--sim-cmd '%s {endpoint}' --theta 'th*' --x x -n 10 -o %s/g.ppxg",                   /* pattern theta */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[1024];
+        if (i == 0) snprintf(args, sizeof args, bad[i], dir);
+        else snprintf(args, sizeof args, bad[i], sim, dir);
+        snprintf(cmd, sizeof cmd, "%s mine %s 2>/dev/null", ppxd, args);
+        cr_assert_eq(run_sh(cmd), 2, "case %zu: %s", i, cmd);
+    }
+    snprintf(cmd, sizeof cmd, "%s/g.ppxg", dir);
+    cr_assert_neq(access(cmd, F_OK), 0, "a usage error wrote a file");
+    /* a real run, then info and export */
+    snprintf(cmd, sizeof cmd,
+             "%s mine --sim-cmd '%s {endpoint}' -j 2 --theta theta --x x -n 200 --theta0 -0.8 --theta1 -0.6 "
+             "-o %s/g.ppxg --npy %s/n --quiet 2>/dev/null",
+             ppxd, sim, dir, dir);
+    cr_assert_eq(run_sh(cmd), 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd, "%s info %s/g.ppxg > %s/info.txt", ppxd, dir, dir);
+    cr_assert_eq(run_sh(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/info.txt", dir);
+    size_t size;
+    char *txt = (char *)tk_slurp(cmd, &size);
+    cr_assert(txt && strstr(txt, "rows 200 (100 at theta0, 100 at theta1)") && strstr(txt, "checksum ok"), "%s",
+              txt ? txt : "(none)");
+    free(txt);
+    snprintf(cmd, sizeof cmd, "%s export %s/g.ppxg -o %s/e 2>/dev/null", ppxd, dir, dir);
+    cr_assert_eq(run_sh(cmd), 0);
+    const char *parts[] = {"e_y", "e_theta0", "e_theta1", "e_x", "e_log_r", "e_t", "n_t", "n_x"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s/%s.npy", dir, parts[i]);
+        cr_assert_eq(access(cmd, R_OK), 0, "%s", cmd);
+    }
+    /* the exports are the file's arrays */
+    double *a, *b;
+    size_t r1, c1, r2, c2;
+    char err[300];
+    snprintf(cmd, sizeof cmd, "%s/e_log_r.npy", dir);
+    cr_assert_eq(npy_read(cmd, &a, &r1, &c1, err, sizeof err), 0, "%s", err);
+    gold_data g;
+    snprintf(cmd, sizeof cmd, "%s/g.ppxg", dir);
+    cr_assert_eq(gold_data_read(&g, cmd, err, sizeof err), 0, "%s", err);
+    cr_assert(r1 == 200 && c1 == 1 && memcmp(a, g.log_r, 200 * sizeof *a) == 0);
+    snprintf(cmd, sizeof cmd, "%s/n_t.npy", dir);
+    cr_assert_eq(npy_read(cmd, &b, &r2, &c2, err, sizeof err), 0, "%s", err);
+    cr_assert(r2 == 200 && memcmp(b, g.t, 200 * sizeof *b) == 0);
+    free(a);
+    free(b);
+    /* the same seed gives the same file whatever the scheduling (1 simulator this time) */
+    snprintf(cmd, sizeof cmd,
+             "%s mine --sim-cmd '%s {endpoint}' -j 1 --theta theta --x x -n 200 --theta0 -0.8 --theta1 -0.6 "
+             "-o %s/h.ppxg --quiet 2>/dev/null",
+             ppxd, sim, dir);
+    cr_assert_eq(run_sh(cmd), 0);
+    gold_data h;
+    snprintf(cmd, sizeof cmd, "%s/h.ppxg", dir);
+    cr_assert_eq(gold_data_read(&h, cmd, err, sizeof err), 0, "%s", err);
+    cr_assert(h.n == g.n && memcmp(h.x, g.x, g.n * sizeof *g.x) == 0 && memcmp(h.t, g.t, g.n * sizeof *g.t) == 0);
+    gold_data_free(&g);
+    gold_data_free(&h);
+    /* the trainer reads the file; missing files and options are errors */
+    snprintf(cmd, sizeof cmd, "%s train carl --gold %s/g.ppxg -o %s/m.ppxr --epochs 2 --quiet 2>/dev/null", ppxd, dir,
+             dir);
+    cr_assert_eq(run_sh(cmd), 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd, "%s train carl --gold %s/missing.ppxg -o %s/m2.ppxr 2>/dev/null", ppxd, dir, dir);
+    cr_assert_eq(run_sh(cmd), 1);
+    snprintf(cmd, sizeof cmd, "%s train sally -o %s/m2.ppxr 2>/dev/null", ppxd, dir);
+    cr_assert_eq(run_sh(cmd), 2);
+    free(ppxd);
+    free(sim);
     tk_tmpdir_remove(dir);
 }
