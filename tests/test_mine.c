@@ -10,6 +10,13 @@
  * each checked within Z = 4 standard errors (sample sd / sqrt(count)); bins
  * with fewer than 30 rows are skipped (their sd estimate is poor).
  *
+ * Every distribution (tests/sims/sim_dists_theta): one draw of each kind but
+ * Uniform, parameters smooth in theta, values tagged as x; the mined log r
+ * must equal the sum of dist_log_prob differences to rounding, and the
+ * finite-difference score the closed form sum of dist_grad_log_prob x
+ * d params / d theta to the FD error (eps = 2.9e-5: truncation ~1e-9,
+ * rounding ~1e-10; tolerance 1e-5).
+ *
  * Gaussian (clients/examples/gaussian): mu ~ N(1, sqrt 5) named "mu", and two
  * Observes obs0, obs1 ~ N(mu, sqrt 2) whose values ppxd draws.  The joint
  * quantities are closed-form given the observed values:
@@ -31,6 +38,7 @@
 #include "gold/gold_data.h"
 #include "mine.h"
 #include "testkit.h"
+#include "sims/sim_dists_theta.h"
 
 #define Z 4.0
 #define NPOS 31
@@ -265,6 +273,44 @@ Test(mine, theta0_from_the_prior_pairs_rows)
     cr_assert(lo >= -1 && hi <= 1 && lo < -0.9 && hi > 0.9, "theta0 in [%g, %g]", lo, hi);
     /* rows differ between theta0 draws */
     cr_assert_neq(g.theta0[0], g.theta0[2]);
+    gold_data_free(&g);
+}
+
+/* log p of draw i at theta and, in *score, its derivative from the closed-form
+ * d log p / d params (dist_grad_log_prob) and d params / d theta. */
+static double gd_log_p(int i, double th, double x, double *score)
+{
+    double p0, p1, w[3], d0, d1, dw[3];
+    dist_kind k = gd_params_d(i, th, &p0, &p1, w, &d0, &d1, &dw[0]);
+    dist d;
+    char why[100];
+    if (k == DIST_CATEGORICAL) cr_assert_eq(dist_init(&d, k, w, 3, NULL, 0, 3, why, sizeof why), 0, "%s", why);
+    else cr_assert_eq(dist_init(&d, k, &p0, 1, &p1, dist_nparams(k) == 2 ? 1 : 0, 0, why, sizeof why), 0, "%s", why);
+    double g0[3], g1 = 0;
+    dist_grad_log_prob(&d, &x, g0, dist_nparams(k) == 2 ? &g1 : NULL);
+    *score = k == DIST_CATEGORICAL ? g0[0] * dw[0] + g0[1] * dw[1] + g0[2] * dw[2] : g0[0] * d0 + g1 * d1;
+    return dist_log_prob(&d, &x);
+}
+
+Test(mine, every_distribution_matches_closed_forms)
+{
+    gold_data g;
+    cr_assert_eq(mine_sim("testsims/sim_dists_theta", "theta", "x_*", 1.0, 1.2, 1, 300, 2, &g), 0);
+    cr_assert_eq(g.n, 300, "rows %zu (dropped %llu)", g.n, (unsigned long long)gold_data_bad_total(&g));
+    cr_assert_eq(g.C, GD_N);
+    for (size_t r = 0; r < g.n; r++) {
+        double lr = 0, t = 0, s;
+        for (int i = 0; i < GD_N; i++) {
+            const double x = g.x[r * GD_N + i];
+            lr += gd_log_p(i, 1.0, x, &s);
+            t += s;
+            lr -= gd_log_p(i, 1.2, x, &s);
+        }
+        cr_assert(fabs(g.log_r[r] - lr) < 1e-9 * (1 + fabs(lr)), "row %zu (y %g): log r %.12g, closed form %.12g", r,
+                  g.y[r], g.log_r[r], lr);
+        cr_assert(fabs(g.t[r] - t) < 1e-5 + 1e-6 * fabs(t), "row %zu (y %g): FD score %.12g, closed form %.12g", r,
+                  g.y[r], g.t[r], t);
+    }
     gold_data_free(&g);
 }
 
