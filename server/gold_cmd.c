@@ -47,6 +47,7 @@ static void train_usage(FILE *f)
         "  sally: a network t^(x) of the score at the mined (fixed) theta0.\n"
         "options (MadMiner's defaults):\n"
         "  --alpha A (1)  --hidden H (100)  --layers L (2, tanh)  --batch B (128)  --epochs E (50)\n"
+        "  --min-steps S (3000: small sets get more epochs, so that training sees S batches; not carl; 0: off)\n"
         "  --lr LR (1e-3, decaying exponentially to --lr-end 1e-4)  --val-frac F (0.25)\n"
         "  --patience P (0: all epochs; the best validation epoch is kept)  --clip C (10, rolr/rascal log r)\n"
         "  --max-rows N (all)  --seed S (1)  --threads T (1)  --quiet\n");
@@ -65,7 +66,7 @@ static int parse_pos_double(const char *s, double *out)
 int gold_cmd_train_main(int argc, char **argv)
 {
     enum { O_GOLD = 3000, O_ALPHA, O_HIDDEN, O_LAYERS, O_BATCH, O_EPOCHS, O_LR, O_LR_END, O_VAL, O_PAT, O_CLIP, O_MAXR,
-           O_SEED, O_THREADS, O_QUIET };
+           O_SEED, O_THREADS, O_QUIET, O_MIN_STEPS };
     static const struct option opts[] = {
         {"gold", required_argument, 0, O_GOLD}, {"alpha", required_argument, 0, O_ALPHA},
         {"hidden", required_argument, 0, O_HIDDEN}, {"layers", required_argument, 0, O_LAYERS},
@@ -74,7 +75,8 @@ int gold_cmd_train_main(int argc, char **argv)
         {"val-frac", required_argument, 0, O_VAL}, {"patience", required_argument, 0, O_PAT},
         {"clip", required_argument, 0, O_CLIP}, {"max-rows", required_argument, 0, O_MAXR},
         {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
-        {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"quiet", no_argument, 0, O_QUIET}, {"min-steps", required_argument, 0, O_MIN_STEPS},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     gold_train_config cfg;
     gold_train_defaults(&cfg);
@@ -100,12 +102,14 @@ int gold_cmd_train_main(int argc, char **argv)
         case O_BATCH:
         case O_EPOCHS:
         case O_PAT:
-            if (args_u64_range(optarg, ch == O_PAT ? 0 : 1, ch == O_BATCH ? 65536 : 100000, &u) < 0)
+        case O_MIN_STEPS:
+            if (args_u64_range(optarg, ch == O_PAT || ch == O_MIN_STEPS ? 0 : 1, ch == O_BATCH ? 65536 : 100000, &u) < 0)
                 return usage_error("wants a whole number in range", optarg);
             if (ch == O_HIDDEN) cfg.hidden = (int)u;
             else if (ch == O_LAYERS) cfg.layers = (int)u;
             else if (ch == O_BATCH) cfg.batch = (int)u;
             else if (ch == O_EPOCHS) cfg.epochs = (int)u;
+            else if (ch == O_MIN_STEPS) cfg.min_steps = (int)u;
             else cfg.patience = (int)u;
             break;
         case O_LR:

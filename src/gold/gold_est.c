@@ -108,6 +108,7 @@ void gold_train_defaults(gold_train_config *c)
     c->alpha = 1;
     c->batch = 128;
     c->epochs = 50;
+    c->min_steps = 3000;
     c->lr = 1e-3;
     c->lr_end = 1e-4;
     c->val_frac = 0.25;
@@ -364,8 +365,13 @@ gold_model *gold_train(const gold_train_config *cfg, const gold_data *g)
     double best_val = INFINITY;
     int best_epoch = -1, since = 0;
     const double t0 = now_s();
-    for (int ep = 0; ep < cfg->epochs; ep++) {
-        const double lr = cfg->epochs > 1 ? cfg->lr * pow(cfg->lr_end / cfg->lr, (double)ep / (cfg->epochs - 1)) : cfg->lr;
+    const size_t per_epoch = (n_tr + (size_t)Bmax - 1) / (size_t)Bmax;
+    int epochs = cfg->epochs;
+    /* CARL's 0/1 labels carry far less per row than the gold targets: long training overfits it */
+    if (meth != GOLD_CARL && cfg->min_steps > 0 && (size_t)epochs * per_epoch < (size_t)cfg->min_steps)
+        epochs = (int)((cfg->min_steps + per_epoch - 1) / per_epoch);
+    for (int ep = 0; ep < epochs; ep++) {
+        const double lr = epochs > 1 ? cfg->lr * pow(cfg->lr_end / cfg->lr, (double)ep / (epochs - 1)) : cfg->lr;
         /* reshuffle the training rows each epoch */
         for (size_t i = n_tr - 1; i > 0; i--) {
             size_t j = (size_t)rng_below(&r, i + 1), tmp = idx[i];
@@ -400,7 +406,7 @@ gold_model *gold_train(const gold_train_config *cfg, const gold_data *g)
         }
         if (cfg->progress)
             fprintf(stderr, "\rgold %s: epoch %d/%d  train %.5g  val %.5g  (best %.5g at %d)  %.1f s   ",
-                    gold_method_name(meth), ep + 1, cfg->epochs, tr / n_tr, val, best_val, best_epoch + 1,
+                    gold_method_name(meth), ep + 1, epochs, tr / n_tr, val, best_val, best_epoch + 1,
                     now_s() - t0);
         if ((cfg->patience > 0 && since >= cfg->patience) || (cfg->stop && *cfg->stop)) break;
     }

@@ -20,7 +20,10 @@
  * since d/du = sd d/dtheta); SALLY targets are divided by their sd.
  * Training follows MadMiner's defaults: tanh MLP, Adam, lr 1e-3 -> 1e-4
  * exponential decay, batch 128, 50 epochs, 25% validation, the epoch with
- * the best validation loss kept.
+ * the best validation loss kept; except that small data sets get as many
+ * epochs as give min_steps optimiser steps (50 epochs of 150 rows are 100
+ * steps: far from converged, and the gold methods' advantage at small
+ * budgets is lost).
  *
  * Model file (.ppxr): magic "PPXGMDL\0", version u32, method, C, D, hidden,
  * layers u32, n_train, n_val u64, best_epoch u32, best_val f64, alpha f64,
@@ -70,6 +73,8 @@ typedef struct gold_train_config {
     double alpha;         /* score weight, 1 */
     int batch;            /* 128 */
     int epochs;           /* 50 */
+    int min_steps;        /* 3000: more epochs when 50 give fewer optimiser steps (small data sets);
+                             not for CARL, whose 0/1 labels overfit under long training */
     double lr, lr_end;    /* 1e-3 -> 1e-4 */
     double val_frac;      /* 0.25 */
     int patience;         /* stop after this many epochs without improvement; 0 = run all (default) */
