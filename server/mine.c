@@ -730,6 +730,12 @@ int mine_run(const mine_opts *o, gold_data *out, mine_stats *st)
     } else {
         int er = engine_run(e, &j.pol->base, &mine_job_ops, &j);
         rc = er == 0 && !j.failed ? 0 : -1;
+        if (er < 0 && !j.failed && j.out_init && out->n > 0) {
+            /* Interrupted, or no simulator left: keep the rows finished so far. */
+            fprintf(stderr, "\nppxd: mining stopped early: keeping the %zu rows finished (of %llu asked for)\n", out->n,
+                    (unsigned long long)o->n);
+            rc = 0;
+        }
     }
     if (!o->quiet) engine_print_stats(e, stderr);
     if (rc == 0 && !j.out_init) {

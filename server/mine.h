@@ -63,7 +63,8 @@ typedef struct mine_stats {
 } mine_stats;
 
 /* Mine into out (initialised here; gold_data_free it).  0, or -1 with the
- * reason on stderr. */
+ * reason on stderr.  Stopped early (engine_request_stop, or every simulator
+ * given up) after some rows were finished: 0 with those rows. */
 int mine_run(const mine_opts *o, gold_data *out, mine_stats *st);
 
 /* `ppxd mine ...` (argv[0] = "mine"); exit code 0 / 1 / 2 (usage). */
