@@ -47,7 +47,7 @@ static void train_usage(FILE *f)
         "  sally: a network t^(x) of the score at the mined (fixed) theta0.\n"
         "options (MadMiner's defaults):\n"
         "  --alpha A (1)  --hidden H (100)  --layers L (2, tanh)  --batch B (128)  --epochs E (50)\n"
-        "  --min-steps S (3000: small sets get more epochs, so that training sees S batches; not carl; 0: off)\n"
+        "  --min-steps S (10000: small sets get more epochs, so that training sees S batches; not carl; 0: off)\n"
         "  --lr LR (1e-3, decaying exponentially to --lr-end 1e-4)  --val-frac F (0.25)\n"
         "  --patience P (0: all epochs; the best validation epoch is kept)  --clip C (10, rolr/rascal log r)\n"
         "  --max-rows N (all)  --seed S (1)  --threads T (1)  --quiet\n");

@@ -108,7 +108,7 @@ void gold_train_defaults(gold_train_config *c)
     c->alpha = 1;
     c->batch = 128;
     c->epochs = 50;
-    c->min_steps = 3000;
+    c->min_steps = 10000;
     c->lr = 1e-3;
     c->lr_end = 1e-4;
     c->val_frac = 0.25;

@@ -73,7 +73,7 @@ typedef struct gold_train_config {
     double alpha;         /* score weight, 1 */
     int batch;            /* 128 */
     int epochs;           /* 50 */
-    int min_steps;        /* 3000: more epochs when 50 give fewer optimiser steps (small data sets);
+    int min_steps;        /* 10000: more epochs when 50 give fewer optimiser steps (small data sets);
                              not for CARL, whose 0/1 labels overfit under long training */
     double lr, lr_end;    /* 1e-3 -> 1e-4 */
     double val_frac;      /* 0.25 */
