@@ -18,7 +18,7 @@ static void forward(ppx_sim *sim, void *user)
         dist_kind kind = gd_params(i, theta, &p0, &p1, w);
         double v = kind == DIST_CATEGORICAL ? ppx_sample_categorical(sim, w, 3, gd_address(i), "")
                                             : ppx_sample_scalar(sim, kind, p0, p1, gd_address(i), "");
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "x_%02d", i);
         ppx_tag_scalar(sim, v, gd_address(i), name);
     }
