@@ -22,6 +22,14 @@ const char *gold_bad_name(gold_bad why)
     return (unsigned)why < GOLD_BAD_COUNT ? names[why] : "unknown";
 }
 
+/* The trailing CRC, wherever it lies (no misaligned load). */
+static uint32_t stored_crc(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 static void set_err(char *err, size_t len, const char *fmt, ...)
 {
     if (!err || !len) return;
@@ -286,7 +294,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
                 GOLD_FILE_VERSION);
         goto out;
     }
-    if (len < 12 || trace_crc32c(0, data, len - 4) != *(const uint32_t *)(const void *)(data + len - 4)) {
+    if (len < 12 || trace_crc32c(0, data, len - 4) != stored_crc(data + len - 4)) {
         set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
         goto out;
     }

@@ -438,6 +438,14 @@ done:
 
 static const char MODEL_MAGIC[8] = {'P', 'P', 'X', 'G', 'M', 'D', 'L', 0};
 
+/* The trailing CRC, wherever it lies (no misaligned load). */
+static uint32_t stored_crc(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 static void set_err(char *err, size_t len, const char *fmt, ...)
 {
     if (!err || !len) return;
@@ -597,7 +605,7 @@ gold_model *gold_model_load(const char *path, char *err, size_t err_len)
         set_err(err, err_len, "%s: not a ppxd gold model (bad magic)", path);
         goto out;
     }
-    if (trace_crc32c(0, data, len - 4) != *(const uint32_t *)(const void *)(data + len - 4)) {
+    if (trace_crc32c(0, data, len - 4) != stored_crc(data + len - 4)) {
         set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
         goto out;
     }
