@@ -503,7 +503,7 @@ static void start_sample(mine_job *j, uint64_t i)
     memset(s->done, 0, j->T);
     memset(s->retries, 0, j->T);
     uint64_t p = o->theta1_rows ? i / 2 : i;
-    if (j->K) memcpy(s->th1, o->theta1, j->K * D * sizeof *s->th1);
+    if (j->K && o->theta1) memcpy(s->th1, o->theta1, j->K * D * sizeof *s->th1); /* PAIRS: set below */
     switch (o->mode) {
     case MINE_THETA_PRIOR:
         for (size_t k = 0; k < D; k++) s->th0[k] = NAN;

@@ -314,6 +314,50 @@ Test(mine, every_distribution_matches_closed_forms)
     gold_data_free(&g);
 }
 
+Test(mine, explicit_pairs_are_cycled_and_exact)
+{
+    char *path = tk_build_path("examples/gaussian");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s {endpoint}", path);
+    free(path);
+    mine_opts o;
+    memset(&o, 0, sizeof o);
+    engine_config_defaults(&o.ecfg);
+    o.ecfg.sim_cmd = cmd;
+    o.ecfg.n_launch = 2;
+    const char *tn[1] = {"mu"}, *xn[2] = {"obs0", "obs1"};
+    const double pairs[3][2] = {{1.0, 2.0}, {-1.0, 0.5}, {3.0, 2.5}};
+    o.theta_names = tn;
+    o.D = 1;
+    o.x_names = xn;
+    o.n_x = 2;
+    o.mode = MINE_THETA_PAIRS;
+    o.pairs = &pairs[0][0];
+    o.n_pairs = 3;
+    o.theta1_rows = 1;
+    o.score = 1;
+    o.n = 60;
+    o.seed = 9;
+    o.quiet = 1;
+    gold_data g;
+    cr_assert_eq(mine_run(&o, &g, NULL), 0);
+    cr_assert_eq(g.n, 60);
+    cr_assert_eq(g.K, 1);
+    for (size_t i = 0; i < g.n; i++) {
+        const double *pr = pairs[(i / 2) % 3];
+        cr_assert(g.theta0[i] == pr[0] && g.theta1[i] == pr[1] && g.y[i] == (double)(i % 2), "row %zu", i);
+        double lr = 0, t = 0;
+        for (int k = 0; k < 2; k++) {
+            const double v = g.x[i * 2 + k];
+            lr += (-(v - pr[0]) * (v - pr[0]) + (v - pr[1]) * (v - pr[1])) / 4.0;
+            t += (v - pr[0]) / 2.0;
+        }
+        cr_assert(fabs(g.log_r[i] - lr) < 1e-9 * (1 + fabs(lr)), "row %zu: log r %.12g, exact %.12g", i, g.log_r[i], lr);
+        cr_assert(fabs(g.t[i] - t) < 1e-6 * (1 + fabs(t)), "row %zu: t %.12g, exact %.12g", i, g.t[i], t);
+    }
+    gold_data_free(&g);
+}
+
 Test(mine, control_flow_change_is_detected)
 {
     gold_data g;
