@@ -313,6 +313,14 @@ gold_model *gold_train(const gold_train_config *cfg, const gold_data *g)
     if (!idx) return NULL;
     for (size_t i = 0; i < n_all; i++)
         if (meth != GOLD_SALLY || g->y[i] == 0) idx[n++] = i;
+    size_t n1 = 0;
+    for (size_t i = 0; i < n; i++) n1 += g->y[idx[i]] != 0;
+    if (meth != GOLD_SALLY && (n1 == 0 || n1 == n)) {
+        fprintf(stderr, "gold: %s needs rows simulated at theta0 and at theta1 (this file has %zu and %zu): mine with "
+                "one --theta1 point (or --pairs) and without --no-theta1-rows\n", gold_method_name(meth), n - n1, n1);
+        free(idx);
+        return NULL;
+    }
     if (n < 4) {
         fprintf(stderr, "gold: %zu usable rows: too few to train\n", n);
         free(idx);
