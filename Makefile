@@ -137,9 +137,10 @@ $(BUILD)/examples/%: clients/examples/%.cc $(LIBPPX)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $< $(LIBPPX) -o $@ $(LDLIBS)
 
-$(BUILD)/examples/%: clients/examples/%.f90 $(LIBPPX)
+# The binding module first, then the program that uses it.
+$(BUILD)/examples/%: clients/examples/%.f90 clients/fortran/ppx.f90 $(LIBPPX)
 	@mkdir -p $(@D) $(BUILD)/obj/f90
-	gfortran -std=f2008 -Wall -Werror $(OPT) -J$(BUILD)/obj/f90 $< $(LIBPPX) -o $@ $(LDLIBS)
+	gfortran -std=f2008 -Wall -Werror $(OPT) -J$(BUILD)/obj/f90 clients/fortran/ppx.f90 $< $(LIBPPX) -o $@ $(LDLIBS)
 
 $(BUILD)/testsims/%: $(BUILD)/obj/tests/sims/%.o $(LIBPPX)
 	@mkdir -p $(@D)

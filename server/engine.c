@@ -112,6 +112,9 @@ int engine_config_option(engine_config *c, const char *name, const char *arg, ch
  * or a template without {endpoint}. */
 #define NO_SIMULATORS "no simulators: give " ENGINE_SIM_OPTIONS_SHORT
 #define SIM_CMD_NEEDS_ENDPOINT "--sim-cmd must contain {endpoint} where the simulator's endpoint goes"
+/* How long a finished job waits for launched simulators still in traces it
+ * does not need before stopping them (seconds). */
+#define ENGINE_DONE_GRACE_S 0.1
 
 int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, char *err, size_t err_len)
 {
@@ -360,6 +363,18 @@ static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *
     s->deadline = now_s() + backoff;
 }
 
+/* The job is done and a launched simulator is still in a trace nobody needs
+ * (a straggler whose trace a backup copy finished): stop it rather than wait
+ * out its timeout; it restarts when a later run needs it.  Not a fault. */
+static void retire_straggler(engine *e, policy *p, session *s)
+{
+    end_trace(e, p, s);
+    close_conn(s);
+    kill_sim(s);
+    s->state = S_BACKOFF;
+    s->deadline = now_s();
+}
+
 /* The connection failed while sending or receiving: a closed connection
  * means the simulator exited, broken ZMTP is garbage from it. */
 static void conn_fault(engine *e, policy *p, const job_ops *ops, void *job, session *s, const char *what)
@@ -463,10 +478,15 @@ void engine_print_stats(const engine *e, void *file)
     for (int r = 0; r < DISCARD_REASON_COUNT; r++)
         if (st->discarded[r]) fprintf(f, "  %s=%llu", discard_reason_name(r), (unsigned long long)st->discarded[r]);
     fprintf(f, "\nrestarts          %llu\n", (unsigned long long)st->restarts);
+    if (st->duplicates)
+        fprintf(f, "duplicates        %llu (traces finished after their backup copy)\n",
+                (unsigned long long)st->duplicates);
     if (st->dropped) fprintf(f, "dropped           %llu\n", (unsigned long long)st->dropped);
     if (st->resets) fprintf(f, "reset replies     %llu\n", (unsigned long long)st->resets);
     fprintf(f, "messages          %llu (%.0f/s)\n", (unsigned long long)st->messages,
             st->elapsed > 0 ? st->messages / st->elapsed : 0.0);
+    fprintf(f, "polls             %llu (%.2f per message, %llu without waiting)\n", (unsigned long long)st->polls,
+            st->messages ? (double)st->polls / (double)st->messages : 0.0, (unsigned long long)st->polls_nowait);
     fprintf(f, "elapsed           %.3f s (engine CPU %.3f s, %.2f us/message)\n", st->elapsed, st->cpu,
             st->messages ? st->cpu / st->messages * 1e6 : 0.0);
 }
@@ -545,15 +565,20 @@ static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te)
     }
 }
 
-static const observation *find_obs(const engine *e, const char *name)
+/* The --observe value for an Observe: by its name, else by its address as
+ * sent (upstream programs often name nothing). */
+static const observation *find_obs(const engine *e, const char *name, const char *address)
 {
     for (size_t i = 0; name && *name && i < e->cfg.n_obs; i++)
         if (strcmp(e->cfg.obs[i].name, name) == 0) return &e->cfg.obs[i];
+    for (size_t i = 0; address && *address && i < e->cfg.n_obs; i++)
+        if (strcmp(e->cfg.obs[i].name, address) == 0) return &e->cfg.obs[i];
     return NULL;
 }
 
-static void warn_unobserved(engine *e, const char *name)
+static void warn_unobserved(engine *e, const char *name, const char *address)
 {
+    if (!name || !*name) name = address ? address : "";
     for (size_t i = 0; i < e->n_warned; i++)
         if (strcmp(e->warned_obs[i], name) == 0) return;
     char **w = realloc(e->warned_obs, (e->n_warned + 1) * sizeof *w);
@@ -561,7 +586,9 @@ static void warn_unobserved(engine *e, const char *name)
     e->warned_obs = w;
     e->warned_obs[e->n_warned++] = strdup(name);
     if (e->cfg.n_obs)
-        fprintf(stderr, "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution\n",
+        fprintf(stderr,
+                "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution "
+                "(simulated data: it does not weight the trace)\n",
                 name);
 }
 
@@ -580,7 +607,7 @@ static int handle_observe(engine *e, policy *p, session *s)
         poison(s, DISCARD_INVALID_PARAMS, msg);
         has_dist = 0;
     }
-    const observation *o = find_obs(e, m->name);
+    const observation *o = find_obs(e, m->name, m->address);
     double *drawn = NULL;
     if (m->value.len > 0) {
         te.value.data = (double *)m->value.data;
@@ -599,7 +626,7 @@ static int handle_observe(engine *e, policy *p, session *s)
         value_shape(&m->dist, &d, &shape, &te.value.ndim);
         te.value.shape = (int32_t *)shape;
     } else if (has_dist && !s->poisoned) {
-        warn_unobserved(e, m->name);
+        warn_unobserved(e, m->name, m->address);
         drawn = nan_values(e, d.n);
         if (drawn) {
             dist_sample(&d, &s->obs_rng, drawn);
@@ -610,7 +637,7 @@ static int handle_observe(engine *e, policy *p, session *s)
             te.value.shape = (int32_t *)shape;
         }
     }
-    te.observed = 1;
+    te.observed = drawn ? TRACE_DRAWN : TRACE_CONDITIONED;
     if (has_dist && !s->poisoned) {
         if (te.value.len != d.n) {
             char msg[260];
@@ -711,11 +738,16 @@ static void complete_trace(engine *e, policy *p, const job_ops *ops, void *job, 
         e->stats.discarded[s->poison_reason]++;
         e->stats.discarded_total++;
         ops->discard(job, s->id, s->index, s->poison_reason);
-    } else if (ops->complete(job, s->id, s->index, s->t) < 0) {
-        e->stats.discarded[DISCARD_REJECTED]++;
-        e->stats.discarded_total++;
     } else {
-        e->stats.traces_done++;
+        int took = ops->complete(job, s->id, s->index, s->t);
+        if (took < 0) {
+            e->stats.discarded[DISCARD_REJECTED]++;
+            e->stats.discarded_total++;
+        } else if (took > 0) {
+            e->stats.duplicates++;
+        } else {
+            e->stats.traces_done++;
+        }
     }
     trace_reset(s->t);
     s->poisoned = 0;
@@ -884,7 +916,7 @@ static int any_in_trace(const engine *e)
 
 int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
 {
-    double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0;
+    double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0, done_at = 0;
     uint64_t done0 = e->stats.traces_done;
     int rc = 0;
     for (;;) {
@@ -895,9 +927,17 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         }
         int job_done = ops->done(job);
         /* Once the job is done, let traces in flight finish so that the
-         * simulators stay in lockstep and reusable (bounded by timeouts). */
+         * simulators stay in lockstep and reusable (bounded by timeouts);
+         * launched ones still busy after a grace period are stragglers
+         * (a hung simulator whose trace a backup copy finished): stopped. */
         if (job_done && !any_in_trace(e)) break;
         double now = now_s();
+        if (job_done && !done_at) done_at = now;
+        if (job_done && now - done_at > ENGINE_DONE_GRACE_S)
+            for (size_t i = 0; i < e->n_sess; i++) {
+                session *s = &e->sess[i];
+                if (s->launched && (s->state == S_IN_TRACE || s->state == S_ANSWER)) retire_straggler(e, p, s);
+            }
         size_t alive = 0;
         for (size_t i = 0; i < e->n_sess; i++) {
             session *s = &e->sess[i];
@@ -972,6 +1012,8 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         /* Round up: waking a moment early would only spin. */
         long timeout_ms = (long)ceil((next_deadline - now) * 1000.0);
         if (timeout_ms < 0) timeout_ms = 0;
+        e->stats.polls++;
+        e->stats.polls_nowait += timeout_ms == 0;
         int nready = zmq_poll(ni ? e->items : NULL, (int)ni, timeout_ms);
         if (nready < 0 && errno != EINTR) {
             elog(NULL, "zmq_poll failed", zmq_strerror(errno));

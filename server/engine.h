@@ -54,11 +54,14 @@ const char *discard_reason_name(discard_reason r);
 
 typedef struct engine_stats {
     uint64_t traces_done;
+    uint64_t duplicates;     /* finished traces the job no longer needed (backup copies) */
     uint64_t discarded[DISCARD_REASON_COUNT];
     uint64_t discarded_total;
     uint64_t restarts;       /* simulator processes restarted */
     uint64_t dropped;        /* connected simulators given up */
     uint64_t messages;       /* PPX messages sent + received */
+    uint64_t polls;          /* zmq_poll calls of the loop */
+    uint64_t polls_nowait;   /* of them with a zero timeout (spinning, if many) */
     uint64_t resets;         /* Reset replies to Run (Run re-sent) */
     double elapsed;          /* seconds in engine_run */
     double cpu;              /* engine process CPU seconds in engine_run */
@@ -130,8 +133,10 @@ typedef struct job_ops {
     /* A session is free: return 1 with *index set to start trace `index`, 0 to leave it idle for now. */
     int (*next)(void *job, size_t slot, uint64_t *index);
     /* Trace `index` finished on `slot` (weights computed).  Return 0 to
-     * accept it, or -1 to reject it (counted as DISCARD_REJECTED; the job
-     * re-issues the index itself if it wants it). */
+     * accept it, 1 when it was not needed any more (a duplicate of a trace
+     * another session finished first: counted apart), or -1 to reject it
+     * (counted as DISCARD_REJECTED; the job re-issues the index itself if it
+     * wants it). */
     int (*complete)(void *job, size_t slot, uint64_t index, trace *t);
     /* Trace `index` was discarded (the job should re-issue it). */
     void (*discard)(void *job, size_t slot, uint64_t index, discard_reason why);

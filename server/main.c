@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "cli.h"
 #include "engine.h"
 #include "nn/nn.h"
 #include "export.h"
@@ -28,14 +29,15 @@
 #include "train.h"
 #include "mine.h"
 #include "gold_cmd.h"
+#include "diagnose.h"
 
 /* The signal handler needs to reach the running engine. */
-static engine *g_running;
+engine *cli_running;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    if (g_running) engine_request_stop(g_running);
+    if (cli_running) engine_request_stop(cli_running);
 }
 
 static void usage(FILE *f)
@@ -45,9 +47,9 @@ static void usage(FILE *f)
             "\n"
             "usage:\n"
             "  ppxd simulate SIMULATORS -n N -o FILE.ppxt [--seed S] [--fsync never|flush|close]\n"
-            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh] [--burn-in B]\n"
+            "  ppxd infer    SIMULATORS -n N --observe NAME=V[,V...]... [--method is|lmh|rmh] [--burn-in B]\n"
             "                [--latent NAME]... [--samples-out FILE.npy] [--resample M] [-o FILE.ppxt] [--seed S]\n"
-            "  ppxd export   FILE.ppxt --names A,B,... -o OUT.npy|OUT.csv\n"
+            "  ppxd export   FILE.ppxt --names COLUMN,... -o OUT.npy|OUT.csv\n"
             "  ppxd info     FILE.ppxt\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
@@ -57,21 +59,28 @@ static void usage(FILE *f)
             "  ppxd fisher   --gold GOLD.ppxg [--model SALLY.ppxr] [--events N]   expected Fisher information\n"
             "  ppxd limits   --model M.ppxr --x-file EVENTS.npy --grid LO:HI:N...   summed log r^ over a theta grid\n"
             "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
+            "  ppxd diagnose --model M.ppxm (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
             ENGINE_SIM_OPTIONS_HELP
             "\n"
             "options:\n"
-            "  -n N                  traces (simulate, infer --method is) or samples (lmh, all chains)\n"
-            "  --observe NAME=V,...  value of an Observe (or named Sample) to condition on (repeatable)\n"
+            "  -n N                  traces (simulate, infer --method is) or samples (lmh/rmh, all chains)\n"
+            "  --observe NAME=V,...  value of an Observe (or named Sample) to condition on (repeatable); an\n"
+            "                        Observe without a name is reached by its address as the simulator sends it\n"
             "  --observe-file F      lines NAME=V,... (same as --observe)\n"
             "  --fix NAME=V,...      set a named Sample (intervention, not weighted), e.g. theta\n"
-            "  --latent NAME         summarise NAME (repeatable; default: every named Sample)\n"
-            "  --samples-out F.npy   write resampled (is) or chain (lmh) samples of the latents\n"
+            "  --latent COLUMN       summarise COLUMN (repeatable): a name, a full address (A__Normal__1), an\n"
+            "                        address pattern (glob or prefix: 'A*', 'A'), or @result (the return value);\n"
+            "                        default: every named Sample, else @result and the controlled addresses\n"
+            "  --names COLUMN,...    export: the columns, as for --latent (ppxd info FILE lists the addresses)\n"
+            "  --samples-out F.npy   write resampled (is) or chain (lmh/rmh) samples of the latents\n"
             "  --resample M          number of resampled samples (default n)\n"
-            "  --method is|lmh       importance sampling with the prior (default) or LMH, one chain per simulator\n"
-            "  --burn-in B           LMH steps per chain discarded first (default n/10 per chain)\n"
+            "  --method is|lmh|rmh   importance sampling with the prior (default); or MCMC, one chain per\n"
+            "                        simulator: LMH (a site redrawn from its prior each step) or RMH (a site\n"
+            "                        moved near its value by a random-walk kernel of its distribution)\n"
+            "  --burn-in B           MCMC steps per chain discarded first (default n/10 per chain)\n"
             "  -o FILE.ppxt          write the traces (simulate: required; infer: optional)\n"
             "  --seed S              reproducible results for a given number of simulators (default 1)\n"
             "  --timeout-ms T        per-message timeout (default 10000)\n"
@@ -83,29 +92,7 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-typedef struct cli {
-    const char *cmd;
-    engine_config ecfg;
-    engine_sim_options sims;
-    uint64_t n;
-    const char *out;
-    uint64_t seed;
-    observation *obs;
-    size_t n_obs;
-    fixed_value *fix;
-    size_t n_fix;
-    const char **latents;
-    size_t n_latents;
-    const char *samples_out;
-    uint64_t resample;
-    int lmh;
-    int64_t burn_in;
-    trace_fsync_policy fsync;
-    const char *names;
-    const char *file;
-} cli;
-
-static int die(const char *msg, const char *detail)
+int cli_die(const char *msg, const char *detail)
 {
     fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
@@ -243,15 +230,15 @@ static int parse_args(cli *c, int argc, char **argv)
         case 'j': {
             char why[80];
             if (engine_sim_option(&c->sims, ch == 'j' ? "j" : opts[idx].name, optarg, why, sizeof why) < 0)
-                return die(why, optarg);
+                return cli_die(why, optarg);
             break;
         }
         case 'n':
-            if (args_u64(optarg, &c->n) < 0 || c->n == 0) return die("-n wants a positive number", optarg);
+            if (args_u64(optarg, &c->n) < 0 || c->n == 0) return cli_die("-n wants a positive number", optarg);
             break;
         case 'o': c->out = optarg; break;
         case OPT_SEED:
-            if (args_u64(optarg, &c->seed) < 0) return die("--seed wants a non-negative integer", optarg);
+            if (args_u64(optarg, &c->seed) < 0) return cli_die("--seed wants a non-negative integer", optarg);
             break;
         case OPT_OBSERVE:
             if (add_obs(c, optarg) < 0) return 2;
@@ -267,33 +254,34 @@ static int parse_args(cli *c, int argc, char **argv)
             break;
         case OPT_SAMPLES_OUT: c->samples_out = optarg; break;
         case OPT_RESAMPLE:
-            if (args_u64(optarg, &c->resample) < 0 || !c->resample) return die("--resample wants a positive number", optarg);
+            if (args_u64(optarg, &c->resample) < 0 || !c->resample) return cli_die("--resample wants a positive number", optarg);
             break;
         case OPT_METHOD:
-            if (strcmp(optarg, "is") == 0) c->lmh = 0;
-            else if (strcmp(optarg, "lmh") == 0) c->lmh = 1;
-            else return die("--method is 'is' or 'lmh'", optarg);
+            if (strcmp(optarg, "is") == 0) c->method = METHOD_IS;
+            else if (strcmp(optarg, "lmh") == 0) c->method = METHOD_LMH;
+            else if (strcmp(optarg, "rmh") == 0) c->method = METHOD_RMH;
+            else return cli_die("--method is 'is', 'lmh' or 'rmh'", optarg);
             break;
         case OPT_BURN_IN:
-            if (args_u64(optarg, &v) < 0) return die("--burn-in wants a non-negative number", optarg);
+            if (args_u64(optarg, &v) < 0) return cli_die("--burn-in wants a non-negative number", optarg);
             c->burn_in = (int64_t)v;
             break;
         case OPT_TIMEOUT:
         case OPT_START_TIMEOUT:
         case OPT_MAX_FAILURES: {
             char why[80];
-            if (engine_config_option(&c->ecfg, opts[idx].name, optarg, why, sizeof why) < 0) return die(why, optarg);
+            if (engine_config_option(&c->ecfg, opts[idx].name, optarg, why, sizeof why) < 0) return cli_die(why, optarg);
             break;
         }
         case OPT_MAX_MSG:
-            if (args_u64(optarg, &v) < 0 || v < 64) return die("--max-message-bytes wants a number >= 64", optarg);
+            if (args_u64(optarg, &v) < 0 || v < 64) return cli_die("--max-message-bytes wants a number >= 64", optarg);
             c->ecfg.limits.max_message_bytes = v;
             break;
         case OPT_FSYNC:
             if (strcmp(optarg, "never") == 0) c->fsync = TRACE_FSYNC_NEVER;
             else if (strcmp(optarg, "flush") == 0) c->fsync = TRACE_FSYNC_FLUSH;
             else if (strcmp(optarg, "close") == 0) c->fsync = TRACE_FSYNC_CLOSE;
-            else return die("--fsync is never, flush or close", optarg);
+            else return cli_die("--fsync is never, flush or close", optarg);
             break;
         case OPT_QUIET: c->ecfg.progress = 0; break;
         case OPT_NAMES: c->names = optarg; break;
@@ -302,297 +290,16 @@ static int parse_args(cli *c, int argc, char **argv)
         }
     }
     if (optind < argc) c->file = argv[optind++];
-    if (optind < argc) return die("unexpected argument", argv[optind]);
+    if (optind < argc) return cli_die("unexpected argument", argv[optind]);
     /* Usage errors of the simulator options: exit 2 before touching any file. */
     if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
         char why[160];
-        if (engine_sim_options_apply(&c->sims, &c->ecfg, why, sizeof why) == 0) return die(why, NULL);
+        if (engine_sim_options_apply(&c->sims, &c->ecfg, why, sizeof why) == 0) return cli_die(why, NULL);
     }
     c->ecfg.obs = c->obs;
     c->ecfg.n_obs = c->n_obs;
     c->ecfg.seed = c->seed;
     return 0;
-}
-
-static engine *start_engine(cli *c)
-{
-    engine *e = engine_new(&c->ecfg);
-    g_running = e;
-    return e;
-}
-
-/* The policy for simulate/infer: prior, with --observe'd named samples
- * conditioned and --fix'ed ones set. */
-static policy *make_policy(cli *c, size_t slots)
-{
-    policy *p = policy_prior_new(slots, c->seed);
-    size_t n = c->n_fix + c->n_obs;
-    if (!p || n == 0) return p;
-    fixed_value *fv = calloc(n, sizeof *fv);
-    if (!fv) {
-        policy_destroy(&p);
-        return NULL;
-    }
-    for (size_t i = 0; i < c->n_fix; i++) fv[i] = c->fix[i];
-    for (size_t i = 0; i < c->n_obs; i++) {
-        fv[c->n_fix + i].name = c->obs[i].name;
-        fv[c->n_fix + i].values = c->obs[i].values;
-        fv[c->n_fix + i].n = c->obs[i].n;
-        fv[c->n_fix + i].mode = FIXED_CONDITION;
-    }
-    policy *f = policy_fixed_new(p, fv, n);
-    free(fv);
-    return f;
-}
-
-typedef struct write_ctx {
-    trace_writer *w;
-    is_result *is;
-    time_t last_flush;
-} write_ctx;
-
-static int commit_write(void *ctx, uint64_t index, const trace *t)
-{
-    write_ctx *wc = ctx;
-    if (wc->w && trace_writer_append(wc->w, t) < 0) {
-        fprintf(stderr, "ppxd: writing traces: %s\n", trace_writer_error(wc->w));
-        return -1;
-    }
-    /* Besides full batches, flush at least once a second, so a crash loses
-     * at most about a second of work. */
-    time_t now = time(NULL);
-    if (wc->w && now != wc->last_flush) {
-        wc->last_flush = now;
-        if (trace_writer_flush(wc->w) < 0) {
-            fprintf(stderr, "ppxd: writing traces: %s\n", trace_writer_error(wc->w));
-            return -1;
-        }
-    }
-    if (wc->is) return is_result_commit(wc->is, index, t);
-    return 0;
-}
-
-static int cmd_simulate(cli *c)
-{
-    if (!c->n) return die("simulate needs -n N", NULL);
-    if (!c->out) return die("simulate needs -o FILE.ppxt", NULL);
-    char err[256];
-    trace_writer *w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err);
-    if (!w) return die("cannot open output", err);
-    engine *e = start_engine(c);
-    if (!e) {
-        trace_writer_close(&w);
-        return 1;
-    }
-    policy *p = make_policy(c, engine_slots(e));
-    write_ctx wc = {w, NULL, 0};
-    ordered_job job;
-    int rc = 1;
-    if (p && ordered_job_init(&job, c->n, 4 * engine_slots(e) + 64, commit_write, &wc) == 0) {
-        rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-        ordered_job_free(&job);
-    }
-    if (trace_writer_close(&w) < 0) rc = 1;
-    fprintf(stderr, "ppxd simulate: wrote %llu traces to %s\n", (unsigned long long)engine_get_stats(e)->traces_done,
-            c->out);
-    engine_print_stats(e, stderr);
-    policy_destroy(&p);
-    g_running = NULL;
-    engine_destroy(&e);
-    return rc;
-}
-
-static void print_summary(const is_result *r, const double *w, const char *title)
-{
-    size_t *scratch = malloc(2 * (r->n ? r->n : 1) * sizeof *scratch);
-    if (!scratch) return;
-    printf("%s\n", title);
-    printf("%-16s %12s %12s %12s %12s %12s\n", "latent", "mean", "sd", "q05", "q50", "q95");
-    for (size_t j = 0; j < r->n_cols; j++) {
-        char name[96];
-        double mean, sd;
-        is_result_col_name(r, j, name, sizeof name);
-        stats_weighted_moments(r->vals + j, r->n_cols, w, r->n, &mean, &sd);
-        printf("%-16s %12.6g %12.6g %12.6g %12.6g %12.6g\n", name, mean, sd,
-               stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.05, scratch),
-               stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.50, scratch),
-               stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.95, scratch));
-    }
-    fflush(stdout);
-    free(scratch);
-}
-
-static int write_samples(cli *c, const is_result *r, const double *w, int resample)
-{
-    if (!c->samples_out) return 0;
-    size_t m = resample ? (size_t)(c->resample ? c->resample : r->n) : (size_t)r->n;
-    double *out = malloc((m ? m : 1) * (r->n_cols ? r->n_cols : 1) * sizeof *out);
-    size_t *idx = malloc((m ? m : 1) * sizeof *idx);
-    if (!out || !idx) {
-        free(out);
-        free(idx);
-        return -1;
-    }
-    if (resample) {
-        rng rr;
-        rng_seed(&rr, c->seed ^ 0x726573616d706c65ull, 0);
-        stats_resample_systematic(w, r->n, m, &rr, idx);
-    } else {
-        for (size_t i = 0; i < m; i++) idx[i] = i;
-    }
-    for (size_t i = 0; i < m; i++) memcpy(out + i * r->n_cols, r->vals + idx[i] * r->n_cols, r->n_cols * sizeof *out);
-    char err[256];
-    int rc = npy_write(c->samples_out, out, m, r->n_cols, err, sizeof err);
-    if (rc < 0) fprintf(stderr, "ppxd: %s\n", err);
-    else fprintf(stderr, "ppxd: wrote %zu x %zu samples to %s\n", m, r->n_cols, c->samples_out);
-    free(out);
-    free(idx);
-    return rc;
-}
-
-static int cmd_infer(cli *c)
-{
-    if (!c->n) return die("infer needs -n N", NULL);
-    if (!c->n_obs) fprintf(stderr, "ppxd: note: no --observe given: the posterior is the prior\n");
-    engine *e = start_engine(c);
-    if (!e) return 1;
-    size_t slots = engine_slots(e);
-    is_result res;
-    int rc = 1;
-    if (is_result_init(&res, c->latents, c->n_latents) < 0) goto out_engine;
-    if (!c->lmh) {
-        policy *p = make_policy(c, slots);
-        char err[256];
-        write_ctx wc = {NULL, &res, 0};
-        if (c->out && !(wc.w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err))) {
-            die("cannot open output", err);
-            policy_destroy(&p);
-            goto out_res;
-        }
-        ordered_job job;
-        if (p && ordered_job_init(&job, c->n, 4 * slots + 64, commit_write, &wc) == 0) {
-            rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-            ordered_job_free(&job);
-        }
-        if (wc.w && trace_writer_close(&wc.w) < 0) rc = 1;
-        policy_destroy(&p);
-        if (rc == 0) {
-            double *w = malloc((res.n ? res.n : 1) * sizeof *w);
-            if (!w) goto out_res;
-            stats_normalise(res.lw, res.n, w);
-            double logz = stats_logsumexp(res.lw, res.n) - log((double)res.n);
-            char title[200];
-            snprintf(title, sizeof title,
-                     "importance sampling (prior proposal): %llu traces, ESS %.1f, log evidence %.6g",
-                     (unsigned long long)res.n, stats_ess(w, res.n), logz);
-            print_summary(&res, w, title);
-            if (write_samples(c, &res, w, 1) < 0) rc = 1;
-            free(w);
-        }
-    } else {
-        size_t chains = slots;
-        uint64_t per_chain = (c->n + chains - 1) / chains;
-        uint64_t burn = c->burn_in >= 0 ? (uint64_t)c->burn_in : per_chain / 10;
-        policy *p = policy_replay_new(make_policy(c, slots), slots);
-        lmh_job job;
-        if (p && lmh_job_init(&job, chains, per_chain + burn, burn, p, c->latents, c->n_latents, c->seed) == 0) {
-            rc = engine_run(e, p, &lmh_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-            if (rc == 0 && lmh_job_collect(&job, &res) < 0) rc = 1;
-            uint64_t acc = 0, steps = 0;
-            for (size_t k = 0; k < job.n_chains; k++) {
-                acc += job.chains[k].accepted;
-                steps += job.chains[k].iter;
-            }
-            if (rc == 0) {
-                double *w = malloc((res.n ? res.n : 1) * sizeof *w);
-                if (!w) goto out_res;
-                for (uint64_t i = 0; i < res.n; i++) w[i] = 1.0 / (double)res.n;
-                char title[200];
-                snprintf(title, sizeof title,
-                         "lightweight Metropolis-Hastings: %zu chains x %llu samples (burn-in %llu), acceptance %.3f",
-                         chains, (unsigned long long)per_chain, (unsigned long long)burn,
-                         steps ? (double)acc / (double)steps : 0.0);
-                print_summary(&res, w, title);
-                if (write_samples(c, &res, w, 0) < 0) rc = 1;
-                free(w);
-            }
-        }
-        lmh_job_free(&job);
-        policy_destroy(&p);
-    }
-    engine_print_stats(e, stderr);
-out_res:
-    is_result_free(&res);
-out_engine:
-    g_running = NULL;
-    engine_destroy(&e);
-    return rc;
-}
-
-static int cmd_export(cli *c)
-{
-    if (!c->file) return die("export needs a trace file", NULL);
-    if (!c->names || !c->out) return die("export needs --names A,B,... and -o OUT.npy|OUT.csv", NULL);
-    char *names_buf = strdup(c->names), *save = NULL;
-    const char *names[256];
-    size_t n_names = 0;
-    for (char *tok = strtok_r(names_buf, ",", &save); tok && n_names < 256; tok = strtok_r(NULL, ",", &save))
-        names[n_names++] = tok;
-    char err[256];
-    trace_reader *r = trace_reader_open(c->file, err, sizeof err);
-    if (!r) {
-        free(names_buf);
-        return die("cannot read", err);
-    }
-    export_table *x = export_table_new(names, n_names);
-    trace *t = trace_new();
-    int rc = 0, got;
-    uint64_t skipped = 0;
-    while ((got = trace_reader_next(r, t)) == 1) {
-        if (export_table_add(x, t, err, sizeof err) < 0) {
-            if (!skipped) fprintf(stderr, "ppxd: skipping traces: %s\n", err);
-            skipped++;
-        }
-    }
-    trace_reader_stats st = trace_reader_get_stats(r);
-    if (got < 0) rc = 1;
-    if (st.truncated)
-        fprintf(stderr, "ppxd: %s: damaged tail of %llu bytes ignored after %llu records\n", c->file,
-                (unsigned long long)st.bad_tail_bytes, (unsigned long long)st.records);
-    size_t ol = strlen(c->out);
-    int csv = ol > 4 && strcmp(c->out + ol - 4, ".csv") == 0;
-    if (rc == 0 && (csv ? export_table_write_csv(x, c->out, err, sizeof err)
-                        : export_table_write_npy(x, c->out, err, sizeof err)) < 0) {
-        fprintf(stderr, "ppxd: %s\n", err);
-        rc = 1;
-    }
-    if (rc == 0)
-        fprintf(stderr, "ppxd: wrote %zu rows x %zu columns to %s (%llu traces skipped)\n", export_table_rows(x),
-                export_table_cols(x), c->out, (unsigned long long)skipped);
-    trace_destroy(&t);
-    export_table_destroy(&x);
-    trace_reader_close(&r);
-    free(names_buf);
-    return rc;
-}
-
-static int cmd_info(cli *c)
-{
-    if (!c->file) return die("info needs a trace file", NULL);
-    char err[256];
-    trace_reader *r = trace_reader_open(c->file, err, sizeof err);
-    if (!r) return die("cannot read", err);
-    trace *t = trace_new();
-    int got;
-    uint64_t entries = 0;
-    while ((got = trace_reader_next(r, t)) == 1) entries += t->n_entries;
-    trace_reader_stats st = trace_reader_get_stats(r);
-    printf("%s: %llu traces, %llu entries%s", c->file, (unsigned long long)st.records, (unsigned long long)entries,
-           st.truncated ? "" : ", no damage\n");
-    if (st.truncated) printf(", damaged tail of %llu bytes ignored\n", (unsigned long long)st.bad_tail_bytes);
-    trace_destroy(&t);
-    trace_reader_close(&r);
-    return got < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -619,6 +326,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "mine") == 0) return ppxd_mine_main(argc - 1, argv + 1);
     if ((strcmp(argv[1], "info") == 0 || strcmp(argv[1], "export") == 0) && argc > 2 && gold_file_is(argv[2]))
         return ppxd_gold_file_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "diagnose") == 0) return ppxd_diagnose_main(argc - 1, argv + 1);
     cli c;
     memset(&c, 0, sizeof c);
     engine_config_defaults(&c.ecfg);

@@ -1,5 +1,6 @@
 /* policy.c — prior, fixed and replay answer policies (see policy.h). */
 #include "policy.h"
+#include "rwmh.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -182,6 +183,9 @@ typedef struct replay_slot {
     size_t used_cap;
     char *resample;     /* address not to reuse */
     int diverged;
+    int kernel;         /* RMH: move the resampled site with a random-walk kernel */
+    int kernel_used;    /* this trace's site was moved by the kernel */
+    double kernel_lr;   /* its log q(old | new) - log q(new | old) */
 } replay_slot;
 
 typedef struct replay_policy {
@@ -247,6 +251,9 @@ static void replay_begin(policy *p, size_t slot, uint64_t idx)
     replay_policy *r = (replay_policy *)p;
     replay_slot *s = &r->slots[slot];
     s->diverged = 0;
+    s->kernel_used = 0;
+    s->kernel_lr = 0;
+    rng_seed(&r->base.slot_rng[slot], r->base.seed ^ 0x726d686b65726e6cull, idx);
     if (replay_index(s) < 0) {
         /* Out of memory: replay nothing; every draw counts as diverged. */
         s->rec = NULL;
@@ -278,6 +285,19 @@ static void replay_answer(policy *p, policy_request *reqs, size_t n)
         size_t idx = 0;
         const trace_entry *e = NULL;
         int resample = s->resample && strcmp(s->resample, q->address) == 0;
+        if (resample && s->kernel && (e = replay_find(s, q->address, &idx)) && e->value.len == q->d->n &&
+            e->dist == q->d->kind) {
+            /* RMH: move the site near its recorded value. */
+            s->kernel_lr = rwmh_propose(q->d, e->value.data, &r->base.slot_rng[q->slot], q->value);
+            s->kernel_used = 1;
+            q->log_q = dist_log_prob(q->d, q->value);
+            q->observed = 0;
+            q->replayed = 0;
+            q->flag = POLICY_ANSWERED;
+            s->used[idx] = 1;
+            continue;
+        }
+        e = NULL;
         if (!resample) e = replay_find(s, q->address, &idx);
         if (e && e->value.len == q->d->n && e->dist == q->d->kind) {
             memcpy(q->value, e->value.data, q->d->n * sizeof *q->value);
@@ -305,6 +325,7 @@ static void replay_destroy(policy *p)
         free(r->slots[i].resample);
     }
     free(r->slots);
+    free(r->base.slot_rng);
     policy_destroy(&r->inner);
     free(r);
 }
@@ -324,7 +345,8 @@ policy *policy_replay_new(policy *inner, size_t n_slots)
     r->base.seed = inner->seed;
     r->inner = inner;
     r->slots = calloc(n_slots ? n_slots : 1, sizeof *r->slots);
-    if (!r->slots) {
+    r->base.slot_rng = calloc(n_slots ? n_slots : 1, sizeof *r->base.slot_rng);
+    if (!r->slots || !r->base.slot_rng) {
         replay_destroy(&r->base);
         return NULL;
     }
@@ -342,6 +364,18 @@ void policy_replay_set_resample(policy *p, size_t slot, const char *address)
     replay_policy *r = (replay_policy *)p;
     free(r->slots[slot].resample);
     r->slots[slot].resample = address ? strdup(address) : NULL;
+}
+
+void policy_replay_set_kernel(policy *p, size_t slot, int on)
+{
+    ((replay_policy *)p)->slots[slot].kernel = on;
+}
+
+int policy_replay_kernel_move(const policy *p, size_t slot, double *log_ratio)
+{
+    const replay_slot *s = &((const replay_policy *)p)->slots[slot];
+    *log_ratio = s->kernel_lr;
+    return s->kernel_used;
 }
 
 uint64_t policy_replay_mismatches(const policy *p) { return ((const replay_policy *)p)->mismatches; }

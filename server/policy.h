@@ -114,5 +114,12 @@ int policy_replay_slot_diverged(const policy *p, size_t slot);
 /* For LMH: address whose recorded value must NOT be reused in this slot's
  * next trace (it is redrawn from the inner policy); NULL for none. */
 void policy_replay_set_resample(policy *p, size_t slot, const char *address);
+/* For RMH: when on, the resample address is moved near its recorded value by
+ * the random-walk kernel of its distribution (rwmh.h) instead of redrawn
+ * from the inner policy (falling back to that when the recording lacks it
+ * or its distribution changed).  After the trace: 1 when the kernel moved
+ * it, with log q(old | new) - log q(new | old) in *log_ratio. */
+void policy_replay_set_kernel(policy *p, size_t slot, int on);
+int policy_replay_kernel_move(const policy *p, size_t slot, double *log_ratio);
 
 #endif

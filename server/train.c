@@ -91,7 +91,8 @@ static void train_usage(FILE *f)
         "  --batch B (200)  --lr LR (5e-4)  --clip C (5)  --val-frac F (0.1)  --patience E (20)\n"
         "  --max-epochs E (no limit)  --max-seconds S (no limit)  --seed S (1)\n"
         "  --threads T (1)             OpenBLAS threads for training\n"
-        "  -o MODEL.ppxm               output model file (required)\n"
+        "  -o MODEL.ppxm               output model file (required); the losses of every epoch go to\n"
+        "                              MODEL.ppxm.log.csv (epoch,train_loss,val_loss,seconds)\n"
         "  --serve ENDPOINT            then serve the model there (repeatable; as ppxd serve --serve) until\n"
         "                              SIGINT/SIGTERM; --serve-name NAME (default: the file's base name)\n"
         "  --quiet                     no progress output\n"
@@ -649,7 +650,7 @@ int ppxd_train_main(int argc, char **argv)
     memset(&live, 0, sizeof live);
     double *theta = NULL, *x = NULL;
     size_t n = 0, d = 0, cdim = 0;
-    char *source = NULL;
+    char *source = NULL, *log_path = NULL;
     if (o.data_theta) {
         size_t n2;
         if (npy_read(o.data_theta, &theta, &n, &d, err, sizeof err) < 0) {
@@ -718,6 +719,11 @@ int ppxd_train_main(int argc, char **argv)
         fprintf(stderr, "ppxd: training %s on %zu simulations (theta %zu, x %zu), prior %s\n",
                 o.nre ? "NRE" : o.flow == FLOW_MAF ? "NPE (MAF)" : "NPE (NSF)", data.n, d, cdim, pb);
     }
+    /* The per-epoch log next to the model (for training-curve plots). */
+    size_t lpl = strlen(o.out) + sizeof ".log.csv";
+    log_path = malloc(lpl);
+    if (log_path) snprintf(log_path, lpl, "%s.log.csv", o.out);
+    o.tcfg.log_path = log_path;
     npe_train_report rep;
     model_file *m = NULL;
     npe_posterior *np = NULL;
@@ -754,6 +760,7 @@ int ppxd_train_main(int argc, char **argv)
     fprintf(stderr, "ppxd train: wrote %s: %s, %d epochs (best %d, validation loss %.4f), %.1f s, %zu simulations "
             "(%zu dropped)%s\n", o.out, model_kind_name(m->kind), rep.epochs, rep.best_epoch, rep.best_val_loss,
             rep.seconds, n, rep.n_dropped, rep.stop == NPE_STOP_REQUESTED ? ", training interrupted" : "");
+    if (log_path) fprintf(stderr, "ppxd train: per-epoch losses in %s\n", log_path);
     rc = 0;
     if (o.n_serve) {
         /* The same daemon trains and serves: publish the model just written
@@ -781,6 +788,7 @@ out:
     free(theta);
     free(x);
     free(source);
+    free(log_path);
     prior_destroy(&pr);
     live_free(&live);
 out_opts:

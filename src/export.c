@@ -14,6 +14,7 @@
  * float array never needs, so it is rejected like any unknown version.
  */
 #include "export.h"
+#include "select.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -456,9 +457,11 @@ int csv_write(const char *path, const char *const *col_names, const double *data
 /* ---- tables of named values --------------------------------------------------------------- */
 
 struct export_table {
-    char **names;
+    char **names;     /* the specs as given (select.h) */
     size_t n_names;
-    size_t *widths;   /* per name, fixed by the first row */
+    select_key *keys; /* the columns' sources, expanded against the first row's trace */
+    size_t n_keys;
+    size_t *widths;   /* per key, fixed by the first row */
     int have_widths;
     char **col_names; /* n_cols, built with the first row */
     size_t n_cols;
@@ -476,8 +479,7 @@ export_table *export_table_new(const char *const *names, size_t n_names)
     x->n_names = n_names;
     if (n_names) {
         x->names = calloc(n_names, sizeof *x->names);
-        x->widths = calloc(n_names, sizeof *x->widths);
-        if (!x->names || !x->widths)
+        if (!x->names)
             goto fail;
         for (size_t i = 0; i < n_names; i++) {
             assert(names[i]);
@@ -501,6 +503,7 @@ void export_table_destroy(export_table **xp)
     for (size_t j = 0; x->col_names && j < x->n_cols; j++)
         free(x->col_names[j]);
     free(x->names);
+    select_keys_free(&x->keys, x->n_keys);
     free(x->widths);
     free(x->col_names);
     free(x->data);
@@ -515,14 +518,15 @@ static int build_col_names(export_table *x, const size_t *widths, size_t n_cols)
     if (!cn)
         return -1;
     size_t j = 0;
-    for (size_t i = 0; i < x->n_names; i++) {
+    for (size_t i = 0; i < x->n_keys; i++) {
+        const char *label = x->keys[i].key;
         for (size_t k = 0; k < widths[i]; k++, j++) {
             if (widths[i] == 1) {
-                cn[j] = strdup(x->names[i]);
+                cn[j] = strdup(label);
             } else {
-                size_t len = strlen(x->names[i]) + 24;
+                size_t len = strlen(label) + 24;
                 if ((cn[j] = malloc(len)))
-                    snprintf(cn[j], len, "%s[%zu]", x->names[i], k);
+                    snprintf(cn[j], len, "%s[%zu]", label, k);
             }
             if (!cn[j]) {
                 for (size_t m = 0; m < j; m++)
@@ -538,60 +542,80 @@ static int build_col_names(export_table *x, const size_t *widths, size_t n_cols)
 
 int export_table_add(export_table *x, const trace *t, char *err, size_t err_len)
 {
+    /* The first row's trace decides what the specs select. */
+    select_key *keys = x->keys;
+    size_t n_keys = x->n_keys;
+    if (!x->have_widths) {
+        char why[300];
+        if (select_expand((const char *const *)x->names, x->n_names, t, &keys, &n_keys, why, sizeof why) < 0) {
+            set_err(err, err_len, "trace %" PRIu64 ": %s", t->id, why);
+            return -1;
+        }
+    }
     /* Check the whole row before changing anything, so a rejected trace
      * leaves the table as it was. */
     size_t n_cols = 0;
-    for (size_t i = 0; i < x->n_names; i++) {
-        const trace_entry *e = trace_find_name(t, x->names[i]);
-        if (!e) {
-            set_err(err, err_len, "trace %" PRIu64 " has no value named '%s'", t->id, x->names[i]);
-            return -1;
+    int rc = -1;
+    for (size_t i = 0; i < n_keys; i++) {
+        const trace_array *v = select_value(t, &keys[i]);
+        if (!v) {
+            set_err(err, err_len, "'%s' has no value in trace %" PRIu64, keys[i].key, t->id);
+            goto out;
         }
-        size_t w = e->value.len;
-        if (x->have_widths && w != x->widths[i]) {
+        if (x->have_widths && v->len != x->widths[i]) {
             set_err(err, err_len, "'%s' has %zu values in trace %" PRIu64 ", earlier traces had %zu",
-                    x->names[i], w, t->id, x->widths[i]);
-            return -1;
+                    keys[i].key, v->len, t->id, x->widths[i]);
+            goto out;
         }
-        if (w == 0) {
-            set_err(err, err_len, "'%s' has no value in trace %" PRIu64, x->names[i], t->id);
-            return -1;
-        }
-        n_cols += w;
+        n_cols += v->len;
     }
     if (x->rows == x->cap_rows) {
         size_t cap = x->cap_rows ? x->cap_rows * 2 : 64;
         if (n_cols && cap > SIZE_MAX / sizeof(double) / n_cols) {
             set_err(err, err_len, "export table too large");
-            return -1;
+            goto out;
         }
         double *d = realloc(x->data, (n_cols ? cap * n_cols : 1) * sizeof *d);
         if (!d) {
             set_err(err, err_len, "out of memory");
-            return -1;
+            goto out;
         }
         x->data = d;
         x->cap_rows = cap;
     }
     if (!x->have_widths) {
-        size_t *widths = x->widths;
-        for (size_t i = 0; i < x->n_names; i++)
-            widths[i] = trace_find_name(t, x->names[i])->value.len;
-        if (build_col_names(x, widths, n_cols) < 0) {
+        size_t *widths = calloc(n_keys ? n_keys : 1, sizeof *widths);
+        if (!widths) {
             set_err(err, err_len, "out of memory");
-            return -1;
+            goto out;
         }
+        for (size_t i = 0; i < n_keys; i++)
+            widths[i] = select_value(t, &keys[i])->len;
+        x->keys = keys;
+        x->n_keys = n_keys;
+        if (build_col_names(x, widths, n_cols) < 0) {
+            x->keys = NULL;
+            x->n_keys = 0;
+            free(widths);
+            set_err(err, err_len, "out of memory");
+            goto out;
+        }
+        x->widths = widths;
         x->n_cols = n_cols;
         x->have_widths = 1;
     }
     double *row = x->data + x->rows * x->n_cols;
-    for (size_t i = 0; i < x->n_names; i++) {
-        const trace_entry *e = trace_find_name(t, x->names[i]);
-        memcpy(row, e->value.data, e->value.len * sizeof *row);
-        row += e->value.len;
+    for (size_t i = 0; i < x->n_keys; i++) {
+        const trace_array *v = select_value(t, &x->keys[i]);
+        memcpy(row, v->data, v->len * sizeof *row);
+        row += v->len;
     }
     x->rows++;
-    return 0;
+    rc = 0;
+out:
+    if (keys != x->keys)
+        select_keys_free(&keys, n_keys);
+    return rc;
 }
 
 size_t export_table_rows(const export_table *x)

@@ -1,9 +1,10 @@
 /* export.h — named values of traces to NumPy .npy and CSV, and .npy reading.
  *
  * A table is n_rows x n_cols doubles, row-major, owned by the caller.
- * Columns come from named trace entries: a name whose value has m elements
- * gives m columns (name, or name[0] .. name[m-1] for m > 1); the first entry
- * with the name counts.
+ * Columns come from the specs of select.h (names, full addresses, address
+ * patterns, @result), expanded against the first row's trace: a value of m
+ * elements gives m columns (label, or label[0] .. label[m-1] for m > 1); of
+ * several entries with one name, the last counts.
  */
 #ifndef PPX_EXPORT_H
 #define PPX_EXPORT_H
@@ -28,7 +29,7 @@ int csv_write(const char *path, const char *const *col_names, const double *data
 /* Collects rows of named values from traces. */
 typedef struct export_table export_table;
 
-/* names: the value names to extract, in column order. */
+/* names: the specs of the values to extract (select.h), in column order. */
 export_table *export_table_new(const char *const *names, size_t n_names);
 void export_table_destroy(export_table **x);
 /* Append the row of trace t.  The first trace fixes each name's width; a trace

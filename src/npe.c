@@ -3,6 +3,7 @@
 #include "npe.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,16 @@ int npe_fit(const npe_fit_ops *ops, void *model, const npe_split *s, const npe_t
         return -1;
     }
     memcpy(perm, s->train, s->n_train * sizeof *perm);
+    FILE *log = NULL;
+    if (cfg->log_path) {
+        if (!(log = fopen(cfg->log_path, "w"))) {
+            snprintf(err, err_len, "%s: cannot write the training log %s: %s", tag, cfg->log_path, strerror(errno));
+            free(best);
+            free(perm);
+            return -1;
+        }
+        fprintf(log, "epoch,train_loss,val_loss,seconds\n");
+    }
     int patience = cfg->patience > 0 ? cfg->patience : 20;
     double t0 = now_seconds(), last_print = t0;
     int since_best = 0;
@@ -238,6 +249,10 @@ int npe_fit(const npe_fit_ops *ops, void *model, const npe_split *s, const npe_t
             since_best++;
         }
         double t = now_seconds(), elapsed = t - t0;
+        if (log) {
+            fprintf(log, "%d,%.9g,%.9g,%.6f\n", epoch, rep->last_train_loss, val, elapsed);
+            fflush(log);
+        }
         if (since_best >= patience) rep->stop = NPE_STOP_CONVERGED;
         else if (cfg->max_epochs > 0 && epoch >= cfg->max_epochs) rep->stop = NPE_STOP_MAX_EPOCHS;
         else if (cfg->max_seconds > 0 && elapsed >= cfg->max_seconds) rep->stop = NPE_STOP_MAX_SECONDS;
@@ -259,6 +274,7 @@ int npe_fit(const npe_fit_ops *ops, void *model, const npe_split *s, const npe_t
     }
     rep->seconds = now_seconds() - t0;
     free(perm);
+    if (log) fclose(log);
     if (rep->best_epoch == 0) {
         free(best);
         snprintf(err, err_len, "%s: the validation loss was never finite in %d epochs (diverged: check the data "

@@ -99,6 +99,8 @@ typedef struct npe_train_config {
     int threads;           /* 1: OpenBLAS threads (nn_set_threads); 0 leaves them as they are */
     int progress;          /* 1: a progress line on stderr about once a second */
     const volatile sig_atomic_t *stop; /* NULL, or a flag (e.g. set by SIGINT): stop after this batch */
+    const char *log_path;  /* NULL, or a CSV file written during npe_fit, one line per epoch (flushed):
+                            * "epoch,train_loss,val_loss,seconds" (seconds since the loop started) */
 } npe_train_config;
 
 npe_train_config npe_train_defaults(void);

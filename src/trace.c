@@ -345,12 +345,12 @@ void trace_finish(trace *t)
         const trace_entry *e = &t->entries[i];
         if (e->kind == TRACE_TAG)
             continue;
-        if (e->observed)
+        if (e->observed == TRACE_CONDITIONED)
             likelihood += e->log_prob;
-        else if (e->kind == TRACE_SAMPLE)
+        else if (e->observed == TRACE_LATENT && e->kind == TRACE_SAMPLE)
             prior += e->log_prob;
-        /* An unobserved Observe (value drawn when generating training data)
-         * is neither prior nor likelihood. */
+        /* A drawn Observe (TRACE_DRAWN: simulated data, e.g. for training) is
+         * neither prior nor likelihood. */
     }
     t->log_prior = prior;
     t->log_likelihood = likelihood;
@@ -362,7 +362,7 @@ const trace_entry *trace_find_name(const trace *t, const char *name)
     /* "" marks an unnamed entry, so it never names one. */
     if (!name || !name[0])
         return NULL;
-    for (size_t i = 0; i < t->n_entries; i++)
+    for (size_t i = t->n_entries; i-- > 0;)
         if (strcmp(t->entries[i].name, name) == 0)
             return &t->entries[i];
     return NULL;

@@ -42,6 +42,18 @@ typedef struct trace_array {
     size_t ndim;
 } trace_array;
 
+/* trace_entry.observed: how the value came about.
+ *   TRACE_LATENT       a Sample answered by a policy (prior, proposal, replay):
+ *                      its log_prob joins log_prior;
+ *   TRACE_CONDITIONED  conditioned on: an Observe with a given value (in the
+ *                      message or by --observe), or a named Sample fixed as an
+ *                      observation: its log_prob joins log_likelihood;
+ *   TRACE_DRAWN        an Observe without a value, drawn by ppxd from its
+ *                      distribution: simulated data, not evidence, so its
+ *                      log_prob (recorded) joins neither sum.
+ * Any non-zero value means "not a latent" (export, summaries, LMH sites). */
+enum { TRACE_LATENT = 0, TRACE_CONDITIONED = 1, TRACE_DRAWN = 2 };
+
 typedef struct trace_entry {
     trace_kind kind;
     const char *address;    /* with the __Kind__n suffix */
@@ -53,7 +65,7 @@ typedef struct trace_entry {
     trace_array value;
     double log_prob;        /* log p(value | params); 0 for Tag */
     int control;            /* Sample.control (1 for Observe/Tag) */
-    int observed;           /* 1 when the value was conditioned on (Observe, or a named Sample fixed by the user) */
+    int observed;           /* TRACE_LATENT, TRACE_CONDITIONED or TRACE_DRAWN (below) */
     uint32_t instance;      /* the n of the address suffix */
 } trace_entry;
 
@@ -91,8 +103,10 @@ trace_entry *trace_append(trace *t, const trace_entry *e);
  * (log_proposal is left as set by the producer). */
 void trace_finish(trace *t);
 
-/* First entry with this name (NULL if none; "" names no entry), or with this
- * full address. */
+/* The entry with this name: the LAST one when a trace has several, as a
+ * program that reassigns a variable means (NULL if none; "" names no entry).
+ * trace_find_address: the entry with this full address (addresses are unique
+ * within a trace). */
 const trace_entry *trace_find_name(const trace *t, const char *name);
 const trace_entry *trace_find_address(const trace *t, const char *address);
 

@@ -21,7 +21,7 @@
  *     u8     kind             1 Sample, 2 Observe, 3 Tag
  *     u8     dist             dist_kind, 0..11
  *     i32    control
- *     i32    observed
+ *     i32    observed      (TRACE_LATENT 0, TRACE_CONDITIONED 1, TRACE_DRAWN 2)
  *     u32    instance         the n of the address suffix
  *     u64    k                Categorical categories
  *     f64    log_prob

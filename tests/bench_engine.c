@@ -18,7 +18,9 @@
  * handshakes: about 10 ms, under 2% of a run.
  *
  * Goals (issue 3): engine CPU <= 10 us/message; wall time per message <=
- * 1.3x the raw ping-pong; peak RSS < 64 MiB for 10^6 traces.
+ * 1.3x the raw ping-pong; peak RSS < 64 MiB for 10^6 traces.  Then (issues
+ * 10, 11): engine CPU per message with slow simulators (1 ms per draw)
+ * against fast ones, and throughput with one of 4 simulators hanging.
  * Environment: PPXD_BENCH_ROUNDS ppxd runs per row (default 7);
  * PPXD_BENCH_LONG_TRACES the long run's length (default 10^6; 0 skips it);
  * PPXD_BENCH_VERBOSE=1 prints every round on stderr. */
@@ -43,21 +45,25 @@ typedef struct run_result {
     double elapsed;     /* seconds in the engine's loop (what per-message figures use) */
     double us_per_msg;  /* engine CPU */
     double messages;
+    double polls, polls_nowait;
     long max_rss_kib;
     int ok;
 } run_result;
 
-/* Run ppxd simulate and parse its counters from stderr. */
-static run_result run_ppxd(const char *example, int sims, long n)
+/* Run ppxd simulate on `sims` copies of `env EXAMPLE {endpoint}` (env: a
+ * prefix of VAR=VALUE words, or "") with a per-message timeout (0: the
+ * default) and parse its counters from stderr. */
+static run_result run_ppxd_env(const char *env, const char *example, int sims, long n, int timeout_ms)
 {
     run_result r = {0};
     char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path(example);
-    char cmd[1024], log[] = "/tmp/ppxd-bench-XXXXXX", out[64];
+    char cmd[1024], log[] = "/tmp/ppxd-bench-XXXXXX", out[64], tbuf[32];
     int fd = mkstemp(log);
     if (fd < 0) return r;
     close(fd);
     snprintf(out, sizeof out, "%s.ppxt", log);
-    snprintf(cmd, sizeof cmd, "%s {endpoint}", sim);
+    snprintf(cmd, sizeof cmd, "%s%s%s {endpoint}", *env ? "env " : "", env, sim);
+    snprintf(tbuf, sizeof tbuf, "%d", timeout_ms > 0 ? timeout_ms : 10000);
     char nbuf[32], jbuf[16];
     snprintf(nbuf, sizeof nbuf, "%ld", n);
     snprintf(jbuf, sizeof jbuf, "%d", sims);
@@ -67,7 +73,7 @@ static run_result run_ppxd(const char *example, int sims, long n)
         FILE *f = freopen(log, "w", stderr);
         (void)f;
         execl(ppxd, ppxd, "simulate", "--sim-cmd", cmd, "-j", jbuf, "-n", nbuf, "-o", out, "--fsync", "never",
-              "--quiet", (char *)NULL);
+              "--timeout-ms", tbuf, "--quiet", (char *)NULL);
         _exit(127);
     }
     int st = 0;
@@ -81,6 +87,7 @@ static run_result run_ppxd(const char *example, int sims, long n)
     double cpu = 0;
     while (f && fgets(line, sizeof line, f)) {
         sscanf(line, "messages %lf", &r.messages);
+        sscanf(line, "polls %lf (%*f per message, %lf without waiting)", &r.polls, &r.polls_nowait);
         sscanf(line, "elapsed %lf s (engine CPU %lf s, %lf us/message)", &r.elapsed, &cpu, &r.us_per_msg);
     }
     if (f) fclose(f);
@@ -91,6 +98,8 @@ static run_result run_ppxd(const char *example, int sims, long n)
     free(sim);
     return r;
 }
+
+static run_result run_ppxd(const char *example, int sims, long n) { return run_ppxd_env("", example, sims, n, 0); }
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -187,6 +196,76 @@ static int bench_row(const char *example, const char *label, int sims, long n, i
     return 0;
 }
 
+/* Engine CPU per message with simulators that take 1 ms per draw, against
+ * the same simulator without the delay, interleaved.  While every simulator
+ * is busy ppxd must sleep in zmq_poll: a loop that spun would show as polls
+ * without waiting and as many polls per message.  Sleeping has a price of
+ * its own: each reply from a slow simulator wakes ppxd from sleep (a
+ * context switch in and out, cold caches), where fast simulators' replies
+ * often find it awake; that, not work, is the difference in CPU. */
+static void bench_slow(int rounds)
+{
+    double fast[MAX_ROUNDS] = {0}, slow[MAX_ROUNDS] = {0}, ppm = 0, nowait = 0;
+    int ok = 1;
+    for (int i = 0; i < rounds && ok; i++) {
+        run_result a = run_ppxd_env("", "testsims/sim_slow", 2, 1000, 0);
+        run_result b = run_ppxd_env("PPX_SIM_DELAY_US=1000 ", "testsims/sim_slow", 2, 1000, 0);
+        ok = a.ok && b.ok;
+        fast[i] = a.us_per_msg;
+        slow[i] = b.us_per_msg;
+        if (b.messages > 0 && b.polls / b.messages > ppm) ppm = b.polls / b.messages;
+        nowait += b.polls_nowait;
+    }
+    if (!ok) {
+        printf("\nslow simulators: FAILED (ppxd simulate)\n");
+        return;
+    }
+    char a[48], b[48];
+    double fm = median(fast, rounds), sm = median(slow, rounds);
+    printf("\nslow simulators (1 ms per draw), Gaussian, 2 simulators, 1000 traces, %d interleaved rounds:\n"
+           "  engine CPU per message: fast simulator %s us, slow %s us (%.2fx); slow runs: at most %.2f polls "
+           "per message, %.0f polls without waiting: %s\n",
+           rounds, fmt_spread(a, sizeof a, fast, rounds, 1, 2), fmt_spread(b, sizeof b, slow, rounds, 1, 2), sm / fm,
+           ppm, nowait,
+           nowait == 0 && ppm <= 0.75 && sm <= 2.0 * fm ? "ok (sleeps while simulators work)" : "MISSED (the loop spins?)");
+    fflush(stdout);
+}
+
+/* Throughput when one of 4 simulators hangs in every 50th trace (until the
+ * 2 s per-message timeout kills it), against 4 healthy ones, interleaved.
+ * Traces commit in index order, so without backup copies the healthy
+ * simulators would wait out each hang once the commit window filled. */
+static void bench_hang(int rounds)
+{
+    double healthy[MAX_ROUNDS] = {0}, hung[MAX_ROUNDS] = {0};
+    int ok = 1;
+    const long n = 20000;
+    for (int i = 0; i < rounds && ok; i++) {
+        char env[128], lock[] = "/tmp/ppxd-bench-hang-XXXXXX";
+        int fd = mkstemp(lock);
+        if (fd < 0) return;
+        close(fd);
+        run_result a = run_ppxd_env("", "testsims/sim_slow", 4, n, 2000);
+        snprintf(env, sizeof env, "PPX_SIM_HANG_LOCK=%s PPX_SIM_HANG_EVERY=50 ", lock);
+        run_result b = run_ppxd_env(env, "testsims/sim_slow", 4, n, 2000);
+        unlink(lock);
+        ok = a.ok && b.ok;
+        healthy[i] = n / a.elapsed;
+        hung[i] = n / b.elapsed;
+    }
+    if (!ok) {
+        printf("\none hanging simulator: FAILED (ppxd simulate)\n");
+        return;
+    }
+    char a[48], b[48];
+    double hm = median(healthy, rounds), gm = median(hung, rounds);
+    printf("one of 4 simulators hangs in every 50th trace (2 s timeout), %ld Gaussian traces, %d rounds: "
+           "4 healthy %s traces/s, with the hanging one %s traces/s: %.2fx %s\n",
+           n, rounds, fmt_spread(a, sizeof a, healthy, rounds, 1, 0), fmt_spread(b, sizeof b, hung, rounds, 1, 0),
+           gm / hm, gm >= 0.5 * hm ? "ok (no stall)" : "MISSED (healthy simulators stall)");
+    fflush(stdout);
+}
+
 int main(void)
 {
     int rounds = env_int("PPXD_BENCH_ROUNDS", 7, 1, MAX_ROUNDS);
@@ -215,6 +294,8 @@ int main(void)
             bench_row(models[m].example, models[m].label, sims, models[m].n, rounds, verbose);
     printf("(ppxd CPU: the engine process; raw CPU, for context: the REQ process, libzmq's I/O thread included;\n"
            " both per message sent or received)\n");
+    bench_slow(rounds < 5 ? rounds : 5);
+    bench_hang(rounds < 3 ? rounds : 3);
     if (long_n > 0) {
         run_result r = run_ppxd("examples/gaussian", 2, long_n);
         printf("\nlong prior run: %ld Gaussian traces with 2 simulators in %.1f s: peak RSS of ppxd %.1f MiB "

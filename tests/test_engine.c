@@ -156,29 +156,13 @@ static void run_keep(const char *example, size_t n_launch, const observation *ob
 }
 
 /* Run a command with stdout/stderr to files (NULL: /dev/null); wait up to
- * timeout_ms.  Returns the wait status (-1 on timeout: the child is killed). */
+ * timeout_ms (failing the test on a timeout).  Returns the exit code. */
 static int run_cmd(char *const argv[], const char *out_path, const char *err_path, int timeout_ms)
 {
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int fo = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err_path ? err_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0 || fe < 0) _exit(126);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st = tk_wait(pid, timeout_ms);
-    if (st == -1) {
-        tk_stop(pid, 100);
-        cr_assert_fail("%s %s timed out", argv[0], argv[1]);
-    }
-    return st;
+    int rc = tk_run(argv, out_path, err_path, timeout_ms);
+    if (rc == -1) cr_assert_fail("%s %s timed out or could not start", argv[0], argv[1]);
+    return rc;
 }
-
-static int exit_code(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0); }
 
 static char *slurp(const char *path)
 {
@@ -389,7 +373,8 @@ Test(engine, importance_sampling_reproducible)
 
 /* --- the ppxd command line ------------------------------------------------------------ */
 
-static void check_gaussian_trace(const trace *t, uint64_t id)
+/* drawn: the observations were drawn by ppxd (no --observe), else given. */
+static void check_gaussian_trace(const trace *t, uint64_t id, int drawn)
 {
     cr_assert_eq(t->id, id, "record %llu has id %llu", (unsigned long long)id, (unsigned long long)t->id);
     cr_assert_eq(t->n_entries, 3, "trace %llu: %zu entries", (unsigned long long)id, t->n_entries);
@@ -416,7 +401,7 @@ static void check_gaussian_trace(const trace *t, uint64_t id)
         cr_assert_eq(obs[i]->dist, DIST_NORMAL);
         cr_assert_str_eq(obs[i]->name, names[i]);
         cr_assert_str_eq(obs[i]->address, addrs[i]);
-        cr_assert_eq(obs[i]->observed, 1);
+        cr_assert_eq(obs[i]->observed, drawn ? TRACE_DRAWN : TRACE_CONDITIONED);
         cr_assert_float_eq(obs[i]->param[0].data[0], m, 0);
         cr_assert_eq(obs[i]->value.len, 1);
         cr_assert(isfinite(obs[i]->value.data[0]) && isfinite(obs[i]->log_prob));
@@ -424,7 +409,13 @@ static void check_gaussian_trace(const trace *t, uint64_t id)
     }
     cr_assert_eq(t->result.len, 1, "RunResult missing");
     cr_assert_eq(t->result.data[0], m, "RunResult is mu");
-    cr_assert(isfinite(t->log_weight));
+    /* Drawn observations are data, not evidence: a prior trace has weight 1. */
+    if (drawn) {
+        cr_assert_eq(t->log_likelihood, 0.0);
+        cr_assert_eq(t->log_weight, 0.0, "trace %llu has log weight %g", (unsigned long long)id, t->log_weight);
+    } else {
+        cr_assert_float_eq(t->log_likelihood, o0->log_prob + o1->log_prob, 1e-12);
+    }
 }
 
 Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir)
@@ -436,7 +427,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     char *sim_argv[] = {ppxd, "simulate", "--sim-cmd", cmd, "-j", "2", "-n", "2000", "-o", file, "--seed", "3",
                         "--quiet", NULL};
     int st = run_cmd(sim_argv, NULL, err, 60000);
-    cr_assert_eq(exit_code(st), 0, "ppxd simulate failed: %s", slurp(err));
+    cr_assert_eq(st, 0, "ppxd simulate failed: %s", slurp(err));
 
     /* The file: 2000 complete Gaussian traces in id order. */
     char why[256];
@@ -449,7 +440,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     int got;
     while ((got = trace_reader_next(r, t)) == 1) {
         cr_assert(k < n, "more than %llu records", (unsigned long long)n);
-        check_gaussian_trace(t, k);
+        check_gaussian_trace(t, k, 1);
         mu[k] = t->entries[0].value.data[0];
         obs0[k] = t->entries[1].value.data[0];
         k++;
@@ -476,7 +467,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     /* export: columns mu, obs0 equal to the traces'. */
     char *exp_argv[] = {ppxd, "export", file, "--names", "mu,obs0", "-o", npy, NULL};
     st = run_cmd(exp_argv, NULL, err, 30000);
-    cr_assert_eq(exit_code(st), 0, "ppxd export failed: %s", slurp(err));
+    cr_assert_eq(st, 0, "ppxd export failed: %s", slurp(err));
     double *data;
     size_t rows, cols;
     cr_assert_eq(npy_read(npy, &data, &rows, &cols, why, sizeof why), 0, "%s", why);
@@ -491,7 +482,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     /* info */
     char *info_argv[] = {ppxd, "info", file, NULL};
     st = run_cmd(info_argv, out, err, 30000);
-    cr_assert_eq(exit_code(st), 0, "ppxd info failed: %s", slurp(err));
+    cr_assert_eq(st, 0, "ppxd info failed: %s", slurp(err));
     char *info = slurp(out);
     cr_assert(strstr(info, "2000 traces"), "info says: %s", info);
     free(info);
@@ -502,7 +493,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
                         "--observe", "obs1=9", "--samples-out", samples, "--resample", "300", "-o", itraces,
                         "--seed", "4", "--quiet", NULL};
     st = run_cmd(inf_argv, out, err, 60000);
-    cr_assert_eq(exit_code(st), 0, "ppxd infer failed: %s", slurp(err));
+    cr_assert_eq(st, 0, "ppxd infer failed: %s", slurp(err));
     char *summary = slurp(out);
     cr_assert(strstr(summary, "importance sampling") && strstr(summary, "mu"), "infer printed: %s", summary);
     free(summary);
@@ -516,7 +507,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     k = 0;
     while (trace_reader_next(r, t) == 1) {
         cr_assert(k < 1000);
-        check_gaussian_trace(t, k);
+        check_gaussian_trace(t, k, 0);
         cr_assert_eq(t->entries[1].value.data[0], 8.0, "observed obs0");
         cr_assert_eq(t->entries[2].value.data[0], 9.0, "observed obs1");
         imu[k++] = t->entries[0].value.data[0];
@@ -535,7 +526,7 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     char *inf2_argv[] = {ppxd, "infer", "--sim-cmd", cmd, "-j", "2", "-n", "500", "--observe", "obs0=8",
                          "--observe", "obs1=9", "--samples-out", samples, "--quiet", NULL};
     st = run_cmd(inf2_argv, NULL, err, 60000);
-    cr_assert_eq(exit_code(st), 0, "ppxd infer failed: %s", slurp(err));
+    cr_assert_eq(st, 0, "ppxd infer failed: %s", slurp(err));
     cr_assert_eq(npy_read(samples, &data, &rows, &cols, why, sizeof why), 0, "%s", why);
     cr_assert_eq(rows, 500);
     cr_assert_eq(cols, 1);
@@ -576,8 +567,8 @@ Test(cli, bad_usage_exits_2, .init = make_tmpdir, .fini = remove_tmpdir)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int st = run_cmd(cases[i], NULL, err, 20000);
         char *msg = slurp(err);
-        cr_assert_eq(exit_code(st), 2, "case %zu (%s %s ...): exit %d, stderr: %s", i, cases[i][1] ? cases[i][1] : "",
-                     cases[i][1] && cases[i][2] ? cases[i][2] : "", exit_code(st), msg);
+        cr_assert_eq(st, 2, "case %zu (%s %s ...): exit %d, stderr: %s", i, cases[i][1] ? cases[i][1] : "",
+                     cases[i][1] && cases[i][2] ? cases[i][2] : "", st, msg);
         cr_assert(strlen(msg) > 0, "case %zu: no message on stderr", i);
         free(msg);
         cr_assert(access(file, F_OK) != 0, "case %zu: the output file was created by a failed command", i);
@@ -678,8 +669,8 @@ Test(cli, simulator_options_rejected_alike_by_every_command, .init = make_tmpdir
         for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
             int st = run_cmd(cmds[k], NULL, err, 20000);
             char *msg = slurp(err);
-            cr_assert_eq(exit_code(st), 2, "%s %s %s: exit %d, stderr: %s", cmds[k][1], bad[i][0], bad[i][1],
-                         exit_code(st), msg);
+            cr_assert_eq(st, 2, "%s %s %s: exit %d, stderr: %s", cmds[k][1], bad[i][0], bad[i][1],
+                         st, msg);
             cr_assert(access(file, F_OK) != 0, "%s %s %s: the output file was created", cmds[k][1], bad[i][0],
                       bad[i][1]);
             if (!first) {
@@ -703,7 +694,7 @@ Test(cli, simulator_options_rejected_alike_by_every_command, .init = make_tmpdir
     for (size_t k = 0; k < sizeof none / sizeof none[0]; k++) {
         int st = run_cmd(none[k], NULL, err, 20000);
         char *msg = slurp(err);
-        cr_assert_eq(exit_code(st), 2, "%s without simulators: exit %d, stderr: %s", none[k][1], exit_code(st), msg);
+        cr_assert_eq(st, 2, "%s without simulators: exit %d, stderr: %s", none[k][1], st, msg);
         cr_assert(strstr(msg, k < 2 ? "ppxd: no simulators: give " ENGINE_SIM_OPTIONS_SHORT "\n"
                                     : "(" ENGINE_SIM_OPTIONS_SHORT ") or --data"),
                   "%s without simulators: %s", none[k][1], msg);
@@ -736,7 +727,7 @@ Test(cli, malformed_connect_endpoint_rejected_alike_by_every_command, .init = ma
         for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
             int st = run_cmd(cmds[k], NULL, err, 20000);
             char *msg = slurp(err);
-            cr_assert_eq(exit_code(st), 2, "%s --connect %s: exit %d, stderr: %s", cmds[k][1], bad[i], exit_code(st),
+            cr_assert_eq(st, 2, "%s --connect %s: exit %d, stderr: %s", cmds[k][1], bad[i], st,
                          msg);
             cr_assert_str_eq(msg, want, "%s --connect %s", cmds[k][1], bad[i]);
             cr_assert(access(file, F_OK) != 0, "%s --connect %s: the output file was created", cmds[k][1], bad[i]);

@@ -396,8 +396,9 @@ Test(csv, content_is_exact)
 
 /* ---- tables ---------------------------------------------------------------------------- */
 
-/* A trace with mu (a 0-d scalar), theta (3 values), an unnamed sample and
- * a second "mu" that must be ignored (the first entry of a name counts). */
+/* A trace with an unnamed sample, an earlier "mu" that must be ignored (of
+ * several entries with one name the last counts), theta (3 values) and mu
+ * (a 0-d scalar). */
 static void fill_trace(trace *t, uint64_t id, double mu, const double theta[3], size_t theta_len)
 {
     trace_reset(t);
@@ -413,7 +414,7 @@ static void fill_trace(trace *t, uint64_t id, double mu, const double theta[3], 
     e.value = (trace_array){&other, 1, NULL, 0};
     cr_assert_not_null(trace_append(t, &e));
     e.name = "mu";
-    e.value = (trace_array){&mu, 1, NULL, 0};
+    e.value = (trace_array){&mu2, 1, NULL, 0};
     cr_assert_not_null(trace_append(t, &e));
     if (theta_len) {
         e.name = "theta";
@@ -421,7 +422,7 @@ static void fill_trace(trace *t, uint64_t id, double mu, const double theta[3], 
         cr_assert_not_null(trace_append(t, &e));
     }
     e.name = "mu";
-    e.value = (trace_array){&mu2, 1, NULL, 0};
+    e.value = (trace_array){&mu, 1, NULL, 0};
     cr_assert_not_null(trace_append(t, &e));
 }
 
@@ -520,7 +521,7 @@ Test(export_table, rejects_missing_names_and_width_changes)
     cr_assert_not_null(strstr(err, "'theta' has 2 values"), "%s", err);
     fill_trace(t, 10, 4.0, theta, 0);
     cr_assert_eq(export_table_add(x, t, err, sizeof err), -1);
-    cr_assert_not_null(strstr(err, "no value named 'theta'"), "%s", err);
+    cr_assert_not_null(strstr(err, "'theta' has no value"), "%s", err);
     cr_assert_eq(export_table_rows(x), 1, "rejected rows are not added");
     cr_assert_eq(export_table_cols(x), 4);
     cr_assert_eq(export_table_data(x)[0], 2.0);

@@ -145,7 +145,7 @@ Test(python, distributions_local_draws) { unittest_module("tests.test_dists"); }
 Test(python, simulator_protocol) { unittest_module("tests.test_sim"); }
 Test(python, simulator_with_ppxd_engine) { unittest_module("tests.test_engine"); }
 Test(python, query_client_with_ppxd_serve) { unittest_module("tests.test_ppxd_serve"); }
-Test(python, pair_plot) { unittest_module("tests.test_plot"); }
+Test(python, plots) { unittest_module("tests.test_plot"); }
 
 /* --- cross-codec: C decodes Python ----------------------------------------- */
 

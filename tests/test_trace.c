@@ -390,7 +390,7 @@ Test(trace, find_by_name_and_address)
     append_ok(t, &c);
     const trace_entry *f = trace_find_name(t, "x");
     cr_assert_not_null(f);
-    cr_assert_eq(f->value.data[0], 2.0, "the first match wins");
+    cr_assert_eq(f->value.data[0], 3.0, "the last match wins (a program reassigning x means its last value)");
     cr_assert_null(trace_find_name(t, "y"));
     cr_assert_null(trace_find_name(t, ""), "\"\" means unnamed, not a name");
     cr_assert_null(trace_find_name(t, NULL));

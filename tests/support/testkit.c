@@ -78,6 +78,27 @@ double tk_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int tk_run(char *const argv[], const char *out_path, const char *err_path, int timeout_ms)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fo = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path ? err_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0) _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = tk_wait(pid, timeout_ms);
+    if (st == -1) {
+        tk_stop(pid, 100);
+        return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
 int tk_wait(pid_t pid, int timeout_ms)
 {
     double end = tk_now() + timeout_ms / 1000.0;

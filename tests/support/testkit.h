@@ -32,6 +32,12 @@ int tk_stop(pid_t pid, int grace_ms);
 /* Wait up to timeout_ms for the child to exit; returns the wait status or -1 on timeout. */
 int tk_wait(pid_t pid, int timeout_ms);
 
+/* Run argv to completion with stdout/stderr to files (NULL: /dev/null),
+ * waiting up to timeout_ms.  Returns the exit code (128 + signal when
+ * killed), or -1 on timeout (the child is then killed) or when it could not
+ * be started. */
+int tk_run(char *const argv[], const char *out_path, const char *err_path, int timeout_ms);
+
 /* A minimal engine: one REQ socket connected to a simulator. */
 typedef struct tk_engine {
     void *ctx;

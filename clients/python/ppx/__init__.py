@@ -4,7 +4,10 @@
   :class:`Simulator` / :class:`Model`, and inside forward() the statements
   :func:`sample`, :func:`observe`, :func:`tag` with the 11 distributions.
 - Query client of ppxd's posterior server (protocol/serve.fbs): :class:`Client`.
-- :func:`pair_plot` (matplotlib) for posterior samples.
+- Plots (matplotlib): :func:`pair_plot` for posterior samples, and
+  :func:`sbc_plot`, :func:`coverage_plot`, :func:`tarp_plot`,
+  :func:`training_plot`, :func:`ppc_plot` for ppxd's diagnostics
+  (``python3 -m ppx.plot all DIR`` after ``ppxd diagnose -o DIR``).
 - Codecs: :mod:`ppx.wire` (PPX messages), :mod:`ppx.serve_wire` (queries).
 
 Pure Python on pyzmq, flatbuffers and numpy.
@@ -18,14 +21,17 @@ from .sim import Model, Simulator, here, observe, sample, seed, tag
 __version__ = "0.1.0"
 
 
+_PLOTS = ("pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot", "ppc_plot")
+
+
 def __getattr__(name):
     # Lazy: the query client and plotting are not needed by simulators.
     if name in ("Client", "ErrorCode"):
         from . import query
         return getattr(query, name)
-    if name == "pair_plot":
-        from .plot import pair_plot
-        return pair_plot
+    if name in _PLOTS:
+        from . import plot
+        return getattr(plot, name)
     raise AttributeError("module 'ppx' has no attribute %r" % name)
 
 
@@ -34,5 +40,5 @@ __all__ = [
     "LogNormal", "Normal", "Poisson", "Uniform", "Weibull",
     "DecodeError", "PpxError", "PpxTimeout",
     "Model", "Simulator", "here", "observe", "sample", "seed", "tag",
-    "Client", "ErrorCode", "pair_plot",
+    "Client", "ErrorCode", "pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot", "ppc_plot",
 ]

@@ -1,0 +1,1308 @@
+/* diagnose.c — `ppxd diagnose`: calibration checks of a trained posterior
+ * (see diagnose.h; the statistics are src/diag/diag.h).
+ *
+ * Test pairs (theta*, x) come from .npy files or from the simulators run
+ * from the prior, on RNG streams of their own (the seed is mixed with a
+ * constant, so `--seed S` never replays the simulations `ppxd train --seed
+ * S` trained on).  Each round draws L posterior samples for x with the
+ * model's batched sampler (npe_sample / nre_sample) and evaluates the
+ * model's log density at the samples and at theta* in one batch.
+ *
+ * The posterior predictive check draws M samples theta_m ~ q(. | x_o) and
+ * runs trace m with the theta Samples set to theta_m (as --fix sets a value:
+ * an intervention, unweighted), every other draw from the prior and every
+ * Observe without a value drawn by the engine, as in live training. */
+#include "diagnose.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "args.h"
+#include "diag/diag.h"
+#include "engine.h"
+#include "export.h"
+#include "jobs.h"
+#include "model_file.h"
+#include "nn/c2st.h"
+#include "nn/nn.h"
+#include "npe.h"
+#include "nre.h"
+#include "policy.h"
+#include "prior.h"
+
+/* Mixed into --seed so diagnosis never reuses training's streams. */
+#define DIAG_SEED_MIX 0x646961676e6f7365ull /* "diagnose" */
+
+static engine *g_engine;
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+    if (g_engine) engine_request_stop(g_engine);
+}
+
+static int usage_error(const char *msg, const char *detail)
+{
+    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
+    return 2;
+}
+
+static void diagnose_usage(FILE *f)
+{
+    fprintf(f,
+        "usage:\n"
+        "  ppxd diagnose --model M.ppxm SIMULATORS -n ROUNDS -o DIR [--obs X_O [--ppc-n M]] [options]\n"
+        "  ppxd diagnose --model M.ppxm --data THETA.npy X.npy -o DIR [--obs X_O [--reference REF.npy]] [options]\n"
+        "\n"
+        "Checks that a trained posterior (ppxd train npe|nre) is calibrated, and writes the results to DIR:\n"
+        "  report.json   every number below (keys in README, 'Diagnostics'); summary.txt: the summary printed\n"
+        "  ranks.npy     SBC ranks [rounds, D] (0..L); hpd.npy, tarp.npy: per-round credibility levels [rounds]\n"
+        "  coverage.csv  level, HPD coverage, TARP coverage, standard error\n"
+        "  test_theta.npy, test_x.npy   the test pairs used\n"
+        "  ppc_theta.npy, ppc_x.npy, ppc.csv   posterior samples at x_o, their simulations, per-x results\n"
+        "  reference.npy                       the reference samples (with --reference)\n"
+        "Plot them with: python3 -m ppx.plot all DIR\n"
+        "\n"
+        "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
+        "  SBC (simulation-based calibration): rank of theta*_j among L posterior samples; chi-square and KS\n"
+        "    tests of uniformity per dimension\n"
+        "  expected coverage: how often theta* falls in the highest-density region of each level\n"
+        "    0.05..0.95; too rarely = overconfident, too often = conservative\n"
+        "  TARP: coverage of balls around random reference points; sees joint errors SBC cannot\n"
+        "  PPC (with --obs and simulators): simulate at posterior samples for x_o; distance of x_o from the\n"
+        "    predictive distribution per x dimension\n"
+        "  C2ST (with --obs and --reference): classifier two-sample test of posterior vs reference samples\n"
+        "\n"
+        "test pairs:\n"
+        ENGINE_SIM_OPTIONS_HELP
+        "  -n ROUNDS                   live: simulations from the prior (fresh seeds); files: use the first ROUNDS\n"
+        "  --data THETA.npy X.npy      test pairs from files ([N, D] and [N, C])\n"
+        "  -L, --samples L (1000)      posterior samples per round\n"
+        "observation (optional):\n"
+        "  --obs V,V,... | --obs NAME=V[,V...] (repeatable) | --obs-file F.npy|F.csv   x_o, in the model's x order\n"
+        "  --ppc-n M (1000)            posterior predictive simulations (needs simulators)\n"
+        "  --fix NAME=V[,V...]         also set this named Sample in every predictive simulation (repeatable)\n"
+        "  --truth V,V,...|F.csv|F.npy the theta that generated x_o, if known (drawn in the plots; truth.npy)\n"
+        "  --reference REF.npy|.csv    reference posterior samples for x_o: C2ST against as many model samples\n"
+        "                              (.csv: comma-separated, an optional header line, as sbibm's files)\n"
+        "  --c2st-max A                C2ST passes at accuracy <= A (default 0.5 + 4 standard errors: 'cannot be\n"
+        "                              told apart'; sbibm's results for good posteriors are ~0.55)\n"
+        "options:\n"
+        "  --alpha A (0.01)            family-wise level of each check's tests (Bonferroni within a check)\n"
+        "  --bins B                    SBC histogram bins (default min(20, rounds/10))\n"
+        "  --method sir|slice|mh       NRE sampling (default sir)   --oversample K (32)\n"
+        "  --max-seconds T (60)        time bound for one round's sampling\n"
+        "  --seed S (1)  --threads T (1)  --quiet  --strict (exit 3 when a check fails)\n"
+        "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n");
+}
+
+/* ---- options -------------------------------------------------------------------------------- */
+
+typedef struct diag_opts {
+    const char *model, *out, *data_theta, *data_x, *obs_file, *reference, *truth;
+    const char **obs;
+    size_t n_obs;
+    fixed_value *fix;
+    size_t n_fix;
+    engine_config ecfg;
+    engine_sim_options sims;
+    int live;
+    uint64_t n, L, ppc_n, seed;
+    double alpha, max_seconds, c2st_max;
+    int bins, threads, quiet, strict, method, oversample;
+} diag_opts;
+
+enum {
+    D_MODEL = 3000, D_SIM_CMD, D_CONNECT, D_DATA, D_SAMPLES, D_OBS, D_OBS_FILE, D_PPC_N, D_FIX, D_REFERENCE,
+    D_ALPHA, D_BINS, D_METHOD, D_OVERSAMPLE, D_MAX_SECONDS, D_SEED, D_THREADS, D_QUIET, D_STRICT, D_TIMEOUT,
+    D_START_TIMEOUT, D_MAX_FAILURES, D_TRUTH, D_C2ST_MAX
+};
+
+static int parse_number(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Comma-separated finite numbers into a malloc'd array. */
+static double *parse_values(const char *s, size_t *n)
+{
+    double *v = NULL;
+    *n = 0;
+    while (*s) {
+        char *end;
+        double x = strtod(s, &end);
+        if (end == s || !isfinite(x)) goto fail;
+        double *nv = realloc(v, (*n + 1) * sizeof *nv);
+        if (!nv) goto fail;
+        v = nv;
+        v[(*n)++] = x;
+        s = end;
+        while (*s == ' ') s++;
+        if (*s == ',') s++;
+        else if (*s) goto fail;
+    }
+    if (*n) return v;
+fail:
+    free(v);
+    *n = 0;
+    return NULL;
+}
+
+static int add_fix(diag_opts *o, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    size_t n;
+    double *v = eq && eq != arg ? parse_values(eq + 1, &n) : NULL;
+    fixed_value *nf = v ? realloc(o->fix, (o->n_fix + 1) * sizeof *nf) : NULL;
+    char *name = nf ? strndup(arg, (size_t)(eq - arg)) : NULL;
+    if (!name) {
+        free(v);
+        if (nf) o->fix = nf;
+        return usage_error("bad --fix: expected NAME=V[,V...] with finite numbers", arg);
+    }
+    o->fix = nf;
+    o->fix[o->n_fix++] = (fixed_value){name, v, n, FIXED_SET};
+    return 0;
+}
+
+static int parse_diagnose(diag_opts *o, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, D_MODEL}, {"sim-cmd", required_argument, 0, D_SIM_CMD},
+        {"connect", required_argument, 0, D_CONNECT}, {"data", required_argument, 0, D_DATA},
+        {"samples", required_argument, 0, D_SAMPLES}, {"obs", required_argument, 0, D_OBS},
+        {"obs-file", required_argument, 0, D_OBS_FILE}, {"ppc-n", required_argument, 0, D_PPC_N},
+        {"fix", required_argument, 0, D_FIX}, {"reference", required_argument, 0, D_REFERENCE},
+        {"truth", required_argument, 0, D_TRUTH}, {"c2st-max", required_argument, 0, D_C2ST_MAX},
+        {"alpha", required_argument, 0, D_ALPHA}, {"bins", required_argument, 0, D_BINS},
+        {"method", required_argument, 0, D_METHOD}, {"oversample", required_argument, 0, D_OVERSAMPLE},
+        {"max-seconds", required_argument, 0, D_MAX_SECONDS}, {"seed", required_argument, 0, D_SEED},
+        {"threads", required_argument, 0, D_THREADS}, {"quiet", no_argument, 0, D_QUIET},
+        {"strict", no_argument, 0, D_STRICT}, {"timeout-ms", required_argument, 0, D_TIMEOUT},
+        {"start-timeout-ms", required_argument, 0, D_START_TIMEOUT},
+        {"max-failures", required_argument, 0, D_MAX_FAILURES}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    int ch, idx = 0;
+    uint64_t v;
+    optind = 1;
+    opterr = 1;
+    while ((ch = getopt_long(argc, argv, "j:n:o:L:h", opts, &idx)) != -1) {
+        switch (ch) {
+        case D_MODEL: o->model = optarg; break;
+        case D_SIM_CMD:
+        case D_CONNECT:
+        case 'j': {
+            char why[80];
+            if (engine_sim_option(&o->sims, ch == 'j' ? "j" : opts[idx].name, optarg, why, sizeof why) < 0)
+                return usage_error(why, optarg);
+            break;
+        }
+        case 'n':
+            if (args_u64_range(optarg, 2, (uint64_t)1 << 32, &o->n) < 0)
+                return usage_error("-n wants a number of rounds from 2", optarg);
+            break;
+        case 'o': o->out = optarg; break;
+        case 'L':
+        case D_SAMPLES:
+            if (args_u64_range(optarg, 1, 1 << 24, &o->L) < 0) return usage_error("-L wants a positive number", optarg);
+            break;
+        case D_DATA:
+            o->data_theta = optarg;
+            if (optind >= argc || argv[optind][0] == '-')
+                return usage_error("--data wants two files: --data THETA.npy X.npy", NULL);
+            o->data_x = argv[optind++];
+            break;
+        case D_OBS:
+            if (args_push(&o->obs, &o->n_obs, optarg) < 0) return 2;
+            break;
+        case D_OBS_FILE: o->obs_file = optarg; break;
+        case D_PPC_N:
+            if (args_u64_range(optarg, 2, (uint64_t)1 << 28, &o->ppc_n) < 0)
+                return usage_error("--ppc-n wants a number from 2", optarg);
+            break;
+        case D_FIX:
+            if (add_fix(o, optarg)) return 2;
+            break;
+        case D_REFERENCE: o->reference = optarg; break;
+        case D_TRUTH: o->truth = optarg; break;
+        case D_C2ST_MAX:
+            if (parse_number(optarg, &o->c2st_max) < 0 || !(o->c2st_max >= 0.5 && o->c2st_max <= 1))
+                return usage_error("--c2st-max wants an accuracy in [0.5, 1]", optarg);
+            break;
+        case D_ALPHA:
+            if (parse_number(optarg, &o->alpha) < 0 || !(o->alpha > 0 && o->alpha < 1))
+                return usage_error("--alpha wants a number in (0, 1)", optarg);
+            break;
+        case D_BINS:
+            if (args_u64_range(optarg, 2, 10000, &v) < 0) return usage_error("--bins wants a number from 2", optarg);
+            o->bins = (int)v;
+            break;
+        case D_METHOD:
+            if ((o->method = nre_sample_method_from_name(optarg)) < 0)
+                return usage_error("--method is sir, slice or mh (NRE models)", optarg);
+            break;
+        case D_OVERSAMPLE:
+            if (args_u64_range(optarg, 1, 1 << 20, &v) < 0) return usage_error("--oversample wants a positive number", optarg);
+            o->oversample = (int)v;
+            break;
+        case D_MAX_SECONDS:
+            if (parse_number(optarg, &o->max_seconds) < 0 || !(o->max_seconds > 0))
+                return usage_error("--max-seconds wants a positive number", optarg);
+            break;
+        case D_SEED:
+            if (args_u64(optarg, &o->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
+            break;
+        case D_THREADS:
+            if (args_u64_range(optarg, 1, 1024, &v) < 0) return usage_error("--threads wants a number from 1", optarg);
+            o->threads = (int)v;
+            break;
+        case D_QUIET: o->quiet = 1; break;
+        case D_STRICT: o->strict = 1; break;
+        case D_TIMEOUT:
+        case D_START_TIMEOUT:
+        case D_MAX_FAILURES: {
+            char why[80];
+            if (engine_config_option(&o->ecfg, opts[idx].name, optarg, why, sizeof why) < 0)
+                return usage_error(why, optarg);
+            break;
+        }
+        case 'h': diagnose_usage(stdout); exit(0);
+        default: diagnose_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) return usage_error("unexpected argument", argv[optind]);
+    if (!o->model) return usage_error("diagnose needs --model MODEL.ppxm (see ppxd diagnose --help)", NULL);
+    if (!o->out) return usage_error("diagnose needs -o DIR (the output directory)", NULL);
+    char why[160];
+    o->live = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
+    int have_obs = o->n_obs || o->obs_file;
+    if (o->n_obs && o->obs_file) return usage_error("give --obs or --obs-file, not both", NULL);
+    if (o->data_theta && o->live && !have_obs)
+        return usage_error("with --data, simulators are only used for the predictive check: give --obs too", NULL);
+    if (!o->data_theta && !o->live && !have_obs)
+        return usage_error("nothing to check: give simulators (" ENGINE_SIM_OPTIONS_SHORT
+                           ") and -n, or --data THETA.npy X.npy, or --obs with --reference", NULL);
+    if (o->live && !o->data_theta && !o->n && !have_obs)
+        return usage_error("live test pairs need -n ROUNDS (e.g. -n 1000)", NULL);
+    if (o->ppc_n && !(have_obs && o->live)) return usage_error("--ppc-n needs --obs and simulators", NULL);
+    if (o->n_fix && !(have_obs && o->live)) return usage_error("--fix is for the predictive simulations (--obs, simulators)", NULL);
+    if (o->reference && !have_obs) return usage_error("--reference needs the observation it is the posterior of (--obs)", NULL);
+    if (o->truth && !have_obs) return usage_error("--truth is the theta behind the observation: give --obs too", NULL);
+    if (!o->L) o->L = 1000;
+    if (!o->ppc_n) o->ppc_n = 1000;
+    o->ecfg.progress = !o->quiet;
+    o->ecfg.seed = o->seed ^ DIAG_SEED_MIX;
+    return 0;
+}
+
+/* ---- the model --------------------------------------------------------------------------------- */
+
+typedef struct model_handle {
+    model_file *m;
+    npe_posterior *np;
+    nre_posterior *rp;
+    nre_sample_config sc;
+    double max_seconds;
+    size_t failed_rounds;
+} model_handle;
+
+/* n samples for x into out [n, D].  0 or -1 (reason in err). */
+static int model_sample(model_handle *h, const double *x, size_t n, rng *r, double *out, char *err, size_t err_len)
+{
+    if (h->np) {
+        npe_sample_report rep;
+        return npe_sample(h->np, x, n, r, h->max_seconds, out, &rep, err, err_len);
+    }
+    nre_sample_report rep;
+    return nre_sample(h->rp, x, n, r, &h->sc, out, &rep, err, err_len);
+}
+
+/* Unnormalised log density for one x (constants do not matter to ranks). */
+static int model_log_prob(model_handle *h, const double *theta, size_t n, const double *x, double *out, char *err,
+                          size_t err_len)
+{
+    if (h->np) return npe_log_prob(h->np, theta, n, x, 1, out, err, err_len);
+    return nre_log_prob(h->rp, theta, n, x, 1, out, err, err_len);
+}
+
+/* ---- simulating -------------------------------------------------------------------------------- */
+
+/* The trace names behind the model's column names: "theta[2]" is element 2 of
+ * "theta", "x_0" is all of "x_0".  Consecutive columns of one name form one
+ * entry, in order. */
+typedef struct name_map {
+    char **names;   /* distinct trace names */
+    size_t *first;  /* first column of each */
+    size_t *width;
+    size_t n;
+} name_map;
+
+static void name_map_free(name_map *nm)
+{
+    for (size_t i = 0; i < nm->n; i++) free(nm->names[i]);
+    free(nm->names);
+    free(nm->first);
+    free(nm->width);
+    memset(nm, 0, sizeof *nm);
+}
+
+static int name_map_build(name_map *nm, char *const *cols, size_t n_cols)
+{
+    memset(nm, 0, sizeof *nm);
+    nm->names = calloc(n_cols, sizeof *nm->names);
+    nm->first = calloc(n_cols, sizeof *nm->first);
+    nm->width = calloc(n_cols, sizeof *nm->width);
+    if (!nm->names || !nm->first || !nm->width) return -1;
+    for (size_t j = 0; j < n_cols; j++) {
+        const char *c = cols[j], *br = strrchr(c, '[');
+        size_t len = strlen(c), base = len;
+        long elem = -1;
+        if (br && br != c && len > 0 && c[len - 1] == ']') {
+            char *end;
+            elem = strtol(br + 1, &end, 10);
+            if (end == c + len - 1 && elem >= 0) base = (size_t)(br - c);
+            else elem = -1;
+        }
+        if (elem > 0 && nm->n && strlen(nm->names[nm->n - 1]) == base &&
+            strncmp(nm->names[nm->n - 1], c, base) == 0 && (long)nm->width[nm->n - 1] == elem) {
+            nm->width[nm->n - 1]++;
+            continue;
+        }
+        if (!(nm->names[nm->n] = strndup(c, elem == 0 ? base : len))) return -1;
+        nm->first[nm->n] = j;
+        nm->width[nm->n] = 1;
+        nm->n++;
+    }
+    return 0;
+}
+
+/* A policy setting the theta Samples of trace i to row i of a table (the
+ * posterior samples), like the fixed policy's FIXED_SET; everything else goes
+ * to the inner policy. */
+typedef struct rows_policy {
+    policy base;
+    policy *inner;
+    const name_map *theta;
+    const double *rows; /* [n_rows, D] */
+    size_t n_rows, D;
+    uint64_t *slot_trace; /* [n_slots] the trace each slot runs */
+} rows_policy;
+
+static void rows_begin(policy *p, size_t slot, uint64_t idx)
+{
+    rows_policy *r = (rows_policy *)p;
+    r->slot_trace[slot] = idx;
+    policy_begin(r->inner, slot, idx);
+}
+
+static void rows_end(policy *p, size_t slot)
+{
+    rows_policy *r = (rows_policy *)p;
+    policy_end(r->inner, slot);
+}
+
+static void rows_answer(policy *p, policy_request *reqs, size_t n)
+{
+    rows_policy *r = (rows_policy *)p;
+    for (size_t i = 0; i < n; i++) {
+        policy_request *q = &reqs[i];
+        size_t k = r->theta->n;
+        if (q->name && *q->name)
+            for (k = 0; k < r->theta->n; k++)
+                if (strcmp(r->theta->names[k], q->name) == 0) break;
+        if (k == r->theta->n) {
+            policy_answer(r->inner, q, 1);
+            continue;
+        }
+        uint64_t t = r->slot_trace[q->slot];
+        if (t >= r->n_rows || q->d->n != r->theta->width[k]) {
+            q->flag = POLICY_INVALID;
+            snprintf(q->reason, sizeof q->reason, "theta '%s' has %zu values in the model, the draw has %zu",
+                     q->name, r->theta->width[k], q->d->n);
+            continue;
+        }
+        memcpy(q->value, r->rows + t * r->D + r->theta->first[k], q->d->n * sizeof *q->value);
+        q->log_q = dist_log_prob(q->d, q->value);
+        q->observed = 0;
+        q->replayed = 0;
+        q->flag = POLICY_ANSWERED;
+    }
+}
+
+static void rows_destroy(policy *p)
+{
+    rows_policy *r = (rows_policy *)p;
+    policy_destroy(&r->inner);
+    free(r->slot_trace);
+    free(r);
+}
+
+static const policy_ops rows_ops = {rows_begin, rows_answer, rows_end, rows_destroy};
+
+static policy *rows_policy_new(policy *inner, const name_map *theta, const double *rows, size_t n_rows, size_t D)
+{
+    if (!inner) return NULL;
+    rows_policy *r = calloc(1, sizeof *r);
+    if (r) r->slot_trace = calloc(inner->n_slots ? inner->n_slots : 1, sizeof *r->slot_trace);
+    if (!r || !r->slot_trace) {
+        free(r);
+        policy_destroy(&inner);
+        return NULL;
+    }
+    r->base.ops = &rows_ops;
+    r->base.n_slots = inner->n_slots;
+    r->base.seed = inner->seed;
+    r->inner = inner;
+    r->theta = theta;
+    r->rows = rows;
+    r->n_rows = n_rows;
+    r->D = D;
+    return &r->base;
+}
+
+/* Collecting named values of committed traces (in index order) into tables. */
+typedef struct collect_ctx {
+    export_table *th, *xt; /* th may be NULL */
+    size_t want_theta, want_x; /* columns expected */
+    int reported;
+} collect_ctx;
+
+static int collect_commit(void *vctx, uint64_t index, const trace *t)
+{
+    collect_ctx *c = vctx;
+    char err[512];
+    if ((c->th && export_table_add(c->th, t, err, sizeof err) < 0) || export_table_add(c->xt, t, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxd: simulation %llu: %s\n", (unsigned long long)index, err);
+        return -1;
+    }
+    if (!c->reported) {
+        c->reported = 1;
+        size_t a = c->th ? export_table_cols(c->th) : c->want_theta, b = export_table_cols(c->xt);
+        if (a != c->want_theta || b != c->want_x) {
+            fprintf(stderr, "ppxd: the simulator's named values give %zu theta and %zu x columns, the model has %zu "
+                    "and %zu\n", a, b, c->want_theta, c->want_x);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* n traces under policy p; the named values into th (may be NULL) and xt. */
+static int simulate(engine *e, policy *p, uint64_t n, collect_ctx *c)
+{
+    ordered_job job;
+    if (ordered_job_init(&job, n, 4 * engine_slots(e) + 64, collect_commit, c) < 0) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        return -1;
+    }
+    int er = engine_run(e, p, &ordered_job_ops, &job);
+    int rc = er == 0 && !job.failed ? 0 : -1;
+    ordered_job_free(&job);
+    return rc;
+}
+
+static export_table *table_for(const name_map *nm)
+{
+    return export_table_new((const char *const *)nm->names, nm->n);
+}
+
+/* ---- output helpers ---------------------------------------------------------------------------- */
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.10g", v);
+    else fputs("null", f);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void json_coverage(FILE *f, const char *key, const diag_coverage *c)
+{
+    fprintf(f, "  \"%s\": {\"verdict\": \"%s\"", key, diag_verdict_name(c->verdict));
+    if (c->verdict != DIAG_SKIPPED) {
+        fprintf(f, ", \"n\": %zu, \"ks\": ", c->n);
+        json_num(f, c->ks_stat);
+        fputs(", \"ks_p\": ", f);
+        json_num(f, c->ks_p);
+        fputs(", \"max_shortfall\": ", f);
+        json_num(f, c->max_shortfall);
+        fputs(", \"max_excess\": ", f);
+        json_num(f, c->max_excess);
+        fputs(", \"mean_gap\": ", f);
+        json_num(f, c->mean_gap);
+        const char *arr[3] = {"levels", "coverage", "std_error"};
+        const double *vals[3] = {c->levels, c->coverage, c->std_error};
+        for (int a = 0; a < 3; a++) {
+            fprintf(f, ",\n    \"%s\": [", arr[a]);
+            for (int i = 0; i < c->n_levels; i++) {
+                if (i) fputs(", ", f);
+                json_num(f, vals[a][i]);
+            }
+            fputc(']', f);
+        }
+    }
+    fputs("},\n", f);
+}
+
+static char *path_in(const char *dir, const char *file)
+{
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, file);
+    return p;
+}
+
+static int write_npy_in(const char *dir, const char *file, const double *v, size_t rows, size_t cols)
+{
+    char *p = path_in(dir, file), err[400];
+    int rc = p ? npy_write(p, v, rows, cols, err, sizeof err) : -1;
+    if (rc < 0) fprintf(stderr, "ppxd: %s\n", p ? err : "out of memory");
+    free(p);
+    return rc;
+}
+
+/* The coverage at the level nearest c ("-" when no level is within 1e-9). */
+static double coverage_at(const diag_coverage *cv, double c)
+{
+    for (int i = 0; i < cv->n_levels; i++)
+        if (fabs(cv->levels[i] - c) < 1e-9) return cv->coverage[i];
+    return NAN;
+}
+
+/* ---- the checks -------------------------------------------------------------------------------- */
+
+typedef struct ppc_result {
+    int done;
+    size_t M;
+    diag_ppc_dim *dims;
+    diag_verdict verdict;
+    int underpowered; /* 2 / (M + 2) >= alpha / C: the test cannot fail */
+} ppc_result;
+
+typedef struct c2st_result {
+    int done;
+    size_t n_ref, n_model;
+    double accuracy, threshold;
+    diag_verdict verdict;
+} c2st_result;
+
+typedef struct run_info {
+    const char *source;
+    size_t rounds;
+    double seconds, cpu; /* wall and process CPU time of the rounds */
+} run_info;
+
+static void print_summary(FILE *f, const diag_opts *o, const model_file *m, const run_info *ri, const diag_report *rep,
+                          const model_handle *h, const ppc_result *ppc, const c2st_result *cs, int *n_fail)
+{
+    int fails = 0;
+    fprintf(f, "ppxd diagnose: %s (%s, theta %d, x %d)\n", o->model, model_kind_name(m->kind), m->dim, m->context);
+    if (rep) {
+        fprintf(f, "%zu rounds x %zu posterior samples (%s) in %.1f s, %.1f s CPU (%.1f ms CPU per round)\n",
+                ri->rounds, (size_t)o->L, ri->source, ri->seconds, ri->cpu,
+                1e3 * ri->cpu / (double)(ri->rounds ? ri->rounds : 1));
+        if (h->failed_rounds)
+            fprintf(f, "  %zu rounds failed to sample and were left out (time bound: prior-support acceptance ~0)\n",
+                    h->failed_rounds);
+    }
+    fprintf(f, "%-20s %-14s %s\n", "check", "verdict", "detail");
+    if (rep) {
+        for (int j = 0; j < m->dim; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "SBC %s", m->theta_names[j]);
+            const diag_sbc_dim *s = &rep->sbc[j];
+            int bad = s->chi2_p < rep->alpha / (2.0 * m->dim) || s->ks_p < rep->alpha / (2.0 * m->dim);
+            fails += bad;
+            fprintf(f, "%-20.20s %-14s chi2 p %.3g, KS p %.3g, mean rank %.1f (uniform: %.1f)\n", name,
+                    bad ? "fail" : "pass", s->chi2_p, s->ks_p, s->mean_rank, 0.5 * (double)rep->L);
+        }
+        const diag_coverage *cv[2] = {&rep->hpd, &rep->tarp};
+        const char *lab[2] = {"coverage (HPD)", "TARP"};
+        for (int k = 0; k < 2; k++) {
+            if (cv[k]->verdict == DIAG_SKIPPED) {
+                fprintf(f, "%-20s %-14s no densities\n", lab[k], "skipped");
+                continue;
+            }
+            fails += cv[k]->verdict != DIAG_PASS;
+            fprintf(f, "%-20s %-14s at 50/90/95%%: %.3f %.3f %.3f (+-%.3f); shortfall %.3f, excess %.3f, KS p %.3g\n",
+                    lab[k], diag_verdict_name(cv[k]->verdict), coverage_at(cv[k], 0.5), coverage_at(cv[k], 0.9),
+                    coverage_at(cv[k], 0.95), cv[k]->std_error[9], cv[k]->max_shortfall, cv[k]->max_excess,
+                    cv[k]->ks_p);
+        }
+    }
+    if (ppc && ppc->done) {
+        for (int j = 0; j < m->context; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "PPC %s", m->x_names[j]);
+            const diag_ppc_dim *d = &ppc->dims[j];
+            int bad = d->p < o->alpha / (double)m->context;
+            fails += bad;
+            fprintf(f, "%-20.20s %-14s x_o %.4g, predictive %.4g +- %.3g (z %.2f, p %.3g)\n", name,
+                    bad ? "fail" : "pass", d->x_o, d->mean, d->sd, d->z, d->p);
+        }
+        if (ppc->underpowered)
+            fprintf(f, "  (with %zu predictive simulations no p-value can fall below alpha/C: use --ppc-n)\n", ppc->M);
+    }
+    if (cs && cs->done) {
+        fails += cs->verdict != DIAG_PASS;
+        fprintf(f, "%-20s %-14s accuracy %.3f (0.5 = indistinguishable; pass <= %.3f%s), %zu vs %zu samples\n", "C2ST",
+                cs->verdict == DIAG_PASS ? "pass" : "fail", cs->accuracy, cs->threshold,
+                o->c2st_max > 0 ? ", --c2st-max" : ", 4 standard errors", cs->n_model, cs->n_ref);
+    }
+    fprintf(f, "overall: %s\n", fails ? "FAIL" : "pass");
+    if (fails) fprintf(f, "  %d check%s failed\n", fails, fails == 1 ? "" : "s");
+    *n_fail = fails;
+}
+
+static int write_report(const diag_opts *o, const model_file *m, const run_info *ri, const diag_report *rep,
+                        const model_handle *h, const ppc_result *ppc, const c2st_result *cs)
+{
+    char *p = path_in(o->out, "report.json");
+    FILE *f = p ? fopen(p, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "ppxd: cannot write %s: %s\n", p ? p : "report.json", strerror(errno));
+        free(p);
+        return -1;
+    }
+    fputs("{\n  \"format\": \"ppxd-diagnose/1\",\n  \"model\": {\"path\": ", f);
+    json_str(f, o->model);
+    fprintf(f, ", \"kind\": \"%s\", \"dim\": %d, \"context\": %d, \"theta_names\": [", model_kind_name(m->kind), m->dim,
+            m->context);
+    for (int j = 0; j < m->dim; j++) {
+        if (j) fputs(", ", f);
+        json_str(f, m->theta_names[j]);
+    }
+    fputs("], \"x_names\": [", f);
+    for (int j = 0; j < m->context; j++) {
+        if (j) fputs(", ", f);
+        json_str(f, m->x_names[j]);
+    }
+    fprintf(f, "]},\n  \"alpha\": %g,\n  \"seed\": %llu,\n", o->alpha, (unsigned long long)o->seed);
+    if (rep) {
+        fprintf(f, "  \"test\": {\"source\": \"%s\", \"rounds\": %zu, \"failed_rounds\": %zu, \"posterior_samples\": %zu, "
+                "\"seconds\": %.3f, \"cpu_seconds\": %.3f},\n", ri->source, rep->n_rounds, h->failed_rounds, rep->L,
+                ri->seconds, ri->cpu);
+        fprintf(f, "  \"sbc\": {\"verdict\": \"%s\", \"bins\": %d, \"L\": %zu, \"dims\": [\n",
+                diag_verdict_name(rep->sbc_verdict), rep->bins, rep->L);
+        for (int j = 0; j < m->dim; j++) {
+            const diag_sbc_dim *s = &rep->sbc[j];
+            fputs("    {\"name\": ", f);
+            json_str(f, m->theta_names[j]);
+            fputs(", \"chi2\": ", f);
+            json_num(f, s->chi2);
+            fputs(", \"chi2_p\": ", f);
+            json_num(f, s->chi2_p);
+            fputs(", \"ks\": ", f);
+            json_num(f, s->ks_stat);
+            fputs(", \"ks_p\": ", f);
+            json_num(f, s->ks_p);
+            fputs(", \"mean_rank\": ", f);
+            json_num(f, s->mean_rank);
+            fputs(", \"counts\": [", f);
+            for (int b = 0; b < rep->bins; b++) fprintf(f, "%s%zu", b ? ", " : "", rep->sbc_counts[(size_t)j * rep->bins + b]);
+            fprintf(f, "]}%s\n", j + 1 < m->dim ? "," : "");
+        }
+        fputs("  ]},\n", f);
+        json_coverage(f, "coverage", &rep->hpd);
+        json_coverage(f, "tarp", &rep->tarp);
+    } else {
+        fputs("  \"test\": null,\n  \"sbc\": null,\n  \"coverage\": null,\n  \"tarp\": null,\n", f);
+    }
+    if (ppc && ppc->done) {
+        fprintf(f, "  \"ppc\": {\"verdict\": \"%s\", \"simulations\": %zu, \"dims\": [\n", diag_verdict_name(ppc->verdict),
+                ppc->M);
+        for (int j = 0; j < m->context; j++) {
+            const diag_ppc_dim *d = &ppc->dims[j];
+            fputs("    {\"name\": ", f);
+            json_str(f, m->x_names[j]);
+            const char *k[] = {"x_o", "mean", "sd", "z", "p", "q05", "q50", "q95"};
+            double v[] = {d->x_o, d->mean, d->sd, d->z, d->p, d->q05, d->q50, d->q95};
+            for (int i = 0; i < 8; i++) {
+                fprintf(f, ", \"%s\": ", k[i]);
+                json_num(f, v[i]);
+            }
+            fprintf(f, "}%s\n", j + 1 < m->context ? "," : "");
+        }
+        fputs("  ]},\n", f);
+    } else {
+        fputs("  \"ppc\": null,\n", f);
+    }
+    if (cs && cs->done) {
+        fprintf(f, "  \"c2st\": {\"verdict\": \"%s\", \"accuracy\": ", diag_verdict_name(cs->verdict));
+        json_num(f, cs->accuracy);
+        fputs(", \"threshold\": ", f);
+        json_num(f, cs->threshold);
+        fprintf(f, ", \"n_reference\": %zu, \"n_model\": %zu}\n", cs->n_ref, cs->n_model);
+    } else {
+        fputs("  \"c2st\": null\n", f);
+    }
+    fputs("}\n", f);
+    int rc = fclose(f) == 0 ? 0 : -1;
+    if (rc < 0) fprintf(stderr, "ppxd: writing %s failed\n", p);
+    free(p);
+    return rc;
+}
+
+static int write_arrays(const diag_opts *o, const diag_calib *c, const diag_report *rep)
+{
+    size_t n = c->n, D = (size_t)c->dim;
+    double *r = malloc((n ? n : 1) * D * sizeof *r);
+    if (!r) return -1;
+    for (size_t i = 0; i < n * D; i++) r[i] = c->ranks[i];
+    int rc = write_npy_in(o->out, "ranks.npy", r, n, D);
+    free(r);
+    if (rc < 0 || write_npy_in(o->out, "tarp.npy", c->tarp, n, 1) < 0) return -1;
+    if (c->have_hpd && write_npy_in(o->out, "hpd.npy", c->hpd, n, 1) < 0) return -1;
+    char *p = path_in(o->out, "coverage.csv");
+    FILE *f = p ? fopen(p, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "ppxd: cannot write %s\n", p ? p : "coverage.csv");
+        free(p);
+        return -1;
+    }
+    fputs("level,hpd_coverage,tarp_coverage,std_error\n", f);
+    for (int i = 0; i < rep->tarp.n_levels; i++) {
+        fprintf(f, "%.4f,", rep->tarp.levels[i]);
+        if (rep->hpd.verdict != DIAG_SKIPPED) fprintf(f, "%.6f", rep->hpd.coverage[i]);
+        fprintf(f, ",%.6f,%.6f\n", rep->tarp.coverage[i], rep->tarp.std_error[i]);
+    }
+    rc = fclose(f) == 0 ? 0 : -1;
+    free(p);
+    return rc;
+}
+
+/* A table from .npy, or from .csv (comma-separated numbers; a first line
+ * that is not numbers is a header, as in sbibm's files).  0 or -1 with the
+ * reason in err. */
+static int read_matrix(const char *path, double **out, size_t *rows, size_t *cols, char *err, size_t err_len)
+{
+    size_t pl = strlen(path);
+    if (pl < 4 || strcmp(path + pl - 4, ".csv") != 0) return npy_read(path, out, rows, cols, err, err_len);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_len, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    char line[65536];
+    double *v = NULL;
+    size_t n = 0, cap = 0, width = 0, r = 0;
+    int lineno = 0, rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        size_t k;
+        double *vals = parse_values(line, &k);
+        if (!vals) {
+            if (lineno == 1) continue; /* the header */
+            snprintf(err, err_len, "line %d: not comma-separated numbers", lineno);
+            goto out;
+        }
+        if (width && k != width) {
+            free(vals);
+            snprintf(err, err_len, "line %d has %zu values, earlier lines %zu", lineno, k, width);
+            goto out;
+        }
+        width = k;
+        if (n + k > cap) {
+            size_t nc = cap ? 2 * cap : 1024;
+            while (nc < n + k) nc *= 2;
+            double *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                free(vals);
+                snprintf(err, err_len, "out of memory");
+                goto out;
+            }
+            v = nv;
+            cap = nc;
+        }
+        memcpy(v + n, vals, k * sizeof *vals);
+        n += k;
+        r++;
+        free(vals);
+    }
+    if (!r) {
+        snprintf(err, err_len, "no rows of numbers");
+        goto out;
+    }
+    *out = v;
+    v = NULL;
+    *rows = r;
+    *cols = width;
+    rc = 0;
+out:
+    free(v);
+    fclose(f);
+    return rc;
+}
+
+/* The observation x_o [C] from --obs (V,V,... or NAME=V,...) or --obs-file. */
+static double *read_obs(const diag_opts *o, const model_file *m)
+{
+    size_t C = (size_t)m->context;
+    char err[400];
+    if (o->obs_file) {
+        double *v;
+        size_t rows, cols;
+        if (read_matrix(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: %s: %s\n", o->obs_file, err);
+            return NULL;
+        }
+        if (rows * cols != C) {
+            fprintf(stderr, "ppxd: %s holds %zu values; the model's x has %zu (one observation)\n", o->obs_file,
+                    rows * cols, C);
+            free(v);
+            return NULL;
+        }
+        return v;
+    }
+    double *x = malloc(C * sizeof *x);
+    unsigned char *set = calloc(C, 1);
+    if (!x || !set) goto fail;
+    for (size_t a = 0; a < o->n_obs; a++) {
+        const char *arg = o->obs[a], *eq = strchr(arg, '=');
+        size_t nv;
+        double *v = parse_values(eq ? eq + 1 : arg, &nv);
+        if (!v) {
+            fprintf(stderr, "ppxd: bad --obs '%s': expected V,V,... or NAME=V,... with finite numbers\n", arg);
+            goto fail;
+        }
+        size_t first = 0, width = C;
+        if (eq) {
+            /* NAME matches one column, or the columns NAME[0].. */
+            size_t nl = (size_t)(eq - arg);
+            width = 0;
+            for (size_t j = 0; j < C; j++) {
+                const char *xn = m->x_names[j];
+                if ((strlen(xn) == nl || xn[nl] == '[') && strncmp(xn, arg, nl) == 0) {
+                    if (!width) first = j;
+                    width++;
+                }
+            }
+            if (!width) {
+                fprintf(stderr, "ppxd: the model has no x named '%.*s'\n", (int)nl, arg);
+                free(v);
+                goto fail;
+            }
+        }
+        if (nv != width) {
+            fprintf(stderr, "ppxd: --obs '%s' gives %zu value%s for %zu x column%s\n", arg, nv, nv == 1 ? "" : "s", width,
+                    width == 1 ? "" : "s");
+            free(v);
+            goto fail;
+        }
+        for (size_t j = 0; j < width; j++) {
+            x[first + j] = v[j];
+            set[first + j] = 1;
+        }
+        free(v);
+    }
+    for (size_t j = 0; j < C; j++)
+        if (!set[j]) {
+            fprintf(stderr, "ppxd: no --obs value for x column %s\n", m->x_names[j]);
+            goto fail;
+        }
+    free(set);
+    return x;
+fail:
+    free(x);
+    free(set);
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* SBC, coverage and TARP over the test pairs.  0 or -1. */
+static int run_calibration(const diag_opts *o, model_handle *h, const double *theta, const double *x, size_t n,
+                           diag_calib **out, double *seconds, double *cpu)
+{
+    const model_file *m = h->m;
+    size_t D = (size_t)m->dim, C = (size_t)m->context, L = (size_t)o->L;
+    /* TARP's box: the range of the test thetas. */
+    double *lo = malloc(D * sizeof *lo), *hi = malloc(D * sizeof *hi);
+    double *buf = malloc((L + 1) * D * sizeof *buf), *lq = malloc((L + 1) * sizeof *lq);
+    diag_calib *c = NULL;
+    int rc = -1;
+    if (!lo || !hi || !buf || !lq) goto out;
+    for (size_t j = 0; j < D; j++) {
+        lo[j] = INFINITY;
+        hi[j] = -INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            double v = theta[i * D + j];
+            if (v < lo[j]) lo[j] = v;
+            if (v > hi[j]) hi[j] = v;
+        }
+    }
+    if (!(c = diag_calib_new(m->dim, L, n, lo, hi, o->seed ^ DIAG_SEED_MIX))) goto out;
+    rng r;
+    rng_seed(&r, o->seed ^ DIAG_SEED_MIX, 0x726f756e64ull);
+    double t0 = now_s(), last = t0;
+    clock_t c0 = clock();
+    char err[600];
+    for (size_t i = 0; i < n; i++) {
+        if (g_stop) {
+            fprintf(stderr, "ppxd: interrupted after %zu rounds\n", i);
+            break;
+        }
+        const double *th = theta + i * D, *xi = x + i * C;
+        if (model_sample(h, xi, L, &r, buf, err, sizeof err) < 0) {
+            if (h->failed_rounds++ < 3) fprintf(stderr, "ppxd: round %zu: sampling failed: %s\n", i, err);
+            continue;
+        }
+        memcpy(buf + L * D, th, D * sizeof *buf);
+        if (model_log_prob(h, buf, L + 1, xi, lq, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: round %zu: %s\n", i, err);
+            goto out;
+        }
+        if (diag_calib_add(c, th, buf, &lq[L], lq) < 0) {
+            fprintf(stderr, "ppxd: round %zu: NaN in the samples or densities\n", i);
+            goto out;
+        }
+        double t = now_s();
+        if (!o->quiet && t - last >= 1.0) {
+            fprintf(stderr, "diagnose: %zu / %zu rounds, %.1f s, ~%.0f s to go\n", i + 1, n, t - t0,
+                    (t - t0) / (double)(i + 1) * (double)(n - i - 1));
+            last = t;
+        }
+    }
+    *seconds = now_s() - t0;
+    *cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    if (c->n < 2) {
+        fprintf(stderr, "ppxd: only %zu rounds succeeded: nothing to summarise\n", c->n);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc == 0) *out = c;
+    else diag_calib_destroy(&c);
+    free(lo);
+    free(hi);
+    free(buf);
+    free(lq);
+    return rc;
+}
+
+int ppxd_diagnose_main(int argc, char **argv)
+{
+    diag_opts o;
+    memset(&o, 0, sizeof o);
+    engine_config_defaults(&o.ecfg);
+    o.seed = 1;
+    o.alpha = 0.01;
+    o.max_seconds = 60;
+    o.method = -1;
+    int rc = parse_diagnose(&o, argc, argv);
+    model_handle h;
+    memset(&h, 0, sizeof h);
+    name_map theta_map, x_map;
+    memset(&theta_map, 0, sizeof theta_map);
+    memset(&x_map, 0, sizeof x_map);
+    double *theta = NULL, *x = NULL, *xo = NULL, *ppc_theta = NULL, *ref = NULL, *truth = NULL;
+    diag_calib *calib = NULL;
+    diag_report rep;
+    int have_rep = 0;
+    memset(&rep, 0, sizeof rep);
+    ppc_result ppc;
+    memset(&ppc, 0, sizeof ppc);
+    c2st_result cs;
+    memset(&cs, 0, sizeof cs);
+    engine *e = NULL;
+    if (rc) goto done;
+    rc = 1;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    nn_set_threads(o.threads ? o.threads : 1);
+    char err[600];
+    if (!(h.m = model_file_load(o.model, err, sizeof err))) {
+        fprintf(stderr, "ppxd: %s\n", err);
+        goto done;
+    }
+    model_file *m = h.m;
+    h.max_seconds = o.max_seconds;
+    h.sc = nre_sample_defaults();
+    if (o.method >= 0) h.sc.method = (nre_sample_method)o.method;
+    if (o.oversample) h.sc.oversample = o.oversample;
+    h.sc.max_seconds = o.max_seconds;
+    if (m->kind == MODEL_NRE) h.rp = nre_posterior_from_model(m, err, sizeof err);
+    else h.np = npe_posterior_from_model(m, err, sizeof err);
+    if (!h.np && !h.rp) {
+        fprintf(stderr, "ppxd: %s: %s\n", o.model, err);
+        goto done;
+    }
+    if (o.method >= 0 && h.np) {
+        rc = usage_error("--method is for NRE models (an NPE model samples its flow directly)", NULL);
+        goto done;
+    }
+    size_t D = (size_t)m->dim, C = (size_t)m->context, n = 0;
+    if ((o.n_obs || o.obs_file) && !(xo = read_obs(&o, m))) {
+        rc = 2;
+        goto done;
+    }
+    if (o.reference) {
+        size_t rr, rcols;
+        if (read_matrix(o.reference, &ref, &rr, &rcols, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: %s: %s\n", o.reference, err);
+            rc = 2;
+            goto done;
+        }
+        if (rcols != D || rr < 10) {
+            fprintf(stderr, "ppxd: %s: %zu x %zu values; want at least 10 rows of the model's %zu theta columns\n",
+                    o.reference, rr, rcols, D);
+            rc = 2;
+            goto done;
+        }
+        cs.n_ref = rr;
+    }
+    if (o.truth) {
+        size_t tr = 0, tc = 0;
+        const char *dot = strrchr(o.truth, '.');
+        int file = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".npy") == 0);
+        if (file ? read_matrix(o.truth, &truth, &tr, &tc, err, sizeof err) < 0 : !(truth = parse_values(o.truth, &tc))) {
+            fprintf(stderr, "ppxd: --truth %s: %s\n", o.truth, file ? err : "expected V,V,... or a .csv/.npy file");
+            rc = 2;
+            goto done;
+        }
+        if ((file ? tr * tc : tc) != D) {
+            fprintf(stderr, "ppxd: --truth gives %zu values; the model's theta has %zu\n", file ? tr * tc : tc, D);
+            rc = 2;
+            goto done;
+        }
+    }
+    if (mkdir(o.out, 0777) < 0 && errno != EEXIST) {
+        fprintf(stderr, "ppxd: cannot create %s: %s\n", o.out, strerror(errno));
+        goto done;
+    }
+    if (name_map_build(&theta_map, m->theta_names, D) < 0 || name_map_build(&x_map, m->x_names, C) < 0) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        goto done;
+    }
+    run_info ri = {NULL, 0, 0, 0};
+    /* ---- test pairs ---- */
+    if (o.data_theta) {
+        size_t n2, d1, d2;
+        if (npy_read(o.data_theta, &theta, &n, &d1, err, sizeof err) < 0 ||
+            npy_read(o.data_x, &x, &n2, &d2, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: %s\n", err);
+            rc = 2;
+            goto done;
+        }
+        if (n != n2 || d1 != D || d2 != C) {
+            fprintf(stderr, "ppxd: --data: theta is %zu x %zu and x %zu x %zu; the model wants rows of %zu and %zu "
+                    "columns, the same number of each\n", n, d1, n2, d2, D, C);
+            rc = 2;
+            goto done;
+        }
+        if (o.n && o.n < n) n = (size_t)o.n;
+        ri.source = "files";
+    }
+    if (o.live) {
+        if (!(e = engine_new(&o.ecfg))) goto done;
+        g_engine = e;
+    }
+    if (o.live && !o.data_theta && o.n) {
+        collect_ctx cc = {table_for(&theta_map), table_for(&x_map), D, C, 0};
+        policy *p = policy_prior_new(engine_slots(e), o.seed ^ DIAG_SEED_MIX);
+        if (!o.quiet) fprintf(stderr, "ppxd diagnose: simulating %llu test pairs from the prior\n",
+                                   (unsigned long long)o.n);
+        int sr = cc.th && cc.xt && p ? simulate(e, p, o.n, &cc) : -1;
+        policy_destroy(&p);
+        if (sr == 0) {
+            n = export_table_rows(cc.th);
+            theta = malloc(n * D * sizeof *theta);
+            x = malloc(n * C * sizeof *x);
+            if (theta && x) {
+                memcpy(theta, export_table_data(cc.th), n * D * sizeof *theta);
+                memcpy(x, export_table_data(cc.xt), n * C * sizeof *x);
+            } else {
+                sr = -1;
+            }
+        }
+        export_table_destroy(&cc.th);
+        export_table_destroy(&cc.xt);
+        if (sr < 0) {
+            fprintf(stderr, "ppxd: simulating the test pairs failed\n");
+            goto done;
+        }
+        ri.source = "live, fresh seeds";
+    }
+    if (theta) {
+        /* Rows with a non-finite value cannot be ranked: dropped, as training drops them. */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            int ok = 1;
+            for (size_t j = 0; j < D && ok; j++) ok = isfinite(theta[i * D + j]);
+            for (size_t j = 0; j < C && ok; j++) ok = isfinite(x[i * C + j]);
+            if (!ok) continue;
+            memmove(theta + k * D, theta + i * D, D * sizeof *theta);
+            memmove(x + k * C, x + i * C, C * sizeof *x);
+            k++;
+        }
+        if (k < n) fprintf(stderr, "ppxd: dropped %zu test pairs with a NaN or infinite value\n", n - k);
+        n = k;
+        /* SBC assumes theta* ~ the model's prior: say so when it cannot be. */
+        size_t outside = 0;
+        for (size_t i = 0; i < n; i++) outside += !prior_in_support(m->prior, theta + i * D);
+        if (outside) {
+            char pb[256];
+            prior_format(m->prior, pb, sizeof pb);
+            fprintf(stderr, "ppxd: warning: %zu of %zu test thetas lie outside the model's prior (%s): the test pairs "
+                    "do not come from the prior the model was trained with, and the checks assume they do\n", outside,
+                    n, pb);
+        }
+        if (n < 2) {
+            fprintf(stderr, "ppxd: fewer than 2 usable test pairs\n");
+            goto done;
+        }
+        if (write_npy_in(o.out, "test_theta.npy", theta, n, D) < 0 || write_npy_in(o.out, "test_x.npy", x, n, C) < 0)
+            goto done;
+        if (!o.quiet)
+            fprintf(stderr, "ppxd diagnose: %zu rounds of %llu posterior samples\n", n, (unsigned long long)o.L);
+        if (run_calibration(&o, &h, theta, x, n, &calib, &ri.seconds, &ri.cpu) < 0) goto done;
+        ri.rounds = calib->n;
+        if (diag_calib_report(calib, o.bins, NULL, 0, o.alpha, &rep) < 0) {
+            fprintf(stderr, "ppxd: out of memory\n");
+            goto done;
+        }
+        have_rep = 1;
+        if (write_arrays(&o, calib, &rep) < 0) goto done;
+    }
+    /* ---- the observation: predictive check and C2ST ---- */
+    if (xo) {
+        size_t M = (size_t)o.ppc_n;
+        if (cs.n_ref && cs.n_ref > M) M = cs.n_ref;
+        ppc_theta = malloc(M * D * sizeof *ppc_theta);
+        rng r;
+        rng_seed(&r, o.seed ^ DIAG_SEED_MIX, 0x707063ull);
+        if (!ppc_theta || model_sample(&h, xo, M, &r, ppc_theta, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxd: sampling the posterior at x_o: %s\n", ppc_theta ? err : "out of memory");
+            goto done;
+        }
+        if (write_npy_in(o.out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
+            (truth && write_npy_in(o.out, "truth.npy", truth, 1, D) < 0))
+            goto done;
+        if (o.live) {
+            size_t Mp = (size_t)o.ppc_n;
+            collect_ctx cc = {NULL, table_for(&x_map), D, C, 0};
+            policy *inner = policy_prior_new(engine_slots(e), (o.seed ^ DIAG_SEED_MIX) + 1);
+            if (inner && o.n_fix) inner = policy_fixed_new(inner, o.fix, o.n_fix);
+            policy *p = rows_policy_new(inner, &theta_map, ppc_theta, Mp, D);
+            if (!o.quiet) fprintf(stderr, "ppxd diagnose: %zu predictive simulations at posterior samples for x_o\n", Mp);
+            int sr = cc.xt && p ? simulate(e, p, Mp, &cc) : -1;
+            policy_destroy(&p);
+            if (sr == 0) {
+                size_t got = export_table_rows(cc.xt);
+                const double *xp = export_table_data(cc.xt);
+                ppc.dims = calloc(C, sizeof *ppc.dims);
+                if (!ppc.dims || diag_ppc(xo, xp, got, (int)C, o.alpha, ppc.dims, &ppc.verdict) < 0) sr = -1;
+                ppc.M = got;
+                ppc.underpowered = 2.0 / ((double)got + 2.0) >= o.alpha / (double)C;
+                if (sr == 0 && write_npy_in(o.out, "ppc_x.npy", xp, got, C) < 0) sr = -1;
+                double *xo_row = xo;
+                if (sr == 0 && write_npy_in(o.out, "x_o.npy", xo_row, 1, C) < 0) sr = -1;
+            }
+            export_table_destroy(&cc.xt);
+            if (sr < 0) {
+                fprintf(stderr, "ppxd: the posterior predictive check failed\n");
+                goto done;
+            }
+            ppc.done = 1;
+            char *pp = path_in(o.out, "ppc.csv");
+            FILE *f = pp ? fopen(pp, "w") : NULL;
+            if (f) {
+                fputs("name,x_o,mean,sd,z,p,q05,q50,q95\n", f);
+                for (size_t j = 0; j < C; j++) {
+                    const diag_ppc_dim *d = &ppc.dims[j];
+                    fprintf(f, "%s,%.10g,%.10g,%.10g,%.6g,%.6g,%.10g,%.10g,%.10g\n", m->x_names[j], d->x_o, d->mean,
+                            d->sd, d->z, d->p, d->q05, d->q50, d->q95);
+                }
+                fclose(f);
+            }
+            free(pp);
+        } else if (!o.quiet) {
+            fprintf(stderr, "ppxd diagnose: no simulators: posterior predictive check skipped\n");
+        }
+        if (cs.n_ref) {
+            if (!o.quiet) fprintf(stderr, "ppxd diagnose: C2ST of %zu reference vs %zu model samples\n", cs.n_ref, cs.n_ref);
+            if (c2st(ref, cs.n_ref, ppc_theta, cs.n_ref, D, NULL, &cs.accuracy, NULL) < 0) {
+                fprintf(stderr, "ppxd: C2ST failed\n");
+                goto done;
+            }
+            cs.n_model = cs.n_ref;
+            if (write_npy_in(o.out, "reference.npy", ref, cs.n_ref, D) < 0) goto done;
+            cs.threshold = o.c2st_max > 0 ? o.c2st_max : 0.5 + 4.0 * sqrt(0.25 / (double)(2 * cs.n_ref));
+            cs.verdict = cs.accuracy <= cs.threshold ? DIAG_PASS : DIAG_FAIL;
+            cs.done = 1;
+        }
+    }
+    /* ---- report ---- */
+    if (write_report(&o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs) < 0) goto done;
+    int fails = 0;
+    print_summary(stdout, &o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs, &fails);
+    fflush(stdout);
+    char *sp = path_in(o.out, "summary.txt");
+    FILE *sf = sp ? fopen(sp, "w") : NULL;
+    if (sf) {
+        int dummy;
+        print_summary(sf, &o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs, &dummy);
+        fclose(sf);
+    }
+    free(sp);
+    if (!o.quiet) fprintf(stderr, "ppxd diagnose: wrote %s/report.json (plots: python3 -m ppx.plot all %s)\n", o.out, o.out);
+    rc = o.strict && fails ? 3 : 0;
+done:
+    if (e && !o.quiet) engine_print_stats(e, stderr);
+    g_engine = NULL;
+    engine_destroy(&e);
+    diag_report_free(&rep);
+    diag_calib_destroy(&calib);
+    free(ppc.dims);
+    free(theta);
+    free(x);
+    free(xo);
+    free(ppc_theta);
+    free(ref);
+    free(truth);
+    name_map_free(&theta_map);
+    name_map_free(&x_map);
+    npe_posterior_destroy(&h.np);
+    nre_posterior_destroy(&h.rp);
+    model_file_destroy(&h.m);
+    for (size_t i = 0; i < o.n_fix; i++) {
+        free((char *)o.fix[i].name);
+        free((double *)o.fix[i].values);
+    }
+    free(o.fix);
+    free(o.obs);
+    engine_sim_options_free(&o.sims);
+    return rc;
+}

@@ -1,0 +1,280 @@
+/* Tests for `ppxd diagnose` (server/diagnose.c) end to end: usage errors,
+ * offline test pairs with the report's files, a biased test set failing
+ * with --strict, and the posterior predictive check through launched
+ * simulators (which must set theta per simulation).
+ *
+ * Models are small and trained in the test (a few seconds each).
+ * Tolerances are stated where used. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "export.h"
+#include "rng.h"
+#include "testkit.h"
+
+#define Z 4.0
+
+TestSuite(diagnose, .timeout = 240);
+
+/* Run a shell command, output into log; returns the exit code. */
+static int sh(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sh(const char *log, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd - 80, fmt, ap);
+    va_end(ap);
+    cr_assert(n > 0 && n < (int)sizeof cmd - 80);
+    snprintf(cmd + n, 80, " >'%s' 2>&1", log);
+    int st = system(cmd);
+    cr_assert(st != -1 && WIFEXITED(st), "did not exit normally: %s", cmd);
+    return WEXITSTATUS(st);
+}
+
+static char *text_of(const char *path)
+{
+    size_t n;
+    char *t = (char *)tk_slurp(path, &n);
+    cr_assert_not_null(t, "cannot read %s", path);
+    return t;
+}
+
+static void expect_in(const char *path, const char *want)
+{
+    char *t = text_of(path);
+    cr_expect(strstr(t, want) != NULL, "%s lacks '%s':\n%s", path, want, t);
+    free(t);
+}
+
+static void join(char *buf, size_t len, const char *dir, const char *file)
+{
+    snprintf(buf, len, "%s/%s", dir, file);
+}
+
+Test(diagnose, usage_errors_exit_2_before_anything_is_written)
+{
+    char *ppxd = tk_build_path("ppxd");
+    char dir[256], log[300], out[300];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-usage"), 0);
+    join(log, sizeof log, dir, "log");
+    join(out, sizeof out, dir, "out");
+    cr_expect_eq(sh(log, "%s diagnose", ppxd), 2);
+    expect_in(log, "--model");
+    cr_expect_eq(sh(log, "%s diagnose --model m.ppxm", ppxd), 2);
+    expect_in(log, "-o DIR");
+    cr_expect_eq(sh(log, "%s diagnose --model m.ppxm -o %s", ppxd, out), 2);
+    expect_in(log, "nothing to check");
+    cr_expect_eq(sh(log, "%s diagnose --model m.ppxm -o %s --data a.npy b.npy --ppc-n 50", ppxd, out), 2);
+    expect_in(log, "--ppc-n needs --obs and simulators");
+    cr_expect_eq(sh(log, "%s diagnose --model m.ppxm -o %s --data a.npy b.npy --alpha 2", ppxd, out), 2);
+    cr_expect_eq(sh(log, "%s diagnose --model m.ppxm -o %s --data a.npy", ppxd, out), 2);
+    expect_in(log, "two files");
+    /* A model that does not exist: a run-time failure, nothing written. */
+    cr_expect_eq(sh(log, "%s diagnose --model %s/none.ppxm -o %s --data a.npy b.npy", ppxd, dir, out), 1);
+    expect_in(log, "none.ppxm");
+    cr_expect_eq(sh(log, "%s diagnose --help", ppxd), 0);
+    expect_in(log, "TARP");
+    FILE *f = fopen(out, "r");
+    cr_expect_null(f, "the output directory was created by a failed run");
+    if (f) fclose(f);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+}
+
+/* theta ~ N(0, 1), x = theta + shift + N(0, 1): the exact posterior for
+ * shift 0 is N(x / 2, 1/2). */
+static void write_pairs(const char *tf, const char *xf, size_t n, double shift, uint64_t seed)
+{
+    double *t = malloc(n * sizeof *t), *x = malloc(n * sizeof *x);
+    rng r;
+    rng_seed(&r, seed, 0);
+    for (size_t i = 0; i < n; i++) {
+        t[i] = rng_normal(&r);
+        x[i] = t[i] + shift + rng_normal(&r);
+    }
+    char err[300];
+    cr_assert_eq(npy_write(tf, t, n, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(npy_write(xf, x, n, 1, err, sizeof err), 0, "%s", err);
+    free(t);
+    free(x);
+}
+
+Test(diagnose, offline_report_arrays_and_strict_failure)
+{
+    char *ppxd = tk_build_path("ppxd");
+    char dir[256], out[256], log[300], tf[300], xf[300], mf[300], p[400];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-offline"), 0);
+    cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-offline-out"), 0);
+    join(log, sizeof log, dir, "log");
+    join(tf, sizeof tf, dir, "t.npy");
+    join(xf, sizeof xf, dir, "x.npy");
+    join(mf, sizeof mf, dir, "m.ppxm");
+    write_pairs(tf, xf, 4000, 0.0, 1);
+    int rc = sh(log, "%s train npe --data %s %s --prior normal:0:1 --flow maf --max-epochs 40 -o %s --quiet", ppxd, tf,
+                xf, mf);
+    if (rc) cr_assert_fail("training failed (%d):\n%s", rc, text_of(log));
+    /* The training log: a header and one line per epoch. */
+    snprintf(p, sizeof p, "%s.log.csv", mf);
+    char *t = text_of(p);
+    cr_expect(strncmp(t, "epoch,train_loss,val_loss,seconds\n1,", 36) == 0, "%s", t);
+    int lines = 0;
+    for (char *c = t; *c; c++) lines += *c == '\n';
+    cr_expect_geq(lines, 21, "%d lines", lines); /* patience 20: at least 21 epochs */
+    free(t);
+
+    /* Fresh test pairs from the same model: the report and its arrays. */
+    write_pairs(tf, xf, 300, 0.0, 2);
+    rc = sh(log, "%s diagnose --model %s --data %s %s -L 200 -o %s --quiet", ppxd, mf, tf, xf, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "300 rounds x 200 posterior samples (files)");
+    expect_in(log, "SBC theta_0");
+    expect_in(log, "coverage (HPD)");
+    join(p, sizeof p, out, "report.json");
+    const char *keys[] = {"\"format\": \"ppxd-diagnose/1\"", "\"sbc\": {\"verdict\": ", "\"coverage\": {\"verdict\": ",
+                          "\"tarp\": {\"verdict\": ", "\"levels\": [0.05, 0.1,", "\"ppc\": null", "\"c2st\": null",
+                          "\"counts\": [", "\"rounds\": 300"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) expect_in(p, keys[k]);
+    double *v;
+    size_t rows, cols;
+    char err[300];
+    join(p, sizeof p, out, "ranks.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 300 && cols == 1);
+    for (size_t i = 0; i < rows; i++) cr_assert(v[i] >= 0 && v[i] <= 200 && v[i] == floor(v[i]), "rank %g", v[i]);
+    free(v);
+    join(p, sizeof p, out, "hpd.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(rows, 300);
+    for (size_t i = 0; i < rows; i++) cr_assert(v[i] >= 0 && v[i] <= 1);
+    free(v);
+    join(p, sizeof p, out, "coverage.csv");
+    expect_in(p, "level,hpd_coverage,tarp_coverage,std_error\n0.0500,");
+
+    /* An observation and reference samples from sbibm-style CSV files
+     * (header lines): the exact posterior N(x_o / 2, 1/2) for x_o = 1. */
+    char obs[300], ref[300], truth[300];
+    join(obs, sizeof obs, dir, "observation.csv");
+    join(ref, sizeof ref, dir, "reference.csv");
+    join(truth, sizeof truth, dir, "true_parameters.csv");
+    FILE *f = fopen(obs, "w");
+    fputs("data_1\n1.0\n", f);
+    fclose(f);
+    f = fopen(truth, "w");
+    fputs("parameter_1\n0.4\n", f);
+    fclose(f);
+    f = fopen(ref, "w");
+    fputs("parameter_1\n", f);
+    rng r;
+    rng_seed(&r, 9, 0);
+    for (int i = 0; i < 400; i++) fprintf(f, "%.9g\n", 0.5 + sqrt(0.5) * rng_normal(&r));
+    fclose(f);
+    rc = sh(log, "%s diagnose --model %s --obs-file %s --reference %s --truth %s --c2st-max 0.6 -o %s --quiet", ppxd, mf,
+            obs, ref, truth, out);
+    if (rc) cr_assert_fail("diagnose with a reference failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "C2ST");
+    expect_in(log, "400 vs 400 samples");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"c2st\": {\"verdict\": ");
+    expect_in(p, "\"threshold\": 0.6, \"n_reference\": 400, \"n_model\": 400}");
+    join(p, sizeof p, out, "reference.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 400 && cols == 1);
+    rng_seed(&r, 9, 0);
+    for (int i = 0; i < 400; i++) {
+        double want = 0.5 + sqrt(0.5) * rng_normal(&r);
+        cr_expect_float_eq(v[i], want, 1e-8 * (1 + fabs(want)), "row %d of the CSV: %g, wrote %g", i, v[i], want);
+    }
+    free(v);
+    join(p, sizeof p, out, "truth.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 1 && cols == 1 && v[0] == 0.4);
+    free(v);
+    /* A CSV with a ragged row is refused before anything runs. */
+    f = fopen(ref, "a");
+    fputs("1,2\n", f);
+    fclose(f);
+    cr_expect_eq(sh(log, "%s diagnose --model %s --obs-file %s --reference %s -o %s", ppxd, mf, obs, ref, out), 2);
+    expect_in(log, "has 2 values");
+
+    /* Test pairs from another simulator (x shifted by 2): the model's
+     * posterior mean is off by 1 = 1.4 posterior sd, SBC and coverage fail,
+     * --strict exits 3. */
+    write_pairs(tf, xf, 300, 2.0, 3);
+    rc = sh(log, "%s diagnose --model %s --data %s %s -L 200 -o %s --quiet --strict", ppxd, mf, tf, xf, out);
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, text_of(log));
+    expect_in(log, "overall: FAIL");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"fail\"");
+    expect_in(p, "\"coverage\": {\"verdict\": \"overconfident\"");
+    tk_tmpdir_remove(out);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+}
+
+/* clients/examples/gaussian: mu ~ N(1, sqrt 5), obs0, obs1 ~ N(mu, sqrt 2);
+ * for obs 8, 9 the posterior is N(7.25, 0.913), so the predictive of obs0
+ * has mean 7.25 and sd sqrt(0.833 + 2) = 1.68.  Simulating at the prior
+ * instead (theta not set) would give mean 1. */
+Test(diagnose, live_test_pairs_and_predictive_check_set_theta)
+{
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path("examples/gaussian");
+    char dir[256], out[256], log[300], mf[300], p[400];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-live"), 0);
+    cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-live-out"), 0);
+    join(log, sizeof log, dir, "log");
+    join(mf, sizeof mf, dir, "g.ppxm");
+    char prefix[300];
+    join(prefix, sizeof prefix, dir, "train");
+    int rc = sh(log, "%s train npe --sim-cmd '%s {endpoint}' -j 2 -n 4000 --theta mu --x obs0,obs1 --flow maf "
+                "--max-epochs 60 --save-data %s -o %s --quiet", ppxd, sim, prefix, mf);
+    if (rc) cr_assert_fail("training failed (%d):\n%s", rc, text_of(log));
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n 200 -L 100 --obs obs0=8 --obs obs1=9 "
+            "--ppc-n 400 -o %s --quiet", ppxd, mf, sim, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "200 rounds x 100 posterior samples (live, fresh seeds)");
+    expect_in(log, "PPC obs0");
+    double *v;
+    size_t rows, cols;
+    char err[300];
+    join(p, sizeof p, out, "ppc_x.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_assert(rows == 400 && cols == 2, "%zu x %zu", rows, cols);
+    double mean = 0;
+    for (size_t i = 0; i < rows; i++) mean += v[2 * i] / (double)rows;
+    /* Z standard errors of the mean plus 0.5 for the model's error (4000
+     * simulations, x_o in the prior's tail). */
+    cr_expect_leq(fabs(mean - 7.25), Z * 1.68 / sqrt(400.0) + 0.5, "predictive mean of obs0 %g", mean);
+    free(v);
+    join(p, sizeof p, out, "test_theta.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == 200 && cols == 1);
+    /* Fresh prior draws: mean 1, sd sqrt 5. */
+    mean = 0;
+    for (size_t i = 0; i < rows; i++) mean += v[i] / (double)rows;
+    cr_expect_leq(fabs(mean - 1.0), Z * sqrt(5.0 / 200.0), "test theta mean %g", mean);
+    /* ... and not the training simulations, although both ran with seed 1. */
+    double *tr;
+    size_t tr_rows, tr_cols;
+    join(p, sizeof p, dir, "train_theta.npy");
+    cr_assert_eq(npy_read(p, &tr, &tr_rows, &tr_cols, err, sizeof err), 0, "%s", err);
+    size_t same = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t k = 0; k < tr_rows; k++) same += v[i] == tr[k];
+    cr_expect_eq(same, 0, "%zu test thetas repeat training thetas", same);
+    free(tr);
+    free(v);
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"ppc\": {\"verdict\": \"pass\", \"simulations\": 400");
+    join(p, sizeof p, out, "ppc.csv");
+    expect_in(p, "name,x_o,mean,sd,z,p,q05,q50,q95\nobs0,8,");
+    tk_tmpdir_remove(out);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+    free(sim);
+}
