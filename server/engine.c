@@ -593,7 +593,7 @@ static void warn_unobserved(engine *e, const char *name, const char *address)
 }
 
 /* Observe: answered at once. */
-static int handle_observe(engine *e, session *s)
+static int handle_observe(engine *e, policy *p, session *s)
 {
     const ppx_msg *m = &s->msg;
     trace_entry te;
@@ -619,6 +619,12 @@ static int handle_observe(engine *e, session *s)
         te.value.len = o->n;
         te.value.shape = NULL;
         te.value.ndim = o->n == 1 ? 0 : 1;
+    } else if (has_dist && !s->poisoned && p && p->observe_value &&
+               (te.value.data = (double *)p->observe_value(p, s->id, s->t->n_entries, m->address, d.n))) {
+        te.value.len = d.n;
+        const int32_t *shape;
+        value_shape(&m->dist, &d, &shape, &te.value.ndim);
+        te.value.shape = (int32_t *)shape;
     } else if (has_dist && !s->poisoned) {
         warn_unobserved(e, m->name, m->address);
         drawn = nan_values(e, d.n);
@@ -783,7 +789,7 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
         if (rc > 0) rc = 0;
         break;
     case PPX_MSG_OBSERVE:
-        rc = handle_observe(e, s);
+        rc = handle_observe(e, p, s);
         break;
     case PPX_MSG_TAG:
         rc = handle_tag(e, s);

@@ -4,6 +4,7 @@
  *   ppxd infer     importance sampling (prior proposal) or LMH, posterior summaries
  *   ppxd export    named values of a trace file to .npy / .csv
  *   ppxd info      count and check the records of a trace file
+ *   ppxd mine      gold mining (server/mine.c); info/export also read its .ppxg files
  */
 #include <cblas.h>
 #include <errno.h>
@@ -28,6 +29,8 @@
 #include "serve.h"
 #include "train.h"
 #include "train_ic.h"
+#include "mine.h"
+#include "gold_cmd.h"
 #include "diagnose.h"
 
 /* The signal handler needs to reach the running engine. */
@@ -53,6 +56,12 @@ static void usage(FILE *f)
             "  ppxd train    ic (SIMULATORS | --data FILE.ppxt) -o M.ppxm [--max-seconds S]  (ppxd train ic --help)\n"
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
+            "  ppxd mine     SIMULATORS -n N --theta A,.. --x B,.. [--theta1 V,..] -o GOLD.ppxg  (ppxd mine --help)\n"
+            "  ppxd train    carl|rolr|rascal|cascal|alice|alices|sally --gold GOLD.ppxg -o M.ppxr\n"
+            "  ppxd evaluate --model M.ppxr --x-file X.npy --theta V,.. [--score]   log r^ / t^ of a gold model\n"
+            "  ppxd fisher   --gold GOLD.ppxg [--model SALLY.ppxr] [--events N]   expected Fisher information\n"
+            "  ppxd limits   --model M.ppxr --x-file EVENTS.npy --grid LO:HI:N...   summed log r^ over a theta grid\n"
+            "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd diagnose --model M.ppxm (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
             "\n"
@@ -318,9 +327,17 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "train") == 0 && argc > 2 && strcmp(argv[2], "ic") == 0)
         return ppxd_train_ic_main(argc - 2, argv + 2);
+    if (strcmp(argv[1], "train") == 0 && argc > 2 && gold_cmd_is_method(argv[2]))
+        return gold_cmd_train_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "evaluate") == 0) return gold_cmd_evaluate_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "fisher") == 0) return gold_cmd_fisher_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "limits") == 0) return gold_cmd_limits_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "train") == 0) return ppxd_train_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "posterior") == 0) return ppxd_posterior_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return serve_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "mine") == 0) return ppxd_mine_main(argc - 1, argv + 1);
+    if ((strcmp(argv[1], "info") == 0 || strcmp(argv[1], "export") == 0) && argc > 2 && gold_file_is(argv[2]))
+        return ppxd_gold_file_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "diagnose") == 0) return ppxd_diagnose_main(argc - 1, argv + 1);
     cli c;
     memset(&c, 0, sizeof c);

@@ -68,6 +68,12 @@ struct policy {
     rng *slot_rng;       /* per-slot RNG, seeded at begin() from (seed, trace_index) */
     size_t n_slots;
     uint64_t seed;
+    /* Optional (NULL for every policy but gold mining's, server/mine.c): the
+     * value for an Observe that neither the simulator's message nor
+     * --observe gives, the entry_index-th statement of the slot's trace,
+     * with base_address as sent and n elements; NULL lets the engine draw it
+     * as usual.  A replay answers it with the recorded value. */
+    const double *(*observe_value)(policy *p, size_t slot, size_t entry_index, const char *base_address, size_t n);
 };
 
 /* Allocate the per-slot state shared by all policies.  0 or -1. */

@@ -1,0 +1,75 @@
+/* mine.h — `ppxd mine`: gold mining from any PPX simulator.
+ *
+ * For each row a trace is simulated at theta0 (y = 0) or at theta1 (y = 1),
+ * every draw recorded; then the simulator is re-run ("replayed") with the
+ * parameters of interest (named scalar Samples) answered by other values and
+ * every other Sample and unvalued Observe answered with its recorded value
+ * (matched by address; Observe by position and call site).  The replays give
+ *   log r(x,z|theta0,theta1_k) = sum_i log p_i(z_i|theta0) - log p_i(z_i|theta1_k)
+ * and, by central finite differences of replays at theta0 +/- eps_k e_k, the
+ * joint score t(x,z|theta0).  The sums run over every Sample and Observe
+ * entry except the theta Samples themselves.
+ *
+ * A row is dropped, and counted by reason (gold_data.h), when a replay
+ * reaches another address sequence or other recorded values, a replayed
+ * value leaves the support, a Uniform's bounds or a Binomial's count move
+ * with theta (the score is undefined), an x entry changes with theta, or
+ * something is not finite.  All tasks (originals and replays) go to every
+ * simulator of the pool; a replay waits only for its own original.  Rows
+ * are committed in index order and each task draws from RNG stream
+ * (seed, task index), so the output depends only on the seed.
+ */
+#ifndef PPX_MINE_H
+#define PPX_MINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "engine.h"
+#include "gold/gold_data.h"
+
+typedef enum mine_theta_mode {
+    MINE_THETA_PRIOR = 0,  /* theta0 drawn by the simulator from its prior */
+    MINE_THETA_FIXED,      /* theta0 = one given point */
+    MINE_THETA_GRID,       /* theta0 runs over a grid (pairs of rows cycle through its points) */
+    MINE_THETA_PAIRS       /* (theta0, theta1) rows of a given table, cycled */
+} mine_theta_mode;
+
+typedef struct mine_opts {
+    engine_config ecfg;              /* simulators etc. (engine.h) */
+    uint64_t n;                      /* rows to mine (before invalid ones are dropped) */
+    const char *const *theta_names;  /* D scalar named Samples */
+    size_t D;
+    const char *const *x_names;      /* names or 'PREFIX*' patterns (matched on the first trace) */
+    size_t n_x;
+    mine_theta_mode mode;
+    const double *theta0;            /* FIXED: [D] */
+    const double *grid_lo, *grid_hi; /* GRID: per dimension */
+    const size_t *grid_n;            /* GRID: points per dimension (>= 1) */
+    const double *pairs;             /* PAIRS: [n_pairs, 2D] */
+    size_t n_pairs;
+    const double *theta1;            /* [K, D] reference points (not with PAIRS, which gives K = 1) */
+    size_t K;
+    int theta1_rows;                 /* 1: rows alternate y = 0, 1 (needs K = 1) */
+    int score;                       /* 1: mine t(x,z|theta0) */
+    double epsilon;                  /* FD step; 0: 1e-4 x the prior sd of each theta */
+    uint64_t seed;
+    int max_retries;                 /* per task, faults before the row is dropped (default 5 when 0) */
+    int quiet;
+} mine_opts;
+
+typedef struct mine_stats {
+    uint64_t runs;       /* simulator runs completed (originals + replays) */
+    double seconds;
+} mine_stats;
+
+/* Mine into out (initialised here; gold_data_free it).  0, or -1 with the
+ * reason on stderr.  Stopped early (engine_request_stop, or every simulator
+ * given up) after some rows were finished: 0 with those rows. */
+int mine_run(const mine_opts *o, gold_data *out, mine_stats *st);
+
+/* `ppxd mine ...` (argv[0] = "mine"); exit code 0 / 1 / 2 (usage). */
+int ppxd_mine_main(int argc, char **argv);
+/* `ppxd info F.ppxg` and `ppxd export F.ppxg -o PREFIX` (argv[0] = "info" or "export"). */
+int ppxd_gold_file_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,670 @@
+/* gold_est.c — gold losses, training, evaluation and model files (see gold_est.h). */
+#include "gold/gold_est.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rng.h"
+#include "trace_store.h"
+
+static const char *const method_names[GOLD_METHOD_COUNT] = {"carl", "rolr", "rascal", "cascal",
+                                                            "alice", "alices", "sally"};
+
+const char *gold_method_name(gold_method m)
+{
+    return (unsigned)m < GOLD_METHOD_COUNT ? method_names[m] : "unknown";
+}
+
+int gold_method_from_name(const char *s)
+{
+    for (int i = 0; i < GOLD_METHOD_COUNT; i++)
+        if (strcmp(s, method_names[i]) == 0) return i;
+    return -1;
+}
+
+static int has_score_term(gold_method m) { return m == GOLD_RASCAL || m == GOLD_CASCAL || m == GOLD_ALICES; }
+
+int gold_method_uses_score(gold_method m) { return has_score_term(m) || m == GOLD_SALLY; }
+
+/* ---- losses ---------------------------------------------------------------- */
+
+static double softplus(double z) { return z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)); }
+static double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z)); }
+
+double gold_loss(gold_method m, double alpha, double clip, int B, int D, const double *f, const double *that,
+                 const double *y, const double *logr, const double *t, double *g, double *gt)
+{
+    double L = 0;
+    if (m == GOLD_SALLY) {
+        const double n = (double)B * D;
+        for (int i = 0; i < B * D; i++) {
+            const double d = that[i] - t[i];
+            L += d * d / n;
+            if (gt) gt[i] = 2 * d / n;
+        }
+        for (int b = 0; g && b < B; b++) g[b] = 0;
+        return L;
+    }
+    for (int b = 0; b < B; b++) {
+        double l = 0, dl = 0;
+        switch (m) {
+        case GOLD_CARL:
+        case GOLD_CASCAL:
+        case GOLD_ALICE:
+        case GOLD_ALICES: {
+            /* BCE(s^ = sigmoid(-f), s): s = y (CARL) or 1/(1 + r_xz) (ALICE) */
+            const double s = m == GOLD_CARL || m == GOLD_CASCAL ? y[b] : sigmoid(-logr[b]);
+            l = s * softplus(f[b]) + (1 - s) * softplus(-f[b]);
+            dl = s * sigmoid(f[b]) - (1 - s) * sigmoid(-f[b]);
+            break;
+        }
+        case GOLD_ROLR:
+        case GOLD_RASCAL: {
+            const int inside = f[b] > -clip && f[b] < clip;
+            const double fc = fmin(fmax(f[b], -clip), clip), lc = fmin(fmax(logr[b], -clip), clip);
+            if (y[b] == 0) {
+                const double d = exp(-fc) - exp(-lc);
+                l = d * d;
+                dl = inside ? -2 * d * exp(-fc) : 0;
+            } else {
+                const double d = exp(fc) - exp(lc);
+                l = d * d;
+                dl = inside ? 2 * d * exp(fc) : 0;
+            }
+            break;
+        }
+        default: break;
+        }
+        L += l / B;
+        if (g) g[b] = dl / B;
+    }
+    if (has_score_term(m)) {
+        const double n = (double)B * D;
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < D; k++) {
+                const double w = 1 - y[b], d = w * (that[b * D + k] - t[b * D + k]);
+                L += alpha * d * d / n;
+                if (gt) gt[b * D + k] = alpha * 2 * w * d / n;
+            }
+    } else if (gt) {
+        for (int i = 0; i < B * D; i++) gt[i] = 0;
+    }
+    return L;
+}
+
+/* ---- model ----------------------------------------------------------------------- */
+
+void gold_train_defaults(gold_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->hidden = 100;
+    c->layers = 2;
+    c->alpha = 1;
+    c->batch = 128;
+    c->epochs = 50;
+    c->min_steps = 10000;
+    c->lr = 1e-3;
+    c->lr_end = 1e-4;
+    c->val_frac = 0.25;
+    c->clip = 10;
+    c->seed = 1;
+}
+
+static char **dup_names(char *const *v, size_t n)
+{
+    char **o = calloc(n ? n : 1, sizeof *o);
+    for (size_t i = 0; o && i < n; i++)
+        if (!(o[i] = strdup(v[i]))) return NULL; /* (leaks on OOM only) */
+    return o;
+}
+
+static gold_model *model_new(gold_method method, int C, int D, int hidden, int layers, int max_batch)
+{
+    gold_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->method = method;
+    m->C = C;
+    m->D = D;
+    m->hidden = hidden;
+    m->layers = layers;
+    m->max_batch = max_batch;
+    m->x_mean = calloc(C + 1, sizeof(double));
+    m->x_std = calloc(C + 1, sizeof(double));
+    m->th_mean = calloc(D, sizeof(double));
+    m->th_std = calloc(D, sizeof(double));
+    m->t_scale = calloc(D, sizeof(double));
+    m->theta1 = calloc(D, sizeof(double));
+    m->in_buf = calloc((size_t)max_batch * (C + D), sizeof(float));
+    int ok = m->x_mean && m->x_std && m->th_mean && m->th_std && m->t_scale && m->theta1 && m->in_buf;
+    if (ok && method == GOLD_SALLY) {
+        mlp_config cfg = {.in = C, .hidden = hidden, .n_hidden_layers = layers, .out = D, .act = NN_ACT_TANH};
+        ok = (m->sally = mlp_new(&cfg, max_batch)) != NULL;
+    } else if (ok) {
+        ok = (m->rn = ratio_net_new(C, D, hidden, layers, 1, max_batch)) != NULL;
+    }
+    if (!ok) gold_model_destroy(&m);
+    return m;
+}
+
+void gold_model_destroy(gold_model **mp)
+{
+    if (!mp || !*mp) return;
+    gold_model *m = *mp;
+    free(m->x_mean);
+    free(m->x_std);
+    free(m->th_mean);
+    free(m->th_std);
+    free(m->t_scale);
+    free(m->theta1);
+    free(m->in_buf);
+    for (int i = 0; m->theta_names && i < m->D; i++) free(m->theta_names[i]);
+    for (int i = 0; m->x_names && i < m->C; i++) free(m->x_names[i]);
+    free(m->theta_names);
+    free(m->x_names);
+    ratio_net_destroy(&m->rn);
+    mlp_destroy(&m->sally);
+    free(m);
+    *mp = NULL;
+}
+
+static mlp *model_net(gold_model *m) { return m->sally ? m->sally : m->rn->net; }
+
+/* Network input rows [B, C (+ D)] from physical x, theta0. */
+static void fill_input(gold_model *m, const double *x, const double *th, int B)
+{
+    const int C = m->C, D = m->D, W = m->sally ? C : C + D;
+    for (int b = 0; b < B; b++) {
+        float *row = m->in_buf + (size_t)b * W;
+        for (int c = 0; c < C; c++) row[c] = (float)((x[(size_t)b * C + c] - m->x_mean[c]) / m->x_std[c]);
+        for (int k = 0; !m->sally && k < D; k++)
+            row[C + k] = (float)((th[(size_t)b * D + k] - m->th_mean[k]) / m->th_std[k]);
+    }
+}
+
+int gold_model_log_r(gold_model *m, const double *x, const double *theta0, size_t n, double *out)
+{
+    if (m->sally) {
+        fprintf(stderr, "gold: a SALLY model estimates the score, not log r\n");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i += (size_t)m->max_batch) {
+        const int B = (int)(n - i < (size_t)m->max_batch ? n - i : (size_t)m->max_batch);
+        fill_input(m, x + i * m->C, theta0 + i * m->D, B);
+        const float *f = mlp_forward(m->rn->net, m->in_buf, B);
+        if (!f) return -1;
+        for (int b = 0; b < B; b++) out[i + b] = f[b];
+    }
+    return 0;
+}
+
+int gold_model_score(gold_model *m, const double *x, const double *theta0, size_t n, double *out)
+{
+    const int D = m->D;
+    for (size_t i = 0; i < n; i += (size_t)m->max_batch) {
+        const int B = (int)(n - i < (size_t)m->max_batch ? n - i : (size_t)m->max_batch);
+        fill_input(m, x + i * m->C, theta0 ? theta0 + i * D : NULL, B);
+        if (m->sally) {
+            const float *o = mlp_forward(m->sally, m->in_buf, B);
+            if (!o) return -1;
+            for (int b = 0; b < B * D; b++) out[i * D + b] = o[b] * m->t_scale[b % D];
+        } else {
+            if (!ratio_net_forward_jvp(m->rn, m->in_buf, B)) return -1;
+            for (int b = 0; b < B * D; b++) out[i * D + b] = m->rn->tdot[b] / m->th_std[b % D];
+        }
+    }
+    return 0;
+}
+
+/* ---- training ----------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct batch {
+    double *y, *logr, *t, *f, *that, *g, *gt;
+    float *gf, *gtf;
+} batch;
+
+/* Loss of rows idx[0..B) (forward, and backward when train). */
+static double run_batch(gold_model *m, const gold_train_config *cfg, const gold_data *g, const size_t *idx, int B,
+                        batch *bt, int train)
+{
+    const int C = m->C, D = m->D, W = m->sally ? C : C + D;
+    const int score = has_score_term(m->method);
+    for (int b = 0; b < B; b++) {
+        const size_t r = idx[b];
+        float *row = m->in_buf + (size_t)b * W;
+        for (int c = 0; c < C; c++) row[c] = (float)((g->x[r * C + c] - m->x_mean[c]) / m->x_std[c]);
+        for (int k = 0; !m->sally && k < D; k++)
+            row[C + k] = (float)((g->theta0[r * D + k] - m->th_mean[k]) / m->th_std[k]);
+        bt->y[b] = g->y[r];
+        bt->logr[b] = g->K ? g->log_r[r * g->K] : 0;
+        for (int k = 0; g->has_score && k < D; k++)
+            bt->t[b * D + k] = m->sally ? g->t[r * D + k] / m->t_scale[k] : g->t[r * D + k] * m->th_std[k];
+    }
+    double L;
+    if (m->sally) {
+        const float *o = mlp_forward(m->sally, m->in_buf, B);
+        for (int i = 0; i < B * D; i++) bt->that[i] = o[i];
+        L = gold_loss(m->method, cfg->alpha, cfg->clip, B, D, NULL, bt->that, bt->y, bt->logr, bt->t, bt->g, bt->gt);
+        if (train) {
+            for (int i = 0; i < B * D; i++) bt->gtf[i] = (float)bt->gt[i];
+            mlp_backward(m->sally, bt->gtf, NULL, B);
+        }
+        return L;
+    }
+    const float *f = score ? ratio_net_forward_jvp(m->rn, m->in_buf, B) : mlp_forward(m->rn->net, m->in_buf, B);
+    for (int b = 0; b < B; b++) bt->f[b] = f[b];
+    for (int i = 0; score && i < B * D; i++) bt->that[i] = m->rn->tdot[i];
+    L = gold_loss(m->method, cfg->alpha, cfg->clip, B, D, bt->f, score ? bt->that : NULL, bt->y, bt->logr, bt->t, bt->g,
+                  score ? bt->gt : NULL);
+    if (train) {
+        for (int b = 0; b < B; b++) bt->gf[b] = (float)bt->g[b];
+        if (score) {
+            for (int i = 0; i < B * D; i++) bt->gtf[i] = (float)bt->gt[i];
+            ratio_net_backward_jvp(m->rn, bt->gf, bt->gtf, B);
+        } else {
+            mlp_backward(m->rn->net, bt->gf, NULL, B);
+        }
+    }
+    return L;
+}
+
+static void col_stats(const double *v, const size_t *idx, size_t n, size_t stride, size_t off, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) s += v[idx[i] * stride + off];
+    const double m = n ? s / n : 0;
+    for (size_t i = 0; i < n; i++) s2 += pow(v[idx[i] * stride + off] - m, 2);
+    const double d = n > 1 ? sqrt(s2 / (n - 1)) : 0;
+    *mean = m;
+    *sd = d > 1e-12 * (1 + fabs(m)) && isfinite(d) ? d : 1.0; /* a constant column passes through */
+}
+
+gold_model *gold_train(const gold_train_config *cfg, const gold_data *g)
+{
+    const gold_method meth = cfg->method;
+    if ((unsigned)meth >= GOLD_METHOD_COUNT) return NULL;
+    if (gold_method_uses_score(meth) && !g->has_score) {
+        fprintf(stderr, "gold: %s needs the joint score: mine without --no-score\n", gold_method_name(meth));
+        return NULL;
+    }
+    if (meth != GOLD_SALLY && g->K < 1) {
+        fprintf(stderr, "gold: %s needs log r: mine with --theta1 (or --pairs)\n", gold_method_name(meth));
+        return NULL;
+    }
+    if (!g->C || !g->D) {
+        fprintf(stderr, "gold: the gold data has no x or theta columns\n");
+        return NULL;
+    }
+    /* rows: SALLY uses those simulated at theta0 (its reference point) */
+    size_t n_all = cfg->max_rows && cfg->max_rows < g->n ? cfg->max_rows : g->n, n = 0;
+    size_t *idx = malloc((n_all ? n_all : 1) * sizeof *idx);
+    if (!idx) return NULL;
+    for (size_t i = 0; i < n_all; i++)
+        if (meth != GOLD_SALLY || g->y[i] == 0) idx[n++] = i;
+    size_t n1 = 0;
+    for (size_t i = 0; i < n; i++) n1 += g->y[idx[i]] != 0;
+    if (meth != GOLD_SALLY && (n1 == 0 || n1 == n)) {
+        fprintf(stderr, "gold: %s needs rows simulated at theta0 and at theta1 (this file has %zu and %zu): mine with "
+                "one --theta1 point (or --pairs) and without --no-theta1-rows\n", gold_method_name(meth), n - n1, n1);
+        free(idx);
+        return NULL;
+    }
+    if (n < 4) {
+        fprintf(stderr, "gold: %zu usable rows: too few to train\n", n);
+        free(idx);
+        return NULL;
+    }
+    rng r;
+    rng_seed(&r, cfg->seed, 0x676f6c64ull);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)rng_below(&r, i + 1), tmp = idx[i];
+        idx[i] = idx[j];
+        idx[j] = tmp;
+    }
+    size_t n_val = (size_t)(n * cfg->val_frac);
+    if (n_val < 1) n_val = 1;
+    const size_t n_tr = n - n_val;
+    const int C = (int)g->C, D = (int)g->D, Bmax = cfg->batch;
+    gold_model *m = model_new(meth, C, D, cfg->hidden, cfg->layers, Bmax);
+    batch bt = {0};
+    float *best = NULL;
+    if (!m) goto fail;
+    m->alpha = cfg->alpha;
+    m->theta_names = dup_names(g->theta_names, g->D);
+    m->x_names = dup_names(g->x_names, g->C);
+    if (!m->theta_names || !m->x_names) goto fail;
+    for (int c = 0; c < C; c++) col_stats(g->x, idx, n_tr, g->C, c, &m->x_mean[c], &m->x_std[c]);
+    for (int k = 0; k < D; k++) {
+        col_stats(g->theta0, idx, n_tr, g->D, k, &m->th_mean[k], &m->th_std[k]);
+        if (g->has_score) {
+            double mu;
+            col_stats(g->t, idx, n_tr, g->D, k, &mu, &m->t_scale[k]);
+        } else {
+            m->t_scale[k] = 1;
+        }
+        m->theta1[k] = g->K ? g->theta1[idx[0] * g->K * g->D + k] : NAN;
+    }
+    bt.y = calloc(Bmax, sizeof(double));
+    bt.logr = calloc(Bmax, sizeof(double));
+    bt.f = calloc(Bmax, sizeof(double));
+    bt.g = calloc(Bmax, sizeof(double));
+    bt.t = calloc((size_t)Bmax * D, sizeof(double));
+    bt.that = calloc((size_t)Bmax * D, sizeof(double));
+    bt.gt = calloc((size_t)Bmax * D, sizeof(double));
+    bt.gf = calloc(Bmax, sizeof(float));
+    bt.gtf = calloc((size_t)Bmax * D, sizeof(float));
+    mlp *net = model_net(m);
+    best = malloc(net->n_params * sizeof *best);
+    if (!bt.y || !bt.logr || !bt.f || !bt.g || !bt.t || !bt.that || !bt.gt || !bt.gf || !bt.gtf || !best) goto fail;
+    mlp_init(net, &r);
+    const nn_adam_config adam = nn_adam_defaults();
+    double best_val = INFINITY;
+    int best_epoch = -1, since = 0;
+    const double t0 = now_s();
+    const size_t per_epoch = (n_tr + (size_t)Bmax - 1) / (size_t)Bmax;
+    int epochs = cfg->epochs;
+    /* CARL's 0/1 labels carry far less per row than the gold targets: long training overfits it */
+    if (meth != GOLD_CARL && cfg->min_steps > 0 && (size_t)epochs * per_epoch < (size_t)cfg->min_steps)
+        epochs = (int)((cfg->min_steps + per_epoch - 1) / per_epoch);
+    for (int ep = 0; ep < epochs; ep++) {
+        const double lr = epochs > 1 ? cfg->lr * pow(cfg->lr_end / cfg->lr, (double)ep / (epochs - 1)) : cfg->lr;
+        /* reshuffle the training rows each epoch */
+        for (size_t i = n_tr - 1; i > 0; i--) {
+            size_t j = (size_t)rng_below(&r, i + 1), tmp = idx[i];
+            idx[i] = idx[j];
+            idx[j] = tmp;
+        }
+        double tr = 0;
+        for (size_t i = 0; i < n_tr; i += (size_t)Bmax) {
+            const int B = (int)(n_tr - i < (size_t)Bmax ? n_tr - i : (size_t)Bmax);
+            mlp_zero_grad(net);
+            tr += run_batch(m, cfg, g, idx + i, B, &bt, 1) * B;
+            mlp_adam_step(net, &adam, (float)lr);
+        }
+        double val = 0;
+        for (size_t i = 0; i < n_val; i += (size_t)Bmax) {
+            const int B = (int)(n_val - i < (size_t)Bmax ? n_val - i : (size_t)Bmax);
+            val += run_batch(m, cfg, g, idx + n_tr + i, B, &bt, 0) * B;
+        }
+        val /= n_val;
+        if (!isfinite(val)) {
+            fprintf(stderr, "gold: the validation loss is not finite at epoch %d\n", ep + 1);
+            if (best_epoch < 0) goto fail;
+            break;
+        }
+        if (val < best_val) {
+            best_val = val;
+            best_epoch = ep;
+            since = 0;
+            memcpy(best, net->params, net->n_params * sizeof *best);
+        } else {
+            since++;
+        }
+        if (cfg->progress)
+            fprintf(stderr, "\rgold %s: epoch %d/%d  train %.5g  val %.5g  (best %.5g at %d)  %.1f s   ",
+                    gold_method_name(meth), ep + 1, epochs, tr / n_tr, val, best_val, best_epoch + 1,
+                    now_s() - t0);
+        if ((cfg->patience > 0 && since >= cfg->patience) || (cfg->stop && *cfg->stop)) break;
+    }
+    if (cfg->progress) fprintf(stderr, "\n");
+    memcpy(net->params, best, net->n_params * sizeof *best);
+    m->n_train = n_tr;
+    m->n_val = n_val;
+    m->best_epoch = best_epoch + 1;
+    m->best_val = best_val;
+    goto done;
+fail:
+    gold_model_destroy(&m);
+done:
+    free(idx);
+    free(best);
+    free(bt.y);
+    free(bt.logr);
+    free(bt.f);
+    free(bt.g);
+    free(bt.t);
+    free(bt.that);
+    free(bt.gt);
+    free(bt.gf);
+    free(bt.gtf);
+    return m;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+static const char MODEL_MAGIC[8] = {'P', 'P', 'X', 'G', 'M', 'D', 'L', 0};
+
+/* The trailing CRC, wherever it lies (no misaligned load). */
+static uint32_t stored_crc(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+    if (!err || !len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+}
+
+typedef struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+    int oom;
+} wbuf;
+
+static void put(wbuf *b, const void *d, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+static void put_u32(wbuf *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(wbuf *b, uint64_t v) { put(b, &v, 8); }
+static void put_f64(wbuf *b, double v) { put(b, &v, 8); }
+
+int gold_model_save(const gold_model *m, const char *path, char *err, size_t err_len)
+{
+    wbuf b = {0};
+    put(&b, MODEL_MAGIC, 8);
+    put_u32(&b, GOLD_MODEL_VERSION);
+    put_u32(&b, (uint32_t)m->method);
+    put_u32(&b, (uint32_t)m->C);
+    put_u32(&b, (uint32_t)m->D);
+    put_u32(&b, (uint32_t)m->hidden);
+    put_u32(&b, (uint32_t)m->layers);
+    put_u64(&b, m->n_train);
+    put_u64(&b, m->n_val);
+    put_u32(&b, (uint32_t)m->best_epoch);
+    put_f64(&b, m->best_val);
+    put_f64(&b, m->alpha);
+    put(&b, m->x_mean, m->C * 8);
+    put(&b, m->x_std, m->C * 8);
+    put(&b, m->th_mean, m->D * 8);
+    put(&b, m->th_std, m->D * 8);
+    put(&b, m->t_scale, m->D * 8);
+    put(&b, m->theta1, m->D * 8);
+    for (int i = 0; i < m->D + m->C; i++) {
+        const char *s = i < m->D ? m->theta_names[i] : m->x_names[i - m->D];
+        put_u32(&b, (uint32_t)strlen(s));
+        put(&b, s, strlen(s));
+    }
+    const mlp *net = m->sally ? m->sally : m->rn->net;
+    size_t bl = mlp_save_size(net);
+    void *blob = malloc(bl);
+    if (blob && mlp_save(net, blob, bl) == 0) {
+        put_u64(&b, bl);
+        put(&b, blob, bl);
+    } else {
+        b.oom = 1;
+    }
+    free(blob);
+    if (!b.oom) put_u32(&b, trace_crc32c(0, b.p, b.len));
+    if (b.oom) {
+        free(b.p);
+        set_err(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t tl = strlen(path) + 8;
+    char *tmp = malloc(tl);
+    int rc = -1;
+    if (!tmp) goto out;
+    snprintf(tmp, tl, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        set_err(err, err_len, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    int ok = fwrite(b.p, 1, b.len, f) == b.len;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        set_err(err, err_len, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(tmp);
+    free(b.p);
+    return rc;
+}
+
+int gold_model_file_is(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char mg[8];
+    int is = fread(mg, 1, 8, f) == 8 && memcmp(mg, MODEL_MAGIC, 8) == 0;
+    fclose(f);
+    return is;
+}
+
+typedef struct rbuf {
+    const unsigned char *p;
+    size_t len, off;
+    int bad;
+} rbuf;
+
+static void take(rbuf *r, void *out, size_t n)
+{
+    if (r->bad || r->len - r->off < n) {
+        r->bad = 1;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p + r->off, n);
+    r->off += n;
+}
+static uint32_t take_u32(rbuf *r)
+{
+    uint32_t v;
+    take(r, &v, 4);
+    return v;
+}
+
+gold_model *gold_model_load(const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        set_err(err, err_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = sz > 0 ? malloc((size_t)sz) : NULL;
+    if (!data || fread(data, 1, (size_t)sz, f) != (size_t)sz) {
+        fclose(f);
+        free(data);
+        set_err(err, err_len, "%s: cannot read", path);
+        return NULL;
+    }
+    fclose(f);
+    gold_model *m = NULL;
+    const size_t len = (size_t)sz;
+    if (len < 16 || memcmp(data, MODEL_MAGIC, 8) != 0) {
+        set_err(err, err_len, "%s: not a ppxd gold model (bad magic)", path);
+        goto out;
+    }
+    if (trace_crc32c(0, data, len - 4) != stored_crc(data + len - 4)) {
+        set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
+        goto out;
+    }
+    rbuf r = {data, len - 4, 8, 0};
+    uint32_t ver = take_u32(&r);
+    if (ver != GOLD_MODEL_VERSION) {
+        set_err(err, err_len, "%s: gold model version %u, this ppxd reads %d", path, ver, GOLD_MODEL_VERSION);
+        goto out;
+    }
+    uint32_t meth = take_u32(&r), C = take_u32(&r), D = take_u32(&r), hidden = take_u32(&r), layers = take_u32(&r);
+    if (meth >= GOLD_METHOD_COUNT || !D || D > 4096 || C > (1u << 20) || !hidden || hidden > 65536 || !layers ||
+        layers > 64) {
+        set_err(err, err_len, "%s: bad model header", path);
+        goto out;
+    }
+    m = model_new((gold_method)meth, (int)C, (int)D, (int)hidden, (int)layers, 256);
+    if (!m) {
+        set_err(err, err_len, "out of memory");
+        goto out;
+    }
+    take(&r, &m->n_train, 8);
+    take(&r, &m->n_val, 8);
+    m->best_epoch = (int)take_u32(&r);
+    take(&r, &m->best_val, 8);
+    take(&r, &m->alpha, 8);
+    take(&r, m->x_mean, C * 8);
+    take(&r, m->x_std, C * 8);
+    take(&r, m->th_mean, D * 8);
+    take(&r, m->th_std, D * 8);
+    take(&r, m->t_scale, D * 8);
+    take(&r, m->theta1, D * 8);
+    m->theta_names = calloc(D, sizeof(char *));
+    m->x_names = calloc(C + 1, sizeof(char *));
+    if (!m->theta_names || !m->x_names) goto bad;
+    for (uint32_t i = 0; i < D + C && !r.bad; i++) {
+        uint32_t l = take_u32(&r);
+        if (r.bad || r.len - r.off < l) goto bad;
+        char *s = strndup((const char *)r.p + r.off, l);
+        r.off += l;
+        if (!s) goto bad;
+        if (i < D) m->theta_names[i] = s;
+        else m->x_names[i - D] = s;
+    }
+    uint64_t bl;
+    take(&r, &bl, 8);
+    if (r.bad || bl != r.len - r.off || mlp_load(model_net(m), r.p + r.off, (size_t)bl) < 0) goto bad;
+    goto out;
+bad:
+    set_err(err, err_len, "%s: the model does not parse (truncated or inconsistent)", path);
+    gold_model_destroy(&m);
+out:
+    free(data);
+    return m;
+}

@@ -1,0 +1,197 @@
+/* bench_gold — gold mining and the gold estimators on the Galton board
+ * (goldmining.md, issue 13).
+ *
+ * 1. Mining throughput: simulator runs per second (originals + replays:
+ *    with one theta1 and the score, 4 runs per row) with 1 and 2 launched
+ *    galton simulators, against plain prior simulation of the same
+ *    simulator through the same engine in the same run (the baseline: a
+ *    replay costs one simulator run, so the ratio should be near 1).
+ * 2. Accuracy: MSE of log r^(x | theta0 = -0.8) against the exact oracle
+ *    (dynamic programme over rows and positions), weighted by p(x | theta1 =
+ *    -0.6), for the ratio methods at 200, 1k and 10k training rows (rows
+ *    alternate x ~ theta0 / x ~ theta1; theta0 cycles over a grid of 101
+ *    points in [-1, 0]), median over seeds (each seed mines its own data),
+ *    next to the published numbers of the spec.  Trivial log r^ = 0: 0.0632.
+ * Environment: PPXD_BENCH_GOLD_SEEDS (default 3), PPXD_BENCH_GOLD_ROWS
+ * (largest budget, default 10000). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "gold/gold_data.h"
+#include "gold/gold_est.h"
+#include "jobs.h"
+#include "mine.h"
+#include "nn/nn.h"
+#include "policy.h"
+#include "testkit.h"
+
+#define NPOS 31
+
+static void galton_exact(double theta, double p[NPOS])
+{
+    const double pi = 3.14159265358979323846;
+    double P[NPOS] = {0};
+    P[15] = 1;
+    for (int level = 0; level < 20; level++) {
+        double Q[NPOS] = {0};
+        const double l = level / 19.0, a = sin(pi * l);
+        for (int pos = 0; pos < NPOS; pos++) {
+            if (P[pos] == 0) continue;
+            const double n = 2.0 * pos / 30.0 - 1.0, s = 1.0 / (1.0 + exp(-10.0 * theta * n));
+            const double pl = (1.0 - a) / 2.0 + a * s;
+            const int left = level % 2 == 0 ? pos : pos - 1, right = level % 2 == 0 ? pos + 1 : pos;
+            Q[left] += P[pos] * pl;
+            Q[right] += P[pos] * (1 - pl);
+        }
+        memcpy(P, Q, sizeof P);
+    }
+    memcpy(p, P, sizeof P);
+}
+
+static char g_cmd[1024];
+
+static int mine(uint64_t n, int sims, uint64_t seed, gold_data *g, mine_stats *st)
+{
+    mine_opts o;
+    memset(&o, 0, sizeof o);
+    engine_config_defaults(&o.ecfg);
+    o.ecfg.sim_cmd = g_cmd;
+    o.ecfg.n_launch = (size_t)sims;
+    const char *tn[1] = {"theta"}, *xn[1] = {"x"};
+    const double th1 = -0.6, lo = -1, hi = 0;
+    const size_t gn = 101;
+    o.theta_names = tn;
+    o.D = 1;
+    o.x_names = xn;
+    o.n_x = 1;
+    o.mode = MINE_THETA_GRID;
+    o.grid_lo = &lo;
+    o.grid_hi = &hi;
+    o.grid_n = &gn;
+    o.theta1 = &th1;
+    o.K = 1;
+    o.theta1_rows = 1;
+    o.score = 1;
+    o.n = n;
+    o.seed = seed;
+    o.quiet = 1;
+    return mine_run(&o, g, st);
+}
+
+/* Plain prior simulation of n traces: the baseline throughput (traces/s). */
+static double plain_rate(uint64_t n, int sims)
+{
+    engine_config c;
+    engine_config_defaults(&c);
+    c.sim_cmd = g_cmd;
+    c.n_launch = (size_t)sims;
+    engine *e = engine_new(&c);
+    if (!e) return NAN;
+    policy *p = policy_prior_new(engine_slots(e), 1);
+    ordered_job j;
+    ordered_job_init(&j, n, 64, NULL, NULL);
+    double rate = NAN;
+    if (engine_run(e, p, &ordered_job_ops, &j) == 0) rate = n / engine_get_stats(e)->elapsed;
+    ordered_job_free(&j);
+    policy_destroy(&p);
+    engine_destroy(&e);
+    return rate;
+}
+
+static double mse_of(gold_model *m)
+{
+    double p0[NPOS], p1[NPOS], x[NPOS], th[NPOS], lr[NPOS];
+    galton_exact(-0.8, p0);
+    galton_exact(-0.6, p1);
+    for (int i = 0; i < NPOS; i++) {
+        x[i] = i;
+        th[i] = -0.8;
+    }
+    if (gold_model_log_r(m, x, th, NPOS, lr) < 0) return NAN;
+    double mse = 0;
+    for (int i = 0; i < NPOS; i++)
+        if (p1[i] > 0) mse += p1[i] * pow(lr[i] - (log(p0[i]) - log(p1[i])), 2);
+    return mse;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(void)
+{
+    nn_set_threads(1);
+    char *path = tk_build_path("examples/galton");
+    snprintf(g_cmd, sizeof g_cmd, "%s {endpoint}", path);
+    free(path);
+    const char *s = getenv("PPXD_BENCH_GOLD_SEEDS");
+    int seeds = s ? atoi(s) : 3;
+    if (seeds < 1 || seeds > 15) seeds = 3;
+    s = getenv("PPXD_BENCH_GOLD_ROWS");
+    uint64_t rows = s ? strtoull(s, NULL, 10) : 10000;
+    if (rows < 1000) rows = 1000;
+
+    printf("gold mining throughput (galton, 4 runs per row: original, theta1 replay, 2 score replays)\n");
+    printf("%-6s %14s %14s %10s %12s\n", "sims", "mining runs/s", "plain runs/s", "ratio", "rows/s");
+    for (int sims = 1; sims <= 2; sims++) {
+        gold_data g;
+        mine_stats st;
+        const double base = plain_rate(8000, sims);
+        if (mine(2000, sims, 99, &g, &st) < 0) return 1;
+        const double rate = st.runs / st.seconds;
+        const double base2 = plain_rate(8000, sims); /* either side of the mining run: a noisy machine */
+        const double b = (base + base2) / 2;
+        printf("%-6d %14.0f %14.0f %10.2f %12.0f\n", sims, rate, b, rate / b, g.n / st.seconds);
+        gold_data_free(&g);
+    }
+
+    const gold_method methods[] = {GOLD_CARL, GOLD_ROLR, GOLD_RASCAL, GOLD_CASCAL, GOLD_ALICE, GOLD_ALICES};
+    enum { NM = sizeof methods / sizeof methods[0], NB = 3 };
+    const size_t budgets[NB] = {200, 1000, (size_t)rows};
+    /* published (goldmining.md), NAN where the spec has none */
+    const double pub[NM][NB] = {{0.133, 0.115, 0.020}, {0.058, 0.013, 0.003}, {0.019, 0.007, 0.002},
+                                {NAN, NAN, NAN},       {NAN, NAN, NAN},       {NAN, NAN, NAN}};
+    double *res = calloc((size_t)NM * NB * seeds, sizeof *res);
+    for (int sd = 0; sd < seeds; sd++) {
+        gold_data g;
+        if (mine(rows, 2, 1000 + sd, &g, NULL) < 0) return 1;
+        fprintf(stderr, "seed %d: mined %zu rows (%llu dropped)\n", sd, g.n, (unsigned long long)gold_data_bad_total(&g));
+        for (int mi = 0; mi < NM; mi++)
+            for (int bi = 0; bi < NB; bi++) {
+                gold_train_config cfg;
+                gold_train_defaults(&cfg);
+                cfg.method = methods[mi];
+                cfg.max_rows = budgets[bi];
+                cfg.seed = 1 + sd;
+                gold_model *m = gold_train(&cfg, &g);
+                res[((size_t)mi * NB + bi) * seeds + sd] = m ? mse_of(m) : NAN;
+                gold_model_destroy(&m);
+            }
+        gold_data_free(&g);
+    }
+    printf("\nMSE of log r^(x | -0.8, -0.6) weighted by p(x | -0.6), median of %d seeds (published in brackets;\n"
+           "trivial log r^ = 0: 0.0632); theta0 on a grid of 101 points in [-1, 0]\n", seeds);
+    printf("%-8s", "method");
+    for (int bi = 0; bi < NB; bi++) printf(" %20zu", budgets[bi]);
+    printf("\n");
+    for (int mi = 0; mi < NM; mi++) {
+        printf("%-8s", gold_method_name(methods[mi]));
+        for (int bi = 0; bi < NB; bi++) {
+            double *v = &res[((size_t)mi * NB + bi) * seeds];
+            qsort(v, seeds, sizeof *v, cmp_d);
+            char cell[64];
+            if (isnan(pub[mi][bi])) snprintf(cell, sizeof cell, "%.4f", v[seeds / 2]);
+            else snprintf(cell, sizeof cell, "%.4f (%.3f)", v[seeds / 2], pub[mi][bi]);
+            printf(" %20s", cell);
+        }
+        printf("\n");
+    }
+    free(res);
+    return 0;
+}
