@@ -27,7 +27,7 @@
  *
  * Scale: PPXD_FAULTS_SCALE=short (default, part of `make test`) or full
  * (`make faults`).  Faults are drawn from a fixed seed (PPXD_FAULTS_SEED
- * overrides it), so a campaign can be rerun exactly.  Each part prints a
+ * overrides it); where they land in a run still depends on timing.  Each part prints a
  * row "FAULTS|part|inputs|faults|lost|notes" on stderr, which
  * scripts/faults.sh gathers into a table.  Loopback and ipc only. */
 #include <criterion/criterion.h>
@@ -283,7 +283,7 @@ Test(campaign, sims_killed_and_stopped, .init = make_dir, .fini = remove_dir)
     char *common[] = {"--sim-cmd", cmd, "-j", "4", "-n", (char *)n, "--seed", "11", "--timeout-ms", "300",
                       "--start-timeout-ms", "1500", "--max-failures", "100000", "--quiet"};
     enum { NC = sizeof common / sizeof *common };
-    char *argv[NC + 8];
+    char *argv[NC + 16];
     /* simulate */
     int k = 0;
     argv[k++] = ppxd, argv[k++] = "simulate";
