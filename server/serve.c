@@ -317,13 +317,15 @@ static serve_model *model_entry_new(const char *name, const char *path, model_fi
 /* Read and check a model file; *checksum = its stored CRC-32C (the last four
  * bytes, verified by model_file_decode).  Only a regular file of at most
  * max_bytes is read, and exactly its size: the open never blocks (a FIFO or
- * a device is refused after fstat, not waited on).  Reading stops at the
+ * a device is refused after fstat, not waited on).  open_flags: extra
+ * open(2) flags (O_NOFOLLOW for a path already resolved by realpath, so a
+ * symlink swapped in since is refused).  Reading stops at the
  * deadline (monotonic seconds, 0: none) or when *stop becomes set.  NULL with
  * a reason. */
-static model_file *read_model(const char *path, size_t max_bytes, double deadline, atomic_int *stop,
+static model_file *read_model(const char *path, int open_flags, size_t max_bytes, double deadline, atomic_int *stop,
                               uint32_t *checksum, char *err, size_t err_len)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | open_flags);
     if (fd < 0) {
         snprintf(err, err_len, "%s: %s", path, strerror(errno));
         return NULL;
@@ -393,8 +395,8 @@ static void default_name(const char *path, char *dst, size_t len)
     if (dot && dot != dst) *dot = 0;
 }
 
-static int load_entry(serve_server *s, const char *name, const char *path, double deadline, serve_model **out,
-                      char *err, size_t err_len)
+static int load_entry(serve_server *s, const char *name, const char *path, int open_flags, double deadline,
+                      serve_model **out, char *err, size_t err_len)
 {
     char nm[256];
     if (!name || !*name) {
@@ -402,7 +404,7 @@ static int load_entry(serve_server *s, const char *name, const char *path, doubl
         name = nm;
     }
     uint32_t crc = 0;
-    model_file *m = read_model(path, s->cfg.max_model_bytes, deadline, &s->stop, &crc, err, err_len);
+    model_file *m = read_model(path, open_flags, s->cfg.max_model_bytes, deadline, &s->stop, &crc, err, err_len);
     if (!m) return -1;
     serve_model *e = model_entry_new(name, path, m, crc, err, err_len);
     if (!e) return -1;
@@ -498,7 +500,7 @@ static int remote_load(serve_server *s, const char *name, const char *path, int 
     char why[1024];
     char *real = confine ? confined_path(s, path, why, sizeof why) : xstrdup(path);
     int rc = -1;
-    if (real) rc = load_entry(s, name, real, deadline, out, why, sizeof why);
+    if (real) rc = load_entry(s, name, real, confine ? O_NOFOLLOW : 0, deadline, out, why, sizeof why);
     free(real);
     if (rc < 0) {
         if (!s->cfg.quiet) fprintf(stderr, "ppxd serve: refused to load '%s': %s\n", path, why);
@@ -509,7 +511,7 @@ static int remote_load(serve_server *s, const char *name, const char *path, int 
 
 int serve_load(serve_server *s, const char *name, const char *path, char *err, size_t err_len)
 {
-    return load_entry(s, name, path, 0, NULL, err, err_len);
+    return load_entry(s, name, path, 0, 0, NULL, err, err_len);
 }
 
 int serve_publish(serve_server *s, const char *name, const model_file *m, const char *path, char *err,
@@ -1572,7 +1574,7 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
         char name[256] = "", why[512];
         if (eq) snprintf(name, sizeof name, "%.*s", (int)(eq - spec), spec);
         const char *path = eq ? eq + 1 : spec;
-        if (load_entry(s, name, path, 0, NULL, why, sizeof why) < 0) {
+        if (load_entry(s, name, path, 0, 0, NULL, why, sizeof why) < 0) {
             snprintf(err, err_len, "--model %s: %s", spec, why);
             goto fail;
         }
