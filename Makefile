@@ -4,6 +4,8 @@
 #   make asan     build with AddressSanitizer + UBSan into build/asan and run the tests
 #   make bench    build and run the benchmarks (prints figures, not a test)
 #   make demo     build, start ppxd with an example simulator, run inference
+#   make fuzz     libFuzzer targets (clang) for FUZZ_SECONDS (default 60) each
+#   make faults   the fault campaign (scripts/faults.sh; FAULTS_SCALE=full|short)
 #   make clean    remove build/
 # Missing Debian packages are installed by scripts/install-deps.sh (as root).
 
@@ -18,13 +20,13 @@ DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >
              command -v gfortran >/dev/null 2>&1 && command -v cmake >/dev/null 2>&1 && \
              /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib' >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test asan bench demo clean deps install uninstall
+.PHONY: all test asan bench demo clean deps install uninstall fuzz fuzz-build fuzz-seeds faults
 .DEFAULT_GOAL := all
 
 ifneq ($(DEPS_OK),yes)
 # Something is missing: install it, then run the same goal again in a fresh make
 # (so that pkg-config flags are computed with the packages present).
-all test asan bench demo install:
+all test asan bench demo install fuzz faults:
 	sh scripts/install-deps.sh
 	$(MAKE) $@
 deps:
@@ -39,6 +41,11 @@ deps:
 OPT      := -O2 -g
 ifeq ($(SAN),1)
 OPT      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+# The fuzz build (clang): every object instrumented for libFuzzer's coverage.
+ifeq ($(SAN),fuzz)
+OPT      := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
 endif
 INCS     := -Iprotocol -Isrc -Iclients/c -Iserver -Itests/support -I$(BUILD)/gen
 CFLAGS   += -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -pthread $(INCS) \
@@ -219,6 +226,48 @@ demo: all
 
 clean:
 	rm -rf build
+
+# ---- fuzzing ---------------------------------------------------------------
+# `make fuzz` builds tests/fuzz/fuzz_*.c and every library object with clang
+# and -fsanitize=fuzzer,address,undefined into build/fuzz, then runs each
+# target for FUZZ_SECONDS from its committed seed corpus (tests/fuzz/corpus).
+# clang and its fuzzer runtime are installed only for this goal.  Linked by
+# clang++: the C++ codec needs UBSan's C++ runtime.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_OK := $(shell command -v clang >/dev/null 2>&1 && command -v clang++ >/dev/null 2>&1 && \
+             ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 && echo yes)
+
+ifeq ($(SAN),fuzz)
+fuzz-build: $(FUZZ_BINS) $(BUILD)/fuzz/make_seeds
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LINK_ALL)
+	@mkdir -p $(@D)
+	$(CXX) $(OPT) -pthread -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+$(BUILD)/fuzz/make_seeds: $(BUILD)/obj/tests/fuzz/make_seeds.o $(LINK_ALL)
+	@mkdir -p $(@D)
+	$(CXX) $(OPT) -pthread $^ -o $@ $(LDLIBS)
+endif
+
+fuzz:
+ifneq ($(FUZZ_OK),yes)
+	sh scripts/install-deps.sh --fuzz
+endif
+	$(MAKE) BUILD=build/fuzz CC=clang CXX=clang++ SAN=fuzz fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/run-fuzz.sh build/fuzz/fuzz
+
+# Regenerate the committed seed corpora with the project's encoders.
+fuzz-seeds:
+ifneq ($(FUZZ_OK),yes)
+	sh scripts/install-deps.sh --fuzz
+endif
+	$(MAKE) BUILD=build/fuzz CC=clang CXX=clang++ SAN=fuzz fuzz-build
+	build/fuzz/fuzz/make_seeds tests/fuzz/corpus
+
+# The fault campaign (scripts/faults.sh): FAULTS_SCALE=full (default) or short.
+FAULTS_SCALE ?= full
+faults: all
+	PPXD_BUILD=$(abspath $(BUILD)) sh scripts/faults.sh $(FAULTS_SCALE)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 endif

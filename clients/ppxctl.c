@@ -60,7 +60,7 @@ static void usage(FILE *f, const char *cmd)
         fprintf(f, "usage: ppxctl status\n  version, uptime, models, workers, queue depth and counters.\n");
     } else if (cmd && strcmp(cmd, "load") == 0) {
         fprintf(f, "usage: ppxctl load FILE [--name NAME]\n  serve a model file (admin; the path is read by the "
-                   "server).\n");
+                   "server, and must be inside its --model-dir;\n  a relative path is taken from there).\n");
     } else if (cmd && strcmp(cmd, "unload") == 0) {
         fprintf(f, "usage: ppxctl unload NAME\n  stop serving NAME (admin).\n");
     } else if (cmd && strcmp(cmd, "reload") == 0) {

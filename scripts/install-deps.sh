@@ -1,10 +1,16 @@
 #!/bin/sh
 # Install the Debian 12 packages ppxd needs, when any is missing.
 # Called by the Makefile when its pkg-config / flatc check fails.
+#   install-deps.sh          what `make`, `make test` and `make demo` need
+#   install-deps.sh --fuzz   that plus clang and its libFuzzer/sanitizer
+#                            runtimes, for `make fuzz` only
 set -eu
 PKGS="build-essential gfortran pkg-config cmake libzmq3-dev libflatbuffers-dev flatbuffers-compiler
       libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy python3-matplotlib
       python3-setuptools python3-pip"
+if [ "${1:-}" = "--fuzz" ]; then
+    PKGS="$PKGS clang libclang-rt-dev"
+fi
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -3,6 +3,8 @@
 #include "serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -68,6 +71,12 @@ static int endpoint_is_local(const char *ep)
     return dots == 3;
 }
 
+/* 1 for ipc:// and inproc:// endpoints (no network involved). */
+static int endpoint_is_ipc(const char *ep)
+{
+    return strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0;
+}
+
 /* ---- model registry ------------------------------------------------------- */
 
 typedef struct serve_model {
@@ -121,6 +130,7 @@ struct serve_server {
     pthread_t frontend_thread, zap_thread, *workers;
     struct worker **wargs;          /* [n_workers], freed by serve_destroy */
     int n_workers, frontend_started, zap_started;
+    atomic_int workers_running;     /* worker threads that have not returned yet */
     atomic_int stop;
     atomic_int stopped;
 
@@ -143,6 +153,9 @@ struct serve_server {
     size_t n_allow;
     uint8_t (*admin)[32];
     size_t n_admin;
+
+    char **model_dirs;              /* realpaths Load may read under (none: Load refused) */
+    size_t n_model_dirs;
 };
 
 /* Push a job; 0, or -1 when full or closed (the job is not taken). */
@@ -304,37 +317,65 @@ static serve_model *model_entry_new(const char *name, const char *path, model_fi
 }
 
 /* Read and check a model file; *checksum = its stored CRC-32C (the last four
- * bytes, verified by model_file_decode).  NULL with a reason. */
-static model_file *read_model(const char *path, uint32_t *checksum, char *err, size_t err_len)
+ * bytes, verified by model_file_decode).  Only a regular file of at most
+ * max_bytes is read, and exactly its size: the open never blocks (a FIFO or
+ * a device is refused after fstat, not waited on).  open_flags: extra
+ * open(2) flags (O_NOFOLLOW for a path already resolved by realpath, so a
+ * symlink swapped in since is refused).  Reading stops at the
+ * deadline (monotonic seconds, 0: none) or when *stop becomes set.  NULL with
+ * a reason. */
+static model_file *read_model(const char *path, int open_flags, size_t max_bytes, double deadline, atomic_int *stop,
+                              uint32_t *checksum, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | open_flags);
+    if (fd < 0) {
         snprintf(err, err_len, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    unsigned char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? 2 * cap : 1 << 16;
-            unsigned char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                snprintf(err, err_len, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, err_len, "%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)max_bytes) {
+        snprintf(err, err_len, "%s: %lld bytes is over the %zu-byte limit (--max-model-bytes)", path,
+                 (long long)st.st_size, max_bytes);
+        close(fd);
+        return NULL;
+    }
+    size_t len = (size_t)st.st_size;
+    unsigned char *buf = malloc(len ? len : 1);
+    if (!buf) {
+        snprintf(err, err_len, "%s: out of memory for %zu bytes", path, len);
+        close(fd);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < len) {
+        if ((stop && atomic_load(stop)) || (deadline > 0 && mono_now() > deadline)) {
+            snprintf(err, err_len, "%s: %s after %zu of %zu bytes", path, stop && atomic_load(stop) ? "server stopping"
+                     : "deadline passed", got, len);
+            break;
+        }
+        size_t chunk = len - got < ((size_t)8 << 20) ? len - got : ((size_t)8 << 20);
+        ssize_t r = read(fd, buf + got, chunk);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r <= 0) {
+            snprintf(err, err_len, "%s: %s after %zu of %zu bytes", path, r < 0 ? strerror(errno) : "file shrank", got,
+                     len);
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got < len) {
         free(buf);
-        snprintf(err, err_len, "%s: read error", path);
         return NULL;
     }
     char why[256];
@@ -356,8 +397,8 @@ static void default_name(const char *path, char *dst, size_t len)
     if (dot && dot != dst) *dot = 0;
 }
 
-static int load_entry(serve_server *s, const char *name, const char *path, serve_model **out, char *err,
-                      size_t err_len)
+static int load_entry(serve_server *s, const char *name, const char *path, int open_flags, double deadline,
+                      serve_model **out, char *err, size_t err_len)
 {
     char nm[256];
     if (!name || !*name) {
@@ -365,7 +406,7 @@ static int load_entry(serve_server *s, const char *name, const char *path, serve
         name = nm;
     }
     uint32_t crc = 0;
-    model_file *m = read_model(path, &crc, err, err_len);
+    model_file *m = read_model(path, open_flags, s->cfg.max_model_bytes, deadline, &s->stop, &crc, err, err_len);
     if (!m) return -1;
     serve_model *e = model_entry_new(name, path, m, crc, err, err_len);
     if (!e) return -1;
@@ -377,9 +418,102 @@ static int load_entry(serve_server *s, const char *name, const char *path, serve
     return 0;
 }
 
+/* Add dir (made absolute by realpath) to the directories Load may read
+ * under.  0 or -1 with a reason. */
+static int model_dir_add(serve_server *s, const char *dir, char *err, size_t err_len)
+{
+    char *r = realpath(dir, NULL);
+    if (!r) {
+        snprintf(err, err_len, "model directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(r, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_len, "model directory %s: not a directory", dir);
+        free(r);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_model_dirs; i++)
+        if (strcmp(s->model_dirs[i], r) == 0) {
+            free(r);
+            return 0;
+        }
+    char **v = realloc(s->model_dirs, (s->n_model_dirs + 1) * sizeof *v);
+    if (!v) {
+        free(r);
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    s->model_dirs = v;
+    s->model_dirs[s->n_model_dirs++] = r;
+    return 0;
+}
+
+/* The directory part of a file path ("." when it has none). */
+static void dir_of(const char *path, char *dst, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dst, len, ".");
+    else if (slash == path) snprintf(dst, len, "/");
+    else snprintf(dst, len, "%.*s", (int)(slash - path), path);
+}
+
+/* The absolute, symlink-free path of a remotely requested file, or NULL with
+ * a reason when it is not inside a model directory.  A relative path is
+ * taken relative to the first model directory.  Caller frees. */
+static char *confined_path(serve_server *s, const char *path, char *err, size_t err_len)
+{
+    if (!s->n_model_dirs) {
+        snprintf(err, err_len, "%s: no model directory (start the server with --model-dir DIR, or with --model)", path);
+        return NULL;
+    }
+    char joined[PATH_MAX];
+    if (path[0] != '/') {
+        if ((size_t)snprintf(joined, sizeof joined, "%s/%s", s->model_dirs[0], path) >= sizeof joined) {
+            snprintf(err, err_len, "path too long");
+            return NULL;
+        }
+        path = joined;
+    }
+    char *r = realpath(path, NULL);
+    if (!r) {
+        snprintf(err, err_len, "%.400s: %s", path, strerror(errno));
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n_model_dirs; i++) {
+        const char *d = s->model_dirs[i];
+        size_t n = strlen(d);
+        /* d is "/" or a path without a trailing slash */
+        if (n == 1 && d[0] == '/') return r;
+        if (strncmp(r, d, n) == 0 && r[n] == '/') return r;
+    }
+    snprintf(err, err_len, "%.300s (%.300s) is outside the model directories (--model-dir)", path, r);
+    free(r);
+    return NULL;
+}
+
+/* A Load or Reload from a client: the path confined to the model
+ * directories, read under the request's deadline.  The details of a failure
+ * go to the server log only; the client learns nothing about the server's
+ * files beyond "cannot load". */
+static int remote_load(serve_server *s, const char *name, const char *path, int confine, double deadline,
+                       serve_model **out, char *reply, size_t reply_len)
+{
+    char why[1024];
+    char *real = confine ? confined_path(s, path, why, sizeof why) : xstrdup(path);
+    int rc = -1;
+    if (real) rc = load_entry(s, name, real, confine ? O_NOFOLLOW : 0, deadline, out, why, sizeof why);
+    free(real);
+    if (rc < 0) {
+        if (!s->cfg.quiet) fprintf(stderr, "ppxd serve: refused to load '%s': %s\n", path, why);
+        snprintf(reply, reply_len, "cannot load '%.200s' (the server log has the reason)", path);
+    }
+    return rc;
+}
+
 int serve_load(serve_server *s, const char *name, const char *path, char *err, size_t err_len)
 {
-    return load_entry(s, name, path, NULL, err, err_len);
+    return load_entry(s, name, path, 0, 0, NULL, err, err_len);
 }
 
 int serve_publish(serve_server *s, const char *name, const model_file *m, const char *path, char *err,
@@ -694,6 +828,15 @@ static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *r
                   "per request (--max-n)", rq->n, k, (unsigned long long)s->cfg.max_n);
         goto done;
     }
+    /* The reply holds n x k x D doubles plus one acceptance rate and a
+     * matrix header per observation: bound its bytes, not only its rows. */
+    double reply_bytes = 8.0 * rq->n * k * D + 64.0 * k + 1024.0;
+    if (reply_bytes > (double)s->cfg.max_reply_bytes) {
+        set_error(a, PPXQ_N_TOO_LARGE, "%u samples x %u observations x %u parameters is a %.0f-byte reply, over this "
+                  "server's limit of %zu bytes (--max-reply-bytes)", rq->n, k, D, reply_bytes,
+                  s->cfg.max_reply_bytes);
+        goto done;
+    }
     if (check_finite(rq->observations.data, k, rq->observations.cols, "observation", a) < 0) goto done;
     cached_posterior *cp = worker_posterior(w, e);
     if (!cp) {
@@ -788,6 +931,11 @@ static const uint8_t *do_log_prob(worker *w, const serve_job *j, const ppxq_msg 
     if (rows > s->cfg.max_n || (rq->normalise && rq->n_draws > s->cfg.max_n)) {
         set_error(a, PPXQ_N_TOO_LARGE, "%u theta rows (n_draws %u) is over this server's limit of %llu (--max-n)",
                   rows, n_draws, (unsigned long long)s->cfg.max_n);
+        goto done;
+    }
+    if (8.0 * rows + 1024.0 > (double)s->cfg.max_reply_bytes) {
+        set_error(a, PPXQ_N_TOO_LARGE, "%u log densities is over this server's reply limit of %zu bytes "
+                  "(--max-reply-bytes)", rows, s->cfg.max_reply_bytes);
         goto done;
     }
     if (check_finite(rq->observations.data, 1, rq->observations.cols, "observation", a) < 0) goto done;
@@ -907,20 +1055,21 @@ static const uint8_t *do_admin(worker *w, const serve_job *j, const ppxq_msg *rq
 {
     serve_server *s = w->s;
     if (!j->admin) {
-        set_error(a, PPXQ_NOT_ALLOWED, "%s needs admin rights (a --curve-admin key, or a local plain endpoint)",
+        set_error(a, PPXQ_NOT_ALLOWED, "%s needs admin rights (a --curve-admin key, or a plain ipc endpoint)",
                   ppxq_type_name(rq->type));
         return NULL;
     }
     char msg[600], why[400];
     const uint8_t *out = NULL;
     serve_model *e = NULL;
+    double deadline = j->t_recv + s->cfg.deadline_ms / 1000.0;
     switch (rq->type) {
     case PPXQ_LOAD:
         if (!rq->path[0]) {
             set_error(a, PPXQ_MALFORMED, "Load needs a path");
             return NULL;
         }
-        if (load_entry(s, rq->name, rq->path, &e, why, sizeof why) < 0) {
+        if (remote_load(s, rq->name, rq->path, 1, deadline, &e, why, sizeof why) < 0) {
             set_error(a, PPXQ_LOAD_FAILED, "%s", why);
             return NULL;
         }
@@ -939,7 +1088,9 @@ static const uint8_t *do_admin(worker *w, const serve_job *j, const ppxq_msg *rq
             set_error(a, PPXQ_LOAD_FAILED, "model '%s' was published from memory: it has no file to reload", rq->name);
             return NULL;
         }
-        int rc = load_entry(s, rq->name, path, &e, why, sizeof why);
+        /* The path is the server's own (from --model or an earlier, confined
+         * Load): the client does not choose it. */
+        int rc = remote_load(s, rq->name, path, 0, deadline, &e, why, sizeof why);
         free(path);
         if (rc < 0) {
             set_error(a, PPXQ_LOAD_FAILED, "%s (the old version stays served)", why);
@@ -1052,6 +1203,7 @@ static void *worker_main(void *arg)
     for (int i = 0; i < WORKER_CACHE; i++) cache_slot_clear(&w->cache[i]);
     ppxq_encoder_destroy(&w->enc);
     if (w->push) zmq_close(w->push);
+    atomic_fetch_sub(&s->workers_running, 1);
     return NULL;
 }
 
@@ -1298,6 +1450,8 @@ serve_config serve_config_defaults(void)
     c.threads = ncpu > 0 ? (int)ncpu : 1;
     c.max_n = 1000000;
     c.max_request_bytes = (size_t)64 << 20;
+    c.max_model_bytes = (size_t)1 << 30;
+    c.max_reply_bytes = (size_t)256 << 20;
     c.deadline_ms = 30000;
     c.queue = 1024;
     return c;
@@ -1337,9 +1491,9 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
         return NULL;
     }
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->queue < 1 || cfg->max_n < 1 || cfg->deadline_ms < 1 ||
-        cfg->max_request_bytes < 64) {
+        cfg->max_request_bytes < 64 || cfg->max_model_bytes < 64 || cfg->max_reply_bytes < 4096) {
         snprintf(err, err_len, "bad limits (threads 1..1024, queue >= 1, max-n >= 1, deadline >= 1 ms, "
-                 "max-request-bytes >= 64)");
+                 "max-request-bytes >= 64, max-model-bytes >= 64, max-reply-bytes >= 4096)");
         return NULL;
     }
     int curve = cfg->curve_secret != NULL;
@@ -1391,6 +1545,8 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
     s->cfg.curve_secret = s->cfg.curve_allow = s->cfg.curve_admin = NULL; /* not kept */
     s->cfg.models = NULL;
     s->cfg.n_models = 0;
+    s->cfg.model_dirs = NULL; /* kept as realpaths in s->model_dirs */
+    s->cfg.n_model_dirs = 0;
     char pub[41] = "", sec[41] = "";
     if (curve) {
         if (ppx_query_read_key_pair(cfg->curve_secret, pub, sec, err, err_len) < 0) goto fail;
@@ -1419,14 +1575,23 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
         const char *spec = cfg->models[i], *eq = strchr(spec, '=');
         char name[256] = "", why[512];
         if (eq) snprintf(name, sizeof name, "%.*s", (int)(eq - spec), spec);
-        if (load_entry(s, name, eq ? eq + 1 : spec, NULL, why, sizeof why) < 0) {
+        const char *path = eq ? eq + 1 : spec;
+        if (load_entry(s, name, path, 0, 0, NULL, why, sizeof why) < 0) {
             snprintf(err, err_len, "--model %s: %s", spec, why);
             goto fail;
         }
+        char dir[PATH_MAX];
+        dir_of(path, dir, sizeof dir);
+        if (!cfg->n_model_dirs && model_dir_add(s, dir, err, err_len) < 0) goto fail;
     }
-    /* Routers: [0] authenticated (CURVE) or local plain, [1] non-local plain. */
+    for (size_t i = 0; i < cfg->n_model_dirs; i++)
+        if (model_dir_add(s, cfg->model_dirs[i], err, err_len) < 0) goto fail;
+    /* Routers: [0] authenticated (CURVE) or plain ipc, [1] plain tcp.  Only
+     * ipc clients of a plain server may administer: the socket file's
+     * permissions say who they are, whereas any local user can reach a
+     * loopback port. */
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
-        int fe = curve || endpoint_is_local(cfg->endpoints[i]) ? 0 : 1;
+        int fe = curve || endpoint_is_ipc(cfg->endpoints[i]) ? 0 : 1;
         if (!s->router[fe]) {
             s->router[fe] = router_new(s, curve, pub, sec, err, err_len);
             if (!s->router[fe]) goto fail;
@@ -1456,7 +1621,9 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
         if (!ws[i]) break;
         ws[i]->s = s;
         ws[i]->index = i;
+        atomic_fetch_add(&s->workers_running, 1);
         if (pthread_create(&s->workers[i], NULL, worker_main, ws[i]) != 0) {
+            atomic_fetch_sub(&s->workers_running, 1);
             free(ws[i]);
             break;
         }
@@ -1487,18 +1654,45 @@ int serve_stopped(serve_server *s)
     return s ? atomic_load(&s->stopped) : 1;
 }
 
-void serve_destroy(serve_server **ps)
+/* Stop taking requests: the frontend ends and the queue closes, so idle
+ * workers leave at once and busy ones after their request.  Idempotent. */
+static void serve_quiesce(serve_server *s)
 {
-    if (!ps || !*ps) return;
-    serve_server *s = *ps;
     atomic_store(&s->stop, 1);
-    if (s->frontend_started) pthread_join(s->frontend_thread, NULL);
-    /* Close the queue: idle workers wake up and leave; busy ones finish their
-     * request (bounded by the deadline) first. */
+    if (s->frontend_started) {
+        pthread_join(s->frontend_thread, NULL);
+        s->frontend_started = 0;
+    }
     pthread_mutex_lock(&s->qmu);
     s->qclosed = 1;
     pthread_cond_broadcast(&s->qcv);
     pthread_mutex_unlock(&s->qmu);
+}
+
+int serve_shutdown(serve_server *s, int grace_ms)
+{
+    if (!s) return 0;
+    serve_quiesce(s);
+    double until = mono_now() + grace_ms / 1000.0;
+    while (atomic_load(&s->workers_running) > 0) {
+        if (mono_now() >= until) return -1;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int serve_busy_workers(serve_server *s)
+{
+    return s ? atomic_load(&s->workers_running) : 0;
+}
+
+void serve_destroy(serve_server **ps)
+{
+    if (!ps || !*ps) return;
+    serve_server *s = *ps;
+    /* Busy workers finish their request (bounded by the deadline) first. */
+    serve_quiesce(s);
     for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
     if (s->wargs)
         for (int i = 0; i < s->cfg.threads; i++) free(s->wargs[i]);
@@ -1520,6 +1714,8 @@ void serve_destroy(serve_server **ps)
     free(s->endpoints);
     free(s->allow);
     free(s->admin);
+    for (size_t i = 0; i < s->n_model_dirs; i++) free(s->model_dirs[i]);
+    free(s->model_dirs);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->reg_mu);
@@ -1543,7 +1739,17 @@ int serve_run(const serve_config *cfg, const char *name, const model_file *m, co
     pthread_sigmask(SIG_BLOCK, &set, &old);
     char err[1024];
     int rc = 1;
-    serve_server *s = serve_new(cfg, err, sizeof err);
+    /* A model published from a file (train --serve) makes its directory the
+     * default model directory, as --model does. */
+    serve_config c = *cfg;
+    char dir[PATH_MAX];
+    const char *dirs[1] = {dir};
+    if (m && path && *path && !c.n_model_dirs && !c.n_models) {
+        dir_of(path, dir, sizeof dir);
+        c.model_dirs = dirs;
+        c.n_model_dirs = 1;
+    }
+    serve_server *s = serve_new(&c, err, sizeof err);
     if (!s) {
         fprintf(stderr, "ppxd serve: %s\n", err);
         goto out;
@@ -1574,6 +1780,15 @@ int serve_run(const serve_config *cfg, const char *name, const model_file *m, co
     }
     if (!cfg->quiet) fprintf(stderr, "ppxd serve: stopping\n");
     rc = serve_stopped(s) && !atomic_load(&s->stop) ? 1 : 0;
+    if (serve_shutdown(s, SERVE_STOP_GRACE_MS) < 0) {
+        /* A worker is still inside a request (a long sampling run, a slow
+         * file system): shutdown must not wait for it.  Nothing is lost: the
+         * server keeps no state that outlives the process. */
+        fprintf(stderr, "ppxd serve: %d worker%s still busy %.1f s after the stop request: exiting without them\n",
+                serve_busy_workers(s), serve_busy_workers(s) == 1 ? "" : "s", SERVE_STOP_GRACE_MS / 1000.0);
+        fflush(NULL);
+        _exit(rc);
+    }
     serve_destroy(&s);
 out:
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1594,16 +1809,22 @@ static void serve_usage(FILE *f)
             "  --serve-threads N       worker threads (default: number of CPUs)\n"
             "  --max-n N               most samples (n x observations) or theta rows per request (default 1000000)\n"
             "  --max-request-bytes B   largest request (default 64 MiB)\n"
-            "  --deadline-ms T         per-request deadline from arrival (default 30000)\n"
+            "  --max-reply-bytes B     largest Sample or LogProb reply (default 256 MiB)\n"
+            "  --max-model-bytes B     largest model file read (default 1 GiB)\n"
+            "  --model-dir DIR         Load may read model files under DIR only (repeatable; default: the\n"
+            "                          directories of the --model files; none: Load is refused)\n"
+            "  --deadline-ms T         per-request deadline from arrival, admin requests included (default 30000)\n"
             "  --queue N               requests waiting for a worker before BUSY replies (default 1024)\n"
             "  --curve-secret FILE     the server's CURVE key pair (ppxctl keygen): every endpoint uses CURVE\n"
             "  --curve-allow FILE      client public keys allowed to query, one per line\n"
             "  --curve-admin FILE      client public keys allowed to query and Load/Unload/Reload\n"
-            "  --insecure-plain        allow plain (unauthenticated) non-loopback endpoints\n"
+            "  --insecure-plain        allow plain (unauthenticated) non-loopback endpoints (query only)\n"
             "  --quiet                 no log lines\n"
             "  -h, --help              this help\n"
             "\n"
-            "Plain endpoints must be ipc or loopback unless --insecure-plain; their local clients may administer.\n"
+            "Plain endpoints must be ipc or loopback tcp unless --insecure-plain. Without CURVE, only ipc clients\n"
+            "may administer (the socket file's permissions decide who); tcp admin needs a --curve-admin key.\n"
+            "A failed Load answers only \"cannot load\"; the reason is in the server log.\n"
             "Stop with SIGINT or SIGTERM.\n");
 }
 
@@ -1616,7 +1837,8 @@ static int serve_die(const char *msg, const char *detail)
 
 enum {
     SOPT_SERVE = 1000, SOPT_MODEL, SOPT_THREADS, SOPT_MAX_N, SOPT_MAX_BYTES, SOPT_DEADLINE, SOPT_QUEUE,
-    SOPT_CURVE_SECRET, SOPT_CURVE_ALLOW, SOPT_CURVE_ADMIN, SOPT_INSECURE, SOPT_QUIET
+    SOPT_CURVE_SECRET, SOPT_CURVE_ALLOW, SOPT_CURVE_ADMIN, SOPT_INSECURE, SOPT_QUIET, SOPT_MODEL_DIR,
+    SOPT_MAX_MODEL_BYTES, SOPT_MAX_REPLY_BYTES
 };
 
 int serve_main(int argc, char **argv)
@@ -1634,20 +1856,39 @@ int serve_main(int argc, char **argv)
         {"curve-admin", required_argument, 0, SOPT_CURVE_ADMIN},
         {"insecure-plain", no_argument, 0, SOPT_INSECURE},
         {"quiet", no_argument, 0, SOPT_QUIET},
+        {"model-dir", required_argument, 0, SOPT_MODEL_DIR},
+        {"max-model-bytes", required_argument, 0, SOPT_MAX_MODEL_BYTES},
+        {"max-reply-bytes", required_argument, 0, SOPT_MAX_REPLY_BYTES},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     serve_config cfg = serve_config_defaults();
     const char **eps = calloc((size_t)argc + 1, sizeof *eps);
     const char **models = calloc((size_t)argc + 1, sizeof *models);
+    const char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
     int rc = 2, ch;
     uint64_t v;
-    if (!eps || !models) goto out;
+    if (!eps || !models || !dirs) goto out;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
         case SOPT_SERVE: eps[cfg.n_endpoints++] = optarg; break;
         case SOPT_MODEL: models[cfg.n_models++] = optarg; break;
+        case SOPT_MODEL_DIR: dirs[cfg.n_model_dirs++] = optarg; break;
+        case SOPT_MAX_MODEL_BYTES:
+            if (args_u64_range(optarg, 64, (uint64_t)1 << 40, &v) < 0) {
+                rc = serve_die("--max-model-bytes wants a number from 64 to 2^40", optarg);
+                goto out;
+            }
+            cfg.max_model_bytes = (size_t)v;
+            break;
+        case SOPT_MAX_REPLY_BYTES:
+            if (args_u64_range(optarg, 4096, (uint64_t)1 << 40, &v) < 0) {
+                rc = serve_die("--max-reply-bytes wants a number from 4096 to 2^40", optarg);
+                goto out;
+            }
+            cfg.max_reply_bytes = (size_t)v;
+            break;
         case SOPT_THREADS:
             if (args_u64_range(optarg, 1, 1024, &v) < 0) {
                 rc = serve_die("--serve-threads wants a number from 1 to 1024", optarg);
@@ -1705,9 +1946,11 @@ int serve_main(int argc, char **argv)
     }
     cfg.endpoints = eps;
     cfg.models = models;
+    cfg.model_dirs = dirs;
     rc = serve_run(&cfg, NULL, NULL, NULL);
 out:
     free(eps);
     free(models);
+    free(dirs);
     return rc;
 }

@@ -48,7 +48,8 @@
  * ones — over 2x the limit + 1 MiB — are cut off by ZeroMQ's
  * ZMQ_MAXMSGSIZE, which drops the connection); --max-n bounds n x
  * observations of a Sample and the theta rows and n_draws of a LogProb
- * (N_TOO_LARGE); --deadline-ms bounds each request from its arrival
+ * (N_TOO_LARGE); --max-reply-bytes bounds the reply's bytes (n x k x theta
+ * dimension doubles; N_TOO_LARGE); --deadline-ms bounds each request from its arrival
  * (DEADLINE when it waited too long in the queue; the sampling time bound is
  * what remains of it, or the request's own max_seconds when smaller).
  *
@@ -56,9 +57,24 @@
  * ZMQ_CURVE_SERVER); clients must hold a key listed in --curve-allow FILE or
  * --curve-admin FILE, and only --curve-admin keys may Load/Unload/Reload.
  * Without it, endpoints are plain: ipc://, inproc:// and tcp on loopback
- * (127.0.0.0/8, localhost, ::1) are accepted and their clients may
- * administer; any other endpoint is refused at start-up unless
- * --insecure-plain, and then its clients may only query.
+ * (127.0.0.0/8, localhost, ::1) are accepted; any other endpoint is refused
+ * at start-up unless --insecure-plain.  Of plain clients only those on ipc
+ * (and inproc) may administer: the socket file's permissions then decide
+ * who may connect (an abstract "ipc://@name" socket has none: any local
+ * user can reach it); every local user can reach a loopback port, so tcp
+ * admin needs CURVE.
+ * Load: the path must resolve (realpath, symlinks followed) inside one of
+ * the model directories (--model-dir, default: the directories of the
+ * --model files, or of the model serve_run publishes); a relative path is
+ * taken from the first.  The file must be a regular file (opened
+ * non-blocking, then fstat: FIFOs and devices are refused, never waited on)
+ * of at most --max-model-bytes, and exactly its size is read, within the
+ * request's deadline.  Every Load/Reload failure answers one generic
+ * "cannot load" LOAD_FAILED; the reason goes to the server log only, so a
+ * client cannot probe which files exist.
+ * Shutdown: SIGINT/SIGTERM stop the frontend at once; workers get
+ * SERVE_STOP_GRACE_MS to finish what they are doing, then the process
+ * exits without them.
  * Key files: a key pair file has lines "public-key = Z85" and
  * "secret-key = Z85" (czmq certificates parse too; quotes are stripped);
  * allow lists have one Z85 public key per line (bare, or as
@@ -73,6 +89,8 @@
 
 #define SERVE_VERSION "ppxd 0.2 (query protocol 1)"
 #define SERVE_DEFAULT_N_DRAWS 10000u
+/* How long serve_run waits for busy workers after SIGINT/SIGTERM. */
+#define SERVE_STOP_GRACE_MS 3000
 
 typedef struct serve_config {
     const char *const *endpoints; /* --serve (at least one) */
@@ -82,6 +100,10 @@ typedef struct serve_config {
     int threads;                  /* workers; default: online CPUs, at least 1 */
     uint64_t max_n;               /* default 1,000,000 */
     size_t max_request_bytes;     /* default 64 MiB */
+    size_t max_model_bytes;       /* largest model file read (--model, Load, Reload); default 1 GiB */
+    size_t max_reply_bytes;       /* largest Sample/LogProb reply (values x 8 bytes); default 256 MiB */
+    const char *const *model_dirs;/* --model-dir: where Load may read; default: the --model files' directories */
+    size_t n_model_dirs;
     int deadline_ms;              /* default 30,000 */
     int queue;                    /* default 1024 */
     const char *curve_secret;     /* key pair file, or NULL: plain */
@@ -112,6 +134,12 @@ int serve_load(serve_server *s, const char *name, const char *path, char *err, s
 /* Ask the server to stop (async-signal-safe); serve_destroy waits for the
  * threads, answers nothing more, and frees everything. */
 void serve_request_stop(serve_server *s);
+/* Stop taking requests and wait up to grace_ms for the workers to finish
+ * theirs.  0 when every worker has ended (serve_destroy then returns at
+ * once); -1 when some are still busy (serve_destroy would wait for them). */
+int serve_shutdown(serve_server *s, int grace_ms);
+/* Workers that have not ended yet. */
+int serve_busy_workers(serve_server *s);
 /* 1 once the frontend has stopped (requested or fatal socket error). */
 int serve_stopped(serve_server *s);
 void serve_destroy(serve_server **s);
@@ -122,6 +150,9 @@ void serve_destroy(serve_server **s);
  * SIGINT/SIGTERM in the calling thread (and so in the server's threads) and
  * takes them with sigtimedwait, restoring the signal mask on return.
  * Returns 0 after a signal, 1 on a start-up failure (reason on stderr).
+ * Shutdown is bounded: when a worker is still inside a request
+ * SERVE_STOP_GRACE_MS after the signal, the process _exits (status 0)
+ * rather than wait for it.
  * For `ppxd train ... --serve ENDPOINT`: after training, call
  *   serve_run(&cfg, name, model, out_path)
  * with cfg.endpoints = the --serve arguments. */

@@ -40,6 +40,10 @@ int cmd_export(cli *c)
     }
     trace_reader_stats st = trace_reader_get_stats(r);
     if (got < 0) rc = 1;
+    if (st.damaged_regions)
+        fprintf(stderr, "ppxd: %s: %llu bytes of damage skipped in %llu place%s\n", c->file,
+                (unsigned long long)st.skipped_bytes, (unsigned long long)st.damaged_regions,
+                st.damaged_regions == 1 ? "" : "s");
     if (st.truncated)
         fprintf(stderr, "ppxd: %s: damaged tail of %llu bytes ignored after %llu records\n", c->file,
                 (unsigned long long)st.bad_tail_bytes, (unsigned long long)st.records);
@@ -75,9 +79,13 @@ int cmd_info(cli *c)
         if (rc == 0 && address_census_add(ac, t) < 0) rc = -1;
     }
     trace_reader_stats st = trace_reader_get_stats(r);
-    printf("%s: %llu traces, %llu entries%s", c->file, (unsigned long long)st.records, (unsigned long long)entries,
-           st.truncated ? "" : ", no damage\n");
-    if (st.truncated) printf(", damaged tail of %llu bytes ignored\n", (unsigned long long)st.bad_tail_bytes);
+    int damaged = st.truncated || st.damaged_regions;
+    printf("%s: %llu traces, %llu entries", c->file, (unsigned long long)st.records, (unsigned long long)entries);
+    if (st.damaged_regions)
+        printf(", %llu bytes of damage skipped in %llu place%s", (unsigned long long)st.skipped_bytes,
+               (unsigned long long)st.damaged_regions, st.damaged_regions == 1 ? "" : "s");
+    if (st.truncated) printf(", damaged tail of %llu bytes ignored", (unsigned long long)st.bad_tail_bytes);
+    printf("%s\n", damaged ? "" : ", no damage");
     if (rc == 0 && address_census_count(ac)) {
         /* What a simulator draws, named or not: the addresses to give --latent
          * or export --names (full address: replace n by the instance). */
@@ -88,6 +96,10 @@ int cmd_info(cli *c)
     address_census_destroy(&ac);
     trace_destroy(&t);
     trace_reader_close(&r);
-    return got < 0 ? 1 : 0;
+    /* Exit 1 on damage too: scripts checking a file must not take a
+     * damaged one for a sound one. */
+    if (got < 0) return 1;
+    if (damaged) fprintf(stderr, "ppxd: %s is damaged: every valid record was read, the damage skipped\n", c->file);
+    return damaged ? 1 : 0;
 }
 

@@ -62,6 +62,8 @@ struct zmtp_conn {
     size_t q_len;
     uint8_t *r;          /* incoming bytes, unparsed in [r_start, r_end) */
     size_t r_start, r_end, r_cap;
+    size_t frame_total;  /* header + announced size of the frame at r_start, once known and incomplete (else 0) */
+    size_t frame_hdr;    /* its header bytes */
     char err[320];
 };
 
@@ -477,8 +479,14 @@ static int read_some(zmtp_conn *c, int *filled)
          * 2-byte delimiter frame and a 2-byte (short) or 9-byte (long)
          * header, guessing from the last reply. */
         c->r_start = c->r_end = c->state == C_OPEN ? (c->last_long ? 5 : 4) : 0;
-    } else if (c->r_cap - c->r_end < READ_MIN) {
-        if (need_room(c, c->r_end - c->r_start + READ_MIN, 0) < 0) return -1;
+    } else if (c->r_cap - c->r_end < READ_MIN && !(c->frame_total && c->r_start + c->frame_total <= c->r_cap)) {
+        /* Grow with the bytes that have arrived (doubling), never to a
+         * frame's announced size at once: a header announcing 64 MiB costs
+         * nothing until the peer actually sends them. */
+        size_t have = c->r_end - c->r_start;
+        size_t want = have + (have > READ_MIN ? have : READ_MIN);
+        if (c->frame_total > have && want > c->frame_total) want = c->frame_total;
+        if (need_room(c, want, c->frame_total ? c->frame_hdr : 0) < 0) return -1;
     }
     ssize_t n;
     do {
@@ -657,9 +665,13 @@ static int parse(zmtp_conn *c, const uint8_t **body, size_t *len)
         }
         if (avail - hdr < size) {
             if (got) return 1;
-            return need_room(c, hdr + (size_t)size, hdr) < 0 ? -1 : 0;
+            /* Incomplete: read_some makes room as the bytes come. */
+            c->frame_total = hdr + (size_t)size;
+            c->frame_hdr = hdr;
+            return 0;
         }
         const uint8_t *data = p + hdr;
+        c->frame_total = c->frame_hdr = 0;
         c->r_start += hdr + (size_t)size;
         if (is_cmd) {
             if (on_command(c, data, (size_t)size) < 0) return got ? 1 : -1;
@@ -682,6 +694,11 @@ static int closed(zmtp_conn *c)
 }
 
 /* --- public ----------------------------------------------------------------------- */
+
+size_t zmtp_conn_buffer_bytes(const zmtp_conn *c)
+{
+    return c ? c->r_cap + c->w_cap + c->q_len : 0;
+}
 
 int zmtp_endpoint_check(const char *endpoint, char *err, size_t err_len)
 {

@@ -89,6 +89,11 @@ int zmtp_conn_send(zmtp_conn *c, const void *body, size_t len);
  * failed (zmtp_conn_failure, zmtp_conn_error). */
 int zmtp_conn_io(zmtp_conn *c, int ready, const uint8_t **body, size_t *len);
 
+/* Bytes of buffer the connection holds (read, write and queued).  The read
+ * buffer grows with the bytes that arrive, not with a frame's announced
+ * size, so a peer costs what it sends (bounded by max_msg_bytes). */
+size_t zmtp_conn_buffer_bytes(const zmtp_conn *c);
+
 /* 1 once the handshake is complete. */
 int zmtp_conn_is_open(const zmtp_conn *c);
 zmtp_failure zmtp_conn_failure(const zmtp_conn *c);

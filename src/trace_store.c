@@ -42,15 +42,22 @@
  * stored address and instance, and where it does not (an entry edited after
  * appending) the stored ones are kept, as trace_copy() keeps them.
  *
- * Damage.  Anything wrong after the header — a short record head or payload,
- * a length outside [minimum payload, 1 GiB], a checksum mismatch, a payload
- * that does not parse — ends the valid records there; the reader reports the
- * rest of the file as the bad tail.  A short record may be a writer's batch
- * still in progress, so the next trace_reader_next() looks again from the same
- * offset; anything else is final.  Decoded counts are checked against the
- * bytes left in the payload before anything is allocated, and the payload
- * buffer grows only as bytes actually arrive, so a corrupt length cannot make
- * the reader allocate much more than the file holds.
+ * Damage.  Anything wrong with a record — a short head or payload, a bad
+ * marker (version 2), a length outside [minimum payload, 1 GiB], a checksum
+ * mismatch, a payload that does not parse — makes the reader look for the
+ * next offset where a record's marker, length and checksum verify (resync:
+ * candidates are only where the marker is, in version 2; every offset whose
+ * length fits the file, in version 1) and go on from there, counting the
+ * stretch skipped.  With nothing valid after it, the rest of the file is the
+ * bad tail, looked at again by the next trace_reader_next() (a writer's batch
+ * may still be in progress).  Decoded counts are checked against the bytes
+ * left in the payload before anything is allocated, and the payload buffer
+ * grows only as bytes actually arrive (or, when resynchronising, to at most
+ * the file's size), so a corrupt length cannot make the reader allocate much
+ * more than the file holds.
+ *
+ * Version 2 differs from version 1 only in the record marker before each
+ * record's length; payloads are the same.
  */
 #include "trace_store.h"
 
@@ -68,7 +75,8 @@
 
 enum {
     HEADER_SIZE = 32,
-    RECORD_HEAD = 8,
+    RECORD_HEAD_V1 = 8,  /* length, CRC */
+    RECORD_HEAD = 12,    /* marker, length, CRC (version 2) */
     READ_BUF = 64 * 1024,
     ERR_LEN = 512,
     /* Smallest encodings, for bounds checks on decoded counts. */
@@ -82,6 +90,11 @@ enum {
  * that a corrupt length is recognised as such. */
 #define RECORD_MAX ((uint64_t)1 << 30)
 #define DEFAULT_BATCH ((size_t)1 << 20)
+/* Version 2's record marker, bytes 9e 'P' 'X' 'R': what a reader scans for
+ * to find the next record after damage.  0x9e is not ASCII, so text in
+ * payloads (addresses, names) never contains the marker. */
+#define RECORD_MARKER 0x5258509eu
+#define SCAN_CHUNK ((size_t)64 * 1024)
 
 static const unsigned char store_magic[8] = {'P', 'P', 'X', 'T', 'R', 'A', 'C', 'E'};
 
@@ -541,11 +554,12 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 
 struct trace_reader {
     int fd;
+    uint32_t version;   /* the file's format version (1 or 2) */
+    size_t head;        /* record head bytes: RECORD_HEAD_V1 or RECORD_HEAD */
     unsigned char *buf; /* READ_BUF bytes read ahead */
     size_t buf_pos, buf_len;
     uint64_t valid_end; /* file offset just after the last valid record */
-    int stopped;        /* a corrupt record was found: never read past it */
-    int reread;         /* a short record was found: retry from valid_end */
+    int reread;         /* the valid records ended in damage: look again from valid_end */
     unsigned char *payload;
     size_t payload_cap;
     scratch sc;
@@ -589,20 +603,109 @@ static int reader_read(trace_reader *r, unsigned char *dst, size_t n, size_t *go
     return 0;
 }
 
-/* End of the valid records: record the damage and return 0 for
- * trace_reader_next.  final: corrupt data (never retried) rather than a
- * record that may still be being written. */
-static int reader_tail(trace_reader *r, int final)
+/* Whether a whole, checksummed record starts at file offset off (file of
+ * fsize bytes): 1 yes, 0 no, -1 I/O error or out of memory.  Reads with
+ * pread, so the stream position is untouched; uses r->payload. */
+static int record_at(trace_reader *r, uint64_t off, uint64_t fsize)
+{
+    unsigned char h[RECORD_HEAD];
+    if (off + r->head > fsize)
+        return 0;
+    ssize_t k = pread(r->fd, h, r->head, (off_t)off);
+    if (k < 0)
+        return -1;
+    if ((size_t)k < r->head)
+        return 0;
+    const unsigned char *lc = h + (r->head - RECORD_HEAD_V1);
+    if (r->version >= 2 && le32_get(h) != RECORD_MARKER)
+        return 0;
+    uint32_t len = le32_get(lc), crc = le32_get(lc + 4);
+    if (len < TRACE_MIN || len > RECORD_MAX || off + r->head + len > fsize)
+        return 0;
+    if (grow((void **)&r->payload, &r->payload_cap, len, 1) < 0)
+        return -1;
+    size_t got = 0;
+    while (got < len) {
+        k = pread(r->fd, r->payload + got, len - got, (off_t)(off + r->head + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            return 0;
+        got += (size_t)k;
+    }
+    return trace_crc32c(0, r->payload, len) == crc;
+}
+
+/* The first offset >= from where a valid record starts: 1 with *found, 0
+ * when there is none before the end of the file, -1 on an I/O error.
+ * Version 2 looks only where the record marker is; version 1 has no marker
+ * and tries every offset (length in range, then the checksum). */
+static int resync(trace_reader *r, uint64_t from, uint64_t *found)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) < 0)
+        return -1;
+    uint64_t fsize = (uint64_t)st.st_size;
+    unsigned char *chunk = malloc(SCAN_CHUNK);
+    if (!chunk)
+        return -1;
+    int rc = 0;
+    for (uint64_t pos = from; rc == 0 && pos + r->head <= fsize;) {
+        size_t want = fsize - pos < SCAN_CHUNK ? (size_t)(fsize - pos) : SCAN_CHUNK;
+        ssize_t k = pread(r->fd, chunk, want, (off_t)pos);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            rc = k < 0 ? -1 : 0;
+            break;
+        }
+        size_t n = (size_t)k, i = 0;
+        /* Candidates whose 4-byte marker lies wholly in this chunk. */
+        for (; rc == 0 && i + 4 <= n; i++) {
+            if (r->version >= 2) {
+                const unsigned char *m = memchr(chunk + i, 0x9e, n - 3 - i);
+                if (!m)
+                    break;
+                i = (size_t)(m - chunk);
+                if (le32_get(m) != RECORD_MARKER)
+                    continue;
+            }
+            if (i + r->head <= n) {
+                /* Cheap checks on the bytes at hand before any read. */
+                uint32_t len = le32_get(chunk + i + (r->head - RECORD_HEAD_V1));
+                if (len < TRACE_MIN || len > RECORD_MAX || pos + i + r->head + len > fsize)
+                    continue;
+            }
+            int v = record_at(r, pos + i, fsize);
+            if (v < 0)
+                rc = -1;
+            else if (v) {
+                *found = pos + i;
+                rc = 1;
+            }
+        }
+        if (rc)
+            break;
+        /* The last 3 bytes may start a marker that straddles the chunks. */
+        pos += n > 3 ? n - 3 : n;
+    }
+    free(chunk);
+    return rc;
+}
+
+/* The valid records end in damage at valid_end with nothing valid after it:
+ * report the rest of the file as the bad tail and return 0 for
+ * trace_reader_next.  The next call looks again (a writer may be appending). */
+static int reader_tail(trace_reader *r)
 {
     struct stat st;
     r->stats.truncated = 1;
     r->stats.bad_tail_bytes = 0;
     if (fstat(r->fd, &st) == 0 && (uint64_t)st.st_size > r->valid_end)
         r->stats.bad_tail_bytes = (uint64_t)st.st_size - r->valid_end;
-    if (final)
-        r->stopped = 1;
-    else
-        r->reread = 1;
+    r->reread = 1;
     return 0;
 }
 
@@ -636,16 +739,18 @@ trace_reader *trace_reader_open(const char *path, char *err, size_t err_len)
         goto fail;
     }
     uint32_t version = le32_get(h + 8), header_size = le32_get(h + 12);
-    if (version != TRACE_STORE_VERSION) {
-        set_err(err, err_len, "%s: format version %" PRIu32 " not supported (this build reads %d)",
+    if (version < 1 || version > TRACE_STORE_VERSION) {
+        set_err(err, err_len, "%s: format version %" PRIu32 " not supported (this build reads 1 to %d)",
                 path, version, TRACE_STORE_VERSION);
         goto fail;
     }
     if (header_size != HEADER_SIZE) {
-        set_err(err, err_len, "%s: bad header size %" PRIu32 " (version 1 has %d)", path,
-                header_size, HEADER_SIZE);
+        set_err(err, err_len, "%s: bad header size %" PRIu32 " (version %" PRIu32 " has %d)", path,
+                header_size, version, HEADER_SIZE);
         goto fail;
     }
+    r->version = version;
+    r->head = version >= 2 ? RECORD_HEAD : RECORD_HEAD_V1;
     r->valid_end = HEADER_SIZE;
     return r;
 fail:
@@ -653,33 +758,25 @@ fail:
     return NULL;
 }
 
-int trace_reader_next(trace_reader *r, trace *t)
+/* One record at the stream position (== valid_end) into t: 1 got one, 0
+ * clean end of file, 2 damage (short, bad marker, length, checksum or
+ * payload), -1 I/O error or out of memory. */
+static int read_record(trace_reader *r, trace *t)
 {
-    trace_reset(t);
-    if (r->stopped)
-        return 0;
-    if (r->reread) {
-        if (lseek(r->fd, (off_t)r->valid_end, SEEK_SET) < 0)
-            return -1;
-        r->buf_pos = r->buf_len = 0;
-        r->reread = 0;
-    }
     unsigned char head[RECORD_HEAD];
     size_t got;
-    if (reader_read(r, head, sizeof head, &got) < 0)
+    if (reader_read(r, head, r->head, &got) < 0)
         return -1;
-    if (got == 0) {
-        /* Clean end; a writer may still add records, which a later call
-         * reads from the current position. */
-        r->stats.truncated = 0;
-        r->stats.bad_tail_bytes = 0;
+    if (got == 0)
         return 0;
-    }
-    if (got < sizeof head)
-        return reader_tail(r, 0);
-    uint32_t len = le32_get(head), crc = le32_get(head + 4);
+    if (got < r->head)
+        return 2;
+    const unsigned char *lc = head + (r->head - RECORD_HEAD_V1);
+    if (r->version >= 2 && le32_get(head) != RECORD_MARKER)
+        return 2;
+    uint32_t len = le32_get(lc), crc = le32_get(lc + 4);
     if (len < TRACE_MIN || len > RECORD_MAX)
-        return reader_tail(r, 1);
+        return 2;
 
     /* Grow the payload buffer only as bytes arrive (doubling), so a corrupt
      * length in a short file costs at most about twice the file's size. */
@@ -694,10 +791,10 @@ int trace_reader_next(trace_reader *r, trace *t)
             return -1;
         have += n;
         if (have < target)
-            return reader_tail(r, 0);
+            return 2;
     }
     if (trace_crc32c(0, r->payload, len) != crc)
-        return reader_tail(r, 1);
+        return 2;
 
     /* The strings, shapes and data of one entry together fit in its bytes. */
     if (grow((void **)&r->sc.chars, &r->chars_cap, (size_t)len + 3, 1) < 0 ||
@@ -707,13 +804,58 @@ int trace_reader_next(trace_reader *r, trace *t)
     int rc = parse_payload(r->payload, len, &r->sc, t);
     if (rc != PARSE_OK) {
         trace_reset(t);
-        return rc == PARSE_NOMEM ? -1 : reader_tail(r, 1);
+        return rc == PARSE_NOMEM ? -1 : 2;
     }
-    r->valid_end += RECORD_HEAD + (uint64_t)len;
-    r->stats.records++;
-    r->stats.truncated = 0;
-    r->stats.bad_tail_bytes = 0;
+    r->valid_end += r->head + (uint64_t)len;
     return 1;
+}
+
+static int reader_seek(trace_reader *r, uint64_t off)
+{
+    if (lseek(r->fd, (off_t)off, SEEK_SET) < 0)
+        return -1;
+    r->buf_pos = r->buf_len = 0;
+    return 0;
+}
+
+int trace_reader_next(trace_reader *r, trace *t)
+{
+    trace_reset(t);
+    if (r->reread) {
+        if (reader_seek(r, r->valid_end) < 0)
+            return -1;
+        r->reread = 0;
+    }
+    for (;;) {
+        int rc = read_record(r, t);
+        if (rc < 0)
+            return -1;
+        if (rc == 1) {
+            r->stats.records++;
+            r->stats.truncated = 0;
+            r->stats.bad_tail_bytes = 0;
+            return 1;
+        }
+        if (rc == 0) {
+            /* Clean end; a writer may still add records, which a later call
+             * reads from the current position. */
+            r->stats.truncated = 0;
+            r->stats.bad_tail_bytes = 0;
+            return 0;
+        }
+        /* Damage at valid_end: skip to the next record that verifies, if any. */
+        uint64_t found = 0;
+        int s = resync(r, r->valid_end + 1, &found);
+        if (s < 0)
+            return -1;
+        if (s == 0)
+            return reader_tail(r);
+        r->stats.damaged_regions++;
+        r->stats.skipped_bytes += found - r->valid_end;
+        r->valid_end = found;
+        if (reader_seek(r, found) < 0)
+            return -1;
+    }
 }
 
 trace_reader_stats trace_reader_get_stats(const trace_reader *r)
@@ -742,6 +884,8 @@ void trace_reader_close(trace_reader **rp)
 struct trace_writer {
     int fd;
     char *path;
+    uint32_t version;   /* record format written: the file's own (1 for an old file appended to) */
+    size_t head;
     trace_fsync_policy policy;
     int new_file;       /* created (or emptied) by this writer: sync its directory */
     unsigned char *buf; /* records not yet written */
@@ -778,7 +922,18 @@ static int writer_recover(trace_writer *w, uint64_t size, char *err, size_t err_
     if (rc < 0) {
         set_err(err, err_len, "cannot read %s: %s", w->path,
                 errno ? strerror(errno) : "out of memory");
+    } else if (r->stats.damaged_regions) {
+        /* Cutting the file at its first damage would throw away the valid
+         * records after it; appending after them would bury the damage. */
+        set_err(err, err_len, "%s is damaged before its end (%" PRIu64 " bytes in %" PRIu64
+                " place%s skipped to read its %" PRIu64 " valid records): refusing to append; "
+                "write to a new file (ppxd info shows the damage)", w->path,
+                r->stats.skipped_bytes, r->stats.damaged_regions,
+                r->stats.damaged_regions == 1 ? "" : "s", r->stats.records);
+        rc = -1;
     } else {
+        w->version = r->version;
+        w->head = r->head;
         w->file_end = r->valid_end;
         w->count = r->stats.records;
         if (size > w->file_end && ftruncate(w->fd, (off_t)w->file_end) < 0) {
@@ -806,6 +961,8 @@ static int writer_start_file(trace_writer *w, char *err, size_t err_len)
     }
     w->file_end = HEADER_SIZE;
     w->new_file = 1;
+    w->version = TRACE_STORE_VERSION;
+    w->head = RECORD_HEAD;
     return 0;
 }
 
@@ -875,7 +1032,7 @@ int trace_writer_append(trace_writer *w, const trace *t)
                  " bytes)", t->id, (uint64_t)RECORD_MAX);
         return -1;
     }
-    size_t rec = RECORD_HEAD + (size_t)psize;
+    size_t rec = w->head + (size_t)psize;
     if (w->len && w->len + rec > w->batch && trace_writer_flush(w) < 0)
         return -1;
     if (grow((void **)&w->buf, &w->cap, w->len + rec, 1) < 0) {
@@ -883,10 +1040,13 @@ int trace_writer_append(trace_writer *w, const trace *t)
         return -1;
     }
     unsigned char *p = w->buf + w->len;
-    encoder e = {p + RECORD_HEAD};
+    encoder e = {p + w->head};
     encode_trace(&e, t);
-    le32_put(p, (uint32_t)psize);
-    le32_put(p + 4, trace_crc32c(0, p + RECORD_HEAD, (size_t)psize));
+    if (w->version >= 2)
+        le32_put(p, RECORD_MARKER);
+    unsigned char *lc = p + (w->head - RECORD_HEAD_V1);
+    le32_put(lc, (uint32_t)psize);
+    le32_put(lc + 4, trace_crc32c(0, p + w->head, (size_t)psize));
     w->len += rec;
     w->count++;
     return w->len >= w->batch ? trace_writer_flush(w) : 0;

@@ -3,12 +3,20 @@
  * Layout (all integers little-endian):
  *   header, 32 bytes: magic "PPXTRACE" (8), format version u32, header size
  *     u32 (32), creation time u64 (unix seconds), reserved u64 (0).
- *   records, each: payload length u32, CRC-32C of the payload u32, payload.
- * A payload is one serialised trace (format in trace_store.c, versioned by
- * the header's format version).  A writer appends whole records; a crash can
- * leave only a truncated last record, which the reader detects (short read or
- * bad checksum), ignores and reports, so every record completely written
- * before the crash is recovered.
+ *   records, version 2: marker u32 (0x5258509e, bytes 9e 'P' 'X' 'R'),
+ *     payload length u32, CRC-32C of the payload u32, payload.
+ *   records, version 1 (read, and appended to in kind): payload length u32,
+ *     CRC-32C of the payload u32, payload.
+ * A payload is one serialised trace (format in trace_store.c).  A writer
+ * appends whole records; a crash can leave only a truncated last record.
+ *
+ * Damage: where a record does not verify (short, bad marker, length,
+ * checksum or payload), the reader scans forward for the next record whose
+ * marker, length and checksum verify (version 1 files have no marker: every
+ * offset is tried) and goes on from there, counting the bytes skipped as
+ * mid-file damage.  When nothing valid follows, the rest of the file is the
+ * bad tail (a crash's truncated record, or damage at the end).  So every
+ * intact record is read, whatever happened around it.
  *
  * Writes are batched in a buffer of `batch_bytes`; trace_writer_flush() (also
  * called when the buffer fills and on close) writes it with write(2) and then
@@ -22,7 +30,7 @@
 #include <stdint.h>
 #include "trace.h"
 
-#define TRACE_STORE_VERSION 1
+#define TRACE_STORE_VERSION 2 /* written; 1 and 2 are read */
 
 typedef enum trace_fsync_policy {
     TRACE_FSYNC_NEVER = 0,  /* leave it to the OS */
@@ -33,7 +41,10 @@ typedef enum trace_fsync_policy {
 typedef struct trace_writer trace_writer;
 
 /* Create (truncate) or, with append=1, append to an existing valid file
- * (a truncated tail is cut off first; a missing or empty file is created).
+ * (a truncated tail is cut off first; a missing or empty file is created;
+ * a file damaged anywhere before its tail is refused rather than cut, so
+ * its valid records stay readable; records are appended in the file's own
+ * format version).
  * batch_bytes 0 means 1 MiB.  The writer holds an exclusive flock(2) on the
  * file, so a second writer on the same file fails to open.
  * NULL on failure, with the reason in err. */
@@ -58,16 +69,19 @@ typedef struct trace_reader_stats {
     uint64_t records;         /* complete, valid records read so far */
     uint64_t bad_tail_bytes;  /* bytes after the last valid record (truncated/corrupt tail) */
     int truncated;            /* 1 when a truncated or corrupt tail was found */
+    uint64_t damaged_regions; /* stretches of mid-file damage skipped to reach a later valid record */
+    uint64_t skipped_bytes;   /* their bytes in total */
 } trace_reader_stats;
 
 /* NULL on failure (missing file, bad magic, unsupported version), with the
  * reason in err. */
 trace_reader *trace_reader_open(const char *path, char *err, size_t err_len);
 /* Read the next record into t (reset first).  1 = got one, 0 = end of the
- * valid records (stats tell whether a damaged tail was skipped), -1 = I/O
- * error.  After 0, a later call reads records appended since; a tail that
- * was merely short (perhaps still being written) is looked at again, while
- * corrupt data (bad length, checksum or payload) ends the file for good. */
+ * valid records (stats tell whether a damaged tail was found), -1 = I/O
+ * error.  Mid-file damage is skipped (stats count it) and reading goes on
+ * after it.  After 0, a later call reads records appended since; a damaged
+ * tail is looked at again from its start (it may be a record still being
+ * written, or damage with records appended after it). */
 int trace_reader_next(trace_reader *r, trace *t);
 trace_reader_stats trace_reader_get_stats(const trace_reader *r);
 void trace_reader_close(trace_reader **r);

@@ -484,8 +484,38 @@ Test(cli, simulate_export_info_infer, .init = make_tmpdir, .fini = remove_tmpdir
     st = run_cmd(info_argv, out, err, 30000);
     cr_assert_eq(st, 0, "ppxd info failed: %s", slurp(err));
     char *info = slurp(out);
-    cr_assert(strstr(info, "2000 traces"), "info says: %s", info);
+    cr_assert(strstr(info, "2000 traces") && strstr(info, "no damage"), "info says: %s", info);
     free(info);
+    /* info on a copy damaged in the middle: every other trace is counted,
+     * the damage reported, and the exit status says so */
+    {
+        char *bad = tmp_path("damaged.ppxt");
+        FILE *in = fopen(file, "rb"), *o = fopen(bad, "wb");
+        cr_assert(in && o);
+        fseeko(in, 0, SEEK_END);
+        long size = (long)ftello(in);
+        fseeko(in, 0, SEEK_SET);
+        for (long i = 0; i < size; i++) {
+            int ch = fgetc(in);
+            fputc(i == size / 2 ? ch ^ 0x04 : ch, o);
+        }
+        fclose(in);
+        fclose(o);
+        char *bad_argv[] = {ppxd, "info", bad, NULL};
+        st = run_cmd(bad_argv, out, err, 30000);
+        cr_assert_eq(exit_code(st), 1, "ppxd info on a damaged file exited %d", exit_code(st));
+        info = slurp(out);
+        cr_assert(strstr(info, "1999 traces") && strstr(info, "damage skipped in 1 place"), "info says: %s", info);
+        free(info);
+        cr_assert_eq(truncate(bad, size - 3), 0); /* and a torn tail too */
+        st = run_cmd(bad_argv, out, err, 30000);
+        cr_assert_eq(exit_code(st), 1);
+        info = slurp(out);
+        cr_assert(strstr(info, "1998 traces") && strstr(info, "damaged tail"), "info says: %s", info);
+        free(info);
+        unlink(bad);
+        free(bad);
+    }
 
     /* infer: resampled posterior samples, each one of the traces' mu. */
     char *samples = tmp_path("s.npy"), *itraces = tmp_path("infer.ppxt");

@@ -383,9 +383,11 @@ static uint64_t valid_bytes(const char *path, uint64_t k)
     for (uint64_t i = 0; i < k; i++) {
         unsigned char h[4];
         cr_assert_eq(fseeko(f, (off_t)off, SEEK_SET), 0);
+        /* format version 2 record: marker, length, CRC, payload */
+        cr_assert_eq(fseeko(f, (off_t)off + 4, SEEK_SET), 0);
         cr_assert_eq(fread(h, 1, 4, f), 4);
         uint32_t len = h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
-        off += 8 + (uint64_t)len;
+        off += 12 + (uint64_t)len;
     }
     fclose(f);
     return off;
@@ -466,7 +468,7 @@ Test(crash, sigkill_ppxd_mid_run, .init = make_tmpdir, .fini = remove_tmpdir)
     /* A torn last record (as a kill during write(2) leaves it) is reported
      * and skipped: cut the copy inside record k. */
     char *torn = tmp_path("torn.ppxt");
-    uint64_t cut = valid_bytes(file, k - 1) + 8 + (good - valid_bytes(file, k - 1) - 8) / 2;
+    uint64_t cut = valid_bytes(file, k - 1) + 12 + (good - valid_bytes(file, k - 1) - 12) / 2;
     FILE *in = fopen(file, "rb"), *out = fopen(torn, "wb");
     cr_assert(in && out);
     char *buf = malloc(cut);

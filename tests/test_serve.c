@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -762,7 +763,7 @@ Test(serve, overload_answers_busy)
 Test(serve, deadline_bounds_a_request)
 {
     server s;
-    const char *extra[] = {"--deadline-ms", "50", "--max-n", "100000000", NULL};
+    const char *extra[] = {"--deadline-ms", "50", "--max-n", "100000000", "--max-reply-bytes", "1000000000", NULL};
     setup(&s, "normal:0:1x2", 0, extra);
     ppx_query *q = client(&s, 10000);
     double t0 = tk_now();
@@ -1109,5 +1110,223 @@ Test(serve, train_then_serve_in_one_daemon)
                           "--seed", "3", NULL};
     cr_assert_eq(run_ppxctl(args, out, sizeof out), 0, "ppxctl sample failed: %s", out);
     cr_assert(access(s.model, R_OK) == 0, "the model file was written too");
+    stop_server(&s);
+}
+
+/* ---- hardening (issue 11) ----------------------------------------------------------- */
+
+/* Resident set size of a process in KiB (from /proc), or -1. */
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1) break;
+    fclose(f);
+    return kib;
+}
+
+typedef struct load_arg {
+    const char *endpoint, *path;
+    int rc;
+    double seconds;
+} load_arg;
+
+static void *load_thread(void *p)
+{
+    load_arg *a = p;
+    char err[256];
+    ppx_query_options o = ppx_query_options_default();
+    o.timeout_ms = 20000;
+    ppx_query *q = ppx_query_connect(a->endpoint, &o, err, sizeof err);
+    a->rc = -100;
+    if (!q) return NULL;
+    double t0 = tk_now();
+    a->rc = ppx_query_load(q, a->path, "x", NULL, NULL);
+    a->seconds = tk_now() - t0;
+    ppx_query_close(&q);
+    return NULL;
+}
+
+/* A failed Load says "cannot load" and nothing about why (defect 3). */
+static void expect_generic_refusal(ppx_query *q, const char *path)
+{
+    cr_assert_eq(ppx_query_load(q, path, "x", NULL, NULL), PPXQ_LOAD_FAILED, "%s: %s", path, ppx_query_error(q));
+    const char *e = ppx_query_error(q);
+    cr_assert(strstr(e, "cannot load"), "%s: %s", path, e);
+    static const char *const leaks[] = {"No such", "ermission", "regular", "magic", "outside", "limit", "directory",
+                                        "version", "checksum", "truncated", "FIFO", "device"};
+    for (size_t i = 0; i < sizeof leaks / sizeof *leaks; i++)
+        cr_assert(!strstr(e, leaks[i]), "the reply to Load %s tells too much: %s", path, e);
+}
+
+Test(serve, load_refuses_devices_fifos_huge_files_and_paths_outside_the_model_dir)
+{
+    server s;
+    nn_set_threads(1);
+    tmpdir(&s);
+    write_model(s.model, "normal:0:1x2", 7);
+    /* /dev is a model directory here only so that /dev/zero reaches the
+     * regular-file check rather than the confinement check. */
+    const char *extra[] = {"--model-dir", s.dir, "--model-dir", "/dev", "--deadline-ms", "20000", NULL};
+    start_server(&s, 0, extra);
+    wait_ready(&s, NULL);
+    ppx_query *q = client(&s, 20000);
+    /* defect 1: a character device of endless zeros is refused at once, without memory */
+    double t0 = tk_now();
+    expect_generic_refusal(q, "/dev/zero");
+    cr_assert_lt(tk_now() - t0, 2.0);
+    long rss = rss_kib(s.pid);
+    cr_assert(rss > 0 && rss < 256 * 1024, "ppxd RSS %ld KiB after Load /dev/zero", rss);
+    /* a sparse 2 GiB regular file is over the default 1 GiB cap: refused before any read */
+    char huge[200];
+    snprintf(huge, sizeof huge, "%s/huge.ppxm", s.dir);
+    FILE *f = fopen(huge, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(ftruncate(fileno(f), (off_t)2 << 30), 0);
+    fclose(f);
+    t0 = tk_now();
+    expect_generic_refusal(q, huge);
+    cr_assert_lt(tk_now() - t0, 2.0);
+    rss = rss_kib(s.pid);
+    cr_assert(rss > 0 && rss < 256 * 1024, "ppxd RSS %ld KiB after Load of a 2 GiB file", rss);
+    /* defect 2: FIFOs without writers, as many loads at once as there are workers */
+    char fifo[200];
+    snprintf(fifo, sizeof fifo, "%s/pipe.ppxm", s.dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    pthread_t th[2];
+    load_arg la[2] = {{s.endpoint, fifo, 0, 0}, {s.endpoint, fifo, 0, 0}};
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, load_thread, &la[i]);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(la[i].rc, PPXQ_LOAD_FAILED, "FIFO load %d: rc %d", i, la[i].rc);
+        cr_assert_lt(la[i].seconds, 2.0, "FIFO load took %.1f s", la[i].seconds);
+    }
+    cr_assert_eq(ppx_query_status(q, NULL), PPXQ_OK);
+    expect_generic_refusal(q, fifo);
+    /* defect 3: outside the model directories, existing or not, one answer */
+    expect_generic_refusal(q, "/etc/passwd");
+    expect_generic_refusal(q, "/nonexistent/x.ppxm");
+    expect_generic_refusal(q, "../../etc/passwd");
+    char link[200];
+    snprintf(link, sizeof link, "%s/escape.ppxm", s.dir);
+    cr_assert_eq(symlink("/etc/passwd", link), 0);
+    expect_generic_refusal(q, link);
+    /* inside it: a model loads, by absolute or relative path */
+    cr_assert_eq(ppx_query_load(q, s.model, "a", NULL, NULL), PPXQ_OK, "%s", ppx_query_error(q));
+    cr_assert_eq(ppx_query_load(q, "gauss.ppxm", "b", NULL, NULL), PPXQ_OK, "%s", ppx_query_error(q));
+    double x[C] = {0.1, 0.2, 0.3};
+    cr_assert_eq(ppx_query_sample(q, "b", x, 1, C, 10, 1, 0, NULL, NULL), PPXQ_OK, "%s", ppx_query_error(q));
+    ppx_query_close(&q);
+    unlink(fifo);
+    stop_server(&s);
+}
+
+Test(serve, load_needs_a_model_dir_and_max_model_bytes_caps_it)
+{
+    server s;
+    nn_set_threads(1);
+    tmpdir(&s);
+    write_model(s.model, "normal:0:1x2", 7);
+    struct stat st;
+    cr_assert_eq(stat(s.model, &st), 0);
+    /* a model of N bytes with --max-model-bytes N - 1 is refused, even at start */
+    char *ppxd = tk_build_path("ppxd");
+    char cap[32], modelarg[200];
+    snprintf(cap, sizeof cap, "%lld", (long long)st.st_size - 1);
+    snprintf(modelarg, sizeof modelarg, "gauss=%s", s.model);
+    char *argv[] = {ppxd, "serve", "--serve", "ipc://@ppxd-never-2", "--model", modelarg, "--max-model-bytes", cap,
+                    "--quiet", NULL};
+    pid_t pid = tk_spawn(argv);
+    int status = tk_wait(pid, 10000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+    free(ppxd);
+    /* exactly N is fine */
+    snprintf(cap, sizeof cap, "%lld", (long long)st.st_size);
+    const char *extra[] = {"--max-model-bytes", cap, NULL};
+    start_server(&s, 0, extra);
+    wait_ready(&s, NULL);
+    ppx_query *q = client(&s, 5000);
+    cr_assert_eq(ppx_query_load(q, s.model, "again", NULL, NULL), PPXQ_OK, "%s", ppx_query_error(q));
+    ppx_query_close(&q);
+    stop_server(&s);
+}
+
+Test(serve, plain_tcp_clients_may_query_but_not_administer)
+{
+    server s;
+    setup(&s, "normal:0:1x2", 1, NULL);
+    ppx_query *q = client(&s, 5000);
+    cr_assert_eq(ppx_query_status(q, NULL), PPXQ_OK);
+    cr_assert_eq(ppx_query_load(q, s.model, "x", NULL, NULL), PPXQ_NOT_ALLOWED);
+    cr_assert_eq(ppx_query_reload(q, "gauss", NULL, NULL), PPXQ_NOT_ALLOWED);
+    cr_assert_eq(ppx_query_unload(q, "gauss", NULL), PPXQ_NOT_ALLOWED);
+    cr_assert_eq(ppx_query_sample(q, "gauss", g_obs[0], 1, C, 10, 1, 0, NULL, NULL), PPXQ_OK);
+    ppx_query_close(&q);
+    stop_server(&s);
+}
+
+static void *stuck_sample_thread(void *p)
+{
+    const char *ep = p;
+    char err[256];
+    ppx_query_options o = ppx_query_options_default();
+    o.timeout_ms = 3000;
+    ppx_query *q = ppx_query_connect(ep, &o, err, sizeof err);
+    if (q) {
+        ppx_query_sample(q, "gauss", g_obs[0], 1, C, 1000, 1, 0, NULL, NULL);
+        ppx_query_close(&q);
+    }
+    return NULL;
+}
+
+Test(serve, sigterm_stops_the_server_within_seconds_while_workers_are_busy)
+{
+    server s;
+    /* A prior far from where the random flow puts its mass: nearly every
+     * draw is rejected, so each Sample keeps its worker busy until the
+     * (long) deadline. */
+    const char *extra[] = {"--deadline-ms", "120000", NULL};
+    setup(&s, "uniform:50:51x2", 0, extra);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, stuck_sample_thread, s.endpoint);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL); /* gave up after 3 s; both workers still sampling */
+    ppx_query *q = client(&s, 500);
+    cr_assert_neq(ppx_query_status(q, NULL), PPXQ_OK, "a worker was free: the test would prove nothing");
+    ppx_query_close(&q);
+    double t0 = tk_now();
+    kill(s.pid, SIGTERM);
+    int st = tk_wait(s.pid, 15000);
+    double took = tk_now() - t0;
+    if (st == -1) {
+        st = tk_stop(s.pid, 100);
+        cr_assert_fail("ppxd serve still running 15 s after SIGTERM");
+    }
+    track(s.pid, 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    cr_assert_lt(took, 6.0, "shutdown took %.1f s", took);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s.dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+Test(serve, sample_reply_bytes_are_bounded)
+{
+    server s;
+    /* 5000 x 2 doubles = 80,000 bytes fits 100,000; 10,000 x 2 does not,
+     * though both are within --max-n */
+    const char *extra[] = {"--max-reply-bytes", "100000", "--max-n", "1000000", NULL};
+    setup(&s, "normal:0:1x2", 0, extra);
+    ppx_query *q = client(&s, 10000);
+    cr_assert_eq(ppx_query_sample(q, "gauss", g_obs[0], 1, C, 5000, 1, 0, NULL, NULL), PPXQ_OK, "%s",
+                 ppx_query_error(q));
+    cr_assert_eq(ppx_query_sample(q, "gauss", g_obs[0], 1, C, 10000, 1, 0, NULL, NULL), PPXQ_N_TOO_LARGE);
+    cr_assert(strstr(ppx_query_error(q), "--max-reply-bytes"), "%s", ppx_query_error(q));
+    /* two observations of 5000 are 160,000 bytes */
+    cr_assert_eq(ppx_query_sample(q, "gauss", &g_obs[0][0], 2, C, 5000, 1, 0, NULL, NULL), PPXQ_N_TOO_LARGE);
+    ppx_query_close(&q);
     stop_server(&s);
 }

@@ -70,13 +70,20 @@ static void wr32(unsigned char *p, uint32_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
+/* Format version 2 records: marker, length, CRC, payload. */
+#define REC_HEAD 12
+#define REC_LEN 4 /* offset of the length in a record head */
+#define REC_CRC 8
+#define REC_MARKER 0x5258509eu
+
 /* Offsets where records end (bounds[0] = 32, the header's end). */
 static size_t record_bounds(const unsigned char *buf, size_t size, size_t *bounds, size_t max)
 {
     size_t n = 0, off = 32;
     bounds[n++] = off;
-    while (off + 8 <= size && n < max) {
-        off += 8 + rd32(buf + off);
+    while (off + REC_HEAD <= size && n < max) {
+        cr_assert_eq(rd32(buf + off), REC_MARKER, "record marker at %zu", off);
+        off += REC_HEAD + rd32(buf + off + REC_LEN);
         cr_assert_leq(off, size);
         bounds[n++] = off;
     }
@@ -236,8 +243,13 @@ static uint64_t read_and_check(const char *path, trace_reader_stats *st)
     trace *got = trace_new(), *want = trace_new();
     uint64_t n = 0;
     int rc;
+    uint64_t last = 0;
     while ((rc = trace_reader_next(r, got)) == 1) {
-        make_trace(want, n);
+        /* Damage may skip records: each read one is make_trace(its id), in order. */
+        cr_assert(n == 0 || got->id > last, "record %llu after %llu", (unsigned long long)got->id,
+                  (unsigned long long)last);
+        last = got->id;
+        make_trace(want, got->id);
         assert_trace_eq(got, want);
         n++;
     }
@@ -374,18 +386,20 @@ Test(trace_store, file_and_payload_bytes_are_as_documented)
 
     size_t size;
     unsigned char *f = slurp(path, &size);
-    cr_assert_eq(size, 32 + 8 + want.n);
+    cr_assert_eq(size, 32 + REC_HEAD + want.n);
     cr_assert_eq(memcmp(f, "PPXTRACE", 8), 0);
-    cr_assert_eq(rd32(f + 8), 1, "format version");
+    cr_assert_eq(rd32(f + 8), 2, "format version");
     cr_assert_eq(rd32(f + 12), 32, "header size");
     uint64_t ctime = rd32(f + 16) | (uint64_t)rd32(f + 20) << 32;
     cr_assert(ctime >= (uint64_t)before && ctime <= (uint64_t)after, "creation time %llu",
               (unsigned long long)ctime);
     cr_assert_eq(rd32(f + 24), 0);
     cr_assert_eq(rd32(f + 28), 0);
-    cr_assert_eq(rd32(f + 32), want.n, "payload length");
-    cr_assert_eq(rd32(f + 36), trace_crc32c(0, want.b, want.n), "payload CRC");
-    cr_assert_arr_eq(f + 40, want.b, want.n, "payload bytes");
+    static const unsigned char marker[4] = {0x9e, 'P', 'X', 'R'};
+    cr_assert_arr_eq(f + 32, marker, 4, "record marker");
+    cr_assert_eq(rd32(f + 36), want.n, "payload length");
+    cr_assert_eq(rd32(f + 40), trace_crc32c(0, want.b, want.n), "payload CRC");
+    cr_assert_arr_eq(f + 44, want.b, want.n, "payload bytes");
     free(f);
     trace_destroy(&t);
     tmp_remove(&d);
@@ -503,23 +517,37 @@ Test(trace_store, append_mode_cuts_a_damaged_tail)
     cr_assert_eq(read_and_check(path, &st), 7);
     cr_assert_eq(st.truncated, 0);
 
-    /* A corrupt byte in record 2 of 7: records 2.. are cut, then appended anew. */
+    /* A corrupt byte in the last record: a damaged tail, cut and appended anew. */
     free(f);
     f = slurp(path, &size);
     nb = record_bounds(f, size, bounds, 16);
-    f[bounds[2] + 20] ^= 0x40;
+    cr_assert_eq(nb, 8);
+    f[bounds[6] + 20] ^= 0x40;
     spit(path, f, size);
     w = trace_writer_open(path, 1, 0, TRACE_FSYNC_NEVER, err, sizeof err);
     cr_assert_not_null(w, "%s", err);
-    cr_assert_eq(trace_writer_count(w), 2);
-    make_trace(t, 2);
+    cr_assert_eq(trace_writer_count(w), 6);
+    make_trace(t, 6);
     cr_assert_eq(trace_writer_append(w, t), 0);
     cr_assert_eq(trace_writer_close(&w), 0);
-    cr_assert_eq(read_and_check(path, &st), 3);
+    cr_assert_eq(read_and_check(path, &st), 7);
     cr_assert_eq(st.truncated, 0);
     size_t size2;
     free(slurp(path, &size2));
-    cr_assert_eq(size2, bounds[3], "the damaged tail is gone, not just skipped");
+    cr_assert_eq(size2, size, "the damaged tail is gone, not just skipped");
+
+    /* A corrupt byte in record 2 of 7: the records after it are intact, so
+     * append mode refuses rather than cut them off, and leaves the file be. */
+    f[bounds[6] + 20] ^= 0x40;
+    f[bounds[2] + 20] ^= 0x40;
+    spit(path, f, size);
+    w = trace_writer_open(path, 1, 0, TRACE_FSYNC_NEVER, err, sizeof err);
+    cr_assert_null(w, "append to a file damaged in the middle");
+    cr_assert(strstr(err, "damaged before its end"), "%s", err);
+    unsigned char *after = slurp(path, &size2);
+    cr_assert_eq(size2, size);
+    cr_assert_eq(memcmp(after, f, size), 0, "the refused append changed the file");
+    free(after);
     free(f);
     trace_destroy(&t);
     tmp_remove(&d);
@@ -566,7 +594,7 @@ Test(trace_store, cut_at_every_byte_of_the_last_records)
     tmp_remove(&d);
 }
 
-Test(trace_store, corrupt_byte_in_a_middle_record_stops_there)
+Test(trace_store, corrupt_byte_in_a_middle_record_is_skipped)
 {
     tmpdir d;
     tmp_make(&d);
@@ -579,20 +607,124 @@ Test(trace_store, corrupt_byte_in_a_middle_record_stops_there)
     size_t nb = record_bounds(f, size, bounds, 16);
     cr_assert_eq(nb, 7);
     size_t rec = bounds[2], rec_len = bounds[3] - bounds[2];
-    /* Length bytes, CRC bytes, first/middle/last payload bytes of record 3. */
-    size_t offs[] = {0, 1, 3, 4, 5, 7, 8, 9, rec_len / 2, rec_len - 1};
+    /* Marker, length, CRC bytes, first/middle/last payload bytes of record 2:
+     * it is skipped, and records 3, 4 and 5 after it are read. */
+    size_t offs[] = {0, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, rec_len / 2, rec_len - 1};
     for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
         for (unsigned flip = 0x01; flip <= 0x80; flip <<= 7) {
             f[rec + offs[i]] ^= (unsigned char)flip;
             spit(bad_path, f, size);
             f[rec + offs[i]] ^= (unsigned char)flip;
-            trace_reader_stats st;
-            cr_assert_eq(read_and_check(bad_path, &st), 2, "flip %#x at record offset %zu", flip,
-                         offs[i]);
-            cr_assert_eq(st.truncated, 1);
-            cr_assert_eq(st.bad_tail_bytes, size - rec);
+            trace_reader *r = trace_reader_open(bad_path, NULL, 0);
+            cr_assert_not_null(r);
+            trace *t = trace_new(), *want = trace_new();
+            uint64_t ids[] = {0, 1, 3, 4, 5};
+            for (size_t k = 0; k < 5; k++) {
+                cr_assert_eq(trace_reader_next(r, t), 1, "flip %#x at record offset %zu: record %zu", flip,
+                             offs[i], k);
+                make_trace(want, ids[k]);
+                assert_trace_eq(t, want);
+            }
+            cr_assert_eq(trace_reader_next(r, t), 0);
+            trace_reader_stats st = trace_reader_get_stats(r);
+            cr_assert_eq(st.records, 5);
+            cr_assert_eq(st.damaged_regions, 1, "flip %#x at %zu", flip, offs[i]);
+            cr_assert_eq(st.skipped_bytes, rec_len, "flip %#x at %zu", flip, offs[i]);
+            cr_assert_eq(st.truncated, 0, "mid-file damage is not a damaged tail");
+            cr_assert_eq(st.bad_tail_bytes, 0);
+            trace_destroy(&t);
+            trace_destroy(&want);
+            trace_reader_close(&r);
         }
     }
+    /* Two damaged records and a torn tail: each counted where it belongs. */
+    f[bounds[1] + 30] ^= 0x10;
+    f[bounds[3] + REC_LEN] ^= 0x01;
+    spit(bad_path, f, bounds[6] - 5);
+    trace_reader_stats st;
+    cr_assert_eq(read_and_check(bad_path, &st), 3); /* records 0, 2, 4 */
+    cr_assert_eq(st.damaged_regions, 2);
+    cr_assert_eq(st.skipped_bytes, (bounds[2] - bounds[1]) + (bounds[4] - bounds[3]));
+    cr_assert_eq(st.truncated, 1);
+    cr_assert_eq(st.bad_tail_bytes, bounds[6] - 5 - bounds[5]);
+    /* Zeros over records 1 to 3 (a lost page): 0 and 4.. still read. */
+    f[bounds[1] + 30] ^= 0x10;
+    f[bounds[3] + REC_LEN] ^= 0x01;
+    unsigned char *z = malloc(size);
+    memcpy(z, f, size);
+    memset(z + bounds[1], 0, bounds[4] - bounds[1]);
+    spit(bad_path, z, size);
+    cr_assert_eq(read_and_check(bad_path, &st), 3);
+    cr_assert_eq(st.damaged_regions, 1);
+    cr_assert_eq(st.skipped_bytes, bounds[4] - bounds[1]);
+    cr_assert_eq(st.truncated, 0);
+    free(z);
+    free(f);
+    tmp_remove(&d);
+}
+
+/* Version 1 files (no record marker) are still read, resynchronised after
+ * damage, and appended to in their own format. */
+Test(trace_store, version_1_files_stay_readable)
+{
+    tmpdir d;
+    tmp_make(&d);
+    char path[128], v1[128], err[256];
+    tmp_file(&d, "v2.ppxt", path, sizeof path);
+    tmp_file(&d, "v1.ppxt", v1, sizeof v1);
+    write_traces(path, 0, 0, 5, 0, TRACE_FSYNC_NEVER);
+    size_t size, bounds[8];
+    unsigned char *f = slurp(path, &size);
+    size_t nb = record_bounds(f, size, bounds, 8);
+    cr_assert_eq(nb, 6);
+    /* The same records without their markers, under a version 1 header. */
+    unsigned char *o = malloc(size);
+    memcpy(o, f, 32);
+    wr32(o + 8, 1);
+    size_t n = 32, v1_bounds[8] = {32};
+    for (size_t i = 0; i + 1 < nb; i++) {
+        memcpy(o + n, f + bounds[i] + 4, bounds[i + 1] - bounds[i] - 4);
+        n += bounds[i + 1] - bounds[i] - 4;
+        v1_bounds[i + 1] = n;
+    }
+    spit(v1, o, n);
+    trace_reader_stats st;
+    cr_assert_eq(read_and_check(v1, &st), 5);
+    cr_assert_eq(st.truncated, 0);
+    cr_assert_eq(st.damaged_regions, 0);
+    /* damage in record 1: resynchronised at record 2 */
+    o[v1_bounds[1] + 3] ^= 0x20; /* the length's top byte */
+    spit(v1, o, n);
+    trace_reader *r = trace_reader_open(v1, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    trace *t = trace_new(), *want = trace_new();
+    uint64_t ids[] = {0, 2, 3, 4};
+    for (size_t k = 0; k < 4; k++) {
+        cr_assert_eq(trace_reader_next(r, t), 1, "record %zu", k);
+        make_trace(want, ids[k]);
+        assert_trace_eq(t, want);
+    }
+    cr_assert_eq(trace_reader_next(r, t), 0);
+    st = trace_reader_get_stats(r);
+    cr_assert_eq(st.damaged_regions, 1);
+    cr_assert_eq(st.skipped_bytes, v1_bounds[2] - v1_bounds[1]);
+    trace_reader_close(&r);
+    /* appending to an intact version 1 file writes version 1 records */
+    o[v1_bounds[1] + 3] ^= 0x20;
+    spit(v1, o, n);
+    write_traces(v1, 1, 5, 7, 0, TRACE_FSYNC_NEVER);
+    size_t size1;
+    unsigned char *g = slurp(v1, &size1);
+    cr_assert_eq(rd32(g + 8), 1, "still version 1");
+    cr_assert_neq(rd32(g + n), REC_MARKER, "a version 2 record appended to a version 1 file");
+    cr_assert_leq(n + 8 + rd32(g + n), size1, "the appended record is not a version 1 record");
+    cr_assert_eq(read_and_check(v1, &st), 7);
+    cr_assert_eq(st.truncated, 0);
+    cr_assert_eq(st.damaged_regions, 0);
+    free(g);
+    trace_destroy(&t);
+    trace_destroy(&want);
+    free(o);
     free(f);
     tmp_remove(&d);
 }
@@ -606,17 +738,18 @@ static void check_bad_payload(const char *path, const unsigned char *payload, ui
     size_t gsize;
     unsigned char *g = slurp(good, &gsize);
     unlink(good);
-    unsigned char *buf = malloc(gsize + 8 + (size_t)len);
+    unsigned char *buf = malloc(gsize + REC_HEAD + (size_t)len);
     cr_assert_not_null(buf);
     memcpy(buf, g, gsize);
-    wr32(buf + gsize, len);
-    wr32(buf + gsize + 4, trace_crc32c(0, payload, len));
-    memcpy(buf + gsize + 8, payload, len);
-    spit(path, buf, gsize + 8 + len);
+    wr32(buf + gsize, REC_MARKER);
+    wr32(buf + gsize + REC_LEN, len);
+    wr32(buf + gsize + REC_CRC, trace_crc32c(0, payload, len));
+    memcpy(buf + gsize + REC_HEAD, payload, len);
+    spit(path, buf, gsize + REC_HEAD + len);
     trace_reader_stats st;
     cr_assert_eq(read_and_check(path, &st), 1);
     cr_assert_eq(st.truncated, 1);
-    cr_assert_eq(st.bad_tail_bytes, 8 + len);
+    cr_assert_eq(st.bad_tail_bytes, REC_HEAD + len);
     free(g);
     free(buf);
 }
@@ -633,8 +766,8 @@ Test(trace_store, payloads_that_fail_to_parse_are_a_bad_tail)
     write_traces(src, 0, 4, 5, 0, TRACE_FSYNC_NEVER);
     size_t size;
     unsigned char *f = slurp(src, &size);
-    unsigned char *p = f + 40;
-    uint32_t len = rd32(f + 32);
+    unsigned char *p = f + 32 + REC_HEAD;
+    uint32_t len = rd32(f + 32 + REC_LEN);
     unsigned char *q = malloc(len + 16);
 
     memcpy(q, p, len); /* trailing garbage */
@@ -728,14 +861,25 @@ Test(trace_store, absurd_record_lengths)
     uint32_t lens[] = {0xffffffffu, (1u << 30) + 1, 1u << 30, 0x00ffffffu, 0, 51};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         unsigned char save[4];
-        memcpy(save, f + bounds[1], 4);
-        wr32(f + bounds[1], lens[i]);
+        memcpy(save, f + bounds[1] + REC_LEN, 4);
+        wr32(f + bounds[1] + REC_LEN, lens[i]);
         spit(bad, f, size);
-        memcpy(f + bounds[1], save, 4);
+        memcpy(f + bounds[1] + REC_LEN, save, 4);
         trace_reader_stats st;
-        cr_assert_eq(read_and_check(bad, &st), 1, "length %#x", lens[i]);
+        /* record 1 is skipped; 0, 2 and 3 are read */
+        cr_assert_eq(read_and_check(bad, &st), 3, "length %#x", lens[i]);
+        cr_assert_eq(st.truncated, 0);
+        cr_assert_eq(st.damaged_regions, 1);
+        cr_assert_eq(st.skipped_bytes, bounds[2] - bounds[1]);
+        /* in the last record, the same lengths are a damaged tail */
+        memcpy(save, f + bounds[3] + REC_LEN, 4);
+        wr32(f + bounds[3] + REC_LEN, lens[i]);
+        spit(bad, f, size);
+        memcpy(f + bounds[3] + REC_LEN, save, 4);
+        cr_assert_eq(read_and_check(bad, &st), 3, "length %#x", lens[i]);
         cr_assert_eq(st.truncated, 1);
-        cr_assert_eq(st.bad_tail_bytes, size - bounds[1]);
+        cr_assert_eq(st.bad_tail_bytes, size - bounds[3]);
+        cr_assert_eq(st.damaged_regions, 0);
     }
     free(f);
     tmp_remove(&d);
@@ -782,7 +926,7 @@ Test(trace_store, headers_are_validated)
 
     header_bytes(h, "PPXTRACE", 7, 32);
     spit(path, h, 32);
-    expect_open_error(path, "format version 7 not supported (this build reads 1)");
+    expect_open_error(path, "format version 7 not supported (this build reads 1 to 2)");
 
     header_bytes(h, "PPXTRACE", 0, 32);
     spit(path, h, 32);

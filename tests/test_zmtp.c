@@ -536,6 +536,7 @@ typedef enum script {
     SC_NO_DELIMITER,
     SC_MULTI_FRAME,
     SC_HUGE_FRAME,
+    SC_ANNOUNCE_64M,    /* a long frame announcing 64 MiB, 100 bytes of it sent, then silence */
     SC_UNSOLICITED,
     SC_DOUBLE_REPLY,    /* two replies to one request, in one write */
     SC_EOF_IN_HANDSHAKE,
@@ -788,6 +789,16 @@ static void *fake_main(void *arg)
             write_all(fd, two, 2 * f->req_len[0]);
             break;
         }
+        case SC_ANNOUNCE_64M: {
+            uint8_t part[2 + 9 + 100];
+            memset(part, 'x', sizeof part);
+            part[0] = 0x01, part[1] = 0x00;
+            part[2] = 0x02;
+            const uint64_t sz = (uint64_t)64 << 20;
+            for (int i = 0; i < 8; i++) part[3 + i] = (uint8_t)(sz >> (56 - 8 * i));
+            write_all(fd, part, sizeof part);
+            break;
+        }
         case SC_HUGE_FRAME: {
             /* Delimiter, then a long frame announcing 2^40 bytes and none sent. */
             static const uint8_t huge[11] = {0x01, 0x00, 0x02, 0, 0, 0x01, 0, 0, 0, 0, 0};
@@ -962,4 +973,43 @@ Test(fake_peer, second_reply_not_taken_for_the_next)
     cr_assert(strstr(zmtp_conn_error(c), "no request outstanding"), "%s", zmtp_conn_error(c));
     zmtp_conn_destroy(&c);
     fake_join(&f);
+}
+
+/* Issue 11, defect 5: the buffer grows with the bytes that arrive, not with
+ * the size a header announces. */
+Test(fake_peer, announced_size_is_not_allocated_before_the_bytes_arrive)
+{
+    fake f;
+    fake_start(&f, SC_ANNOUNCE_64M);
+    zmtp_conn *c = conn(f.endpoint, (size_t)128 << 20); /* 64 MiB is within the limit */
+    const uint8_t *body;
+    size_t len;
+    cr_assert_eq(zmtp_conn_send(c, "hello", 5), 0);
+    cr_assert_eq(drive(c, &body, &len, 0.5), 0, "%s", zmtp_conn_error(c));
+    cr_assert_eq(zmtp_conn_failure(c), ZMTP_OK, "%s", zmtp_conn_error(c));
+    size_t held = zmtp_conn_buffer_bytes(c);
+    cr_assert_lt(held, (size_t)256 << 10, "%zu bytes held for a frame of which 100 bytes arrived", held);
+    zmtp_conn_destroy(&c);
+    fake_join(&f);
+}
+
+/* A large reply arriving in pieces still comes out whole and aligned. */
+Test(zmtp, large_reply_assembled_as_it_arrives)
+{
+    zpeer z;
+    char ep[128];
+    tk_endpoint(ep, sizeof ep, "zmtp-big");
+    zpeer_init(&z, ep, ZMQ_REP, ZM_SIZED);
+    z.reply_size = (size_t)3 << 20;
+    zpeer_start(&z);
+    zmtp_conn *c = conn(ep, (size_t)8 << 20);
+    const uint8_t *body;
+    size_t len;
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(call(c, "go", 2, &body, &len), 1, "%s", zmtp_conn_error(c));
+        cr_assert_eq(len, z.reply_size);
+        cr_assert_eq((uintptr_t)body % 8, 0);
+    }
+    zmtp_conn_destroy(&c);
+    zpeer_stop(&z);
 }
