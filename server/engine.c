@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,6 +76,8 @@ struct engine {
     zmtp_listener **listeners;
     size_t n_listeners;
     size_t n_fixed;        /* launched + connected sessions, before the connected-in ones */
+    size_t n_scan;         /* sessions the loop looks at: n_fixed + up to the last occupied
+                              connected-in one (a vacant tail costs nothing per message) */
     double next_heartbeat;
     double last_refused_log;
     int said_waiting;      /* "waiting for simulators" was printed since the last one left */
@@ -180,7 +183,7 @@ int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, 
         return 1;
     }
     if (strcmp(name, "heartbeat-ms") == 0 || strcmp(name, "heartbeat-timeout-ms") == 0) {
-        int hb = name[10] == 0;
+        int hb = strcmp(name, "heartbeat-ms") == 0;
         if (args_u64_range(arg, hb ? 0 : 1, 86400000, &v) < 0) {
             snprintf(err, err_len, "--%s wants a %s number of milliseconds", name, hb ? "non-negative" : "positive");
             return -1;
@@ -406,6 +409,7 @@ static void vacate(engine *e, session *s)
     s->parked = 0;
     s->model[0] = 0;
     s->failures = 0;
+    while (e->n_scan > e->n_fixed && e->sess[e->n_scan - 1].state == S_VACANT) e->n_scan--;
 }
 
 /* A fault: discard the trace in flight; restart (launched), drop (connected)
@@ -511,6 +515,17 @@ engine *engine_new(const engine_config *cfg)
     }
     e->n_sess = n;
     e->n_fixed = n_fixed;
+    e->n_scan = n_fixed;
+    if (n_in) {
+        /* Each connected-in simulator is a descriptor: a fleet needs more
+         * than the usual soft limit of 1024. */
+        struct rlimit rl;
+        rlim_t want = (rlim_t)(n + 256);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
     for (size_t i = 0; i < cfg->n_listen; i++) {
         char err[320];
         e->listeners[i] = zmtp_listener_new(cfg->listen[i], err, sizeof err);
@@ -954,7 +969,7 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
 static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
 {
     size_t n = 0;
-    for (size_t i = 0; i < e->n_sess; i++) {
+    for (size_t i = 0; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         if (s->state != S_ANSWER) continue;
         trace_entry *te = &s->t->entries[s->pending_entry];
@@ -1007,7 +1022,7 @@ static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
  * engine may have children of its own). */
 static void reap_children(engine *e, policy *p, const job_ops *ops, void *job)
 {
-    for (size_t i = 0; i < e->n_sess; i++) {
+    for (size_t i = 0; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         int st;
         if (!s->launched || s->pid <= 0 || waitpid(s->pid, &st, WNOHANG) != s->pid) continue;
@@ -1094,6 +1109,7 @@ static void accept_new(engine *e, zmtp_listener *l)
         }
         s->state = S_HANDSHAKE;
         s->deadline = now + e->cfg.start_timeout_ms / 1000.0;
+        if (s->id + 1 > e->n_scan) e->n_scan = s->id + 1;
     }
 }
 
@@ -1104,7 +1120,7 @@ static void heartbeat(engine *e, policy *p, const job_ops *ops, void *job, doubl
 {
     double hb = e->cfg.heartbeat_ms / 1000.0;
     double dead = (e->cfg.heartbeat_timeout_ms ? e->cfg.heartbeat_timeout_ms : 3 * e->cfg.heartbeat_ms) / 1000.0;
-    for (size_t i = e->n_fixed; i < e->n_sess; i++) {
+    for (size_t i = e->n_fixed; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         if (s->state == S_VACANT || !s->conn || !zmtp_conn_is_open(s->conn)) continue;
         double quiet = now - zmtp_conn_last_rx(s->conn);
@@ -1121,7 +1137,7 @@ static void heartbeat(engine *e, policy *p, const job_ops *ops, void *job, doubl
 
 static int any_in_trace(const engine *e)
 {
-    for (size_t i = 0; i < e->n_sess; i++)
+    for (size_t i = 0; i < e->n_scan; i++)
         if (e->sess[i].state == S_IN_TRACE || e->sess[i].state == S_ANSWER) return 1;
     return 0;
 }
@@ -1130,7 +1146,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
 {
     double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0, done_at = 0;
     uint64_t done0 = e->stats.traces_done;
-    int rc = 0;
+    int rc = 0, idle_woke = 0;
     for (;;) {
         if (e->stop) {
             elog(NULL, "stopped", NULL);
@@ -1146,14 +1162,14 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         double now = now_s();
         if (job_done && !done_at) done_at = now;
         if (job_done && now - done_at > ENGINE_DONE_GRACE_S)
-            for (size_t i = 0; i < e->n_sess; i++) {
+            for (size_t i = 0; i < e->n_scan; i++) {
                 session *s = &e->sess[i];
                 if ((s->launched || s->accepted) && (s->state == S_IN_TRACE || s->state == S_ANSWER))
                     retire_straggler(e, p, s);
             }
         size_t alive = 0;
         int busy = 0; /* a session waits for a reply or a restart: keep the loop's short tick */
-        for (size_t i = 0; i < e->n_sess; i++) {
+        for (size_t i = 0; i < e->n_scan; i++) {
             session *s = &e->sess[i];
             if (s->state == S_VACANT) continue;
             if (s->state != S_DEAD && !s->parked) alive++;
@@ -1208,17 +1224,17 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
          * bring the timeout forward instead. */
         size_t ni = 0;
         int retrying = 0;
-        for (size_t i = 0; i < e->n_sess && !busy; i++) {
+        for (size_t i = 0; i < e->n_scan && !busy; i++) {
             sess_state st = e->sess[i].state;
             busy = !e->sess[i].accepted || st == S_HANDSHAKE || st == S_IN_TRACE || st == S_ANSWER;
         }
         /* Only idle connected-in simulators: nothing can happen but a poll
-         * event, a heartbeat or a signal, so wake seldom (a daemon holding a
-         * thousand idle simulators costs next to no CPU). */
-        double next_deadline = now + (busy || job_done ? 0.1 : 1.0);
+         * event (a join, a close), a heartbeat or a signal, so wake seldom:
+         * a poll over a thousand idle connections costs a few hundred us. */
+        double next_deadline = now + (busy || job_done ? 0.1 : 10.0);
         if (e->n_listeners && e->cfg.heartbeat_ms > 0 && e->next_heartbeat < next_deadline)
             next_deadline = e->next_heartbeat;
-        for (size_t i = 0; i < e->n_sess; i++) {
+        for (size_t i = 0; i < e->n_scan; i++) {
             session *s = &e->sess[i];
             if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE || s->state == S_BACKOFF) &&
                 s->deadline < next_deadline)
@@ -1251,9 +1267,18 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         /* Round up: waking a moment early would only spin. */
         long timeout_ms = (long)ceil((next_deadline - now) * 1000.0);
         if (timeout_ms < 0) timeout_ms = 0;
+        if (idle_woke && !busy && !job_done && timeout_ms > 0) {
+            /* Nothing but idle connected-in simulators, and the last poll
+             * woke for them (heartbeat PONGs, mostly): let a few
+             * milliseconds' worth gather (10 ms), so that a thousand PONGs
+             * cost a few turns of this loop rather than hundreds. */
+            struct timespec gather = {0, 10000000};
+            nanosleep(&gather, NULL);
+        }
         e->stats.polls++;
         e->stats.polls_nowait += timeout_ms == 0;
         int nready = zmq_poll(ni ? e->items : NULL, (int)ni, timeout_ms);
+        idle_woke = nready > 0 && !busy;
         if (nready < 0 && errno != EINTR) {
             elog(NULL, "zmq_poll failed", zmq_strerror(errno));
             rc = -1;
@@ -1272,7 +1297,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         }
         if (retrying) {
             double t = now_s();
-            for (size_t i = 0; i < e->n_sess; i++) {
+            for (size_t i = 0; i < e->n_scan; i++) {
                 session *s = &e->sess[i];
                 if (!s->conn || s->state == S_BACKOFF || s->state == S_DEAD || zmtp_conn_fd(s->conn) >= 0) continue;
                 double at = zmtp_conn_retry_at(s->conn);
