@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "testkit.h"
 
 #define N_TRACES "6000"
@@ -286,4 +287,44 @@ Test(sim_listen, bad_endpoints)
     free(err);
     free(ppxd);
     free(out);
+}
+
+/* The shared simulator options: the same checks for every command. */
+Test(sim_listen, options)
+{
+    engine_sim_options o;
+    memset(&o, 0, sizeof o);
+    char err[160];
+    cr_assert_eq(engine_sim_option(&o, "sim-listen", "tcp://*:0", err, sizeof err), 1);
+    cr_assert_eq(engine_sim_option(&o, "sim-listen", "ipc://@fleet", err, sizeof err), 1);
+    cr_assert_eq(engine_sim_option(&o, "sim-listen", "tcp://host", err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "--sim-listen"), "%s", err);
+    cr_assert_eq(engine_sim_option(&o, "sim-max", "0", err, sizeof err), -1);
+    cr_assert_eq(engine_sim_option(&o, "sim-max", "1000", err, sizeof err), 1);
+    cr_assert_eq(engine_sim_option(&o, "heartbeat-ms", "0", err, sizeof err), 1);
+    cr_assert_eq(engine_sim_option(&o, "heartbeat-timeout-ms", "0", err, sizeof err), -1);
+    cr_assert_eq(engine_sim_option(&o, "heartbeat-timeout-ms", "2500", err, sizeof err), 1);
+    cr_assert_eq(engine_sim_option(&o, "sim-model", "", err, sizeof err), -1);
+    cr_assert_eq(engine_sim_option(&o, "sim-model", "galton", err, sizeof err), 1);
+    engine_config c;
+    engine_config_defaults(&c);
+    cr_assert_eq(c.heartbeat_ms, 10000);
+    cr_assert_eq(engine_sim_options_apply(&o, &c, err, sizeof err), 1, "listeners alone are simulators");
+    cr_assert_eq(c.n_listen, 2);
+    cr_assert_eq(c.listen_max, 1000);
+    cr_assert_eq(c.heartbeat_ms, 0, "--heartbeat-ms 0 turns heartbeats off");
+    cr_assert_eq(c.heartbeat_timeout_ms, 2500);
+    cr_assert_str_eq(c.model, "galton");
+    cr_assert_eq(c.n_launch, 0);
+    engine_sim_options_free(&o);
+    cr_assert_null(o.listen);
+
+    /* infer and train take them too, and refuse bad ones alike (exit 2). */
+    char *ppxd = tk_build_path("ppxd");
+    char *a1[] = {ppxd, "infer", "--sim-listen", "udp://x", "-n", "10", NULL};
+    cr_assert_eq(tk_run(a1, NULL, NULL, 20000), 2);
+    char *a2[] = {ppxd, "train", "npe", "--sim-listen", "udp://x", "-n", "10", "--theta", "mu", "--x", "obs0",
+                  "-o", "/nonexistent/m.ppxm", NULL};
+    cr_assert_eq(tk_run(a2, NULL, NULL, 20000), 2);
+    free(ppxd);
 }
