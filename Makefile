@@ -135,6 +135,11 @@ all: $(BUILD)/ppxctl
 $(BUILD)/ppxctl: $(BUILD)/obj/clients/ppxctl.o $(LIBPPX)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# ppx-bridge: joins a bind-only simulator to a ppxd --sim-listen endpoint.
+all: $(BUILD)/ppx-bridge
+$(BUILD)/ppx-bridge: $(BUILD)/obj/clients/ppx_bridge.o $(LIBPPX)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/examples/%: $(BUILD)/obj/clients/examples/%.o $(LIBPPX)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)

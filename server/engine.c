@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "zmtp.h"
+#include "zmtp_listen.h"
 
 typedef enum sess_state {
     S_BACKOFF = 0, /* waiting to (re)launch */
@@ -25,13 +27,18 @@ typedef enum sess_state {
     S_IDLE,        /* ready for a Run */
     S_IN_TRACE,    /* Run or a result sent; waiting for the simulator's next statement */
     S_ANSWER,      /* a Sample is waiting for this turn's policy batch */
-    S_DEAD         /* given up */
+    S_DEAD,        /* given up */
+    S_VACANT       /* a connected-in session with no simulator */
 } sess_state;
 
 typedef struct session {
     size_t id;
     sess_state state;
     int launched;
+    int accepted;          /* a session for simulators that connect in */
+    int parked;            /* its model is not the job's: kept connected, given no trace */
+    int handshake_resends;
+    char model[128];       /* the HandshakeResult model name */
     pid_t pid;
     char endpoint[300];    /* "tcp://" + a host of up to 255 bytes + ":port" fits */
     zmtp_conn *conn;       /* NULL between launches */
@@ -66,6 +73,14 @@ struct engine {
     size_t nan_cap;
     char **warned_obs;     /* Observe names already warned about (no value given) */
     size_t n_warned;
+    zmtp_listener **listeners;
+    size_t n_listeners;
+    size_t n_fixed;        /* launched + connected sessions, before the connected-in ones */
+    size_t n_scan;         /* sessions the loop looks at: n_fixed + up to the last occupied
+                              connected-in one (a vacant tail costs nothing per message) */
+    double next_heartbeat;
+    double last_refused_log;
+    int said_waiting;      /* "waiting for simulators" was printed since the last one left */
 };
 
 const char *discard_reason_name(discard_reason r)
@@ -83,6 +98,8 @@ void engine_config_defaults(engine_config *c)
     c->backoff_min_ms = 100;
     c->backoff_max_ms = 5000;
     c->max_failures = 20;
+    c->listen_max = 256;
+    c->heartbeat_ms = 10000;
     c->limits = ppx_limits_default();
 }
 
@@ -137,6 +154,46 @@ int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, 
         o->n_launch = (size_t)v;
         return 1;
     }
+    if (strcmp(name, "sim-listen") == 0) {
+        char why[96];
+        if (zmtp_listen_check(arg, why, sizeof why) < 0) {
+            snprintf(err, err_len, "--sim-listen: %s", why);
+            return -1;
+        }
+        if (args_push(&o->listen, &o->n_listen, arg) < 0) {
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+        return 1;
+    }
+    if (strcmp(name, "sim-model") == 0) {
+        if (!arg[0] || strlen(arg) >= 128) {
+            snprintf(err, err_len, "--sim-model wants a model name of 1 to 127 bytes");
+            return -1;
+        }
+        o->model = arg;
+        return 1;
+    }
+    if (strcmp(name, "sim-max") == 0) {
+        if (args_u64_range(arg, 1, 65536, &v) < 0) {
+            snprintf(err, err_len, "--sim-max wants a number from 1 to 65536");
+            return -1;
+        }
+        o->listen_max = (size_t)v;
+        return 1;
+    }
+    if (strcmp(name, "heartbeat-ms") == 0 || strcmp(name, "heartbeat-timeout-ms") == 0) {
+        int hb = strcmp(name, "heartbeat-ms") == 0;
+        if (args_u64_range(arg, hb ? 0 : 1, 86400000, &v) < 0) {
+            snprintf(err, err_len, "--%s wants a %s number of milliseconds", name, hb ? "non-negative" : "positive");
+            return -1;
+        }
+        if (hb)
+            o->heartbeat_ms = v ? (int)v : -1;
+        else
+            o->heartbeat_timeout_ms = (int)v;
+        return 1;
+    }
     if (strcmp(name, "connect") == 0) {
         /* Syntax only, for the same reason as --sim-cmd; a host name that
          * does not resolve is found when the engine connects. */
@@ -156,7 +213,7 @@ int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, 
 
 int engine_sim_options_apply(const engine_sim_options *o, engine_config *c, char *err, size_t err_len)
 {
-    if (!o->sim_cmd && !o->n_connect) {
+    if (!o->sim_cmd && !o->n_connect && !o->n_listen) {
         snprintf(err, err_len, "%s", NO_SIMULATORS);
         return 0;
     }
@@ -166,6 +223,12 @@ int engine_sim_options_apply(const engine_sim_options *o, engine_config *c, char
     c->n_launch = o->sim_cmd ? (o->n_launch ? o->n_launch : 1) : 0;
     c->connect = o->connect;
     c->n_connect = o->n_connect;
+    c->listen = o->listen;
+    c->n_listen = o->n_listen;
+    if (o->listen_max) c->listen_max = o->listen_max;
+    if (o->model) c->model = o->model;
+    if (o->heartbeat_ms) c->heartbeat_ms = o->heartbeat_ms < 0 ? 0 : o->heartbeat_ms;
+    if (o->heartbeat_timeout_ms) c->heartbeat_timeout_ms = o->heartbeat_timeout_ms;
     return 1;
 }
 
@@ -174,6 +237,9 @@ void engine_sim_options_free(engine_sim_options *o)
     free(o->connect);
     o->connect = NULL;
     o->n_connect = 0;
+    free(o->listen);
+    o->listen = NULL;
+    o->n_listen = 0;
 }
 
 static double now_s(void)
@@ -331,7 +397,23 @@ static void end_trace(engine *e, policy *p, session *s)
     (void)e;
 }
 
-/* A fault: discard the trace in flight; restart (launched) or drop (connected). */
+/* A connected-in simulator's session is free again. */
+static void vacate(engine *e, session *s)
+{
+    close_conn(s);
+    if (s->state != S_HANDSHAKE && s->state != S_VACANT) {
+        e->stats.left++;
+        if (e->cfg.progress) elog(s, "left", s->model);
+    }
+    s->state = S_VACANT;
+    s->parked = 0;
+    s->model[0] = 0;
+    s->failures = 0;
+    while (e->n_scan > e->n_fixed && e->sess[e->n_scan - 1].state == S_VACANT) e->n_scan--;
+}
+
+/* A fault: discard the trace in flight; restart (launched), drop (connected)
+ * or vacate (connected in). */
 static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *s, discard_reason why,
                   const char *detail)
 {
@@ -344,6 +426,11 @@ static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *
     }
     close_conn(s);
     kill_sim(s);
+    if (s->accepted) {
+        /* It may come back on a new connection: a new session then. */
+        vacate(e, s);
+        return;
+    }
     s->failures++;
     if (!s->launched) {
         s->state = S_DEAD;
@@ -369,6 +456,12 @@ static void fault(engine *e, policy *p, const job_ops *ops, void *job, session *
 static void retire_straggler(engine *e, policy *p, session *s)
 {
     end_trace(e, p, s);
+    if (s->accepted) {
+        /* Closing its link makes a libppx simulator give the run up
+         * (finished locally) and connect again. */
+        vacate(e, s);
+        return;
+    }
     close_conn(s);
     kill_sim(s);
     s->state = S_BACKOFF;
@@ -394,7 +487,9 @@ static void conn_fault(engine *e, policy *p, const job_ops *ops, void *job, sess
 
 engine *engine_new(const engine_config *cfg)
 {
-    size_t n = cfg->n_connect + (cfg->sim_cmd ? cfg->n_launch : 0);
+    size_t n_fixed = cfg->n_connect + (cfg->sim_cmd ? cfg->n_launch : 0);
+    size_t n_in = cfg->n_listen ? (cfg->listen_max ? cfg->listen_max : 1) : 0;
+    size_t n = n_fixed + n_in;
     if (n == 0) {
         elog(NULL, NO_SIMULATORS, NULL);
         return NULL;
@@ -408,15 +503,42 @@ engine *engine_new(const engine_config *cfg)
     e->cfg = *cfg;
     e->enc = ppx_encoder_new();
     e->sess = calloc(n, sizeof *e->sess);
-    e->items = calloc(n, sizeof *e->items);
-    e->item_sess = calloc(n, sizeof *e->item_sess);
+    e->items = calloc(n + cfg->n_listen, sizeof *e->items);
+    e->item_sess = calloc(n + cfg->n_listen, sizeof *e->item_sess);
+    e->listeners = cfg->n_listen ? calloc(cfg->n_listen, sizeof *e->listeners) : NULL;
     e->reqs = calloc(n, sizeof *e->reqs);
     e->req_sess = calloc(n, sizeof *e->req_sess);
-    if (!e->enc || !e->sess || !e->items || !e->item_sess || !e->reqs || !e->req_sess) {
+    if (!e->enc || !e->sess || !e->items || !e->item_sess || !e->reqs || !e->req_sess ||
+        (cfg->n_listen && !e->listeners)) {
         engine_destroy(&e);
         return NULL;
     }
     e->n_sess = n;
+    e->n_fixed = n_fixed;
+    e->n_scan = n_fixed;
+    if (n_in) {
+        /* Each connected-in simulator is a descriptor: a fleet needs more
+         * than the usual soft limit of 1024. */
+        struct rlimit rl;
+        rlim_t want = (rlim_t)(n + 256);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        char err[320];
+        e->listeners[i] = zmtp_listener_new(cfg->listen[i], err, sizeof err);
+        if (!e->listeners[i]) {
+            fprintf(stderr, "ppxd: --sim-listen %s: %s\n", cfg->listen[i], err);
+            engine_destroy(&e);
+            return NULL;
+        }
+        e->n_listeners++;
+        if (cfg->progress)
+            fprintf(stderr, "ppxd: simulators may connect to %s\n", zmtp_listener_endpoint(e->listeners[i]));
+    }
+    e->next_heartbeat = now_s() + cfg->heartbeat_ms / 1000.0;
     for (size_t i = 0; i < n; i++) {
         session *s = &e->sess[i];
         s->id = i;
@@ -425,6 +547,12 @@ engine *engine_new(const engine_config *cfg)
         if (!s->t) {
             engine_destroy(&e);
             return NULL;
+        }
+        if (i >= n_fixed) {
+            s->accepted = 1;
+            s->state = S_VACANT;
+            snprintf(s->endpoint, sizeof s->endpoint, "connected in");
+            continue;
         }
         if (i < cfg->n_connect) {
             snprintf(s->endpoint, sizeof s->endpoint, "%s", cfg->connect[i]);
@@ -452,6 +580,8 @@ void engine_destroy(engine **ep)
         ppx_msg_clear(&s->msg);
         trace_destroy(&s->t);
     }
+    for (size_t i = 0; i < e->n_listeners; i++) zmtp_listener_destroy(&e->listeners[i]);
+    free(e->listeners);
     free(e->sess);
     free(e->items);
     free(e->item_sess);
@@ -483,6 +613,9 @@ void engine_print_stats(const engine *e, void *file)
                 (unsigned long long)st->duplicates);
     if (st->dropped) fprintf(f, "dropped           %llu\n", (unsigned long long)st->dropped);
     if (st->resets) fprintf(f, "reset replies     %llu\n", (unsigned long long)st->resets);
+    if (e->n_listeners)
+        fprintf(f, "connected in      %llu joined, %llu left, %llu refused (sessions full)\n",
+                (unsigned long long)st->joined, (unsigned long long)st->left, (unsigned long long)st->refused);
     fprintf(f, "messages          %llu (%.0f/s)\n", (unsigned long long)st->messages,
             st->elapsed > 0 ? st->messages / st->elapsed : 0.0);
     fprintf(f, "polls             %llu (%.2f per message, %llu without waiting)\n", (unsigned long long)st->polls,
@@ -759,11 +892,37 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
     ppx_msg_type t = s->msg.type;
     double now = now_s();
     if (s->state == S_HANDSHAKE) {
+        if (t == PPX_MSG_RESET && s->accepted && s->handshake_resends < 3) {
+            /* A simulator that reconnected while still inside a run of its
+             * previous link (libzmq REP keeps waiting for that run's
+             * answer) takes our Handshake for it, gives the run up and
+             * replies Reset: ask again. */
+            s->handshake_resends++;
+            ppx_msg m;
+            ppx_msg_init(&m);
+            m.type = PPX_MSG_HANDSHAKE;
+            m.system_name = "ppxd";
+            if (send_msg(e, s, &m) < 0) conn_fault(e, p, ops, job, s, "could not send Handshake");
+            return;
+        }
         if (t != PPX_MSG_HANDSHAKE_RESULT) {
             fault(e, p, ops, job, s, DISCARD_PROTOCOL, "expected HandshakeResult");
             return;
         }
+        snprintf(s->model, sizeof s->model, "%s", s->msg.model_name ? s->msg.model_name : "");
         s->state = S_IDLE;
+        if (e->cfg.model && strcmp(e->cfg.model, s->model) != 0) {
+            /* Another pool's simulator: kept (a later job may want it), idle. */
+            s->parked = 1;
+            char why[300];
+            snprintf(why, sizeof why, "model '%s', not '%s': given no traces", s->model, e->cfg.model);
+            elog(s, why, NULL);
+        }
+        if (s->accepted) {
+            e->stats.joined++;
+            e->said_waiting = 0;
+            if (e->cfg.progress) elog(s, "joined, model", s->model);
+        }
         return;
     }
     /* S_IN_TRACE */
@@ -816,7 +975,7 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
 static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
 {
     size_t n = 0;
-    for (size_t i = 0; i < e->n_sess; i++) {
+    for (size_t i = 0; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         if (s->state != S_ANSWER) continue;
         trace_entry *te = &s->t->entries[s->pending_entry];
@@ -869,7 +1028,7 @@ static void answer_batch(engine *e, policy *p, const job_ops *ops, void *job)
  * engine may have children of its own). */
 static void reap_children(engine *e, policy *p, const job_ops *ops, void *job)
 {
-    for (size_t i = 0; i < e->n_sess; i++) {
+    for (size_t i = 0; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         int st;
         if (!s->launched || s->pid <= 0 || waitpid(s->pid, &st, WNOHANG) != s->pid) continue;
@@ -907,9 +1066,84 @@ static void session_io(engine *e, policy *p, const job_ops *ops, void *job, sess
     handle_message(e, p, ops, job, s);
 }
 
+/* Take the connections waiting on listener l into vacant sessions (a few
+ * per turn, so that a reconnecting fleet cannot starve the running job). */
+static void accept_new(engine *e, zmtp_listener *l)
+{
+    for (int k = 0; k < 64; k++) {
+        int is_tcp = 0;
+        char peer[200], err[200];
+        int fd = zmtp_listener_accept(l, &is_tcp, peer, sizeof peer, err, sizeof err);
+        if (fd < 0) {
+            if (err[0]) elog(NULL, "accepting a simulator", err);
+            return;
+        }
+        session *s = NULL;
+        for (size_t i = e->n_fixed; i < e->n_sess && !s; i++)
+            if (e->sess[i].state == S_VACANT) s = &e->sess[i];
+        double now = now_s();
+        if (!s) {
+            close(fd);
+            e->stats.refused++;
+            if (now - e->last_refused_log >= 10.0) {
+                e->last_refused_log = now;
+                char why[120];
+                snprintf(why, sizeof why, "every one of the %zu sessions is taken (raise --sim-max)",
+                         e->n_sess - e->n_fixed);
+                elog(NULL, "refused a simulator connecting in", why);
+            }
+            continue;
+        }
+        s->conn = zmtp_conn_adopt(fd, is_tcp, e->cfg.limits.max_message_bytes, err, sizeof err);
+        if (!s->conn) {
+            elog(NULL, "cannot take a simulator's connection", err);
+            continue;
+        }
+        snprintf(s->endpoint, sizeof s->endpoint, "%s", peer);
+        s->handshake_resends = 0;
+        s->parked = 0;
+        s->model[0] = 0;
+        s->failures = 0;
+        ppx_msg m;
+        ppx_msg_init(&m);
+        m.type = PPX_MSG_HANDSHAKE;
+        m.system_name = "ppxd";
+        if (send_msg(e, s, &m) < 0) {
+            elog(s, "cannot send Handshake", zmtp_conn_error(s->conn));
+            vacate(e, s);
+            continue;
+        }
+        s->state = S_HANDSHAKE;
+        s->deadline = now + e->cfg.start_timeout_ms / 1000.0;
+        if (s->id + 1 > e->n_scan) e->n_scan = s->id + 1;
+    }
+}
+
+/* PING the connected-in simulators that have been silent for half an
+ * interval; end the links silent for longer than the heartbeat timeout (a
+ * host that vanished without closing its connections). */
+static void heartbeat(engine *e, policy *p, const job_ops *ops, void *job, double now)
+{
+    double hb = e->cfg.heartbeat_ms / 1000.0;
+    double dead = (e->cfg.heartbeat_timeout_ms ? e->cfg.heartbeat_timeout_ms : 3 * e->cfg.heartbeat_ms) / 1000.0;
+    for (size_t i = e->n_fixed; i < e->n_scan; i++) {
+        session *s = &e->sess[i];
+        if (s->state == S_VACANT || !s->conn || !zmtp_conn_is_open(s->conn)) continue;
+        double quiet = now - zmtp_conn_last_rx(s->conn);
+        if (quiet > dead) {
+            char why[120];
+            snprintf(why, sizeof why, "silent for %.1f s (no reply to heartbeats)", quiet);
+            fault(e, p, ops, job, s, DISCARD_TIMEOUT, why);
+        } else if (quiet >= hb / 2 && zmtp_conn_ping(s->conn) < 0) {
+            conn_fault(e, p, ops, job, s, "could not send a heartbeat");
+        }
+    }
+    e->next_heartbeat = now + hb;
+}
+
 static int any_in_trace(const engine *e)
 {
-    for (size_t i = 0; i < e->n_sess; i++)
+    for (size_t i = 0; i < e->n_scan; i++)
         if (e->sess[i].state == S_IN_TRACE || e->sess[i].state == S_ANSWER) return 1;
     return 0;
 }
@@ -918,7 +1152,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
 {
     double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0, done_at = 0;
     uint64_t done0 = e->stats.traces_done;
-    int rc = 0;
+    int rc = 0, idle_woke = 0;
     for (;;) {
         if (e->stop) {
             elog(NULL, "stopped", NULL);
@@ -934,14 +1168,17 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         double now = now_s();
         if (job_done && !done_at) done_at = now;
         if (job_done && now - done_at > ENGINE_DONE_GRACE_S)
-            for (size_t i = 0; i < e->n_sess; i++) {
+            for (size_t i = 0; i < e->n_scan; i++) {
                 session *s = &e->sess[i];
-                if (s->launched && (s->state == S_IN_TRACE || s->state == S_ANSWER)) retire_straggler(e, p, s);
+                if ((s->launched || s->accepted) && (s->state == S_IN_TRACE || s->state == S_ANSWER))
+                    retire_straggler(e, p, s);
             }
         size_t alive = 0;
-        for (size_t i = 0; i < e->n_sess; i++) {
+        int busy = 0; /* a session waits for a reply or a restart: keep the loop's short tick */
+        for (size_t i = 0; i < e->n_scan; i++) {
             session *s = &e->sess[i];
-            if (s->state != S_DEAD) alive++;
+            if (s->state == S_VACANT) continue;
+            if (s->state != S_DEAD && !s->parked) alive++;
             if (s->state == S_BACKOFF && now >= s->deadline) {
                 e->stats.restarts += s->generation > 0;
                 if (start_session(e, s) < 0) fault(e, p, ops, job, s, DISCARD_EXITED, "restart failed");
@@ -954,7 +1191,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                 else
                     snprintf(why, sizeof why, "no HandshakeResult in time");
                 fault(e, p, ops, job, s, DISCARD_TIMEOUT, why);
-            } else if (s->state == S_IDLE && !job_done) {
+            } else if (s->state == S_IDLE && !job_done && !s->parked) {
                 uint64_t idx;
                 if (ops->next(job, s->id, &idx)) {
                     s->index = idx;
@@ -976,18 +1213,34 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                 }
             }
         }
-        if (alive == 0) {
-            elog(NULL, "no simulator left: job not finished", NULL);
+        if (alive == 0 && !e->n_listeners) {
+            elog(NULL, e->cfg.model ? "no simulator of the model asked for (--sim-model) left: job not finished"
+                                    : "no simulator left: job not finished",
+                 NULL);
             rc = -1;
             break;
         }
+        if (alive == 0 && !job_done && !e->said_waiting) {
+            e->said_waiting = 1;
+            if (e->cfg.progress) elog(NULL, "waiting for simulators to connect", e->cfg.model);
+        }
+        if (e->n_listeners && e->cfg.heartbeat_ms > 0 && now >= e->next_heartbeat) heartbeat(e, p, ops, job, now);
         /* Poll every connection (an idle one too, so that a simulator
          * that exits is seen at once); those waiting to retry a connect
          * bring the timeout forward instead. */
         size_t ni = 0;
         int retrying = 0;
-        double next_deadline = now + 0.1;
-        for (size_t i = 0; i < e->n_sess; i++) {
+        for (size_t i = 0; i < e->n_scan && !busy; i++) {
+            sess_state st = e->sess[i].state;
+            busy = !e->sess[i].accepted || st == S_HANDSHAKE || st == S_IN_TRACE || st == S_ANSWER;
+        }
+        /* Only idle connected-in simulators: nothing can happen but a poll
+         * event (a join, a close), a heartbeat or a signal, so wake seldom:
+         * a poll over a thousand idle connections costs a few hundred us. */
+        double next_deadline = now + (busy || job_done ? 0.1 : 10.0);
+        if (e->n_listeners && e->cfg.heartbeat_ms > 0 && e->next_heartbeat < next_deadline)
+            next_deadline = e->next_heartbeat;
+        for (size_t i = 0; i < e->n_scan; i++) {
             session *s = &e->sess[i];
             if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE || s->state == S_BACKOFF) &&
                 s->deadline < next_deadline)
@@ -1009,12 +1262,29 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             e->items[ni].revents = 0;
             e->item_sess[ni++] = i;
         }
+        size_t n_sess_items = ni;
+        for (size_t i = 0; i < e->n_listeners; i++) {
+            e->items[ni].socket = NULL;
+            e->items[ni].fd = zmtp_listener_fd(e->listeners[i]);
+            e->items[ni].events = ZMQ_POLLIN;
+            e->items[ni].revents = 0;
+            e->item_sess[ni++] = i;
+        }
         /* Round up: waking a moment early would only spin. */
         long timeout_ms = (long)ceil((next_deadline - now) * 1000.0);
         if (timeout_ms < 0) timeout_ms = 0;
+        if (idle_woke && !busy && !job_done && timeout_ms > 0) {
+            /* Nothing but idle connected-in simulators, and the last poll
+             * woke for them (heartbeat PONGs, mostly): let a few
+             * milliseconds' worth gather (10 ms), so that a thousand PONGs
+             * cost a few turns of this loop rather than hundreds. */
+            struct timespec gather = {0, 10000000};
+            nanosleep(&gather, NULL);
+        }
         e->stats.polls++;
         e->stats.polls_nowait += timeout_ms == 0;
         int nready = zmq_poll(ni ? e->items : NULL, (int)ni, timeout_ms);
+        idle_woke = nready > 0 && !busy;
         if (nready < 0 && errno != EINTR) {
             elog(NULL, "zmq_poll failed", zmq_strerror(errno));
             rc = -1;
@@ -1023,13 +1293,17 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         for (size_t k = 0; nready > 0 && k < ni; k++) {
             short rev = e->items[k].revents;
             if (!rev) continue;
+            if (k >= n_sess_items) {
+                accept_new(e, e->listeners[e->item_sess[k]]);
+                continue;
+            }
             int ready = (rev & ZMQ_POLLIN ? ZMTP_READ : 0) | (rev & ZMQ_POLLOUT ? ZMTP_WRITE : 0) |
                         (rev & ZMQ_POLLERR ? ZMTP_HANGUP : 0);
             session_io(e, p, ops, job, &e->sess[e->item_sess[k]], ready);
         }
         if (retrying) {
             double t = now_s();
-            for (size_t i = 0; i < e->n_sess; i++) {
+            for (size_t i = 0; i < e->n_scan; i++) {
                 session *s = &e->sess[i];
                 if (!s->conn || s->state == S_BACKOFF || s->state == S_DEAD || zmtp_conn_fd(s->conn) >= 0) continue;
                 double at = zmtp_conn_retry_at(s->conn);

@@ -5,9 +5,15 @@
  * REQ side of ZMTP, zmtp.h: a plain non-blocking socket in this loop), an
  * explicit state (below) and a deadline.  Simulators are either launched by
  * the engine (a command template with "{endpoint}", run on fresh ipc
- * endpoints, supervised and restarted with exponential back-off) or connected
+ * endpoints, supervised and restarted with exponential back-off), connected
  * to at given endpoints (dropped on a fault: upstream simulators cannot
- * resynchronise mid-trace).
+ * resynchronise mid-trace), or connected in: they connect their REP socket
+ * to a listen endpoint (zmtp_listen.h) at any time, take a vacant session
+ * and are driven exactly like the others; one that closes, breaks the
+ * protocol or goes silent (no reply to heartbeat PINGs) leaves, losing only
+ * the trace it was running, and its session is vacant again.  A session is
+ * known by the model name of its HandshakeResult: with cfg.model set, only
+ * simulators of that model are given traces (others stay connected, idle).
  *
  *   BACKOFF --(time)--> HANDSHAKE --(HandshakeResult)--> IDLE
  *   IDLE --(job gives a trace: Run)--> IN_TRACE
@@ -15,7 +21,9 @@
  *   IN_TRACE --(Observe/Tag: answered at once)--> IN_TRACE
  *   IN_TRACE --(RunResult)--> IDLE (trace completed)
  *   any --(timeout, exit or closed connection, garbage, protocol error)--> fault:
- *        trace discarded, launched: kill + BACKOFF; connected: DEAD
+ *        trace discarded, launched: kill + BACKOFF; connected: DEAD;
+ *        connected in: VACANT
+ *   VACANT --(a simulator connects in; Handshake sent)--> HANDSHAKE
  *   IN_TRACE --(Reset in reply to Run)--> Run sent again
  *   IN_TRACE --(Reset mid-trace)--> trace discarded, IDLE
  *
@@ -63,6 +71,9 @@ typedef struct engine_stats {
     uint64_t polls;          /* zmq_poll calls of the loop */
     uint64_t polls_nowait;   /* of them with a zero timeout (spinning, if many) */
     uint64_t resets;         /* Reset replies to Run (Run re-sent) */
+    uint64_t joined;         /* simulators that connected in and completed the handshake */
+    uint64_t left;           /* connected-in simulators that went away (or were sent away) */
+    uint64_t refused;        /* connections refused: every connected-in session taken */
     double elapsed;          /* seconds in engine_run */
     double cpu;              /* engine process CPU seconds in engine_run */
 } engine_stats;
@@ -78,6 +89,12 @@ typedef struct engine_config {
     size_t n_launch;              /* number of simulators to launch (-j) */
     const char *const *connect;   /* endpoints of running simulators */
     size_t n_connect;
+    const char *const *listen;    /* endpoints simulators connect in to (zmtp_listen.h) */
+    size_t n_listen;
+    size_t listen_max;            /* sessions for connected-in simulators; default 256 */
+    const char *model;            /* only simulators whose HandshakeResult names this model get traces; NULL: any */
+    int heartbeat_ms;             /* PING a silent connected-in simulator this often; default 10000, 0: never */
+    int heartbeat_timeout_ms;     /* silence that ends a connected-in link; default 3 x heartbeat_ms */
     int msg_timeout_ms;           /* per message; default 10000 */
     int start_timeout_ms;         /* launch to HandshakeResult; default 30000 */
     int backoff_min_ms;           /* default 100 */
@@ -107,17 +124,38 @@ typedef struct engine_sim_options {
     size_t n_launch;         /* -j; 0 when not given */
     const char **connect;    /* --connect, in the order given */
     size_t n_connect;
+    const char **listen;     /* --sim-listen, in the order given (malloc'd list) */
+    size_t n_listen;
+    size_t listen_max;       /* --sim-max; 0 when not given */
+    const char *model;       /* --sim-model, or NULL */
+    int heartbeat_ms;        /* --heartbeat-ms; 0 when not given, -1 when given as 0 (off) */
+    int heartbeat_timeout_ms; /* --heartbeat-timeout-ms; 0 when not given */
 } engine_sim_options;
+/* A zeroed struct means "nothing given". */
 
 /* How to give simulators, for messages and help texts. */
-#define ENGINE_SIM_OPTIONS_SHORT "--sim-cmd 'CMD {endpoint}' [-j N] or --connect ENDPOINT"
+#define ENGINE_SIM_OPTIONS_SHORT "--sim-cmd 'CMD {endpoint}' [-j N], --connect ENDPOINT or --sim-listen ENDPOINT"
 #define ENGINE_SIM_OPTIONS_HELP                                                                          \
     "  --sim-cmd 'CMD {endpoint}'  launch simulators; {endpoint} is replaced by a fresh ipc endpoint\n" \
     "  -j N                        number of simulators to launch (default 1)\n"                        \
-    "  --connect ENDPOINT          use a running simulator (repeatable), e.g. tcp://127.0.0.1:5555\n"
+    "  --connect ENDPOINT          use a running simulator (repeatable), e.g. tcp://127.0.0.1:5555\n"   \
+    "  --sim-listen ENDPOINT       let simulators connect in (repeatable), e.g. tcp://*:5556,\n"         \
+    "                              ipc:///tmp/sims; they may join and leave at any time\n"              \
+    "  --sim-model NAME            use only simulators whose handshake names model NAME\n"              \
+    "  --sim-max N                 connected-in simulators at once (default 256)\n"                     \
+    "  --heartbeat-ms T            PING silent connected-in simulators every T ms (default 10000, 0 off)\n" \
+    "  --heartbeat-timeout-ms T    drop a connected-in simulator silent this long (default 3 heartbeats)\n"
 
-/* One simulator option: name is "sim-cmd", "j" or "connect" (without
- * dashes), arg its text.  Returns 1 when applied, 0 when name is not one of
+/* getopt_long entries (struct option initialisers, 1 = required_argument)
+ * for the simulator options beyond --sim-cmd, -j and --connect, all with
+ * value v: a command hands every one of them to engine_sim_option. */
+#define ENGINE_SIM_LONG_OPTIONS(v)                                                                   \
+    {"sim-listen", 1, 0, v}, {"sim-model", 1, 0, v}, {"sim-max", 1, 0, v}, {"heartbeat-ms", 1, 0, v}, \
+        {"heartbeat-timeout-ms", 1, 0, v}
+
+/* One simulator option: name is "sim-cmd", "j", "connect", "sim-listen",
+ * "sim-model", "sim-max", "heartbeat-ms" or "heartbeat-timeout-ms"
+ * (without dashes), arg its text.  Returns 1 when applied, 0 when name is not one of
  * them, -1 when arg is unusable or memory ran out (the complaint, e.g. "-j
  * wants a number from 1 to 4096", in err). */
 int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, char *err, size_t err_len);

@@ -92,7 +92,7 @@ static int oj_next(void *job, size_t slot, uint64_t *index)
         return 1;
     }
     /* Nothing new: back up the oldest straggler, if there is one. */
-    for (uint64_t idx = j->next_commit; idx < j->next_new; idx++) {
+    for (uint64_t idx = j->next_commit; !j->no_backups && idx < j->next_new; idx++) {
         size_t k = idx % j->window;
         if (!oj_wanted(j, idx) || j->backed_up[k] || j->running[k] != 1) continue;
         if (now - j->started[k] < oj_straggler_s(j)) break; /* later ones started later still */

@@ -47,6 +47,8 @@ typedef struct ordered_job {
     double *started;     /* per ring slot: when its first copy started (monotonic s) */
     double mean_s;       /* moving average of a trace's duration (0: none yet) */
     uint64_t backups;    /* backup copies started */
+    int no_backups;      /* set to run each index once at a time (e.g. to count per-trace
+                            policy statistics, which a backup copy would count twice) */
     commit_fn commit;
     void *ctx;
     int failed;          /* commit returned -1 */

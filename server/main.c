@@ -205,6 +205,7 @@ static int parse_args(cli *c, int argc, char **argv)
     static const struct option opts[] = {
         {"sim-cmd", required_argument, 0, OPT_SIM_CMD},
         {"connect", required_argument, 0, OPT_CONNECT},
+        ENGINE_SIM_LONG_OPTIONS(OPT_CONNECT),
         {"seed", required_argument, 0, OPT_SEED},
         {"observe", required_argument, 0, OPT_OBSERVE},
         {"observe-file", required_argument, 0, OPT_OBSERVE_FILE},

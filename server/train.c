@@ -235,6 +235,7 @@ static int parse_train(train_opts *o, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"sim-cmd", required_argument, 0, T_SIM_CMD}, {"connect", required_argument, 0, T_CONNECT},
+        ENGINE_SIM_LONG_OPTIONS(T_CONNECT),
         {"theta", required_argument, 0, T_THETA}, {"x", required_argument, 0, T_X},
         {"data", required_argument, 0, T_DATA}, {"prior", required_argument, 0, T_PRIOR},
         {"save-data", required_argument, 0, T_SAVE_DATA}, {"flow", required_argument, 0, T_FLOW},

@@ -64,6 +64,7 @@ struct zmtp_conn {
     size_t r_start, r_end, r_cap;
     size_t frame_total;  /* header + announced size of the frame at r_start, once known and incomplete (else 0) */
     size_t frame_hdr;    /* its header bytes */
+    double last_rx;      /* when bytes last arrived (heartbeats, zmtp_conn_last_rx) */
     char err[320];
 };
 
@@ -494,6 +495,7 @@ static int read_some(zmtp_conn *c, int *filled)
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
         c->r_end += (size_t)n;
+        c->last_rx = mono_s();
         *filled = c->r_end == c->r_cap;
         return 1;
     }
@@ -858,4 +860,49 @@ int zmtp_conn_io(zmtp_conn *c, int ready, const uint8_t **body, size_t *len)
         /* Loop only when the read filled the buffer: more may be waiting. */
         if (r == 2 || !filled) return 0;
     }
+}
+
+/* --- the accepting side (zmtp_listen.h) ------------------------------------- */
+
+zmtp_conn *zmtp_conn_adopt(int fd, int is_tcp, size_t max_msg_bytes, char *err, size_t err_len)
+{
+    zmtp_conn *c = calloc(1, sizeof *c);
+    if (c) c->r = malloc(RBUF_INITIAL);
+    if (!c || !c->r) {
+        if (c) free(c);
+        close(fd);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    c->fd = fd;
+    c->is_tcp = is_tcp;
+    c->r_cap = RBUF_INITIAL;
+    c->max_msg = max_msg_bytes ? max_msg_bytes : SIZE_MAX / 4;
+    if (c->max_msg > SIZE_MAX / 4) c->max_msg = SIZE_MAX / 4;
+    c->retry_delay = RETRY_MIN_S;
+    c->last_rx = mono_s();
+    if (is_tcp) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    /* From here on exactly an outbound connection that has just connected:
+     * the peer (a REP socket that connected to us) greets in parallel. */
+    c->state = C_GREETING;
+    if (send_greeting(c) < 0) {
+        snprintf(err, err_len, "%s", c->err);
+        zmtp_conn_destroy(&c);
+        return NULL;
+    }
+    return c;
+}
+
+double zmtp_conn_last_rx(const zmtp_conn *c) { return c->last_rx; }
+
+int zmtp_conn_ping(zmtp_conn *c)
+{
+    if (c->state == C_FAILED) return -1;
+    if (c->state != C_OPEN) return 0;
+    /* PING with TTL 0 (the peer sets no timer of its own) and no context. */
+    static const uint8_t ping[] = {4, 'P', 'I', 'N', 'G', 0, 0};
+    return queue_command(c, ping, sizeof ping);
 }

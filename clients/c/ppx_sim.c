@@ -412,18 +412,36 @@ int ppx_sim_main(ppx_sim *s, int argc, char **argv)
         }
         return 0;
     }
+    if (argc >= 3 && argc <= 4 && strcmp(argv[1], "--connect-to") == 0) {
+        uint64_t max_runs = argc == 4 ? strtoull(argv[3], NULL, 10) : 0;
+        return ppx_sim_connect(s, argv[2], max_runs) < 0 ? 1 : 0;
+    }
     if (argc < 2 || argc > 3 || argv[1][0] == '-') {
         fprintf(stderr,
                 "usage: %s ENDPOINT [MAX_RUNS]   serve a PPX engine (e.g. tcp://*:5555, ipc://@name)\n"
+                "       %s --connect-to ENDPOINT [MAX_RUNS]\n"
+                "                                 connect to an engine's --sim-listen endpoint instead\n"
                 "       %s --local [N [SEED]]     run N times with local draws, print the results\n",
-                prog, prog);
+                prog, prog, prog);
         return 2;
     }
     uint64_t max_runs = argc == 3 ? strtoull(argv[2], NULL, 10) : 0;
     return ppx_sim_serve(s, argv[1], max_runs) < 0 ? 1 : 0;
 }
 
+static int serve_socket(ppx_sim *s, const char *endpoint, uint64_t max_runs, int do_connect);
+
 int ppx_sim_serve(ppx_sim *s, const char *endpoint, uint64_t max_runs)
+{
+    return serve_socket(s, endpoint, max_runs, 0);
+}
+
+int ppx_sim_connect(ppx_sim *s, const char *endpoint, uint64_t max_runs)
+{
+    return serve_socket(s, endpoint, max_runs, 1);
+}
+
+static int serve_socket(ppx_sim *s, const char *endpoint, uint64_t max_runs, int do_connect)
 {
     if (!endpoint) return -1;
     if (!s->ctx && !(s->ctx = zmq_ctx_new())) {
@@ -437,10 +455,10 @@ int ppx_sim_serve(ppx_sim *s, const char *endpoint, uint64_t max_runs)
     }
     int linger = 0;
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(s->sock, endpoint) < 0) {
+    if ((do_connect ? zmq_connect(s->sock, endpoint) : zmq_bind(s->sock, endpoint)) < 0) {
         char why[300];
         snprintf(why, sizeof why, "%s: %s", endpoint, zmq_strerror(errno));
-        sim_log("cannot bind", why);
+        sim_log(do_connect ? "cannot connect" : "cannot bind", why);
         zmq_close(s->sock);
         s->sock = NULL;
         return -1;

@@ -53,7 +53,15 @@ void ppx_sim_destroy(ppx_sim **sim);
  * unrecoverable socket error.  Returns 0, or -1 with the reason on stderr. */
 int ppx_sim_serve(ppx_sim *sim, const char *endpoint, uint64_t max_runs);
 
+/* The same with the REP socket connected to `endpoint` (an engine's
+ * --sim-listen endpoint, e.g. "tcp://daemon-host:5556") instead of bound:
+ * the simulator joins the engine's pool, and libzmq reconnects it if the
+ * link drops (a run in progress then finishes locally, as after any engine
+ * fault). */
+int ppx_sim_connect(ppx_sim *sim, const char *endpoint, uint64_t max_runs);
+
 /* A ready main(): "prog ENDPOINT [MAX_RUNS]" serves an engine,
+ * "prog --connect-to ENDPOINT [MAX_RUNS]" connects to one (ppx_sim_connect),
  * "prog --local [N [SEED]]" runs N times locally printing each result.
  * Returns the process exit code (0 ok, 1 error, 2 usage). */
 int ppx_sim_main(ppx_sim *sim, int argc, char **argv);

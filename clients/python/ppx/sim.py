@@ -239,15 +239,21 @@ class Simulator:
         self._send(wire.Message(wire.RUN_RESULT, value=value))
         self.runs += 1
 
-    def serve(self, endpoint="tcp://*:5555", max_runs=0):
+    def serve(self, endpoint="tcp://*:5555", max_runs=0, connect=False):
         """Bind a REP socket at endpoint (e.g. "tcp://*:5555", "ipc://@name")
         and serve an engine until max_runs traces have completed (0: forever).
-        Raises zmq.ZMQError when it cannot bind."""
+        With connect=True the REP socket connects to endpoint instead: an
+        engine's --sim-listen endpoint (e.g. "tcp://daemon-host:5556"), so
+        the simulator joins its pool; libzmq reconnects a dropped link.
+        Raises zmq.ZMQError when it cannot bind (or connect)."""
         ctx = self._ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
         try:
-            sock.bind(endpoint)
+            if connect:
+                sock.connect(endpoint)
+            else:
+                sock.bind(endpoint)
         except zmq.ZMQError:
             sock.close()
             raise
@@ -269,6 +275,7 @@ class Simulator:
 
     def main(self, argv=None):
         """A ready main(): "prog ENDPOINT [MAX_RUNS]" serves an engine,
+        "prog --connect-to ENDPOINT [MAX_RUNS]" connects to one,
         "prog --local [N [SEED]]" runs N times locally printing each result.
         Returns the exit code (0 ok, 1 error, 2 usage)."""
         argv = sys.argv if argv is None else argv
@@ -283,17 +290,22 @@ class Simulator:
                     vals = [] if r is None else np.asarray(r, dtype=np.float64).reshape(-1)
                     print(" ".join("%.17g" % v for v in vals), flush=True)
                 return 0
+            connect = bool(args) and args[0] == "--connect-to"
+            if connect:
+                args = args[1:]
             if len(args) not in (1, 2) or args[0].startswith("-"):
                 raise ValueError("usage")
             max_runs = int(args[1]) if len(args) == 2 else 0
         except ValueError:
             sys.stderr.write(
                 "usage: %s ENDPOINT [MAX_RUNS]   serve a PPX engine (e.g. tcp://*:5555, ipc://@name)\n"
+                "       %s --connect-to ENDPOINT [MAX_RUNS]\n"
+                "                                 connect to an engine's --sim-listen endpoint instead\n"
                 "       %s --local [N [SEED]]     run N times with local draws, print the results\n"
-                % (prog, prog))
+                % (prog, prog, prog))
             return 2
         try:
-            self.serve(args[0], max_runs)
+            self.serve(args[0], max_runs, connect=connect)
         except zmq.ZMQError as e:
             _log("cannot serve %s" % args[0], str(e))
             return 1
