@@ -178,7 +178,7 @@ PYDIR    := $(PREFIX)/lib/python3/dist-packages
 PIC_OBJ  := $(patsubst %,$(BUILD)/pic/%.o,$(basename $(SIMLIB_SRC) $(PROTO_SRC) $(CORE_SRC)))
 LIBPPX_SO:= $(BUILD)/libppx.so.$(VERSION)
 PPX_HEADERS := clients/c/ppx_sim.h clients/c/ppx_query.h src/dist.h src/rng.h protocol/ppx.h protocol/ppxq.h
-INSTALL_BINS = $(PPXD) $(BUILD)/ppxctl $(wildcard $(BUILD)/ppx-bridge)
+INSTALL_BINS = $(PPXD) $(BUILD)/ppxctl $(BUILD)/ppx-bridge
 
 $(BUILD)/pic/%.o: %.c | $(GEN_HDRS)
 	@mkdir -p $(@D)

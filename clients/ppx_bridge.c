@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "args.h"
 #include "ppx.h"
 
 typedef enum bridge_state { B_IDLE = 0, B_WAIT_SIM } bridge_state;
@@ -88,25 +89,6 @@ static void usage(FILE *f)
 
 /* --- the simulator side -------------------------------------------------------- */
 
-static char *expand(const char *tmpl, const char *ep)
-{
-    size_t n = strlen(tmpl) + 1, el = strlen(ep);
-    for (const char *p = strstr(tmpl, "{endpoint}"); p; p = strstr(p + 10, "{endpoint}")) n += el;
-    char *out = malloc(n), *o = out;
-    if (!out) return NULL;
-    for (const char *p = tmpl; *p;) {
-        if (strncmp(p, "{endpoint}", 10) == 0) {
-            memcpy(o, ep, el);
-            o += el;
-            p += 10;
-        } else {
-            *o++ = *p++;
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 static void stop_sim(bridge *b)
 {
     if (b->pid > 0) {
@@ -132,7 +114,7 @@ static int start_sim(bridge *b)
     stop_sim(b);
     if (b->sim_cmd) {
         snprintf(b->sim_ep, sizeof b->sim_ep, "ipc://@ppx-bridge-%d-%u", (int)getpid(), b->generation++);
-        char *cmd = expand(b->sim_cmd, b->sim_ep), *sh = NULL;
+        char *cmd = args_expand_endpoint(b->sim_cmd, b->sim_ep), *sh = NULL;
         if (!cmd || asprintf(&sh, "exec %s", cmd) < 0) {
             free(cmd);
             return -1;

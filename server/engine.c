@@ -306,26 +306,6 @@ static int open_conn(engine *e, session *s)
     return 0;
 }
 
-/* Replace "{endpoint}" in the template.  Caller frees. */
-static char *expand_cmd(const char *tmpl, const char *endpoint)
-{
-    size_t n = strlen(tmpl) + 1, el = strlen(endpoint);
-    for (const char *p = strstr(tmpl, "{endpoint}"); p; p = strstr(p + 10, "{endpoint}")) n += el;
-    char *out = malloc(n), *o = out;
-    if (!out) return NULL;
-    for (const char *p = tmpl; *p;) {
-        if (strncmp(p, "{endpoint}", 10) == 0) {
-            memcpy(o, endpoint, el);
-            o += el;
-            p += 10;
-        } else {
-            *o++ = *p++;
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 static pid_t spawn_sim(const char *cmd)
 {
     char *sh = NULL;
@@ -368,7 +348,7 @@ static int start_session(engine *e, session *s)
     double now = now_s();
     if (s->launched) {
         snprintf(s->endpoint, sizeof s->endpoint, "ipc://@ppxd-%d-%zu-%u", (int)getpid(), s->id, s->generation++);
-        char *cmd = expand_cmd(e->cfg.sim_cmd, s->endpoint);
+        char *cmd = args_expand_endpoint(e->cfg.sim_cmd, s->endpoint);
         if (!cmd) return -1;
         s->pid = spawn_sim(cmd);
         free(cmd);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int args_u64(const char *s, uint64_t *out)
 {
@@ -32,4 +33,23 @@ int args_push(const char ***list, size_t *n, const char *s)
     p[(*n)++] = s;
     *list = p;
     return 0;
+}
+
+char *args_expand_endpoint(const char *tmpl, const char *endpoint)
+{
+    size_t n = strlen(tmpl) + 1, el = strlen(endpoint);
+    for (const char *p = strstr(tmpl, "{endpoint}"); p; p = strstr(p + 10, "{endpoint}")) n += el;
+    char *out = malloc(n), *o = out;
+    if (!out) return NULL;
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{endpoint}", 10) == 0) {
+            memcpy(o, endpoint, el);
+            o += el;
+            p += 10;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = 0;
+    return out;
 }

@@ -15,5 +15,9 @@ int args_u64_range(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 /* Append s (borrowed) to the array *list of *n strings.  0, or -1 when out
  * of memory (the array is unchanged). */
 int args_push(const char ***list, size_t *n, const char *s);
+/* A simulator command template with every "{endpoint}" replaced by
+ * endpoint (ppxd --sim-cmd, ppx-bridge --sim-cmd).  malloc'd (the caller
+ * frees), NULL when out of memory. */
+char *args_expand_endpoint(const char *tmpl, const char *endpoint);
 
 #endif

@@ -74,7 +74,7 @@ Test(install, out_of_tree_simulators_build_against_the_installed_files, .init = 
     snprintf(prefix, sizeof prefix, "%s/prefix", g_dir);
     cr_assert_eq(sh("make -s -C '%s' BUILD='%s' install PREFIX='%s'", g_src, build ? build : "build", prefix), 0,
                  "make install failed");
-    const char *want[] = {"bin/ppxd", "bin/ppxctl", "lib/libppx.a", "lib/libppx.so", "lib/libppx.so.0",
+    const char *want[] = {"bin/ppxd", "bin/ppxctl", "bin/ppx-bridge", "lib/libppx.a", "lib/libppx.so", "lib/libppx.so.0",
                           "lib/pkgconfig/ppx.pc", "lib/cmake/ppx/ppxConfig.cmake", "include/ppx/ppx_sim.h",
                           "include/ppx/ppx.mod", "lib/python3/dist-packages/ppx/__init__.py"};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
