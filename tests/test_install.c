@@ -9,25 +9,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "testkit.h"
 
 static char g_dir[128];
-static char g_src[1024];
+static char g_src[PATH_MAX];
 
 static void setup(void)
 {
     cr_assert_eq(tk_tmpdir(g_dir, sizeof g_dir, "install"), 0);
-    /* The source tree is the parent of the build directory. */
+    /* The source tree: the nearest directory above the build directory
+     * (build/, or build/asan/) that holds the Makefile and server/. */
     char *b = tk_build_path(".");
-    char real[1024];
-    cr_assert_not_null(realpath(b, real));
+    cr_assert_not_null(realpath(b, g_src));
     free(b);
-    snprintf(g_src, sizeof g_src, "%s", real);
-    char *slash = strrchr(g_src, '/');
-    cr_assert_not_null(slash);
-    *slash = 0;
+    for (;;) {
+        char *slash = strrchr(g_src, '/');
+        cr_assert(slash && slash != g_src, "no source tree above the build directory");
+        *slash = 0;
+        char mk[PATH_MAX + 16], srv[PATH_MAX + 16];
+        snprintf(mk, sizeof mk, "%s/Makefile", g_src);
+        snprintf(srv, sizeof srv, "%s/server/main.c", g_src);
+        if (access(mk, F_OK) == 0 && access(srv, F_OK) == 0) break;
+    }
 }
 
 static void teardown(void)
@@ -72,7 +78,7 @@ Test(install, out_of_tree_simulators_build_against_the_installed_files, .init = 
     const char *build = getenv("PPXD_BUILD");
     char prefix[300];
     snprintf(prefix, sizeof prefix, "%s/prefix", g_dir);
-    cr_assert_eq(sh("make -s -C '%s' BUILD='%s' install PREFIX='%s'", g_src, build ? build : "build", prefix), 0,
+    cr_assert_eq(sh("env -u MAKEFLAGS -u MFLAGS make -s SAN= -C '%s' BUILD='%s' install PREFIX='%s'", g_src, build ? build : "build", prefix), 0,
                  "make install failed");
     const char *want[] = {"bin/ppxd", "bin/ppxctl", "bin/ppx-bridge", "lib/libppx.a", "lib/libppx.so", "lib/libppx.so.0",
                           "lib/pkgconfig/ppx.pc", "lib/cmake/ppx/ppxConfig.cmake", "include/ppx/ppx_sim.h",
@@ -130,10 +136,10 @@ Test(install, out_of_tree_simulators_build_against_the_installed_files, .init = 
     /* DESTDIR stages the same tree; uninstall removes it all. */
     char stage[300];
     snprintf(stage, sizeof stage, "%s/stage", g_dir);
-    cr_assert_eq(sh("make -s -C '%s' BUILD='%s' install DESTDIR='%s' PREFIX=/opt/ppx && test -x '%s/opt/ppx/bin/ppxd'",
+    cr_assert_eq(sh("env -u MAKEFLAGS -u MFLAGS make -s SAN= -C '%s' BUILD='%s' install DESTDIR='%s' PREFIX=/opt/ppx && test -x '%s/opt/ppx/bin/ppxd'",
                     g_src, build ? build : "build", stage, stage),
                  0, "DESTDIR install failed");
-    cr_assert_eq(sh("make -s -C '%s' BUILD='%s' uninstall PREFIX='%s' && test -z \"$(find '%s' -type f -o -type l)\"",
+    cr_assert_eq(sh("env -u MAKEFLAGS -u MFLAGS make -s SAN= -C '%s' BUILD='%s' uninstall PREFIX='%s' && test -z \"$(find '%s' -type f -o -type l)\"",
                     g_src, build ? build : "build", prefix, prefix),
                  0, "make uninstall left files behind");
 }
