@@ -1,6 +1,7 @@
 /* gold_data.c — mined gold in memory, the .ppxg file and its .npy export
  * (see gold_data.h for the layout). */
 #include "gold/gold_data.h"
+#include "gold/gold_io.h"
 
 #include <errno.h>
 #include <math.h>
@@ -20,23 +21,6 @@ const char *gold_bad_name(gold_bad why)
     static const char *names[GOLD_BAD_COUNT] = {"control-flow", "out-of-support", "theta-dependent-support",
                                                 "non-finite", "invalid-params", "missing-name", "failed", "x-depends-on-theta"};
     return (unsigned)why < GOLD_BAD_COUNT ? names[why] : "unknown";
-}
-
-/* The trailing CRC, wherever it lies (no misaligned load). */
-static uint32_t stored_crc(const unsigned char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || !len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
 }
 
 static char **copy_names(const char *const *names, size_t n)
@@ -131,35 +115,6 @@ uint64_t gold_data_bad_total(const gold_data *g)
 
 /* ---- file ---------------------------------------------------------------- */
 
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
-    int oom;
-} buf;
-
-static void put(buf *b, const void *data, size_t len)
-{
-    if (b->oom) return;
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + len) cap *= 2;
-        unsigned char *n = realloc(b->p, cap);
-        if (!n) {
-            b->oom = 1;
-            return;
-        }
-        b->p = n;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-}
-
-/* The host is little-endian (x86-64 / aarch64, as the .npy and .ppxt code assume). */
-static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_f64(buf *b, double v) { put(b, &v, 8); }
-
 static size_t row_width(const gold_data *g)
 {
     return 1 + g->D + g->K * g->D + g->C + g->K + (g->has_score ? g->D : 0);
@@ -167,62 +122,32 @@ static size_t row_width(const gold_data *g)
 
 int gold_data_write(const gold_data *g, const char *path, char *err, size_t err_len)
 {
-    buf b = {0};
-    put(&b, GOLD_MAGIC, 8);
-    put_u32(&b, GOLD_FILE_VERSION);
-    put_u32(&b, (uint32_t)g->D);
-    put_u32(&b, (uint32_t)g->C);
-    put_u32(&b, (uint32_t)g->K);
-    put_u32(&b, (uint32_t)(g->has_score != 0));
-    put_u32(&b, 0);
-    put_u64(&b, g->n);
-    put_u64(&b, g->seed);
-    put_f64(&b, g->epsilon);
-    for (int i = 0; i < GOLD_BAD_COUNT; i++) put_u64(&b, g->bad[i]);
+    gold_buf b = {0};
+    gold_put(&b, GOLD_MAGIC, 8);
+    gold_put_u32(&b, GOLD_FILE_VERSION);
+    gold_put_u32(&b, (uint32_t)g->D);
+    gold_put_u32(&b, (uint32_t)g->C);
+    gold_put_u32(&b, (uint32_t)g->K);
+    gold_put_u32(&b, (uint32_t)(g->has_score != 0));
+    gold_put_u32(&b, 0);
+    gold_put_u64(&b, g->n);
+    gold_put_u64(&b, g->seed);
+    gold_put_f64(&b, g->epsilon);
+    for (int i = 0; i < GOLD_BAD_COUNT; i++) gold_put_u64(&b, g->bad[i]);
     for (size_t i = 0; i < g->D + g->C; i++) {
         const char *s = i < g->D ? g->theta_names[i] : g->x_names[i - g->D];
-        put_u32(&b, (uint32_t)strlen(s));
-        put(&b, s, strlen(s));
+        gold_put_u32(&b, (uint32_t)strlen(s));
+        gold_put(&b, s, strlen(s));
     }
     for (size_t i = 0; i < g->n; i++) {
-        put_f64(&b, g->y[i]);
-        put(&b, g->theta0 + i * g->D, g->D * 8);
-        put(&b, g->theta1 + i * g->K * g->D, g->K * g->D * 8);
-        put(&b, g->x + i * g->C, g->C * 8);
-        put(&b, g->log_r + i * g->K, g->K * 8);
-        if (g->has_score) put(&b, g->t + i * g->D, g->D * 8);
+        gold_put_f64(&b, g->y[i]);
+        gold_put(&b, g->theta0 + i * g->D, g->D * 8);
+        gold_put(&b, g->theta1 + i * g->K * g->D, g->K * g->D * 8);
+        gold_put(&b, g->x + i * g->C, g->C * 8);
+        gold_put(&b, g->log_r + i * g->K, g->K * 8);
+        if (g->has_score) gold_put(&b, g->t + i * g->D, g->D * 8);
     }
-    if (b.oom) {
-        free(b.p);
-        set_err(err, err_len, "out of memory");
-        return -1;
-    }
-    put_u32(&b, trace_crc32c(0, b.p, b.len));
-    size_t tl = strlen(path) + 8;
-    char *tmp = malloc(tl);
-    int rc = -1;
-    if (!tmp || b.oom) {
-        set_err(err, err_len, "out of memory");
-        goto out;
-    }
-    snprintf(tmp, tl, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        set_err(err, err_len, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    int ok = fwrite(b.p, 1, b.len, f) == b.len;
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) < 0) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(tmp);
+    int rc = gold_write_atomic(&b, path, 1, err, err_len);
     free(b.p);
     return rc;
 }
@@ -240,22 +165,14 @@ static int take(rd *r, void *out, size_t len)
     return 0;
 }
 
-int gold_file_is(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    char m[8];
-    int is = fread(m, 1, 8, f) == 8 && memcmp(m, GOLD_MAGIC, 8) == 0;
-    fclose(f);
-    return is;
-}
+int gold_file_is(const char *path) { return gold_file_has_magic(path, GOLD_MAGIC); }
 
 int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
 {
     memset(g, 0, sizeof *g);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
+        gold_set_err(err, err_len, "%s: %s", path, strerror(errno));
         return -1;
     }
     unsigned char *data = NULL;
@@ -267,7 +184,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
             if (!n) {
                 fclose(f);
                 free(data);
-                set_err(err, err_len, "out of memory");
+                gold_set_err(err, err_len, "out of memory");
                 return -1;
             }
             data = n;
@@ -286,23 +203,23 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     rd r = {data, len, 0};
     char magic[8];
     if (take(&r, magic, 8) < 0 || memcmp(magic, GOLD_MAGIC, 8) != 0) {
-        set_err(err, err_len, "%s: not a ppxd gold file (bad magic)", path);
+        gold_set_err(err, err_len, "%s: not a ppxd gold file (bad magic)", path);
         goto out;
     }
     if (take(&r, &ver, 4) < 0 || ver != GOLD_FILE_VERSION) {
-        set_err(err, err_len, "%s: unsupported gold file version %u (this ppxd reads %d)", path, ver,
+        gold_set_err(err, err_len, "%s: unsupported gold file version %u (this ppxd reads %d)", path, ver,
                 GOLD_FILE_VERSION);
         goto out;
     }
-    if (len < 12 || trace_crc32c(0, data, len - 4) != stored_crc(data + len - 4)) {
-        set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
+    if (len < 12 || trace_crc32c(0, data, len - 4) != gold_u32_at(data + len - 4)) {
+        gold_set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
         goto out;
     }
     r.len = len - 4;
     if (take(&r, &D, 4) < 0 || take(&r, &C, 4) < 0 || take(&r, &K, 4) < 0 || take(&r, &has_score, 4) < 0 ||
         take(&r, &reserved, 4) < 0 || take(&r, &rows, 8) < 0 || take(&r, &seed, 8) < 0 || take(&r, &eps, 8) < 0 ||
         take(&r, bad, sizeof bad) < 0 || D > 4096 || C > (1u << 24) || K > 4096) {
-        set_err(err, err_len, "%s: bad header", path);
+        gold_set_err(err, err_len, "%s: bad header", path);
         goto out;
     }
     tn = calloc(D + 1, sizeof *tn);
@@ -311,7 +228,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     for (size_t i = 0; i < (size_t)D + C; i++) {
         uint32_t l;
         if (take(&r, &l, 4) < 0 || r.len - r.off < l) {
-            set_err(err, err_len, "%s: bad name table", path);
+            gold_set_err(err, err_len, "%s: bad name table", path);
             goto out;
         }
         char *s = strndup((const char *)r.p + r.off, l);
@@ -323,7 +240,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     if (gold_data_init(g, D, C, K, (int)has_score, (const char *const *)tn, (const char *const *)xn) < 0) goto oom;
     size_t w = row_width(g);
     if (rows > (r.len - r.off) / 8 / w || (r.len - r.off) != rows * w * 8) {
-        set_err(err, err_len, "%s: %llu rows do not fit the file's size", path, (unsigned long long)rows);
+        gold_set_err(err, err_len, "%s: %llu rows do not fit the file's size", path, (unsigned long long)rows);
         gold_data_free(g);
         goto out;
     }
@@ -346,7 +263,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     rc = 0;
     goto out;
 oom:
-    set_err(err, err_len, "out of memory");
+    gold_set_err(err, err_len, "out of memory");
 out:
     for (size_t i = 0; tn && i < D; i++) free(tn[i]);
     for (size_t i = 0; xn && i < C; i++) free(xn[i]);
@@ -373,7 +290,7 @@ int gold_data_export_npy(const gold_data *g, const char *prefix, char *err, size
     size_t pl = strlen(prefix) + 16;
     char *path = malloc(pl);
     if (!path) {
-        set_err(err, err_len, "out of memory");
+        gold_set_err(err, err_len, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {

@@ -1,5 +1,6 @@
 /* gold_est.c — gold losses, training, evaluation and model files (see gold_est.h). */
 #include "gold/gold_est.h"
+#include "gold/gold_io.h"
 
 #include <errno.h>
 #include <math.h>
@@ -446,125 +447,49 @@ done:
 
 static const char MODEL_MAGIC[8] = {'P', 'P', 'X', 'G', 'M', 'D', 'L', 0};
 
-/* The trailing CRC, wherever it lies (no misaligned load). */
-static uint32_t stored_crc(const unsigned char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || !len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
-
-typedef struct wbuf {
-    unsigned char *p;
-    size_t len, cap;
-    int oom;
-} wbuf;
-
-static void put(wbuf *b, const void *d, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-}
-static void put_u32(wbuf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(wbuf *b, uint64_t v) { put(b, &v, 8); }
-static void put_f64(wbuf *b, double v) { put(b, &v, 8); }
 
 int gold_model_save(const gold_model *m, const char *path, char *err, size_t err_len)
 {
-    wbuf b = {0};
-    put(&b, MODEL_MAGIC, 8);
-    put_u32(&b, GOLD_MODEL_VERSION);
-    put_u32(&b, (uint32_t)m->method);
-    put_u32(&b, (uint32_t)m->C);
-    put_u32(&b, (uint32_t)m->D);
-    put_u32(&b, (uint32_t)m->hidden);
-    put_u32(&b, (uint32_t)m->layers);
-    put_u64(&b, m->n_train);
-    put_u64(&b, m->n_val);
-    put_u32(&b, (uint32_t)m->best_epoch);
-    put_f64(&b, m->best_val);
-    put_f64(&b, m->alpha);
-    put(&b, m->x_mean, m->C * 8);
-    put(&b, m->x_std, m->C * 8);
-    put(&b, m->th_mean, m->D * 8);
-    put(&b, m->th_std, m->D * 8);
-    put(&b, m->t_scale, m->D * 8);
-    put(&b, m->theta1, m->D * 8);
+    gold_buf b = {0};
+    gold_put(&b, MODEL_MAGIC, 8);
+    gold_put_u32(&b, GOLD_MODEL_VERSION);
+    gold_put_u32(&b, (uint32_t)m->method);
+    gold_put_u32(&b, (uint32_t)m->C);
+    gold_put_u32(&b, (uint32_t)m->D);
+    gold_put_u32(&b, (uint32_t)m->hidden);
+    gold_put_u32(&b, (uint32_t)m->layers);
+    gold_put_u64(&b, m->n_train);
+    gold_put_u64(&b, m->n_val);
+    gold_put_u32(&b, (uint32_t)m->best_epoch);
+    gold_put_f64(&b, m->best_val);
+    gold_put_f64(&b, m->alpha);
+    gold_put(&b, m->x_mean, m->C * 8);
+    gold_put(&b, m->x_std, m->C * 8);
+    gold_put(&b, m->th_mean, m->D * 8);
+    gold_put(&b, m->th_std, m->D * 8);
+    gold_put(&b, m->t_scale, m->D * 8);
+    gold_put(&b, m->theta1, m->D * 8);
     for (int i = 0; i < m->D + m->C; i++) {
         const char *s = i < m->D ? m->theta_names[i] : m->x_names[i - m->D];
-        put_u32(&b, (uint32_t)strlen(s));
-        put(&b, s, strlen(s));
+        gold_put_u32(&b, (uint32_t)strlen(s));
+        gold_put(&b, s, strlen(s));
     }
     const mlp *net = m->sally ? m->sally : m->rn->net;
     size_t bl = mlp_save_size(net);
     void *blob = malloc(bl);
     if (blob && mlp_save(net, blob, bl) == 0) {
-        put_u64(&b, bl);
-        put(&b, blob, bl);
+        gold_put_u64(&b, bl);
+        gold_put(&b, blob, bl);
     } else {
         b.oom = 1;
     }
     free(blob);
-    if (!b.oom) put_u32(&b, trace_crc32c(0, b.p, b.len));
-    if (b.oom) {
-        free(b.p);
-        set_err(err, err_len, "out of memory");
-        return -1;
-    }
-    size_t tl = strlen(path) + 8;
-    char *tmp = malloc(tl);
-    int rc = -1;
-    if (!tmp) goto out;
-    snprintf(tmp, tl, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        set_err(err, err_len, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    int ok = fwrite(b.p, 1, b.len, f) == b.len;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) < 0) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(tmp);
+    int rc = gold_write_atomic(&b, path, 0, err, err_len);
     free(b.p);
     return rc;
 }
 
-int gold_model_file_is(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    char mg[8];
-    int is = fread(mg, 1, 8, f) == 8 && memcmp(mg, MODEL_MAGIC, 8) == 0;
-    fclose(f);
-    return is;
-}
+int gold_model_file_is(const char *path) { return gold_file_has_magic(path, MODEL_MAGIC); }
 
 typedef struct rbuf {
     const unsigned char *p;
@@ -593,7 +518,7 @@ gold_model *gold_model_load(const char *path, char *err, size_t err_len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
+        gold_set_err(err, err_len, "%s: %s", path, strerror(errno));
         return NULL;
     }
     fseek(f, 0, SEEK_END);
@@ -603,35 +528,35 @@ gold_model *gold_model_load(const char *path, char *err, size_t err_len)
     if (!data || fread(data, 1, (size_t)sz, f) != (size_t)sz) {
         fclose(f);
         free(data);
-        set_err(err, err_len, "%s: cannot read", path);
+        gold_set_err(err, err_len, "%s: cannot read", path);
         return NULL;
     }
     fclose(f);
     gold_model *m = NULL;
     const size_t len = (size_t)sz;
     if (len < 16 || memcmp(data, MODEL_MAGIC, 8) != 0) {
-        set_err(err, err_len, "%s: not a ppxd gold model (bad magic)", path);
+        gold_set_err(err, err_len, "%s: not a ppxd gold model (bad magic)", path);
         goto out;
     }
-    if (trace_crc32c(0, data, len - 4) != stored_crc(data + len - 4)) {
-        set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
+    if (trace_crc32c(0, data, len - 4) != gold_u32_at(data + len - 4)) {
+        gold_set_err(err, err_len, "%s: checksum mismatch (damaged or truncated file)", path);
         goto out;
     }
     rbuf r = {data, len - 4, 8, 0};
     uint32_t ver = take_u32(&r);
     if (ver != GOLD_MODEL_VERSION) {
-        set_err(err, err_len, "%s: gold model version %u, this ppxd reads %d", path, ver, GOLD_MODEL_VERSION);
+        gold_set_err(err, err_len, "%s: gold model version %u, this ppxd reads %d", path, ver, GOLD_MODEL_VERSION);
         goto out;
     }
     uint32_t meth = take_u32(&r), C = take_u32(&r), D = take_u32(&r), hidden = take_u32(&r), layers = take_u32(&r);
     if (meth >= GOLD_METHOD_COUNT || !D || D > 4096 || C > (1u << 20) || !hidden || hidden > 65536 || !layers ||
         layers > 64) {
-        set_err(err, err_len, "%s: bad model header", path);
+        gold_set_err(err, err_len, "%s: bad model header", path);
         goto out;
     }
     m = model_new((gold_method)meth, (int)C, (int)D, (int)hidden, (int)layers, 256);
     if (!m) {
-        set_err(err, err_len, "out of memory");
+        gold_set_err(err, err_len, "out of memory");
         goto out;
     }
     take(&r, &m->n_train, 8);
@@ -662,7 +587,7 @@ gold_model *gold_model_load(const char *path, char *err, size_t err_len)
     if (r.bad || bl != r.len - r.off || mlp_load(model_net(m), r.p + r.off, (size_t)bl) < 0) goto bad;
     goto out;
 bad:
-    set_err(err, err_len, "%s: the model does not parse (truncated or inconsistent)", path);
+    gold_set_err(err, err_len, "%s: the model does not parse (truncated or inconsistent)", path);
     gold_model_destroy(&m);
 out:
     free(data);
