@@ -51,19 +51,6 @@ static pid_t spawn_err(char *const argv[], const char *err_path)
     return pid;
 }
 
-static pid_t __attribute__((unused)) start_sim(const char *rel, const char *endpoint)
-{
-    char *bin = tk_build_path(rel);
-    cr_assert(access(bin, X_OK) == 0, "%s not built", rel);
-    char *argv[] = {bin, "--connect-to", (char *)endpoint, NULL};
-    pid_t pid = tk_spawn(argv);
-    free(bin);
-    cr_assert(pid > 0);
-    return pid;
-}
-
-static void __attribute__((unused)) sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
-
 /* The mu column of a trace file as .npy bytes (ppxd export). */
 static unsigned char *export_mu(const char *ppxt, size_t *len)
 {
@@ -102,15 +89,6 @@ static long stat_after(const char *text, const char *key)
     p += strlen(key);
     while (*p == ' ') p++;
     return strtol(p, NULL, 10);
-}
-
-static long __attribute__((unused)) joined_left(const char *text, long *left)
-{
-    const char *p = strstr(text, "connected in ");
-    cr_assert_not_null(p, "no connected-in stats in:\n%s", text);
-    long j = -1;
-    cr_assert_eq(sscanf(p, "connected in %ld joined, %ld left", &j, left), 2);
-    return j;
 }
 
 static int wait_exit(pid_t pid, int timeout_ms)
