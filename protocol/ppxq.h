@@ -55,7 +55,21 @@ typedef enum ppxq_type {
     PPXQ_STATUS = 11,
     PPXQ_STATUS_REPLY = 12,
     PPXQ_ERROR = 13,
-    PPXQ_TYPE_COUNT = 14
+    PPXQ_JOB_SUBMIT = 14,
+    PPXQ_JOB_LIST = 15,
+    PPXQ_JOB_STATUS = 16,
+    PPXQ_JOB_CANCEL = 17,
+    PPXQ_JOB_WAIT = 18,
+    PPXQ_JOB_REPLY = 19,
+    PPXQ_JOB_FETCH = 20,
+    PPXQ_JOB_FETCH_REPLY = 21,
+    PPXQ_SIM_LIST = 22,
+    PPXQ_SIM_LIST_REPLY = 23,
+    PPXQ_LOG_RATIO = 24,
+    PPXQ_LOG_RATIO_REPLY = 25,
+    PPXQ_SCORE = 26,
+    PPXQ_SCORE_REPLY = 27,
+    PPXQ_TYPE_COUNT = 28
 } ppxq_type;
 
 /* Error.code, as on the wire (see serve.fbs for their meaning). */
@@ -73,8 +87,20 @@ typedef enum ppxq_code {
     PPXQ_NOT_ALLOWED = 10,
     PPXQ_LOAD_FAILED = 11,
     PPXQ_INTERNAL = 12,
-    PPXQ_CODE_COUNT = 13
+    PPXQ_UNKNOWN_JOB = 13,
+    PPXQ_BAD_REQUEST = 14,
+    PPXQ_CODE_COUNT = 15
 } ppxq_code;
+
+/* JobInfo.state, as on the wire. */
+typedef enum ppxq_job_state {
+    PPXQ_JOB_QUEUED = 0,
+    PPXQ_JOB_RUNNING = 1,
+    PPXQ_JOB_DONE = 2,
+    PPXQ_JOB_FAILED = 3,
+    PPXQ_JOB_CANCELLED = 4,
+    PPXQ_JOB_STATE_COUNT = 5
+} ppxq_job_state;
 
 typedef struct ppxq_matrix {
     uint32_t rows, cols;
@@ -99,6 +125,29 @@ typedef struct ppxq_model_info {
     const char *prior;
 } ppxq_model_info;
 
+typedef struct ppxq_job_info {
+    const char *id;
+    const char *name;
+    const char *const *command;     /* [n_command] words after "ppxd" */
+    uint32_t n_command;
+    const char *sim_model;
+    ppxq_job_state state;           /* an unknown state from a newer peer decodes as FAILED */
+    const char *message;
+    double submitted, started, finished;   /* unix seconds; 0: not yet */
+    uint64_t done, total;           /* progress in unit (total 0: unknown) */
+    const char *unit;
+    double loss;                    /* NaN: none */
+    double eta_seconds;             /* < 0: unknown */
+    const char *const *outputs;     /* [n_outputs] */
+    uint32_t n_outputs;
+} ppxq_job_info;
+
+typedef struct ppxq_sim_pool {
+    const char *model;
+    uint32_t connected, busy;
+    uint64_t joined, left;
+} ppxq_sim_pool;
+
 typedef struct ppxq_status_info {
     const char *version;
     double uptime_seconds;
@@ -122,6 +171,17 @@ typedef struct ppxq_status_info {
  *   ADMIN_REPLY                message, models[0] when n_models == 1
  *   STATUS_REPLY               status
  *   ERROR                      code, message
+ *   JOB_SUBMIT                 name, command[n_command], sim_model
+ *   JOB_LIST, SIM_LIST         none
+ *   JOB_STATUS, JOB_CANCEL     job_id;  JOB_WAIT: job_id, max_seconds
+ *   JOB_REPLY                  jobs[n_jobs]
+ *   JOB_FETCH                  job_id, output, offset, max_bytes
+ *   JOB_FETCH_REPLY            output, size, offset, data[n_data]
+ *   SIM_LIST_REPLY             pools[n_pools]
+ *   LOG_RATIO                  model, observations (x: m x x_dim), thetas (theta0), thetas1 (theta1)
+ *   LOG_RATIO_REPLY            log_prob[n_log_prob] (the m values of log r^)
+ *   SCORE                      model, observations (x: m x x_dim), thetas (theta)
+ *   SCORE_REPLY                score (m x theta_dim)
  * For encoding, NULL strings are written as "". */
 typedef struct ppxq_msg {
     ppxq_type type;
@@ -148,6 +208,24 @@ typedef struct ppxq_msg {
     const char *message;
     ppxq_code code;
     ppxq_status_info status;
+    /* jobs (appended) */
+    const char *job_id;
+    const char *const *command;      /* JobSubmit.command */
+    uint32_t n_command;
+    const char *sim_model;
+    const ppxq_job_info *jobs;
+    uint32_t n_jobs;
+    const char *output;              /* JobFetch / JobFetchReply */
+    uint64_t offset;
+    uint32_t max_bytes;
+    uint64_t size;                   /* JobFetchReply: the whole output's size */
+    const uint8_t *data;             /* JobFetchReply: [n_data] bytes */
+    size_t n_data;
+    const ppxq_sim_pool *pools;
+    uint32_t n_pools;
+    /* gold models (appended) */
+    ppxq_matrix thetas1;             /* LogRatio.theta1 */
+    ppxq_matrix score;               /* ScoreReply.score */
     /* decoder-private storage */
     void *owned_;             /* aligned copy of the input, or NULL */
     void *arena_;             /* arrays built while decoding */

@@ -37,7 +37,23 @@ static_assert(static_cast<int>(PPXQ_ADMIN_REPLY) == ppxq::Body_AdminReply, "tag"
 static_assert(static_cast<int>(PPXQ_STATUS) == ppxq::Body_Status, "tag");
 static_assert(static_cast<int>(PPXQ_STATUS_REPLY) == ppxq::Body_StatusReply, "tag");
 static_assert(static_cast<int>(PPXQ_ERROR) == ppxq::Body_Error, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_SUBMIT) == ppxq::Body_JobSubmit, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_LIST) == ppxq::Body_JobList, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_STATUS) == ppxq::Body_JobStatus, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_CANCEL) == ppxq::Body_JobCancel, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_WAIT) == ppxq::Body_JobWait, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_REPLY) == ppxq::Body_JobReply, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_FETCH) == ppxq::Body_JobFetch, "tag");
+static_assert(static_cast<int>(PPXQ_JOB_FETCH_REPLY) == ppxq::Body_JobFetchReply, "tag");
+static_assert(static_cast<int>(PPXQ_SIM_LIST) == ppxq::Body_SimList, "tag");
+static_assert(static_cast<int>(PPXQ_SIM_LIST_REPLY) == ppxq::Body_SimListReply, "tag");
+static_assert(static_cast<int>(PPXQ_LOG_RATIO) == ppxq::Body_LogRatio, "tag");
+static_assert(static_cast<int>(PPXQ_LOG_RATIO_REPLY) == ppxq::Body_LogRatioReply, "tag");
+static_assert(static_cast<int>(PPXQ_SCORE) == ppxq::Body_Score, "tag");
+static_assert(static_cast<int>(PPXQ_SCORE_REPLY) == ppxq::Body_ScoreReply, "tag");
 static_assert(static_cast<int>(PPXQ_TYPE_COUNT) == ppxq::Body_MAX + 1, "tag count");
+static_assert(static_cast<int>(PPXQ_JOB_CANCELLED) == ppxq::JobState_CANCELLED, "job state");
+static_assert(static_cast<int>(PPXQ_JOB_STATE_COUNT) == ppxq::JobState_MAX + 1, "job state count");
 static_assert(static_cast<int>(PPXQ_INTERNAL) == ppxq::ErrorCode_INTERNAL, "code");
 static_assert(static_cast<int>(PPXQ_CODE_COUNT) == ppxq::ErrorCode_MAX + 1, "code count");
 
@@ -52,11 +68,14 @@ const flatbuffers::uoffset_t kMaxDepth = 16;
 
 const char *const kTypeNames[PPXQ_TYPE_COUNT] = {
     "None", "ListModels", "ListModelsReply", "Sample", "SampleReply", "LogProb", "LogProbReply",
-    "Load", "Unload", "Reload", "AdminReply", "Status", "StatusReply", "Error"};
+    "Load", "Unload", "Reload", "AdminReply", "Status", "StatusReply", "Error",
+    "JobSubmit", "JobList", "JobStatus", "JobCancel", "JobWait", "JobReply", "JobFetch", "JobFetchReply",
+    "SimList", "SimListReply", "LogRatio", "LogRatioReply", "Score", "ScoreReply"};
 
 const char *const kCodeNames[PPXQ_CODE_COUNT] = {
     "OK", "MALFORMED", "VERSION_MISMATCH", "UNKNOWN_MODEL", "BAD_SHAPE", "N_TOO_LARGE", "NAN_INPUT",
-    "BUSY", "DEADLINE", "SAMPLING_FAILED", "NOT_ALLOWED", "LOAD_FAILED", "INTERNAL"};
+    "BUSY", "DEADLINE", "SAMPLING_FAILED", "NOT_ALLOWED", "LOAD_FAILED", "INTERNAL", "UNKNOWN_JOB",
+    "BAD_REQUEST"};
 
 // Reads an enum's bits as an int without loading a value of the C++ enum type
 // (a C caller may pass any int; see ppx_codec.cc).
@@ -163,6 +182,25 @@ struct Decoder {
         d->prior = str(m->prior());
     }
 
+    void job_info(const ppxq::JobInfo *j, ppxq_job_info *d) {
+        d->id = str(j->id());
+        d->name = str(j->name());
+        d->command = strings(j->command(), &d->n_command);
+        d->sim_model = str(j->sim_model());
+        int st = static_cast<int>(j->state());
+        d->state = (st >= 0 && st < PPXQ_JOB_STATE_COUNT) ? static_cast<ppxq_job_state>(st) : PPXQ_JOB_FAILED;
+        d->message = str(j->message());
+        d->submitted = j->submitted();
+        d->started = j->started();
+        d->finished = j->finished();
+        d->done = j->done();
+        d->total = j->total();
+        d->unit = str(j->unit());
+        d->loss = j->loss();
+        d->eta_seconds = j->eta_seconds();
+        d->outputs = strings(j->outputs(), &d->n_outputs);
+    }
+
     ppxq_result body(const ppxq::Envelope *root) {
         uint8_t tag = root->body_type();
         if (tag == ppxq::Body_NONE) return fail(err, PPXQ_R_MISSING, "envelope has no body");
@@ -266,6 +304,95 @@ struct Decoder {
                 out->message = str(x->message());
                 return PPXQ_R_OK;
             }
+            case ppxq::Body_JobSubmit: {
+                auto *x = static_cast<const ppxq::JobSubmit *>(b);
+                out->name = str(x->name());
+                out->command = strings(x->command(), &out->n_command);
+                out->sim_model = str(x->sim_model());
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_JobList:
+            case ppxq::Body_SimList:
+                return PPXQ_R_OK;
+            case ppxq::Body_JobStatus:
+                out->job_id = str(static_cast<const ppxq::JobStatus *>(b)->id());
+                return PPXQ_R_OK;
+            case ppxq::Body_JobCancel:
+                out->job_id = str(static_cast<const ppxq::JobCancel *>(b)->id());
+                return PPXQ_R_OK;
+            case ppxq::Body_JobWait: {
+                auto *x = static_cast<const ppxq::JobWait *>(b);
+                out->job_id = str(x->id());
+                out->max_seconds = x->max_seconds();
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_JobReply: {
+                auto *x = static_cast<const ppxq::JobReply *>(b);
+                uint32_t n = x->jobs() ? x->jobs()->size() : 0;
+                ppxq_job_info *a = arena->alloc<ppxq_job_info>(n);
+                for (uint32_t i = 0; i < n; i++) {
+                    const ppxq::JobInfo *ji = x->jobs()->Get(i);
+                    if (!ji) return fail(err, PPXQ_R_MISSING, "JobReply.jobs[%u] is null", i);
+                    job_info(ji, &a[i]);
+                }
+                out->jobs = a;
+                out->n_jobs = n;
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_JobFetch: {
+                auto *x = static_cast<const ppxq::JobFetch *>(b);
+                out->job_id = str(x->id());
+                out->output = str(x->output());
+                out->offset = x->offset();
+                out->max_bytes = x->max_bytes();
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_JobFetchReply: {
+                auto *x = static_cast<const ppxq::JobFetchReply *>(b);
+                out->output = str(x->output());
+                out->size = x->size();
+                out->offset = x->offset();
+                out->data = x->data() && x->data()->size() ? x->data()->data() : nullptr;
+                out->n_data = x->data() ? x->data()->size() : 0;
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_SimListReply: {
+                auto *x = static_cast<const ppxq::SimListReply *>(b);
+                uint32_t n = x->pools() ? x->pools()->size() : 0;
+                ppxq_sim_pool *a = arena->alloc<ppxq_sim_pool>(n);
+                for (uint32_t i = 0; i < n; i++) {
+                    const ppxq::SimPool *sp = x->pools()->Get(i);
+                    if (!sp) return fail(err, PPXQ_R_MISSING, "SimListReply.pools[%u] is null", i);
+                    a[i].model = str(sp->model());
+                    a[i].connected = sp->connected();
+                    a[i].busy = sp->busy();
+                    a[i].joined = sp->joined();
+                    a[i].left = sp->left();
+                }
+                out->pools = a;
+                out->n_pools = n;
+                return PPXQ_R_OK;
+            }
+            case ppxq::Body_LogRatio: {
+                auto *x = static_cast<const ppxq::LogRatio *>(b);
+                out->model = str(x->model());
+                ppxq_result r = matrix(x->x(), "LogRatio.x", &out->observations);
+                if (r == PPXQ_R_OK) r = matrix(x->theta0(), "LogRatio.theta0", &out->thetas);
+                if (r == PPXQ_R_OK) r = matrix(x->theta1(), "LogRatio.theta1", &out->thetas1);
+                return r;
+            }
+            case ppxq::Body_LogRatioReply:
+                return doubles(static_cast<const ppxq::LogRatioReply *>(b)->log_r(), "LogRatioReply.log_r",
+                               &out->log_prob, &out->n_log_prob);
+            case ppxq::Body_Score: {
+                auto *x = static_cast<const ppxq::Score *>(b);
+                out->model = str(x->model());
+                ppxq_result r = matrix(x->x(), "Score.x", &out->observations);
+                if (r == PPXQ_R_OK) r = matrix(x->theta(), "Score.theta", &out->thetas);
+                return r;
+            }
+            case ppxq::Body_ScoreReply:
+                return matrix(static_cast<const ppxq::ScoreReply *>(b)->score(), "ScoreReply.score", &out->score);
             default:
                 return fail(err, PPXQ_R_UNKNOWN_TYPE, "unknown body tag %u", (unsigned)tag);
         }
@@ -392,6 +519,59 @@ ppxq_result validate(const ppxq_msg *m, ppxq_error *err) {
         case PPXQ_ERROR:
             b += std::strlen(nz(m->message));
             break;
+        case PPXQ_JOB_SUBMIT:
+            b += std::strlen(nz(m->name)) + std::strlen(nz(m->sim_model));
+            r = check_strings(m->command, m->n_command, "JobSubmit.command", &b, err);
+            break;
+        case PPXQ_JOB_LIST:
+        case PPXQ_SIM_LIST:
+            break;
+        case PPXQ_JOB_STATUS:
+        case PPXQ_JOB_CANCEL:
+        case PPXQ_JOB_WAIT:
+            b += std::strlen(nz(m->job_id));
+            break;
+        case PPXQ_JOB_REPLY:
+            if (m->n_jobs > 0 && !m->jobs) return fail(err, PPXQ_R_ARG, "JobReply: jobs is NULL");
+            for (uint32_t i = 0; i < m->n_jobs && r == PPXQ_R_OK; i++) {
+                const ppxq_job_info &j = m->jobs[i];
+                b += 256 + std::strlen(nz(j.id)) + std::strlen(nz(j.name)) + std::strlen(nz(j.sim_model)) +
+                     std::strlen(nz(j.message)) + std::strlen(nz(j.unit));
+                r = check_strings(j.command, j.n_command, "JobInfo.command", &b, err);
+                if (r == PPXQ_R_OK) r = check_strings(j.outputs, j.n_outputs, "JobInfo.outputs", &b, err);
+            }
+            break;
+        case PPXQ_JOB_FETCH:
+            b += std::strlen(nz(m->job_id)) + std::strlen(nz(m->output));
+            break;
+        case PPXQ_JOB_FETCH_REPLY:
+            if (m->n_data > 0 && !m->data) return fail(err, PPXQ_R_ARG, "JobFetchReply: data is NULL");
+            if (m->n_data >= (size_t)FLATBUFFERS_MAX_BUFFER_SIZE)
+                return fail(err, PPXQ_R_TOO_LARGE, "JobFetchReply: %zu bytes of data is too large", m->n_data);
+            b += std::strlen(nz(m->output)) + m->n_data;
+            break;
+        case PPXQ_SIM_LIST_REPLY:
+            if (m->n_pools > 0 && !m->pools) return fail(err, PPXQ_R_ARG, "SimListReply: pools is NULL");
+            for (uint32_t i = 0; i < m->n_pools; i++) b += 64 + std::strlen(nz(m->pools[i].model));
+            break;
+        case PPXQ_LOG_RATIO:
+            b += std::strlen(nz(m->model));
+            r = check_matrix(m->observations, "LogRatio.x", &b, err);
+            if (r == PPXQ_R_OK) r = check_matrix(m->thetas, "LogRatio.theta0", &b, err);
+            if (r == PPXQ_R_OK) r = check_matrix(m->thetas1, "LogRatio.theta1", &b, err);
+            break;
+        case PPXQ_LOG_RATIO_REPLY:
+            if (m->n_log_prob > 0 && !m->log_prob) return fail(err, PPXQ_R_ARG, "LogRatioReply: log_r is NULL");
+            b += (size_t)m->n_log_prob * 8;
+            break;
+        case PPXQ_SCORE:
+            b += std::strlen(nz(m->model));
+            r = check_matrix(m->observations, "Score.x", &b, err);
+            if (r == PPXQ_R_OK) r = check_matrix(m->thetas, "Score.theta", &b, err);
+            break;
+        case PPXQ_SCORE_REPLY:
+            r = check_matrix(m->score, "ScoreReply.score", &b, err);
+            break;
         default:
             return fail(err, PPXQ_R_ARG, "cannot encode unknown message type %d", as_int(m->type));
     }
@@ -424,6 +604,18 @@ flatbuffers::Offset<ppxq::ModelInfo> put_info(Fbb &fbb, const ppxq_model_info &m
     auto prior = fbb.CreateString(nz(mi.prior));
     return ppxq::CreateModelInfo(fbb, name, kind, tn, mi.theta_dim, xn, mi.x_dim, mi.created, mi.n_simulations,
                                  mi.best_val_loss, mi.checksum, path, mi.generation, prior);
+}
+
+flatbuffers::Offset<ppxq::JobInfo> put_job(Fbb &fbb, const ppxq_job_info &j) {
+    auto id = fbb.CreateString(nz(j.id));
+    auto name = fbb.CreateString(nz(j.name));
+    auto cmd = put_strings(fbb, j.command, j.n_command);
+    auto sm = fbb.CreateString(nz(j.sim_model));
+    auto msg = fbb.CreateString(nz(j.message));
+    auto unit = fbb.CreateString(nz(j.unit));
+    auto outs = put_strings(fbb, j.outputs, j.n_outputs);
+    return ppxq::CreateJobInfo(fbb, id, name, cmd, sm, static_cast<ppxq::JobState>(as_int(j.state)), msg, j.submitted,
+                               j.started, j.finished, j.done, j.total, unit, j.loss, j.eta_seconds, outs);
 }
 
 flatbuffers::Offset<void> put_body(Fbb &fbb, const ppxq_msg *m) {
@@ -493,6 +685,71 @@ flatbuffers::Offset<void> put_body(Fbb &fbb, const ppxq_msg *m) {
             auto msg = fbb.CreateString(nz(m->message));
             return ppxq::CreateError(fbb, static_cast<ppxq::ErrorCode>(as_int(m->code)), msg).Union();
         }
+        case PPXQ_JOB_SUBMIT: {
+            auto name = fbb.CreateString(nz(m->name));
+            auto cmd = put_strings(fbb, m->command, m->n_command);
+            auto sm = fbb.CreateString(nz(m->sim_model));
+            return ppxq::CreateJobSubmit(fbb, name, cmd, sm).Union();
+        }
+        case PPXQ_JOB_LIST:
+            return ppxq::CreateJobList(fbb).Union();
+        case PPXQ_JOB_STATUS:
+            return ppxq::CreateJobStatus(fbb, fbb.CreateString(nz(m->job_id))).Union();
+        case PPXQ_JOB_CANCEL:
+            return ppxq::CreateJobCancel(fbb, fbb.CreateString(nz(m->job_id))).Union();
+        case PPXQ_JOB_WAIT: {
+            auto id = fbb.CreateString(nz(m->job_id));
+            return ppxq::CreateJobWait(fbb, id, m->max_seconds).Union();
+        }
+        case PPXQ_JOB_REPLY: {
+            std::vector<flatbuffers::Offset<ppxq::JobInfo>> v;
+            v.reserve(m->n_jobs);
+            for (uint32_t i = 0; i < m->n_jobs; i++) v.push_back(put_job(fbb, m->jobs[i]));
+            auto vec = fbb.CreateVector(v);
+            return ppxq::CreateJobReply(fbb, vec).Union();
+        }
+        case PPXQ_JOB_FETCH: {
+            auto id = fbb.CreateString(nz(m->job_id));
+            auto out = fbb.CreateString(nz(m->output));
+            return ppxq::CreateJobFetch(fbb, id, out, m->offset, m->max_bytes).Union();
+        }
+        case PPXQ_JOB_FETCH_REPLY: {
+            auto out = fbb.CreateString(nz(m->output));
+            auto data = fbb.CreateVector<uint8_t>(m->n_data ? m->data : nullptr, m->n_data);
+            return ppxq::CreateJobFetchReply(fbb, out, m->size, m->offset, data).Union();
+        }
+        case PPXQ_SIM_LIST:
+            return ppxq::CreateSimList(fbb).Union();
+        case PPXQ_SIM_LIST_REPLY: {
+            std::vector<flatbuffers::Offset<ppxq::SimPool>> v;
+            v.reserve(m->n_pools);
+            for (uint32_t i = 0; i < m->n_pools; i++) {
+                const ppxq_sim_pool &p = m->pools[i];
+                auto model = fbb.CreateString(nz(p.model));
+                v.push_back(ppxq::CreateSimPool(fbb, model, p.connected, p.busy, p.joined, p.left));
+            }
+            auto vec = fbb.CreateVector(v);
+            return ppxq::CreateSimListReply(fbb, vec).Union();
+        }
+        case PPXQ_LOG_RATIO: {
+            auto model = fbb.CreateString(nz(m->model));
+            auto x = put_matrix(fbb, m->observations);
+            auto t0 = put_matrix(fbb, m->thetas);
+            auto t1 = put_matrix(fbb, m->thetas1);
+            return ppxq::CreateLogRatio(fbb, model, x, t0, t1).Union();
+        }
+        case PPXQ_LOG_RATIO_REPLY: {
+            auto lr = fbb.CreateVector<double>(m->n_log_prob ? m->log_prob : nullptr, m->n_log_prob);
+            return ppxq::CreateLogRatioReply(fbb, lr).Union();
+        }
+        case PPXQ_SCORE: {
+            auto model = fbb.CreateString(nz(m->model));
+            auto x = put_matrix(fbb, m->observations);
+            auto th = put_matrix(fbb, m->thetas);
+            return ppxq::CreateScore(fbb, model, x, th).Union();
+        }
+        case PPXQ_SCORE_REPLY:
+            return ppxq::CreateScoreReply(fbb, put_matrix(fbb, m->score)).Union();
         default:
             return 0;
     }
@@ -524,6 +781,7 @@ void ppxq_msg_init(ppxq_msg *m) {
     m->type = PPXQ_NONE;
     m->version = PPXQ_PROTOCOL_VERSION;
     m->model = m->path = m->name = m->message = kEmpty;
+    m->job_id = m->sim_model = m->output = kEmpty;
     m->status.version = kEmpty;
     m->normalise = 1;
     m->code = PPXQ_OK;

@@ -244,6 +244,38 @@ Test(serve_codec, roundtrip_every_request_and_reply)
         m.status.models = names;
         m.status.n_models = 2;
         m.status.busy = 5;
+        const char *words[3] = {"train", "npe", "-n"};
+        ppxq_job_info job;
+        memset(&job, 0, sizeof job);
+        job.id = "j7";
+        job.name = "gauss";
+        job.command = words;
+        job.n_command = 3;
+        job.state = PPXQ_JOB_CANCELLED;
+        job.done = 12;
+        job.total = 40;
+        job.loss = NAN;
+        job.eta_seconds = -1;
+        job.outputs = names;
+        job.n_outputs = 2;
+        ppxq_sim_pool pool = {"gaussian", 3, 2, 10, 7};
+        uint8_t bytes[5] = {0, 1, 2, 254, 255};
+        m.job_id = "j7";
+        m.command = words;
+        m.n_command = 3;
+        m.sim_model = "gaussian";
+        m.jobs = &job;
+        m.n_jobs = 1;
+        m.output = "samples.npy";
+        m.offset = 1u << 20;
+        m.max_bytes = 4096;
+        m.size = 5u << 20;
+        m.data = bytes;
+        m.n_data = sizeof bytes;
+        m.pools = &pool;
+        m.n_pools = 1;
+        m.thetas1 = (ppxq_matrix){1, 2, obs + 2};
+        m.score = (ppxq_matrix){3, 2, obs};
         size_t len;
         ppxq_error err;
         const uint8_t *b = ppxq_encode(e, &m, &len, &err);
@@ -289,6 +321,66 @@ Test(serve_codec, roundtrip_every_request_and_reply)
         case PPXQ_ERROR:
             cr_assert_eq(d.code, PPXQ_BAD_SHAPE);
             cr_assert_str_eq(d.message, "hello");
+            break;
+        case PPXQ_JOB_SUBMIT:
+            cr_assert_str_eq(d.name, "nm");
+            cr_assert_eq(d.n_command, 3);
+            cr_assert_str_eq(d.command[2], "-n");
+            cr_assert_str_eq(d.sim_model, "gaussian");
+            break;
+        case PPXQ_JOB_STATUS:
+        case PPXQ_JOB_CANCEL:
+            cr_assert_str_eq(d.job_id, "j7");
+            break;
+        case PPXQ_JOB_WAIT:
+            cr_assert_str_eq(d.job_id, "j7");
+            cr_assert_eq(d.max_seconds, m.max_seconds);
+            break;
+        case PPXQ_JOB_REPLY:
+            cr_assert_eq(d.n_jobs, 1);
+            cr_assert_str_eq(d.jobs[0].id, "j7");
+            cr_assert_str_eq(d.jobs[0].command[1], "npe");
+            cr_assert_eq(d.jobs[0].state, PPXQ_JOB_CANCELLED);
+            cr_assert_eq(d.jobs[0].done, 12);
+            cr_assert_eq(d.jobs[0].total, 40);
+            cr_assert(isnan(d.jobs[0].loss));
+            cr_assert_eq(d.jobs[0].eta_seconds, -1);
+            cr_assert_str_eq(d.jobs[0].outputs[1], "b");
+            break;
+        case PPXQ_JOB_FETCH:
+            cr_assert_str_eq(d.job_id, "j7");
+            cr_assert_str_eq(d.output, "samples.npy");
+            cr_assert_eq(d.offset, 1u << 20);
+            cr_assert_eq(d.max_bytes, 4096);
+            break;
+        case PPXQ_JOB_FETCH_REPLY:
+            cr_assert_str_eq(d.output, "samples.npy");
+            cr_assert_eq(d.size, 5u << 20);
+            cr_assert_eq(d.n_data, 5);
+            cr_assert_eq(memcmp(d.data, bytes, 5), 0);
+            break;
+        case PPXQ_SIM_LIST_REPLY:
+            cr_assert_eq(d.n_pools, 1);
+            cr_assert_str_eq(d.pools[0].model, "gaussian");
+            cr_assert_eq(d.pools[0].busy, 2);
+            cr_assert_eq(d.pools[0].left, 7);
+            break;
+        case PPXQ_LOG_RATIO:
+            cr_assert_eq(d.observations.rows, 2);
+            cr_assert_eq(d.thetas.rows, 3);
+            cr_assert_eq(d.thetas1.rows, 1);
+            cr_assert_eq(d.thetas1.data[1], 4.0);
+            break;
+        case PPXQ_LOG_RATIO_REPLY:
+            cr_assert_eq(d.n_log_prob, 6);
+            cr_assert_eq(d.log_prob[5], 6.0);
+            break;
+        case PPXQ_SCORE:
+            cr_assert_eq(d.thetas.rows, 3);
+            break;
+        case PPXQ_SCORE_REPLY:
+            cr_assert_eq(d.score.rows, 3);
+            cr_assert_eq(d.score.data[5], 6.0);
             break;
         default:
             break;

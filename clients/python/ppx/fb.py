@@ -29,6 +29,7 @@ _U32 = struct.Struct("<I")
 _SCALARS = {
     "bool": (struct.Struct("<B"), lambda v: v != 0),
     "ubyte": (struct.Struct("<B"), None),
+    "byte": (struct.Struct("<b"), None),
     "int": (struct.Struct("<i"), None),
     "uint": (struct.Struct("<I"), None),
     "long": (struct.Struct("<q"), None),

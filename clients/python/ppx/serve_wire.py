@@ -37,6 +37,19 @@ class ErrorCode:
     NOT_ALLOWED = 10
     LOAD_FAILED = 11
     INTERNAL = 12
+    UNKNOWN_JOB = 13
+    BAD_REQUEST = 14
+
+
+class JobState:
+    QUEUED = 0
+    RUNNING = 1
+    DONE = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+JOB_STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
 
 
 _CODE_NAMES = {v: k for k, v in vars(ErrorCode).items() if not k.startswith("_")}
@@ -48,7 +61,7 @@ def error_code_name(code):
     return _CODE_NAMES.get(code, "UNKNOWN")
 
 
-# Field kinds: scalar kinds of ppx.fb, "string", "[string]", "[double]",
+# Field kinds: scalar kinds of ppx.fb, "string", "[string]", "[double]", "[ubyte]",
 # ("table", Name), ("[table]", Name).
 SCHEMA = {
     "Matrix": [("rows", "uint", 0), ("cols", "uint", 0), ("data", "[double]", None)],
@@ -77,11 +90,39 @@ SCHEMA = {
         ("workers", "uint", 0), ("queue_depth", "uint", 0), ("requests", "ulong", 0),
         ("errors", "ulong", 0), ("busy", "ulong", 0)],
     "Error": [("code", "int", 0), ("message", "string", None)],
+    "JobInfo": [
+        ("id", "string", None), ("name", "string", None), ("command", "[string]", None),
+        ("sim_model", "string", None), ("state", "byte", 0), ("message", "string", None),
+        ("submitted", "double", 0.0), ("started", "double", 0.0), ("finished", "double", 0.0),
+        ("done", "ulong", 0), ("total", "ulong", 0), ("unit", "string", None),
+        ("loss", "double", 0.0), ("eta_seconds", "double", 0.0), ("outputs", "[string]", None)],
+    "JobSubmit": [("name", "string", None), ("command", "[string]", None), ("sim_model", "string", None)],
+    "JobList": [],
+    "JobStatus": [("id", "string", None)],
+    "JobCancel": [("id", "string", None)],
+    "JobWait": [("id", "string", None), ("max_seconds", "double", 0.0)],
+    "JobReply": [("jobs", ("[table]", "JobInfo"), None)],
+    "JobFetch": [("id", "string", None), ("output", "string", None), ("offset", "ulong", 0),
+                 ("max_bytes", "uint", 0)],
+    "JobFetchReply": [("output", "string", None), ("size", "ulong", 0), ("offset", "ulong", 0),
+                      ("data", "[ubyte]", None)],
+    "SimList": [],
+    "SimPool": [("model", "string", None), ("connected", "uint", 0), ("busy", "uint", 0),
+                ("joined", "ulong", 0), ("left", "ulong", 0)],
+    "SimListReply": [("pools", ("[table]", "SimPool"), None)],
+    "LogRatio": [("model", "string", None), ("x", ("table", "Matrix"), None),
+                 ("theta0", ("table", "Matrix"), None), ("theta1", ("table", "Matrix"), None)],
+    "LogRatioReply": [("log_r", "[double]", None)],
+    "Score": [("model", "string", None), ("x", ("table", "Matrix"), None),
+              ("theta", ("table", "Matrix"), None)],
+    "ScoreReply": [("score", ("table", "Matrix"), None)],
 }
 
-# union Body, tags 1..13 in this order.
+# union Body, tags 1..27 in this order.
 BODIES = ("ListModels", "ListModelsReply", "Sample", "SampleReply", "LogProb", "LogProbReply",
-          "Load", "Unload", "Reload", "AdminReply", "Status", "StatusReply", "Error")
+          "Load", "Unload", "Reload", "AdminReply", "Status", "StatusReply", "Error",
+          "JobSubmit", "JobList", "JobStatus", "JobCancel", "JobWait", "JobReply", "JobFetch",
+          "JobFetchReply", "SimList", "SimListReply", "LogRatio", "LogRatioReply", "Score", "ScoreReply")
 BODY_TAG = {name: i + 1 for i, name in enumerate(BODIES)}
 
 
@@ -113,7 +154,8 @@ def _eq(a, b):
 # --- encoding -----------------------------------------------------------------
 
 _PREPEND = {
-    "bool": "PrependBoolSlot", "ubyte": "PrependUint8Slot", "int": "PrependInt32Slot",
+    "bool": "PrependBoolSlot", "ubyte": "PrependUint8Slot", "byte": "PrependInt8Slot",
+    "int": "PrependInt32Slot",
     "uint": "PrependUint32Slot", "long": "PrependInt64Slot", "ulong": "PrependUint64Slot",
     "double": "PrependFloat64Slot",
 }
@@ -139,6 +181,8 @@ def _encode_table(b, tname, obj):
             offs[name] = fb.string_vector(b, [str(s) for s in (v or [])])
         elif kind == "[double]":
             offs[name] = fb.doubles(b, np.empty(0) if v is None else v)
+        elif kind == "[ubyte]":
+            offs[name] = fb.ints(b, np.frombuffer(bytes(v or b""), dtype="u1"), dtype="u1")
         elif isinstance(kind, tuple) and kind[0] == "table":
             if v is not None:
                 offs[name] = _encode_table(b, kind[1], v)
@@ -190,6 +234,9 @@ def _decode_table(t, tname):
         elif kind == "[double]":
             v = t.vector(slot, "double", name)
             v = np.empty(0) if v is None else v
+        elif kind == "[ubyte]":
+            v = t.vector(slot, "ubyte", name)
+            v = b"" if v is None else v.tobytes()
         elif kind[0] == "table":
             sub = t.table(slot, name)
             v = None if sub is None else _decode_table(sub, kind[1])
