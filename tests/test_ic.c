@@ -387,6 +387,7 @@ static void check_net_gradients(int lstm)
     /* Move the parameters away from their initialisation (small head
      * weights, zero biases) so every path carries gradient. */
     for (size_t i = 0; i < net->n_params; i++) net->params[i] += (float)(0.3 * (rng_uniform(&r) - 0.5));
+    ic_net_invalidate(net);
     ic_net_zero_grad(net);
     double l0 = ic_net_loss(net, ptr, B, 1);
     cr_assert(isfinite(l0));
@@ -509,6 +510,7 @@ Test(ic, inference_path_matches_training_and_file_round_trip)
         cr_assert_eq(ic_item_from_trace(net, &items[i], ts[i], 1), 0);
     }
     for (size_t i = 0; i < net->n_params; i++) net->params[i] += (float)(0.3 * (rng_uniform(&r) - 0.5));
+    ic_net_invalidate(net);
     float eo[8];
     for (int i = 0; i < 3; i++) {
         ic_item *p = &items[i];

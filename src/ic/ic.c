@@ -12,6 +12,7 @@
 
 #include "ic/ic_head.h"
 #include "ic/ic_lstm.h"
+#include "nn/simd.h"
 #include "trace_store.h"
 
 /* Draws with more elements or head outputs than this are left to the prior. */
@@ -182,6 +183,10 @@ void ic_net_destroy(ic_net **pp)
     free(net->obs_mean);
     free(net->obs_std);
     free(net->ws);
+    free(net->gc);
+    free(net->gc_start);
+    free(net->gc_obs);
+    free(net->gc_wt);
     free(net);
     *pp = NULL;
 }
@@ -704,6 +709,7 @@ double ic_net_adam_step(ic_net *net, const nn_adam_config *cfg, float lr, double
     if (!isfinite(norm)) return norm;
     net->step++;
     nn_adam_step(net->params, net->grads, net->m, net->v, net->n_params, cfg, lr, net->step);
+    ic_net_invalidate(net);
     return norm;
 }
 
@@ -749,42 +755,157 @@ void ic_net_embed_obs(ic_net *net, const float *obs, float *obs_emb)
     net->embed->forward(&net->cfg, IC_P(net, net->off_embed), obs, 1, net->ws, obs_emb);
 }
 
+void ic_net_invalidate(ic_net *net)
+{
+    net->n_gc_addrs = 0;
+    net->gc_start_ok = 0;
+    net->gc_obs_ok = 0;
+    net->gc_wt_ok = 0;
+}
+
+/* Columns of the LSTM's W [4H, In + H] for each part of the input (see
+ * build_inputs): obs, value, previous address, current address, previous
+ * type, current type; then h at In. */
+enum { GC_OBS, GC_VAL, GC_PADDR, GC_CADDR, GC_PTYPE, GC_CTYPE };
+static size_t gc_col(const ic_net *net, int part)
+{
+    const ic_config *c = &net->cfg;
+    size_t w[6] = {(size_t)c->obs_emb, (size_t)c->val_emb, (size_t)c->addr_emb, (size_t)c->addr_emb,
+                   (size_t)c->type_emb, (size_t)c->type_emb};
+    size_t off = 0;
+    for (int i = 0; i < part; i++) off += w[i];
+    return off;
+}
+
+/* out [4H] (=, or += with acc) W[:, part's columns] v. */
+static void gc_apply(const ic_net *net, int part, int width, const float *v, float *out, int acc)
+{
+    int H = net->cfg.hidden, ld = net->in + H;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 4 * H, width, 1.0f, IC_P(net, net->off_lw) + gc_col(net, part), ld, v, 1,
+                acc ? 1.0f : 0.0f, out, 1);
+}
+
+/* simd_linear_fm computes whole groups of SIMD_FM_PAD outputs. */
+static size_t gc_pad(size_t n) { return (n + SIMD_FM_PAD - 1) / SIMD_FM_PAD * SIMD_FM_PAD; }
+
+/* Fill the inference cache for the first n_addrs addresses, the start and
+ * the observation embedding eo.  0 or -1 (out of memory). */
+static int gc_prepare(ic_net *net, const float *eo)
+{
+    const ic_config *c = &net->cfg;
+    size_t H4 = (size_t)4 * c->hidden;
+    const float *types = IC_P(net, net->off_type);
+    size_t K = (size_t)c->val_emb + (size_t)c->hidden, Hp = gc_pad(H4);
+    if (!net->gc_start) {
+        net->gc_start = malloc(H4 * sizeof *net->gc_start);
+        net->gc_obs = malloc((H4 + (size_t)c->obs_emb) * sizeof *net->gc_obs);
+        net->gc_wt = calloc(K * Hp, sizeof *net->gc_wt);
+        if (!net->gc_start || !net->gc_obs || !net->gc_wt) return -1;
+    }
+    if (!net->gc_wt_ok) {
+        const float *w = IC_P(net, net->off_lw);
+        size_t ld = (size_t)net->in + (size_t)c->hidden, cv = gc_col(net, GC_VAL);
+        for (size_t u = 0; u < H4; u++) {
+            for (size_t i = 0; i < (size_t)c->val_emb; i++) net->gc_wt[i * Hp + u] = w[u * ld + cv + i];
+            for (size_t i = 0; i < (size_t)c->hidden; i++)
+                net->gc_wt[((size_t)c->val_emb + i) * Hp + u] = w[u * ld + (size_t)net->in + i];
+        }
+        net->gc_wt_ok = 1;
+    }
+    if (net->cap_gc_addrs < net->n_addrs) {
+        size_t cap = net->n_addrs + 16;
+        float *p = realloc(net->gc, cap * 2 * H4 * sizeof *p);
+        if (!p) return -1;
+        net->gc = p;
+        net->cap_gc_addrs = cap;
+    }
+    for (size_t a = net->n_gc_addrs; a < net->n_addrs; a++) {
+        const ic_addr *ad = &net->addrs[a];
+        float *cur = net->gc + a * 2 * H4, *prev = cur + H4;
+        gc_apply(net, GC_CADDR, c->addr_emb, IC_P(net, ad->emb), cur, 0);
+        gc_apply(net, GC_CTYPE, c->type_emb, types + (size_t)ad->kind * c->type_emb, cur, 1);
+        gc_apply(net, GC_PADDR, c->addr_emb, IC_P(net, ad->emb), prev, 0);
+        gc_apply(net, GC_PTYPE, c->type_emb, types + (size_t)ad->kind * c->type_emb, prev, 1);
+    }
+    net->n_gc_addrs = net->n_addrs;
+    if (!net->gc_start_ok) {
+        /* the first step: no previous value or address, the start type 0 */
+        gc_apply(net, GC_PTYPE, c->type_emb, types, net->gc_start, 0);
+        net->gc_start_ok = 1;
+    }
+    float *seen = net->gc_obs + H4;
+    if (!net->gc_obs_ok || memcmp(seen, eo, (size_t)c->obs_emb * sizeof *eo) != 0) {
+        memcpy(net->gc_obs, IC_P(net, net->off_lb), H4 * sizeof *net->gc_obs);
+        gc_apply(net, GC_OBS, c->obs_emb, eo, net->gc_obs, 1);
+        memcpy(seen, eo, (size_t)c->obs_emb * sizeof *eo);
+        net->gc_obs_ok = 1;
+    }
+    return 0;
+}
+
+/* One LSTM step for R queries from the cache: gates = [b + W_obs eo] +
+ * cur[a] + prev[p] (or start) + W_val v + W_h h, then the activations.  The
+ * same sums as ic_lstm_forward's in another order (equal to float rounding). */
+static int gc_step(ic_net *net, const float *eo, ic_query *q, int R, float *gates, float *vin, float *hin,
+                   float *cprev, float *h, float *cn, float *tc, float *vh)
+{
+    const ic_config *c = &net->cfg;
+    int H = c->hidden, Ev = c->val_emb;
+    size_t H4 = (size_t)4 * H;
+    if (gc_prepare(net, eo) < 0) return -1;
+    for (int r = 0; r < R; r++) {
+        const ic_state *s = q[r].st;
+        float *g = gates + (size_t)r * H4;
+        const float *cur = net->gc + (size_t)q[r].addr * 2 * H4;
+        const float *prev = s->prev_addr >= 0 ? net->gc + (size_t)s->prev_addr * 2 * H4 + H4 : net->gc_start;
+        for (size_t j = 0; j < H4; j++) g[j] = net->gc_obs[j] + cur[j] + prev[j];
+        if (s->prev_addr >= 0) memcpy(vin + (size_t)r * Ev, s->prev_val, (size_t)Ev * sizeof *vin);
+        else memset(vin + (size_t)r * Ev, 0, (size_t)Ev * sizeof *vin);
+        memcpy(hin + (size_t)r * H, s->h, (size_t)H * sizeof *hin);
+        memcpy(cprev + (size_t)r * H, s->c, (size_t)H * sizeof *cprev);
+    }
+    /* gates_r += [v_r, h_r] . W_{val,h}^T: a 1 x (Ev + H) by (Ev + H) x 4H
+     * product on the transposed block, vectorised along the 4H gates. */
+    static const float zero = 0.0f;
+    size_t K = (size_t)Ev + (size_t)H, Hp = gc_pad(H4);
+    float *gp = vh + K; /* [Hp] */
+    for (int r = 0; r < R; r++) {
+        float *g = gates + (size_t)r * H4;
+        memcpy(vh, vin + (size_t)r * Ev, (size_t)Ev * sizeof *vh);
+        memcpy(vh + Ev, hin + (size_t)r * H, (size_t)H * sizeof *vh);
+        memcpy(gp, g, H4 * sizeof *gp);
+        simd_linear_fm(gp, NULL, gp, net->gc_wt, vh, K, &zero, 1, K, H4, Hp, NN_ACT_RELU);
+        memcpy(g, gp, H4 * sizeof *g);
+    }
+    ic_lstm_activate(h, cn, gates, tc, cprev, R, H);
+    return 0;
+}
+
 static int propose_or_score(ic_net *net, const float *obs_emb, ic_query *q, int R, int sample)
 {
     const ic_config *c = &net->cfg;
-    int H = c->hidden, In = net->in, Eo = c->obs_emb, Ev = c->val_emb;
+    int H = c->hidden, Eo = c->obs_emb, Ev = c->val_emb;
     size_t max_out = 1, max_feat = 1;
     for (int r = 0; r < R; r++) {
         const ic_addr *a = &net->addrs[q[r].addr];
         if ((size_t)a->out > max_out) max_out = (size_t)a->out;
         if ((size_t)a->feat > max_feat) max_feat = (size_t)a->feat;
     }
-    size_t need = (size_t)R * (In + (In + H) + 4 * H + 5 * H + Eo) + max_out + max_feat + H + Eo;
+    size_t need = (size_t)R * (4 * H + Ev + 5 * H) + max_out + max_feat + H + Eo + Ev + H + gc_pad((size_t)4 * H);
     if (ws_reserve(net, need) < 0) return -1;
     float *w = net->ws;
-    float *inp = w; w += (size_t)R * In;
-    float *xh = w; w += (size_t)R * (In + H);
     float *gates = w; w += (size_t)R * 4 * H;
+    float *vin = w; w += (size_t)R * Ev;
     float *hp = w; w += (size_t)R * H;
     float *cp = w; w += (size_t)R * H;
     float *h = w; w += (size_t)R * H;
     float *cn = w; w += (size_t)R * H;
     float *tc = w; w += (size_t)R * H;
-    float *eo = w; w += (size_t)R * Eo;
     float *o = w; w += max_out;
     float *hcat = w; w += H + Eo;
+    float *vh = w; w += Ev + H;
     float *f = w;
-    if (c->lstm) {
-        for (int r = 0; r < R; r++) {
-            ic_state *s = q[r].st;
-            memcpy(eo + (size_t)r * Eo, obs_emb, (size_t)Eo * sizeof *eo);
-            build_inputs(net, inp + (size_t)r * In, eo + (size_t)r * Eo, s->prev_addr >= 0 ? s->prev_val : NULL,
-                         s->prev_addr, q[r].addr, 1);
-            memcpy(hp + (size_t)r * H, s->h, (size_t)H * sizeof *hp);
-            memcpy(cp + (size_t)r * H, s->c, (size_t)H * sizeof *cp);
-        }
-        ic_lstm_forward(h, cn, xh, gates, tc, inp, hp, cp, IC_P(net, net->off_lw), IC_P(net, net->off_lb), R, In, H);
-    }
+    if (c->lstm && gc_step(net, obs_emb, q, R, gates, vin, hp, cp, h, cn, tc, vh) < 0) return -1;
     for (int r = 0; r < R; r++) {
         ic_query *qq = &q[r];
         const ic_addr *a = &net->addrs[qq->addr];

@@ -135,6 +135,21 @@ struct ic_net {
     /* workspace (internal) */
     float *ws;
     size_t ws_cap;
+    /* Inference cache (internal, LSTM core): the parts of the gates' input
+     * that are the same for every draw at an address, or for every draw of
+     * an observation: per address a, W's address and type columns applied
+     * to a's embeddings as the current [4H] and as the previous [4H] draw;
+     * the previous-draw part of the first step [4H]; b + W's observation
+     * columns applied to the last observation embedding [4H] (and that
+     * embedding [Eo]).  Built lazily by ic_net_propose/score; dropped when
+     * parameters change (ic_net_adam_step, new addresses, loading) or by
+     * ic_net_invalidate. */
+    float *gc;            /* [cap_gc_addrs, 8H] */
+    size_t n_gc_addrs, cap_gc_addrs;
+    float *gc_start;      /* [4H] */
+    float *gc_obs;        /* [4H + Eo] */
+    float *gc_wt;         /* [Ev + H, 4H]: W's value and h columns, transposed (feature-major) */
+    int gc_start_ok, gc_obs_ok, gc_wt_ok;
 };
 
 #define IC_P(net, off) ((net)->params + (off))
@@ -191,6 +206,9 @@ int ic_net_obs_vector(const ic_net *net, const char *const *names, const double 
 double ic_net_loss(ic_net *net, ic_item *const *items, int B, int backward);
 
 void ic_net_zero_grad(ic_net *net);
+/* Call after writing net->params directly (outside the functions here), so
+ * that inference does not use parts computed from the old values. */
+void ic_net_invalidate(ic_net *net);
 /* Clip the global gradient norm to clip (> 0; 0: none) and take one Adam
  * step.  Returns the norm before clipping; a non-finite norm skips the step. */
 double ic_net_adam_step(ic_net *net, const nn_adam_config *cfg, float lr, double clip);

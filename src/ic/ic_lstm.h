@@ -18,6 +18,14 @@
 void ic_lstm_forward(float *h, float *c, float *xh, float *gates, float *tc, const float *x, const float *h_prev,
                      const float *c_prev, const float *w, const float *b, int B, int n_in, int H);
 
+/* The cell's second half, on gate pre-activations already in gates [B, 4H]
+ * (overwritten with the post-activations): c, tc = tanh(c) and h from
+ * c_prev.  sigmoid and tanh through src/nn's vectorised tanh (about 1e-7
+ * absolute error).  ic_lstm_forward ends with it; inference (ic.c) calls it on gates
+ * summed from cached parts. */
+void ic_lstm_activate(float *h, float *c, float *gates, float *tc, const float *c_prev, int B, int H);
+
+
 /* Given dh [B,H] (total gradient into h) and dc [B,H] (gradient into c from
  * the next step; may be NULL = 0): dx [B,In] +=, dh_prev [B,H] +=,
  * dc_prev [B,H] +=, dw [4H, In+H] +=, db [4H] +=.  scratch [B, 4H + In + H]. */

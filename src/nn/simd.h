@@ -34,7 +34,7 @@
  * -0 -> +0); Adam does exactly the float operations of nn_adam_step's
  * documented formula.
  *
- * Internal to src/nn and src/flow; nn.h is the public interface.  Every
+ * Internal to src/nn, src/flow and src/ic; nn.h is the public interface.  Every
  * array is n elements; out may alias in for the one-input kernels; the
  * _grad kernels ACCUMULATE into dinp (nn.h's backward convention), which
  * must not alias the other arrays.
