@@ -36,22 +36,31 @@ static char *path_in(const char *name)
     return p;
 }
 
-/* fork + exec with stderr to err_path (stdout to /dev/null). */
-static pid_t spawn_err(char *const argv[], const char *err_path)
+/* Exit code of ppxd within timeout_ms (a hang fails the test). */
+static int must_exit(pid_t pid, int timeout_ms)
 {
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        int fd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : null;
-        dup2(null, 0);
-        dup2(null, 1);
-        if (!getenv("PPXD_TEST_VERBOSE")) dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
+    int rc = tk_exit_code(pid, timeout_ms);
+    cr_assert_neq(rc, -1, "ppxd did not finish in %d ms", timeout_ms);
+    return rc;
 }
+
+static unsigned char *must_export_mu(const char *ppxt, size_t *len)
+{
+    unsigned char *b = tk_export_npy(ppxt, "mu", len);
+    cr_assert_not_null(b, "ppxd export %s failed", ppxt);
+    return b;
+}
+
+/* The reference: the same job with two launched simulators. */
+static unsigned char *must_reference_mu(size_t *len)
+{
+    char *out = path_in("ref.ppxt");
+    unsigned char *b = tk_simulate_npy("examples/gaussian", 2, N_TRACES, SEED, out, "mu", len);
+    cr_assert_not_null(b, "reference run failed");
+    free(out);
+    return b;
+}
+
 
 static pid_t start_sim(const char *rel, const char *endpoint)
 {
@@ -66,46 +75,6 @@ static pid_t start_sim(const char *rel, const char *endpoint)
 
 static void sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
 
-/* The mu column of a trace file as .npy bytes (ppxd export). */
-static unsigned char *export_mu(const char *ppxt, size_t *len)
-{
-    char *ppxd = tk_build_path("ppxd"), *npy = NULL;
-    cr_assert(asprintf(&npy, "%s.mu.npy", ppxt) > 0);
-    char *argv[] = {ppxd, "export", (char *)ppxt, "--names", "mu", "-o", npy, NULL};
-    cr_assert_eq(tk_run(argv, NULL, NULL, 60000), 0, "ppxd export %s failed", ppxt);
-    unsigned char *b = tk_slurp(npy, len);
-    cr_assert_not_null(b);
-    free(ppxd);
-    free(npy);
-    return b;
-}
-
-/* The reference: the same job with two launched simulators. */
-static unsigned char *reference_mu(size_t *len)
-{
-    char *ppxd = tk_build_path("ppxd"), *gauss = tk_build_path("examples/gaussian"), *cmd = NULL;
-    char *out = path_in("ref.ppxt");
-    cr_assert(asprintf(&cmd, "%s {endpoint}", gauss) > 0);
-    char *argv[] = {ppxd, "simulate", "--sim-cmd", cmd, "-j", "2", "-n", N_TRACES, "--seed", SEED, "-o", out, "--quiet", NULL};
-    cr_assert_eq(tk_run(argv, NULL, NULL, 120000), 0, "reference run failed");
-    unsigned char *b = export_mu(out, len);
-    free(ppxd);
-    free(gauss);
-    free(cmd);
-    free(out);
-    return b;
-}
-
-/* A counter from ppxd's stats block, e.g. "connected in      4 joined, 1 left". */
-static long stat_after(const char *text, const char *key)
-{
-    const char *p = strstr(text, key);
-    if (!p) return -1;
-    p += strlen(key);
-    while (*p == ' ') p++;
-    return strtol(p, NULL, 10);
-}
-
 static long joined_left(const char *text, long *left)
 {
     const char *p = strstr(text, "connected in ");
@@ -115,23 +84,12 @@ static long joined_left(const char *text, long *left)
     return j;
 }
 
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    int st = tk_wait(pid, timeout_ms);
-    if (st == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        cr_assert_fail("ppxd did not finish in %d ms", timeout_ms);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* N simulators over tcp and ipc, joining late, one dying mid-trace on its
  * schedule, one killed: every trace whole, the bytes of the launched run. */
 Test(sim_listen, joins_and_leaves_give_the_launched_result)
 {
     size_t ref_len, got_len;
-    unsigned char *ref = reference_mu(&ref_len);
+    unsigned char *ref = must_reference_mu(&ref_len);
 
     int port = tk_free_tcp_port();
     char tcp[64], ipc[200];
@@ -140,7 +98,7 @@ Test(sim_listen, joins_and_leaves_give_the_launched_result)
     char *ppxd = tk_build_path("ppxd"), *out = path_in("in.ppxt"), *err = path_in("in.err");
     char *argv[] = {ppxd, "simulate", "--sim-listen", tcp, "--sim-listen", ipc, "-n", N_TRACES, "--seed", SEED,
                     "-o", out, "--heartbeat-ms", "300", NULL};
-    pid_t d = spawn_err(argv, err);
+    pid_t d = tk_spawn_err(argv, err);
     sleep_ms(300);
     /* Connecting before ppxd listens is fine too: libzmq retries. */
     pid_t a = start_sim("examples/gaussian", tcp);
@@ -152,7 +110,7 @@ Test(sim_listen, joins_and_leaves_give_the_launched_result)
     kill(k, SIGKILL);
     waitpid(k, NULL, 0);
     pid_t c = start_sim("examples/gaussian", tcp); /* a late joiner */
-    int rc = wait_exit(d, 120000);
+    int rc = must_exit(d, 120000);
     tk_stop(a, 200);
     tk_stop(b, 200);
     tk_stop(c, 200);
@@ -164,9 +122,9 @@ Test(sim_listen, joins_and_leaves_give_the_launched_result)
     long left = -1, joined = joined_left(log, &left);
     cr_assert_geq(joined, 5, "joined %ld:\n%s", joined, log);
     cr_assert_geq(left, 2, "left %ld (sim_exit and the killed one):\n%s", left, log);
-    cr_assert_geq(stat_after(log, "traces discarded"), 1, "the dying simulator's trace is discarded:\n%s", log);
-    cr_assert_eq(stat_after(log, "traces done"), 6000);
-    unsigned char *got = export_mu(out, &got_len);
+    cr_assert_geq(tk_stat_after(log, "traces discarded"), 1, "the dying simulator's trace is discarded:\n%s", log);
+    cr_assert_eq(tk_stat_after(log, "traces done"), 6000);
+    unsigned char *got = must_export_mu(out, &got_len);
     cr_assert_eq(got_len, ref_len);
     cr_assert(memcmp(got, ref, ref_len) == 0, "connected-in run differs from the launched run");
     free(got);
@@ -187,14 +145,14 @@ Test(sim_listen, heartbeat_finds_a_silent_simulator)
     /* Long enough (several seconds) for the silence to outlast the 0.4 s timeout. */
     char *argv[] = {ppxd, "simulate", "--sim-listen", ipc, "-n", "30000", "--seed", SEED, "-o", out,
                     "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "400", "--timeout-ms", "60000", NULL};
-    pid_t d = spawn_err(argv, err);
+    pid_t d = tk_spawn_err(argv, err);
     sleep_ms(200);
     pid_t a = start_sim("examples/gaussian", ipc);
     pid_t s = start_sim("examples/gaussian", ipc);
     sleep_ms(400);
     kill(s, SIGSTOP);
     double t0 = tk_now();
-    int rc = wait_exit(d, 120000);
+    int rc = must_exit(d, 120000);
     double took = tk_now() - t0;
     kill(s, SIGKILL);
     waitpid(s, NULL, 0);
@@ -207,7 +165,7 @@ Test(sim_listen, heartbeat_finds_a_silent_simulator)
     long left = -1;
     joined_left(log, &left);
     cr_assert_geq(left, 1);
-    cr_assert_eq(stat_after(log, "traces done"), 30000);
+    cr_assert_eq(tk_stat_after(log, "traces done"), 30000);
     free(log);
     free(ppxd);
     free(out);
@@ -219,13 +177,13 @@ Test(sim_listen, heartbeat_finds_a_silent_simulator)
 Test(sim_listen, model_filter_and_python)
 {
     size_t ref_len, got_len;
-    unsigned char *ref = reference_mu(&ref_len);
+    unsigned char *ref = must_reference_mu(&ref_len);
     char ipc[200];
     snprintf(ipc, sizeof ipc, "ipc://%s/model.sock", g_dir);
     char *ppxd = tk_build_path("ppxd"), *out = path_in("model.ppxt"), *err = path_in("model.err");
     char *argv[] = {ppxd, "simulate", "--sim-listen", ipc, "--sim-model", "Gaussian with unknown mean", "-n",
                     N_TRACES, "--seed", SEED, "-o", out, NULL};
-    pid_t d = spawn_err(argv, err);
+    pid_t d = tk_spawn_err(argv, err);
     pid_t other = start_sim("examples/branching", ipc);
     /* The Python example, from the source tree next to the build; the C
      * one starts once it has joined, so that it joins whatever the speed of
@@ -248,7 +206,7 @@ Test(sim_listen, model_filter_and_python)
         }
     }
     pid_t a = start_sim("examples/gaussian", ipc);
-    int rc = wait_exit(d, 120000);
+    int rc = must_exit(d, 120000);
     tk_stop(other, 200);
     tk_stop(a, 200);
     if (p > 0) tk_stop(p, 500);
@@ -258,7 +216,7 @@ Test(sim_listen, model_filter_and_python)
     cr_assert_not_null(strstr(log, "given no traces"), "%s", log);
     long left = -1;
     cr_assert_geq(joined_left(log, &left), p > 0 ? 3 : 2, "%s", log);
-    unsigned char *got = export_mu(out, &got_len);
+    unsigned char *got = must_export_mu(out, &got_len);
     cr_assert_eq(got_len, ref_len);
     cr_assert(memcmp(got, ref, ref_len) == 0);
     free(py);
@@ -283,7 +241,7 @@ Test(sim_listen, bad_endpoints)
     char tcp[64];
     snprintf(tcp, sizeof tcp, "tcp://127.0.0.1:%d", port);
     char *a3[] = {ppxd, "simulate", "--sim-listen", tcp, "-n", "10", "-o", out, NULL};
-    pid_t d = spawn_err(a3, NULL);
+    pid_t d = tk_spawn_err(a3, NULL);
     sleep_ms(300);
     char *err = path_in("bind.err"), *out2 = path_in("bad2.ppxt");
     a3[7] = out2;

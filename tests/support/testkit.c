@@ -112,6 +112,71 @@ int tk_wait(pid_t pid, int timeout_ms)
     }
 }
 
+pid_t tk_spawn_err(char *const argv[], const char *err_path)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        int fd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : null;
+        dup2(null, 0);
+        dup2(null, 1);
+        if (!getenv("PPXD_TEST_VERBOSE")) dup2(fd < 0 ? null : fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int tk_exit_code(pid_t pid, int timeout_ms)
+{
+    int st = tk_wait(pid, timeout_ms);
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+long tk_stat_after(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    if (!p) return -1;
+    p += strlen(key);
+    while (*p == ' ') p++;
+    return strtol(p, NULL, 10);
+}
+
+unsigned char *tk_export_npy(const char *ppxt, const char *names, size_t *len)
+{
+    char *ppxd = tk_build_path("ppxd"), *npy = NULL;
+    unsigned char *b = NULL;
+    if (ppxd && asprintf(&npy, "%s.%s.npy", ppxt, names) > 0) {
+        char *argv[] = {ppxd, "export", (char *)ppxt, "--names", (char *)names, "-o", npy, NULL};
+        if (tk_run(argv, NULL, NULL, 60000) == 0) b = tk_slurp(npy, len);
+    }
+    free(ppxd);
+    free(npy);
+    return b;
+}
+
+unsigned char *tk_simulate_npy(const char *sim_rel, int j, const char *n, const char *seed, const char *out,
+                               const char *names, size_t *len)
+{
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path(sim_rel), *cmd = NULL, jj[16];
+    unsigned char *b = NULL;
+    snprintf(jj, sizeof jj, "%d", j);
+    if (ppxd && sim && asprintf(&cmd, "%s {endpoint}", sim) > 0) {
+        char *argv[] = {ppxd, "simulate", "--sim-cmd", cmd, "-j", jj, "-n", (char *)n, "--seed", (char *)seed,
+                        "-o", (char *)out, "--quiet", NULL};
+        if (tk_run(argv, NULL, NULL, 120000) == 0) b = tk_export_npy(out, names, len);
+    }
+    free(ppxd);
+    free(sim);
+    free(cmd);
+    return b;
+}
+
 int tk_stop(pid_t pid, int grace_ms)
 {
     if (pid <= 0) return -1;

@@ -38,6 +38,25 @@ int tk_wait(pid_t pid, int timeout_ms);
  * be started. */
 int tk_run(char *const argv[], const char *out_path, const char *err_path, int timeout_ms);
 
+/* fork + execv with stdin/stdout on /dev/null and stderr to err_path
+ * (NULL: /dev/null; kept on the terminal with PPXD_TEST_VERBOSE).  The pid
+ * or -1. */
+pid_t tk_spawn_err(char *const argv[], const char *err_path);
+/* Wait up to timeout_ms; on timeout SIGKILL and reap, and return -1.  Else
+ * the exit code (128 + signal when killed). */
+int tk_exit_code(pid_t pid, int timeout_ms);
+/* The number after key in ppxd's stats text (e.g. "traces done"), or -1. */
+long tk_stat_after(const char *text, const char *key);
+/* `ppxd export PPXT --names NAMES -o PPXT.<NAMES>.npy`, and that file's
+ * bytes (*len), or NULL when ppxd failed. */
+unsigned char *tk_export_npy(const char *ppxt, const char *names, size_t *len);
+/* `ppxd simulate --sim-cmd '<build>/SIM_REL {endpoint}' -j J -n N --seed SEED
+ * -o OUT --quiet`, then tk_export_npy(OUT, names): the reference run that
+ * tests of other ways to drive the same simulators compare with.  NULL on
+ * failure. */
+unsigned char *tk_simulate_npy(const char *sim_rel, int j, const char *n, const char *seed, const char *out,
+                               const char *names, size_t *len);
+
 /* A minimal engine: one REQ socket connected to a simulator. */
 typedef struct tk_engine {
     void *ctx;
