@@ -65,6 +65,9 @@ static void usage(FILE *f)
         "                              first trace, in trace order)\n"
         "training:\n"
         "  --batch B (64)  --lr LR (3e-3)  --clip C (10)\n"
+        "  --lr-decay cosine|none      cosine (default): the rate falls from LR to LR/20 over the run\n"
+        "                              (by traces of --max-traces/--epochs, or time of --max-seconds,\n"
+        "                              whichever is further along); none: LR throughout\n"
         "  --val N (500)               the first N traces are held out for the validation loss (and give\n"
         "                              the observes' z-scores)\n"
         "  --val-every S (100)         optimiser steps between validations; the best network is kept\n"
@@ -87,6 +90,7 @@ typedef struct opts {
     uint64_t seed;
     int batch, val, val_every, epochs, queue, threads, quiet, reuse, buffer;
     double lr, clip, checkpoint_s;
+    int lr_cosine;       /* --lr-decay cosine (default) or none */
     ic_config cfg;
     char *obs_names;
 } opts;
@@ -117,7 +121,7 @@ static int pos_double(const char *arg, double *out)
 enum {
     O_SIM = 1000, O_CONNECT, O_DATA, O_MAXT, O_MAXS, O_SEED, O_BATCH, O_LR, O_CLIP, O_VAL, O_VALEVERY, O_EPOCHS,
     O_QUEUE, O_THREADS, O_QUIET, O_CORE, O_HIDDEN, O_MIX, O_OBSH, O_OBSE, O_ADDRE, O_OBSN, O_CKPT, O_TIMEOUT,
-    O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER
+    O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER, O_LRDECAY
 };
 
 static int parse(opts *o, int argc, char **argv)
@@ -127,6 +131,7 @@ static int parse(opts *o, int argc, char **argv)
         {"data", required_argument, 0, O_DATA}, {"max-traces", required_argument, 0, O_MAXT},
         {"max-seconds", required_argument, 0, O_MAXS}, {"seed", required_argument, 0, O_SEED},
         {"batch", required_argument, 0, O_BATCH}, {"lr", required_argument, 0, O_LR},
+        {"lr-decay", required_argument, 0, O_LRDECAY},
         {"clip", required_argument, 0, O_CLIP}, {"val", required_argument, 0, O_VAL},
         {"val-every", required_argument, 0, O_VALEVERY}, {"epochs", required_argument, 0, O_EPOCHS},
         {"queue", required_argument, 0, O_QUEUE}, {"threads", required_argument, 0, O_THREADS},
@@ -170,6 +175,11 @@ static int parse(opts *o, int argc, char **argv)
             break;
         case O_LR:
             if (pos_double(optarg, &o->lr) < 0) return uerr("--lr wants a positive number", optarg);
+            break;
+        case O_LRDECAY:
+            if (strcmp(optarg, "cosine") == 0) o->lr_cosine = 1;
+            else if (strcmp(optarg, "none") == 0) o->lr_cosine = 0;
+            else return uerr("--lr-decay wants cosine or none", optarg);
             break;
         case O_CLIP:
             if (pos_double(optarg, &o->clip) < 0) return uerr("--clip wants a positive number", optarg);
@@ -444,6 +454,26 @@ static void progress(trainer *tr, int force)
             (unsigned long long)tr->consumed, tr->loss_ema, tr->last_val, tr->best_loss, rate, tr->net->n_addrs, e);
 }
 
+/* The learning rate now: with cosine decay, from lr to lr/20 as the run
+ * progresses, where progress is the larger of traces consumed / planned and
+ * seconds / --max-seconds (a run with neither bound, e.g. stopped by
+ * Ctrl-C only, keeps lr).  A rate that ends small lets the last steps
+ * settle instead of jumping around the optimum at the initial rate. */
+static float current_lr(const trainer *tr)
+{
+    const opts *o = tr->o;
+    if (!o->lr_cosine) return (float)o->lr;
+    double f = 0;
+    if (tr->planned) f = (double)tr->consumed / (double)tr->planned;
+    if (o->max_seconds > 0) {
+        double ft = (now_s() - tr->t0) / o->max_seconds;
+        if (ft > f) f = ft;
+    }
+    if (f > 1) f = 1;
+    double lo = o->lr / 20;
+    return (float)(lo + (o->lr - lo) * 0.5 * (1 + cos(M_PI * f)));
+}
+
 static double one_step(trainer *tr, int m)
 {
     ic_net_zero_grad(tr->net);
@@ -451,7 +481,7 @@ static double one_step(trainer *tr, int m)
     if (!isfinite(loss)) {
         tr->nonfinite++;
     } else {
-        double norm = ic_net_adam_step(tr->net, &tr->adam, (float)tr->o->lr, tr->o->clip);
+        double norm = ic_net_adam_step(tr->net, &tr->adam, current_lr(tr), tr->o->clip);
         if (!isfinite(norm)) tr->nonfinite++;
         tr->loss_ema = isnan(tr->loss_ema) ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
     }
@@ -790,7 +820,7 @@ static int run_offline(opts *o, trainer *tr)
             ic_net_zero_grad(tr->net);
             for (int i = 0; i < m; i++) tr->ptr[i] = &train[perm[s + (size_t)i]];
             double loss = ic_net_loss(tr->net, tr->ptr, m, 1);
-            if (isfinite(loss) && isfinite(ic_net_adam_step(tr->net, &tr->adam, (float)o->lr, o->clip)))
+            if (isfinite(loss) && isfinite(ic_net_adam_step(tr->net, &tr->adam, current_lr(tr), o->clip)))
                 tr->loss_ema = isnan(tr->loss_ema) ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
             else
                 tr->nonfinite++;
@@ -821,6 +851,7 @@ int ppxd_train_ic_main(int argc, char **argv)
     o.seed = 1;
     o.batch = 64;
     o.lr = 3e-3;
+    o.lr_cosine = 1;
     o.clip = 10;
     o.val = 500;
     o.val_every = 100;
