@@ -294,6 +294,11 @@ Test(ic_infer, usage_errors)
     out = run(cmd, &st);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", out);
     free(out);
+    snprintf(cmd, sizeof cmd, "%s train ic --data %s/none.ppxt --lr-decay linear -o %s/x.ppxm", ppxd, g_dir, g_dir);
+    out = run(cmd, &st);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", out);
+    cr_assert(strstr(out, "--lr-decay wants cosine or none"), "%s", out);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s infer --method ic --model /nonexistent.ppxm --sim-cmd '%s/examples/gaussian {endpoint}' -n 10 --quiet",
              ppxd, getenv("PPXD_BUILD") ? getenv("PPXD_BUILD") : "build");
     out = run(cmd, &st);
