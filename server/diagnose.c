@@ -1,6 +1,11 @@
 /* diagnose.c — `ppxd diagnose`: calibration checks of a trained posterior
  * (see diagnose.h; the statistics are src/diag/diag.h).
  *
+ * Models: NPE and NRE sample and score themselves; a gold ratio model
+ * samples exp(log r^) x prior with NRE's samplers (nre_sample_target); an
+ * IC model's posterior is importance sampling through the simulators, one
+ * engine run per round (ic_posterior).
+ *
  * Test pairs (theta*, x) come from .npy files or from the simulators run
  * from the prior, on RNG streams of their own (the seed is mixed with a
  * constant, so `--seed S` never replays the simulations `ppxd train --seed
@@ -66,7 +71,7 @@ static void diagnose_usage(FILE *f)
 {
     fprintf(f,
         "usage:\n"
-        "  ppxd diagnose --model M.ppxm SIMULATORS -n ROUNDS -o DIR [--obs X_O [--ppc-n M]] [options]\n"
+        "  ppxd diagnose --model M.ppxm|M.ppxr SIMULATORS -n ROUNDS -o DIR [--obs X_O [--ppc-n M]] [options]\n"
         "  ppxd diagnose --model M.ppxm --data THETA.npy X.npy -o DIR [--obs X_O [--reference REF.npy]] [options]\n"
         "\n"
         "Checks that a trained posterior is calibrated, and writes the results to DIR.  Models:\n"
