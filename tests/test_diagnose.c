@@ -293,6 +293,35 @@ static double number_after(const char *path, const char *key)
     return v;
 }
 
+/* A one-dimensional theta's report in dir is calibrated within sampling
+ * error: the SBC mean rank within Z standard errors of L / 2 (rank uniform
+ * on 0..L: sd sqrt(((L+1)^2 - 1) / 12)), HPD coverage and TARP at 50% and
+ * 90% within Z sqrt(c (1 - c) / n) of nominal. */
+static void expect_calibrated(const char *dir, int n, int L)
+{
+    char p[400];
+    join(p, sizeof p, dir, "report.json");
+    double mean_rank = number_after(p, "\"mean_rank\": ");
+    double rank_se = sqrt(((L + 1.0) * (L + 1.0) - 1.0) / 12.0 / n);
+    cr_expect_leq(fabs(mean_rank - L / 2.0), Z * rank_se, "mean rank %g", mean_rank);
+    join(p, sizeof p, dir, "coverage.csv");
+    FILE *f = fopen(p, "r");
+    cr_assert(f);
+    char line[256];
+    int checked = 0;
+    while (fgets(line, sizeof line, f)) {
+        double lv, hpd, tarp, se;
+        if (sscanf(line, "%lf,%lf,%lf,%lf", &lv, &hpd, &tarp, &se) != 4) continue;
+        if (fabs(lv - 0.5) > 1e-9 && fabs(lv - 0.9) > 1e-9) continue;
+        double s = sqrt(lv * (1 - lv) / n);
+        cr_expect_leq(fabs(hpd - lv), Z * s, "HPD coverage %g at %g", hpd, lv);
+        cr_expect_leq(fabs(tarp - lv), Z * s, "TARP coverage %g at %g", tarp, lv);
+        checked++;
+    }
+    fclose(f);
+    cr_expect_eq(checked, 2);
+}
+
 /* An IC model on clients/examples/gaussian (mu ~ N(1, sqrt 5), obs0, obs1 ~
  * N(mu, sqrt 2)), trained briefly: its posterior is importance sampling
  * through the simulator, so with a reasonable ESS it is calibrated whatever
@@ -331,28 +360,10 @@ Test(diagnose, ic_model_importance_sampled_posterior_is_calibrated)
     expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
     expect_in(p, "\"traces_per_round\": 100, \"ess\": {\"min\": ");
     expect_in(p, "\"density\": \"weighted Gaussian KDE");
-    double mean_rank = number_after(p, "\"mean_rank\": ");
-    double rank_se = sqrt(((L + 1.0) * (L + 1.0) - 1.0) / 12.0 / n);
-    cr_expect_leq(fabs(mean_rank - L / 2.0), Z * rank_se, "mean rank %g", mean_rank);
+    expect_calibrated(out, n, L);
     double *v;
     size_t rows, cols;
     char err[300];
-    join(p, sizeof p, out, "coverage.csv");
-    FILE *f = fopen(p, "r");
-    cr_assert(f);
-    char line[256];
-    int checked = 0;
-    while (fgets(line, sizeof line, f)) {
-        double lv, hpd, tarp, se;
-        if (sscanf(line, "%lf,%lf,%lf,%lf", &lv, &hpd, &tarp, &se) != 4) continue;
-        if (fabs(lv - 0.5) > 1e-9 && fabs(lv - 0.9) > 1e-9) continue;
-        double s = sqrt(lv * (1 - lv) / n);
-        cr_expect_leq(fabs(hpd - lv), Z * s, "HPD coverage %g at %g", hpd, lv);
-        cr_expect_leq(fabs(tarp - lv), Z * s, "TARP coverage %g at %g", tarp, lv);
-        checked++;
-    }
-    fclose(f);
-    cr_expect_eq(checked, 2);
     join(p, sizeof p, out, "ess.npy");
     cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
     cr_expect(rows == (size_t)n && cols == 1, "%zu x %zu", rows, cols);
@@ -456,25 +467,7 @@ Test(diagnose, gold_ratio_model_is_calibrated_and_sally_refused)
     join(p, sizeof p, out, "report.json");
     expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
     expect_in(p, "\"density\": \"log r^(x | theta, theta_ref) + log prior\"");
-    double mean_rank = number_after(p, "\"mean_rank\": ");
-    cr_expect_leq(fabs(mean_rank - L / 2.0), Z * sqrt(((L + 1.0) * (L + 1.0) - 1.0) / 12.0 / n), "mean rank %g",
-                  mean_rank);
-    join(p, sizeof p, out, "coverage.csv");
-    FILE *f = fopen(p, "r");
-    cr_assert(f);
-    char line[256];
-    int checked = 0;
-    while (fgets(line, sizeof line, f)) {
-        double lv, hpd, tarp, se;
-        if (sscanf(line, "%lf,%lf,%lf,%lf", &lv, &hpd, &tarp, &se) != 4) continue;
-        if (fabs(lv - 0.5) > 1e-9 && fabs(lv - 0.9) > 1e-9) continue;
-        double s = sqrt(lv * (1 - lv) / n);
-        cr_expect_leq(fabs(hpd - lv), Z * s, "HPD coverage %g at %g", hpd, lv);
-        cr_expect_leq(fabs(tarp - lv), Z * s, "TARP coverage %g at %g", tarp, lv);
-        checked++;
-    }
-    fclose(f);
-    cr_expect_eq(checked, 2);
+    expect_calibrated(out, n, L);
     /* exact posterior mean and sd at x = 10 */
     double z = 0, m1 = 0, m2 = 0;
     for (int k = 0; k <= 4000; k++) {
