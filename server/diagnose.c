@@ -1,6 +1,11 @@
 /* diagnose.c — `ppxd diagnose`: calibration checks of a trained posterior
  * (see diagnose.h; the statistics are src/diag/diag.h).
  *
+ * Models: NPE and NRE sample and score themselves; a gold ratio model
+ * samples exp(log r^) x prior with NRE's samplers (nre_sample_target); an
+ * IC model's posterior is importance sampling through the simulators, one
+ * engine run per round (ic_posterior).
+ *
  * Test pairs (theta*, x) come from .npy files or from the simulators run
  * from the prior, on RNG streams of their own (the seed is mixed with a
  * constant, so `--seed S` never replays the simulations `ppxd train --seed
@@ -14,6 +19,7 @@
  * Observe without a value drawn by the engine, as in live training. */
 #include "diagnose.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -35,7 +41,12 @@
 #include "npe.h"
 #include "nre.h"
 #include "policy.h"
+#include "gold/gold_est.h"
+#include "ic/ic.h"
+#include "policy_ic.h"
 #include "prior.h"
+#include "stats.h"
+#include "train.h"
 
 /* Mixed into --seed so diagnosis never reuses training's streams. */
 #define DIAG_SEED_MIX 0x646961676e6f7365ull /* "diagnose" */
@@ -60,12 +71,21 @@ static void diagnose_usage(FILE *f)
 {
     fprintf(f,
         "usage:\n"
-        "  ppxd diagnose --model M.ppxm SIMULATORS -n ROUNDS -o DIR [--obs X_O [--ppc-n M]] [options]\n"
+        "  ppxd diagnose --model M.ppxm|M.ppxr SIMULATORS -n ROUNDS -o DIR [--obs X_O [--ppc-n M]] [options]\n"
         "  ppxd diagnose --model M.ppxm --data THETA.npy X.npy -o DIR [--obs X_O [--reference REF.npy]] [options]\n"
         "\n"
-        "Checks that a trained posterior (ppxd train npe|nre) is calibrated, and writes the results to DIR:\n"
+        "Checks that a trained posterior is calibrated, and writes the results to DIR.  Models:\n"
+        "  NPE, NRE (.ppxm from ppxd train npe|nre): samples and densities from the model itself\n"
+        "  IC (.ppxm from ppxd train ic): the posterior for x is importance sampling with the network's\n"
+        "    proposal through the simulators (as infer --method ic), --traces K per round, resampled to L;\n"
+        "    needs simulators; HPD coverage uses a kernel density of the weighted traces (README)\n"
+        "  gold ratio models (.ppxr from ppxd train carl|rolr|rascal|cascal|alice|alices): posterior\n"
+        "    ~ r^(x | theta, theta_ref) x prior, sampled as NRE (--method); the prior comes from the\n"
+        "    simulator's first trace or --prior.  SALLY models (a score, not a posterior) are refused\n"
+        "Files:\n"
         "  report.json   every number below (keys in README, 'Diagnostics'); summary.txt: the summary printed\n"
         "  ranks.npy     SBC ranks [rounds, D] (0..L); hpd.npy, tarp.npy: per-round credibility levels [rounds]\n"
+        "  ess.npy       IC: the importance-sampling ESS of each round [rounds]\n"
         "  coverage.csv  level, HPD coverage, TARP coverage, standard error\n"
         "  test_theta.npy, test_x.npy   the test pairs used\n"
         "  ppc_theta.npy, ppc_x.npy, ppc.csv   posterior samples at x_o, their simulations, per-x results\n"
@@ -99,7 +119,11 @@ static void diagnose_usage(FILE *f)
         "options:\n"
         "  --alpha A (0.01)            family-wise level of each check's tests (Bonferroni within a check)\n"
         "  --bins B                    SBC histogram bins (default min(20, rounds/10))\n"
-        "  --method sir|slice|mh       NRE sampling (default sir)   --oversample K (32)\n"
+        "  --method sir|slice|mh       NRE and gold sampling (default sir)   --oversample K (32)\n"
+        "  --theta NAME[,NAME...]      IC: the latent Samples to check (default: every named latent Sample of\n"
+        "                              the simulator's first trace)\n"
+        "  --traces K (1000)           IC: importance-sampling traces per round (and per predictive set)\n"
+        "  --prior SPEC                gold: the prior (as ppxd train; default: from the first trace)\n"
         "  --max-seconds T (60)        time bound for one round's sampling\n"
         "  --seed S (1)  --threads T (1)  --quiet  --strict (exit 3 when a check fails)\n"
         "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n");
@@ -111,6 +135,11 @@ typedef struct diag_opts {
     const char *model, *out, *data_theta, *data_x, *obs_file, *reference, *truth;
     const char **obs;
     size_t n_obs;
+    const char **theta;       /* IC: --theta names */
+    size_t n_theta;
+    const char **priors;      /* gold: --prior specs */
+    size_t n_priors;
+    uint64_t traces;          /* IC: --traces */
     fixed_value *fix;
     size_t n_fix;
     engine_config ecfg;
@@ -124,7 +153,7 @@ typedef struct diag_opts {
 enum {
     D_MODEL = 3000, D_SIM_CMD, D_CONNECT, D_DATA, D_SAMPLES, D_OBS, D_OBS_FILE, D_PPC_N, D_FIX, D_REFERENCE,
     D_ALPHA, D_BINS, D_METHOD, D_OVERSAMPLE, D_MAX_SECONDS, D_SEED, D_THREADS, D_QUIET, D_STRICT, D_TIMEOUT,
-    D_START_TIMEOUT, D_MAX_FAILURES, D_TRUTH, D_C2ST_MAX
+    D_START_TIMEOUT, D_MAX_FAILURES, D_TRUTH, D_C2ST_MAX, D_THETA, D_TRACES, D_PRIOR
 };
 
 static int parse_number(const char *s, double *out)
@@ -194,7 +223,9 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
         {"threads", required_argument, 0, D_THREADS}, {"quiet", no_argument, 0, D_QUIET},
         {"strict", no_argument, 0, D_STRICT}, {"timeout-ms", required_argument, 0, D_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, D_START_TIMEOUT},
-        {"max-failures", required_argument, 0, D_MAX_FAILURES}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"max-failures", required_argument, 0, D_MAX_FAILURES}, {"theta", required_argument, 0, D_THETA},
+        {"traces", required_argument, 0, D_TRACES}, {"prior", required_argument, 0, D_PRIOR},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch, idx = 0;
     uint64_t v;
@@ -238,6 +269,29 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
             if (add_fix(o, optarg)) return 2;
             break;
         case D_REFERENCE: o->reference = optarg; break;
+        case D_THETA: {
+            /* NAME[,NAME...], repeatable */
+            const char *a = optarg;
+            while (*a) {
+                size_t l = strcspn(a, ",");
+                char *nm = l ? strndup(a, l) : NULL;
+                if (!nm) return usage_error("bad --theta: expected NAME[,NAME...]", optarg);
+                if (args_push(&o->theta, &o->n_theta, nm) < 0) {
+                    free(nm);
+                    return 2;
+                }
+                a += l;
+                if (*a == ',') a++;
+            }
+            break;
+        }
+        case D_TRACES:
+            if (args_u64_range(optarg, 2, (uint64_t)1 << 32, &o->traces) < 0)
+                return usage_error("--traces wants a number of traces from 2", optarg);
+            break;
+        case D_PRIOR:
+            if (args_push(&o->priors, &o->n_priors, optarg) < 0) return 2;
+            break;
         case D_TRUTH: o->truth = optarg; break;
         case D_C2ST_MAX:
             if (parse_number(optarg, &o->c2st_max) < 0 || !(o->c2st_max >= 0.5 && o->c2st_max <= 1))
@@ -291,8 +345,6 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
     o->live = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
     int have_obs = o->n_obs || o->obs_file;
     if (o->n_obs && o->obs_file) return usage_error("give --obs or --obs-file, not both", NULL);
-    if (o->data_theta && o->live && !have_obs)
-        return usage_error("with --data, simulators are only used for the predictive check: give --obs too", NULL);
     if (!o->data_theta && !o->live && !have_obs)
         return usage_error("nothing to check: give simulators (" ENGINE_SIM_OPTIONS_SHORT
                            ") and -n, or --data THETA.npy X.npy, or --obs with --reference", NULL);
@@ -307,36 +359,6 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->seed ^ DIAG_SEED_MIX;
     return 0;
-}
-
-/* ---- the model --------------------------------------------------------------------------------- */
-
-typedef struct model_handle {
-    model_file *m;
-    npe_posterior *np;
-    nre_posterior *rp;
-    nre_sample_config sc;
-    double max_seconds;
-    size_t failed_rounds;
-} model_handle;
-
-/* n samples for x into out [n, D].  0 or -1 (reason in err). */
-static int model_sample(model_handle *h, const double *x, size_t n, rng *r, double *out, char *err, size_t err_len)
-{
-    if (h->np) {
-        npe_sample_report rep;
-        return npe_sample(h->np, x, n, r, h->max_seconds, out, &rep, err, err_len);
-    }
-    nre_sample_report rep;
-    return nre_sample(h->rp, x, n, r, &h->sc, out, &rep, err, err_len);
-}
-
-/* Unnormalised log density for one x (constants do not matter to ranks). */
-static int model_log_prob(model_handle *h, const double *theta, size_t n, const double *x, double *out, char *err,
-                          size_t err_len)
-{
-    if (h->np) return npe_log_prob(h->np, theta, n, x, 1, out, err, err_len);
-    return nre_log_prob(h->rp, theta, n, x, 1, out, err, err_len);
 }
 
 /* ---- simulating -------------------------------------------------------------------------------- */
@@ -520,6 +542,359 @@ static export_table *table_for(const name_map *nm)
     return export_table_new((const char *const *)nm->names, nm->n);
 }
 
+/* ---- the model --------------------------------------------------------------------------------- */
+
+/* What the checks and the report need to know of any model. */
+typedef struct model_desc {
+    const char *kind;         /* "NPE-MAF", "NRE", "IC", "CARL", ... */
+    int dim, context;         /* D theta columns, C x columns */
+    char **theta_names;       /* [D] column names ("mu", "theta[0]") */
+    char **x_names;           /* [C] */
+    const prior *prior;       /* NULL: the model has none (IC) */
+} model_desc;
+
+typedef enum model_family { FAM_NPE, FAM_NRE, FAM_IC, FAM_GOLD_RATIO } model_family;
+
+typedef struct model_handle {
+    model_family fam;
+    model_desc d;
+    char kind_buf[32];
+    char **own_theta, **own_x; /* IC and gold: d's names (owned) */
+    /* NPE / NRE */
+    model_file *m;
+    npe_posterior *np;
+    nre_posterior *rp;
+    nre_sample_config sc;
+    double max_seconds;
+    size_t failed_rounds;
+    /* gold ratio models: posterior ~ exp(log r^(x | theta, theta_ref)) prior(theta) */
+    gold_model *gm;
+    prior *own_prior;
+    const double *gold_xo;    /* the observation the sampler is fixed to */
+    double *gold_x;           /* [NRE_TARGET_MAX_BATCH, C] x_o repeated */
+    /* IC: importance sampling with the network's proposal through the simulators */
+    ic_net *icnet;            /* loaded, until the policy takes it */
+    policy *icp;
+    engine *e;
+    uint64_t traces;          /* IS traces per posterior */
+    uint64_t seed;            /* --seed */
+    const name_map *theta_map;
+    double *ess;              /* [cap_ess] ESS of each calibration round */
+    size_t n_ess, cap_ess;
+    double last_ess;
+    double xo_ess;            /* of the posterior at x_o (NaN: not sampled) */
+} model_handle;
+
+static void handle_free(model_handle *h)
+{
+    for (int j = 0; h->own_theta && j < h->d.dim; j++) free(h->own_theta[j]);
+    for (int j = 0; h->own_x && j < h->d.context; j++) free(h->own_x[j]);
+    free(h->own_theta);
+    free(h->own_x);
+    npe_posterior_destroy(&h->np);
+    nre_posterior_destroy(&h->rp);
+    model_file_destroy(&h->m);
+    gold_model_destroy(&h->gm);
+    prior_destroy(&h->own_prior);
+    free(h->gold_x);
+    policy_destroy(&h->icp);
+    ic_net_destroy(&h->icnet);
+    free(h->ess);
+}
+
+/* Column names of a trace entry of n values: "name", or "name[k]". */
+static int push_columns(char ***names, int *n, const char *name, size_t width)
+{
+    char **nv = realloc(*names, ((size_t)*n + width) * sizeof *nv);
+    if (!nv) return -1;
+    *names = nv;
+    for (size_t k = 0; k < width; k++) {
+        char buf[512];
+        if (width == 1) snprintf(buf, sizeof buf, "%s", name);
+        else snprintf(buf, sizeof buf, "%s[%zu]", name, k);
+        if (!(nv[*n] = strdup(buf))) return -1;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* ---- gold ratio models ---- */
+
+/* log r^(x_o | theta_i, theta_ref) for the sampler (nre_ratio_fn). */
+static void gold_ratio(void *ctx, const double *theta, int n, double *out)
+{
+    model_handle *h = ctx;
+    size_t C = (size_t)h->d.context;
+    for (int b = 0; b < n; b++) memcpy(h->gold_x + (size_t)b * C, h->gold_xo, C * sizeof *h->gold_x);
+    if (gold_model_log_r(h->gm, h->gold_x, theta, (size_t)n, out) < 0)
+        for (int b = 0; b < n; b++) out[b] = NAN;
+}
+
+/* ---- IC models ---- */
+
+/* The x columns of an IC model: its observe names, in the network's order. */
+static int ic_columns(model_handle *h)
+{
+    const ic_net *net = h->icnet;
+    int n = 0;
+    for (int j = 0; j < net->n_obs_names; j++)
+        if (push_columns(&h->own_x, &n, net->obs_names[j], (size_t)net->obs_width[j]) < 0) return -1;
+    h->d.context = n;
+    h->d.x_names = h->own_x;
+    return 0;
+}
+
+/* Importance sampling for observation x [C]: K traces with the network's
+ * proposal, every observe conditioned on x (by name), on RNG streams of
+ * their own (seed).  The theta columns of each trace into res. */
+static int ic_importance(model_handle *h, const double *x, uint64_t K, uint64_t seed, is_result *res, char *err,
+                         size_t err_len)
+{
+    const ic_net *net = policy_ic_net(h->icp);
+    observation *obs = calloc((size_t)net->n_obs_names, sizeof *obs);
+    int rc = -1;
+    if (!obs || is_result_init(res, (const char *const *)h->theta_map->names, h->theta_map->n) < 0) {
+        snprintf(err, err_len, "out of memory");
+        free(obs);
+        return -1;
+    }
+    size_t off = 0;
+    for (int j = 0; j < net->n_obs_names; j++) {
+        obs[j].name = net->obs_names[j];
+        obs[j].values = (double *)x + off;
+        obs[j].n = (size_t)net->obs_width[j];
+        off += obs[j].n;
+    }
+    if (policy_ic_set_observation(h->icp, obs, (size_t)net->n_obs_names) < 0) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    engine_set_observations(h->e, obs, (size_t)net->n_obs_names);
+    h->icp->seed = seed;
+    ordered_job job;
+    if (ordered_job_init(&job, K, 4 * engine_slots(h->e) + 64, is_result_commit, res) < 0) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    int er = engine_run(h->e, h->icp, &ordered_job_ops, &job);
+    int failed = job.failed;
+    ordered_job_free(&job);
+    if (er < 0 || failed) {
+        snprintf(err, err_len, "importance sampling through the simulators failed");
+        rc = -2;
+        goto out;
+    }
+    if (res->n_cols != (size_t)h->d.dim) {
+        snprintf(err, err_len, "the traces give %zu theta values, the first trace %d", res->n_cols, h->d.dim);
+        goto out;
+    }
+    rc = 0;
+out:
+    engine_set_observations(h->e, NULL, 0);
+    free(obs);
+    return rc;
+}
+
+/* log of a weighted Gaussian kernel density of the K weighted points th [K,
+ * D] (bandwidths bw [D]) at p [D], leaving out point `skip` (K: none). */
+static double kde_log(const double *th, const double *w, size_t K, int D, const double *bw, const double *p, size_t skip)
+{
+    double mx = -INFINITY;
+    for (size_t k = 0; k < K; k++) {
+        if (k == skip || !(w[k] > 0)) continue;
+        double q = 0;
+        for (int j = 0; j < D; j++) {
+            double z = (p[j] - th[k * (size_t)D + (size_t)j]) / bw[j];
+            q += z * z;
+        }
+        double l = log(w[k]) - 0.5 * q;
+        if (l > mx) mx = l;
+    }
+    if (!(mx > -INFINITY)) return -INFINITY;
+    double sum = 0;
+    for (size_t k = 0; k < K; k++) {
+        if (k == skip || !(w[k] > 0)) continue;
+        double q = 0;
+        for (int j = 0; j < D; j++) {
+            double z = (p[j] - th[k * (size_t)D + (size_t)j]) / bw[j];
+            q += z * z;
+        }
+        sum += exp(log(w[k]) - 0.5 * q - mx);
+    }
+    double left = skip < K ? 1.0 - w[skip] : 1.0;
+    return left > 0 ? mx + log(sum) - log(left) : -INFINITY;
+}
+
+/* The IC posterior for x: importance sampling (ic_importance), resampled
+ * systematically to n points out [n, D].  With lq: the log density of a
+ * weighted Gaussian KDE of the weighted traces at the n points (each
+ * without its own trace, so that a point and theta* are scored alike) into
+ * lq [n], and at theta_true [D] into lq[n] (see ic_posterior's README
+ * note).  *ess: the ESS of the K weights. */
+static int ic_posterior(model_handle *h, const double *x, size_t n, uint64_t seed, rng *r, double *out,
+                        const double *theta_true, double *lq, double *ess, char *err, size_t err_len)
+{
+    uint64_t K = h->traces;
+    if (!lq && K < n) K = n; /* predictive/C2ST draws: at least one trace per sample */
+    is_result res;
+    memset(&res, 0, sizeof res);
+    size_t D = (size_t)h->d.dim;
+    double *w = NULL, *bw = NULL, *cache = NULL;
+    size_t *idx = NULL;
+    int rc = -1;
+    if ((rc = ic_importance(h, x, K, seed, &res, err, err_len)) < 0) goto out;
+    rc = -1;
+    size_t N = (size_t)res.n;
+    w = malloc((N ? N : 1) * sizeof *w);
+    idx = malloc((n ? n : 1) * sizeof *idx);
+    bw = malloc(D * sizeof *bw);
+    cache = malloc((N ? N : 1) * sizeof *cache);
+    if (!w || !idx || !bw || !cache) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    /* A trace without a finite theta cannot be a posterior sample. */
+    for (size_t k = 0; k < N; k++)
+        for (size_t j = 0; j < D; j++)
+            if (!isfinite(res.vals[k * D + j])) res.lw[k] = -INFINITY;
+    if (!(stats_logsumexp(res.lw, N) > -INFINITY)) {
+        snprintf(err, err_len, "all %zu importance weights are zero", N);
+        goto out;
+    }
+    stats_normalise(res.lw, N, w);
+    *ess = stats_ess(w, N);
+    stats_resample_systematic(w, N, n, r, idx);
+    for (size_t l = 0; l < n; l++) memcpy(out + l * D, res.vals + idx[l] * D, D * sizeof *out);
+    if (lq) {
+        /* Bandwidth per dimension: Scott's rule sd (ESS)^(-1/(D+4)) with
+         * the weighted sd, ESS in place of the number of points. */
+        double f = pow(*ess, -1.0 / ((double)D + 4.0));
+        for (size_t j = 0; j < D; j++) {
+            double mu = 0, var = 0;
+            for (size_t k = 0; k < N; k++) mu += w[k] * res.vals[k * D + j];
+            for (size_t k = 0; k < N; k++) var += w[k] * pow(res.vals[k * D + j] - mu, 2);
+            double sd = sqrt(var);
+            bw[j] = sd > 0 ? sd * f : 1e-9 * (1 + fabs(mu));
+        }
+        for (size_t k = 0; k < N; k++) cache[k] = NAN;
+        for (size_t l = 0; l < n; l++) {
+            size_t k = idx[l];
+            if (isnan(cache[k])) cache[k] = kde_log(res.vals, w, N, (int)D, bw, res.vals + k * D, k);
+            lq[l] = cache[k];
+        }
+        lq[n] = kde_log(res.vals, w, N, (int)D, bw, theta_true, N);
+    }
+    rc = 0;
+out:
+    is_result_free(&res);
+    free(w);
+    free(bw);
+    free(cache);
+    free(idx);
+    return rc;
+}
+
+/* Seeds of the IS runs: one stream family per round, none shared with the
+ * test pairs (mixed differently). */
+#define IC_ROUND_MIX 0x69632d726f756e64ull /* "ic-round" */
+
+static uint64_t round_seed(uint64_t seed, uint64_t round)
+{
+    uint64_t z = (seed ^ DIAG_SEED_MIX ^ IC_ROUND_MIX) + 0x9e3779b97f4a7c15ull * (round + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* ---- any model ---- */
+
+/* n samples for x into out [n, D].  0 or -1 (reason in err).  seed: of an
+ * IC model's importance sampling. */
+static int model_sample(model_handle *h, const double *x, size_t n, uint64_t seed, rng *r, double *out, char *err,
+                        size_t err_len)
+{
+    switch (h->fam) {
+    case FAM_NPE: {
+        npe_sample_report rep;
+        return npe_sample(h->np, x, n, r, h->max_seconds, out, &rep, err, err_len);
+    }
+    case FAM_NRE: {
+        nre_sample_report rep;
+        return nre_sample(h->rp, x, n, r, &h->sc, out, &rep, err, err_len);
+    }
+    case FAM_GOLD_RATIO: {
+        for (int j = 0; j < h->d.context; j++)
+            if (!isfinite(x[j])) {
+                snprintf(err, err_len, "the observation has a NaN or infinite value");
+                return -1;
+            }
+        h->gold_xo = x;
+        nre_ratio_target t = {gold_ratio, h, h->d.prior, h->d.dim};
+        nre_sample_report rep;
+        return nre_sample_target(&t, n, r, &h->sc, out, &rep, err, err_len);
+    }
+    case FAM_IC: return ic_posterior(h, x, n, seed, r, out, NULL, NULL, &h->last_ess, err, err_len);
+    }
+    return -1;
+}
+
+/* Unnormalised log density for one x (constants do not matter to ranks);
+ * not for IC (ic_posterior's KDE). */
+static int model_log_prob(model_handle *h, const double *theta, size_t n, const double *x, double *out, char *err,
+                          size_t err_len)
+{
+    switch (h->fam) {
+    case FAM_NPE: return npe_log_prob(h->np, theta, n, x, 1, out, err, err_len);
+    case FAM_NRE: return nre_log_prob(h->rp, theta, n, x, 1, out, err, err_len);
+    case FAM_GOLD_RATIO:
+        h->gold_xo = x;
+        for (size_t i = 0; i < n; i += NRE_TARGET_MAX_BATCH) {
+            int B = (int)(n - i < NRE_TARGET_MAX_BATCH ? n - i : NRE_TARGET_MAX_BATCH);
+            gold_ratio(h, theta + i * (size_t)h->d.dim, B, out + i);
+            for (int b = 0; b < B; b++) {
+                double lp = prior_log_prob(h->d.prior, theta + (i + (size_t)b) * (size_t)h->d.dim);
+                out[i + (size_t)b] = lp > -INFINITY && isfinite(out[i + (size_t)b]) ? out[i + (size_t)b] + lp : -INFINITY;
+            }
+        }
+        return 0;
+    case FAM_IC: break;
+    }
+    snprintf(err, err_len, "no density");
+    return -1;
+}
+
+/* One calibration round for x: L samples into buf [L, D] (theta* into row
+ * L) and the log densities at them and at theta* into lq [L + 1].  0; -1
+ * when this round could not be sampled (skipped); -2 when nothing more can
+ * be (simulators gone, a model error). */
+static int model_round(model_handle *h, const double *x, const double *theta, size_t L, uint64_t round, rng *r,
+                       double *buf, double *lq, char *err, size_t err_len)
+{
+    size_t D = (size_t)h->d.dim;
+    if (h->fam == FAM_IC) {
+        double ess = 0;
+        int rc = ic_posterior(h, x, L, round_seed(h->seed, round), r, buf, theta, lq, &ess, err, err_len);
+        if (rc < 0) return rc;
+        h->last_ess = ess;
+        if (h->n_ess == h->cap_ess) {
+            size_t cap = h->cap_ess ? 2 * h->cap_ess : 256;
+            double *ne = realloc(h->ess, cap * sizeof *ne);
+            if (!ne) {
+                snprintf(err, err_len, "out of memory");
+                return -1;
+            }
+            h->ess = ne;
+            h->cap_ess = cap;
+        }
+        h->ess[h->n_ess++] = ess;
+        memcpy(buf + L * D, theta, D * sizeof *buf);
+        return 0;
+    }
+    if (model_sample(h, x, L, 0, r, buf, err, err_len) < 0) return -1;
+    memcpy(buf + L * D, theta, D * sizeof *buf);
+    return model_log_prob(h, buf, L + 1, x, lq, err, err_len) < 0 ? -2 : 0;
+}
+
 /* ---- output helpers ---------------------------------------------------------------------------- */
 
 static void json_num(FILE *f, double v)
@@ -616,18 +991,75 @@ typedef struct run_info {
     double seconds, cpu; /* wall and process CPU time of the rounds */
 } run_info;
 
-static void print_summary(FILE *f, const diag_opts *o, const model_file *m, const run_info *ri, const diag_report *rep,
+/* ESS summary of the IC rounds: min, median, mean. */
+static void ess_summary(const model_handle *h, double *mn, double *med, double *mean)
+{
+    *mn = *med = *mean = NAN;
+    size_t n = h->n_ess;
+    double *v = n ? malloc(n * sizeof *v) : NULL;
+    if (!v) return;
+    memcpy(v, h->ess, n * sizeof *v);
+    for (size_t i = 1; i < n; i++) /* insertion sort: a few thousand rounds at most */
+        for (size_t k = i; k > 0 && v[k - 1] > v[k]; k--) {
+            double t = v[k];
+            v[k] = v[k - 1];
+            v[k - 1] = t;
+        }
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += v[i];
+    *mn = v[0];
+    *med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    *mean = sum / (double)n;
+    free(v);
+}
+
+/* How the model's posterior samples and densities are obtained (summary and report). */
+static const char *posterior_method(const model_handle *h)
+{
+    switch (h->fam) {
+    case FAM_NPE: return "flow samples";
+    case FAM_NRE:
+    case FAM_GOLD_RATIO:
+        return h->sc.method == NRE_SAMPLE_SIR ? "sir (importance resampling from the prior)"
+               : h->sc.method == NRE_SAMPLE_SLICE ? "slice sampling" : "random-walk MH";
+    case FAM_IC: return "importance sampling with the IC proposal through the simulators, systematic resampling";
+    }
+    return "?";
+}
+
+static const char *density_method(const model_handle *h)
+{
+    switch (h->fam) {
+    case FAM_NPE: return "flow log density";
+    case FAM_NRE: return "classifier log ratio + log prior";
+    case FAM_GOLD_RATIO: return "log r^(x | theta, theta_ref) + log prior";
+    case FAM_IC: return "weighted Gaussian KDE of the IS traces (Scott bandwidth with the ESS; each sample without its own trace)";
+    }
+    return "?";
+}
+
+static void print_summary(FILE *f, const diag_opts *o, const model_desc *m, const run_info *ri, const diag_report *rep,
                           const model_handle *h, const ppc_result *ppc, const c2st_result *cs, int *n_fail)
 {
     int fails = 0;
-    fprintf(f, "ppxd diagnose: %s (%s, theta %d, x %d)\n", o->model, model_kind_name(m->kind), m->dim, m->context);
+    fprintf(f, "ppxd diagnose: %s (%s, theta %d, x %d)\n", o->model, m->kind, m->dim, m->context);
     if (rep) {
         fprintf(f, "%zu rounds x %zu posterior samples (%s) in %.1f s, %.1f s CPU (%.1f ms CPU per round)\n",
                 ri->rounds, (size_t)o->L, ri->source, ri->seconds, ri->cpu,
                 1e3 * ri->cpu / (double)(ri->rounds ? ri->rounds : 1));
         if (h->failed_rounds)
-            fprintf(f, "  %zu rounds failed to sample and were left out (time bound: prior-support acceptance ~0)\n",
-                    h->failed_rounds);
+            fprintf(f, "  %zu rounds failed to sample and were left out (%s)\n", h->failed_rounds,
+                    h->fam == FAM_IC ? "every importance weight zero" : "time bound: prior-support acceptance ~0");
+        if (h->fam == FAM_IC) {
+            double mn, med, mean;
+            ess_summary(h, &mn, &med, &mean);
+            fprintf(f, "IC posterior: %llu importance-sampling traces per round, ESS min %.1f, median %.1f, mean %.1f "
+                    "(ess.npy); HPD regions from a kernel density of the weighted traces\n",
+                    (unsigned long long)h->traces, mn, med, mean);
+            if (med < 0.02 * (double)h->traces || med < 30)
+                fprintf(f, "  warning: a median ESS of %.1f: the posterior samples repeat few traces, the checks see "
+                        "the importance sampler's error as well as the proposal's (raise --traces)\n", med);
+        }
     }
     fprintf(f, "%-20s %-14s %s\n", "check", "verdict", "detail");
     if (rep) {
@@ -654,6 +1086,8 @@ static void print_summary(FILE *f, const diag_opts *o, const model_file *m, cons
                     cv[k]->ks_p);
         }
     }
+    if (h->fam == FAM_IC && isfinite(h->xo_ess))
+        fprintf(f, "IC posterior at x_o: ESS %.1f (importance sampling for the predictive check and C2ST)\n", h->xo_ess);
     if (ppc && ppc->done) {
         for (int j = 0; j < m->context; j++) {
             char name[64];
@@ -678,7 +1112,7 @@ static void print_summary(FILE *f, const diag_opts *o, const model_file *m, cons
     *n_fail = fails;
 }
 
-static int write_report(const diag_opts *o, const model_file *m, const run_info *ri, const diag_report *rep,
+static int write_report(const diag_opts *o, const model_desc *m, const run_info *ri, const diag_report *rep,
                         const model_handle *h, const ppc_result *ppc, const c2st_result *cs)
 {
     char *p = path_in(o->out, "report.json");
@@ -690,7 +1124,7 @@ static int write_report(const diag_opts *o, const model_file *m, const run_info 
     }
     fputs("{\n  \"format\": \"ppxd-diagnose/1\",\n  \"model\": {\"path\": ", f);
     json_str(f, o->model);
-    fprintf(f, ", \"kind\": \"%s\", \"dim\": %d, \"context\": %d, \"theta_names\": [", model_kind_name(m->kind), m->dim,
+    fprintf(f, ", \"kind\": \"%s\", \"dim\": %d, \"context\": %d, \"theta_names\": [", m->kind, m->dim,
             m->context);
     for (int j = 0; j < m->dim; j++) {
         if (j) fputs(", ", f);
@@ -706,6 +1140,27 @@ static int write_report(const diag_opts *o, const model_file *m, const run_info 
         fprintf(f, "  \"test\": {\"source\": \"%s\", \"rounds\": %zu, \"failed_rounds\": %zu, \"posterior_samples\": %zu, "
                 "\"seconds\": %.3f, \"cpu_seconds\": %.3f},\n", ri->source, rep->n_rounds, h->failed_rounds, rep->L,
                 ri->seconds, ri->cpu);
+        fputs("  \"posterior\": {\"samples\": ", f);
+        json_str(f, posterior_method(h));
+        fputs(", \"density\": ", f);
+        json_str(f, density_method(h));
+        if (h->fam == FAM_IC) {
+            double mn, med, mean;
+            ess_summary(h, &mn, &med, &mean);
+            fprintf(f, ", \"traces_per_round\": %llu, \"ess\": {\"min\": ", (unsigned long long)h->traces);
+            json_num(f, mn);
+            fputs(", \"median\": ", f);
+            json_num(f, med);
+            fputs(", \"mean\": ", f);
+            json_num(f, mean);
+            fputs(", \"per_round\": [", f);
+            for (size_t i = 0; i < h->n_ess; i++) {
+                if (i) fputs(", ", f);
+                json_num(f, h->ess[i]);
+            }
+            fputs("]}", f);
+        }
+        fputs("},\n", f);
         fprintf(f, "  \"sbc\": {\"verdict\": \"%s\", \"bins\": %d, \"L\": %zu, \"dims\": [\n",
                 diag_verdict_name(rep->sbc_verdict), rep->bins, rep->L);
         for (int j = 0; j < m->dim; j++) {
@@ -733,8 +1188,13 @@ static int write_report(const diag_opts *o, const model_file *m, const run_info 
         fputs("  \"test\": null,\n  \"sbc\": null,\n  \"coverage\": null,\n  \"tarp\": null,\n", f);
     }
     if (ppc && ppc->done) {
-        fprintf(f, "  \"ppc\": {\"verdict\": \"%s\", \"simulations\": %zu, \"dims\": [\n", diag_verdict_name(ppc->verdict),
-                ppc->M);
+        fprintf(f, "  \"ppc\": {\"verdict\": \"%s\", \"simulations\": %zu, ", diag_verdict_name(ppc->verdict), ppc->M);
+        if (h->fam == FAM_IC) {
+            fputs("\"ess\": ", f);
+            json_num(f, h->xo_ess);
+            fputs(", ", f);
+        }
+        fputs("\"dims\": [\n", f);
         for (int j = 0; j < m->context; j++) {
             const diag_ppc_dim *d = &ppc->dims[j];
             fputs("    {\"name\": ", f);
@@ -861,7 +1321,7 @@ out:
 }
 
 /* The observation x_o [C] from --obs (V,V,... or NAME=V,...) or --obs-file. */
-static double *read_obs(const diag_opts *o, const model_file *m)
+static double *read_obs(const diag_opts *o, const model_desc *m)
 {
     size_t C = (size_t)m->context;
     char err[400];
@@ -945,7 +1405,7 @@ static double now_s(void)
 static int run_calibration(const diag_opts *o, model_handle *h, const double *theta, const double *x, size_t n,
                            diag_calib **out, double *seconds, double *cpu)
 {
-    const model_file *m = h->m;
+    const model_desc *m = &h->d;
     size_t D = (size_t)m->dim, C = (size_t)m->context, L = (size_t)o->L;
     /* TARP's box: the range of the test thetas. */
     double *lo = malloc(D * sizeof *lo), *hi = malloc(D * sizeof *hi);
@@ -974,14 +1434,18 @@ static int run_calibration(const diag_opts *o, model_handle *h, const double *th
             break;
         }
         const double *th = theta + i * D, *xi = x + i * C;
-        if (model_sample(h, xi, L, &r, buf, err, sizeof err) < 0) {
-            if (h->failed_rounds++ < 3) fprintf(stderr, "ppxd: round %zu: sampling failed: %s\n", i, err);
-            continue;
+        int mr = model_round(h, xi, th, L, i, &r, buf, lq, err, sizeof err);
+        if (mr == -2 && g_stop) {
+            fprintf(stderr, "ppxd: interrupted after %zu rounds\n", i);
+            break;
         }
-        memcpy(buf + L * D, th, D * sizeof *buf);
-        if (model_log_prob(h, buf, L + 1, xi, lq, err, sizeof err) < 0) {
+        if (mr == -2) {
             fprintf(stderr, "ppxd: round %zu: %s\n", i, err);
             goto out;
+        }
+        if (mr < 0) {
+            if (h->failed_rounds++ < 3) fprintf(stderr, "ppxd: round %zu: sampling failed: %s\n", i, err);
+            continue;
         }
         if (diag_calib_add(c, th, buf, &lq[L], lq) < 0) {
             fprintf(stderr, "ppxd: round %zu: NaN in the samples or densities\n", i);
@@ -989,8 +1453,11 @@ static int run_calibration(const diag_opts *o, model_handle *h, const double *th
         }
         double t = now_s();
         if (!o->quiet && t - last >= 1.0) {
-            fprintf(stderr, "diagnose: %zu / %zu rounds, %.1f s, ~%.0f s to go\n", i + 1, n, t - t0,
-                    (t - t0) / (double)(i + 1) * (double)(n - i - 1));
+            char essb[64] = "";
+            if (h->fam == FAM_IC) snprintf(essb, sizeof essb, ", ESS %.0f of %llu", h->last_ess,
+                                           (unsigned long long)h->traces);
+            fprintf(stderr, "diagnose: %zu / %zu rounds, %.1f s, ~%.0f s to go%s\n", i + 1, n, t - t0,
+                    (t - t0) / (double)(i + 1) * (double)(n - i - 1), essb);
             last = t;
         }
     }
@@ -1011,6 +1478,222 @@ out:
     return rc;
 }
 
+/* Load the model at o->model into h: the kind from the file, its sampler,
+ * what it names.  An IC model's policy and theta, and a gold model's prior
+ * when --prior is not given, come from the simulators (model_finish).
+ * 0; 1 a run-time failure, 2 a usage error (reported). */
+static int model_open(model_handle *h, const diag_opts *o)
+{
+    char err[600];
+    h->max_seconds = o->max_seconds;
+    h->sc = nre_sample_defaults();
+    if (o->method >= 0) h->sc.method = (nre_sample_method)o->method;
+    if (o->oversample) h->sc.oversample = o->oversample;
+    h->sc.max_seconds = o->max_seconds;
+    h->seed = o->seed;
+    h->traces = o->traces ? o->traces : 1000;
+    if (gold_model_file_is(o->model)) {
+        if (!(h->gm = gold_model_load(o->model, err, sizeof err))) {
+            fprintf(stderr, "ppxd: %s\n", err);
+            return 1;
+        }
+        switch (h->gm->method) {
+        case GOLD_CARL:
+        case GOLD_ROLR:
+        case GOLD_RASCAL:
+        case GOLD_CASCAL:
+        case GOLD_ALICE:
+        case GOLD_ALICES: h->fam = FAM_GOLD_RATIO; break;
+        case GOLD_SALLY:
+            fprintf(stderr, "ppxd: %s is a SALLY model: it estimates the score t(x) = grad_theta log p(x | theta) at "
+                    "one reference theta, not a posterior, so there is nothing to calibrate.  diagnose takes the gold "
+                    "ratio models (ppxd train carl|rolr|rascal|cascal|alice|alices)\n", o->model);
+            return 2;
+        /* TODO(NDE/SCANDAL, model_open): a flow-based gold model (a conditional density p^(x | theta) stored with
+         * its model kind in the .ppxr) is a case here: set h->fam to a new FAM_GOLD_FLOW, and give model_sample
+         * and model_log_prob its case, log p(theta | x) = log p^(x | theta) + log prior(theta) up to a
+         * constant, sampled by nre_sample_target with that log density as its "ratio" (everything else, the
+         * prior included, is as for the ratio models). */
+        default:
+            fprintf(stderr, "ppxd: %s: a gold model of a kind diagnose does not know (%d)\n", o->model,
+                    (int)h->gm->method);
+            return 2;
+        }
+        const char *mn = gold_method_name(h->gm->method);
+        size_t k = 0;
+        for (; mn[k] && k + 1 < sizeof h->kind_buf; k++) h->kind_buf[k] = (char)toupper((unsigned char)mn[k]);
+        h->kind_buf[k] = 0;
+        h->d.kind = h->kind_buf;
+        h->d.dim = h->gm->D;
+        h->d.context = h->gm->C;
+        h->d.theta_names = h->gm->theta_names;
+        h->d.x_names = h->gm->x_names;
+        if (!(h->gold_x = malloc((size_t)NRE_TARGET_MAX_BATCH * (size_t)h->gm->C * sizeof *h->gold_x))) {
+            fprintf(stderr, "ppxd: out of memory\n");
+            return 1;
+        }
+        if (o->n_priors) {
+            if (!(h->own_prior = prior_parse(o->priors, o->n_priors, err, sizeof err))) {
+                fprintf(stderr, "ppxd: --prior: %s\n", err);
+                return 2;
+            }
+            if (h->own_prior->dim != h->d.dim) {
+                fprintf(stderr, "ppxd: --prior has %d dimension%s; the model's theta has %d\n", h->own_prior->dim,
+                        h->own_prior->dim == 1 ? "" : "s", h->d.dim);
+                return 2;
+            }
+            h->d.prior = h->own_prior;
+        } else if (!o->live) {
+            return usage_error("a gold model stores no prior: give --prior SPEC, or simulators to read it from", NULL);
+        }
+        return 0;
+    }
+    if ((h->m = model_file_load(o->model, err, sizeof err))) {
+        model_file *m = h->m;
+        h->fam = m->kind == MODEL_NRE ? FAM_NRE : FAM_NPE;
+        if (h->fam == FAM_NRE) h->rp = nre_posterior_from_model(m, err, sizeof err);
+        else h->np = npe_posterior_from_model(m, err, sizeof err);
+        if (!h->np && !h->rp) {
+            fprintf(stderr, "ppxd: %s: %s\n", o->model, err);
+            return 1;
+        }
+        h->d = (model_desc){model_kind_name(m->kind), m->dim, m->context, m->theta_names, m->x_names, m->prior};
+        return 0;
+    }
+    char err2[600];
+    ic_net *net = ic_net_load(o->model, err2, sizeof err2);
+    if (!net) {
+        fprintf(stderr, "ppxd: %s\n", err); /* model_file_load's words: the file is neither kind */
+        return 1;
+    }
+    h->fam = FAM_IC;
+    h->d.kind = "IC";
+    if (!o->live) {
+        ic_net_destroy(&net);
+        return usage_error("an IC model's posterior is importance sampling through the simulators: give "
+                           ENGINE_SIM_OPTIONS_SHORT, NULL);
+    }
+    /* The policy (model_finish, once the engine's slot count is known) takes the net. */
+    h->icnet = net;
+    if (ic_columns(h) < 0) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int probe_commit(void *ctx, uint64_t index, const trace *t)
+{
+    (void)index;
+    return trace_copy(ctx, t) < 0 ? -1 : 0;
+}
+
+/* One trace from the prior (every Observe drawn), on a stream of its own. */
+static trace *probe_trace(engine *e, uint64_t seed)
+{
+    trace *t = trace_new();
+    policy *p = policy_prior_new(engine_slots(e), seed ^ DIAG_SEED_MIX ^ 0x70726f6265ull);
+    ordered_job job;
+    int ok = t && p && ordered_job_init(&job, 1, 1, probe_commit, t) == 0;
+    if (ok) {
+        ok = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed;
+        ordered_job_free(&job);
+    }
+    policy_destroy(&p);
+    if (!ok) {
+        fprintf(stderr, "ppxd: the first trace from the simulators failed\n");
+        trace_destroy(&t);
+    }
+    return t;
+}
+
+/* With the simulators running: an IC model's policy (one slot per session)
+ * and theta columns; a gold model's prior from the first trace.  0 or 1/2
+ * as model_open. */
+static int model_finish(model_handle *h, const diag_opts *o, engine *e)
+{
+    if (h->fam != FAM_IC && !(h->fam == FAM_GOLD_RATIO && !h->d.prior)) return 0;
+    trace *t = probe_trace(e, o->seed);
+    if (!t) return 1;
+    int rc = 1;
+    char err[600];
+    if (h->fam == FAM_GOLD_RATIO) {
+        if (!(h->own_prior = train_prior_from_trace(t, (const char *const *)h->d.theta_names, (size_t)h->d.dim, err,
+                                                   sizeof err))) {
+            fprintf(stderr, "ppxd: the gold model's prior from the simulator's first trace: %s (give --prior SPEC)\n",
+                    err);
+            rc = 2;
+            goto out;
+        }
+        h->d.prior = h->own_prior;
+        if (!o->quiet) {
+            char pb[256];
+            prior_format(h->own_prior, pb, sizeof pb);
+            fprintf(stderr, "ppxd diagnose: prior from the simulator's first trace: %s\n", pb);
+        }
+        rc = 0;
+        goto out;
+    }
+    /* IC: the policy, one slot per session (it takes the net). */
+    h->icp = policy_ic_new(h->icnet, engine_slots(e), o->seed, NULL, 0);
+    h->icnet = NULL;
+    if (!h->icp) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        goto out;
+    }
+    const ic_net *cnet = policy_ic_net(h->icp);
+    const char **names = NULL;
+    size_t n_names = 0;
+    if (o->n_theta) {
+        names = malloc(o->n_theta * sizeof *names);
+        if (!names) goto out;
+        memcpy(names, o->theta, o->n_theta * sizeof *names);
+        n_names = o->n_theta;
+    } else {
+        for (size_t i = 0; i < t->n_entries; i++) {
+            const trace_entry *en = &t->entries[i];
+            if (en->kind != TRACE_SAMPLE || en->observed != TRACE_LATENT || !en->name[0]) continue;
+            int dup = 0;
+            for (size_t k = 0; k < n_names && !dup; k++) dup = strcmp(names[k], en->name) == 0;
+            for (int k = 0; k < cnet->n_obs_names && !dup; k++) dup = strcmp(cnet->obs_names[k], en->name) == 0;
+            if (dup) continue;
+            if (args_push(&names, &n_names, en->name) < 0) goto out;
+        }
+        if (!n_names) {
+            fprintf(stderr, "ppxd: the simulator's first trace has no named latent Sample to check: give --theta NAME\n");
+            rc = 2;
+            goto out;
+        }
+    }
+    int D = 0;
+    for (size_t i = 0; i < n_names; i++) {
+        const trace_entry *en = trace_find_name(t, names[i]);
+        if (!en || en->kind != TRACE_SAMPLE || en->observed != TRACE_LATENT) {
+            fprintf(stderr, "ppxd: theta '%s' is %s in the simulator's first trace: theta must be latent Samples\n",
+                    names[i], !en ? "missing" : en->kind == TRACE_SAMPLE ? "observed" : "not a Sample");
+            rc = 2;
+            free(names);
+            goto out;
+        }
+        if (push_columns(&h->own_theta, &D, names[i], en->value.len) < 0) {
+            free(names);
+            goto out;
+        }
+    }
+    free(names);
+    h->d.dim = D;
+    h->d.theta_names = h->own_theta;
+    if (!o->quiet && !o->n_theta) {
+        fprintf(stderr, "ppxd diagnose: theta (the named latent Samples of the first trace):");
+        for (int j = 0; j < D; j++) fprintf(stderr, " %s", h->own_theta[j]);
+        fputc('\n', stderr);
+    }
+    rc = 0;
+out:
+    trace_destroy(&t);
+    return rc;
+}
+
 int ppxd_diagnose_main(int argc, char **argv)
 {
     diag_opts o;
@@ -1023,6 +1706,7 @@ int ppxd_diagnose_main(int argc, char **argv)
     int rc = parse_diagnose(&o, argc, argv);
     model_handle h;
     memset(&h, 0, sizeof h);
+    h.xo_ess = NAN;
     name_map theta_map, x_map;
     memset(&theta_map, 0, sizeof theta_map);
     memset(&x_map, 0, sizeof x_map);
@@ -1043,26 +1727,34 @@ int ppxd_diagnose_main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     nn_set_threads(o.threads ? o.threads : 1);
     char err[600];
-    if (!(h.m = model_file_load(o.model, err, sizeof err))) {
-        fprintf(stderr, "ppxd: %s\n", err);
+    if ((rc = model_open(&h, &o)) != 0) goto done;
+    rc = 1;
+    if (o.method >= 0 && (h.fam == FAM_NPE || h.fam == FAM_IC)) {
+        rc = usage_error(h.fam == FAM_NPE ? "--method is for NRE and gold models (an NPE model samples its flow directly)"
+                                          : "--method is for NRE and gold models (an IC model importance-samples)", NULL);
         goto done;
     }
-    model_file *m = h.m;
-    h.max_seconds = o.max_seconds;
-    h.sc = nre_sample_defaults();
-    if (o.method >= 0) h.sc.method = (nre_sample_method)o.method;
-    if (o.oversample) h.sc.oversample = o.oversample;
-    h.sc.max_seconds = o.max_seconds;
-    if (m->kind == MODEL_NRE) h.rp = nre_posterior_from_model(m, err, sizeof err);
-    else h.np = npe_posterior_from_model(m, err, sizeof err);
-    if (!h.np && !h.rp) {
-        fprintf(stderr, "ppxd: %s: %s\n", o.model, err);
+    if (h.fam != FAM_IC && (o.n_theta || o.traces)) {
+        rc = usage_error(o.n_theta ? "--theta is for IC models (this model names its theta)"
+                                   : "--traces is for IC models (this model samples without simulators)", NULL);
         goto done;
     }
-    if (o.method >= 0 && h.np) {
-        rc = usage_error("--method is for NRE models (an NPE model samples its flow directly)", NULL);
+    if (h.fam != FAM_GOLD_RATIO && o.n_priors) {
+        rc = usage_error("--prior is for gold models (this model stores its prior)", NULL);
         goto done;
     }
+    if (h.fam != FAM_IC && o.data_theta && o.live && !o.n_obs && !o.obs_file) {
+        rc = usage_error("with --data, simulators are only used for the predictive check: give --obs too", NULL);
+        goto done;
+    }
+    if (o.live) {
+        if (!(e = engine_new(&o.ecfg))) goto done;
+        g_engine = e;
+        h.e = e;
+        if ((rc = model_finish(&h, &o, e)) != 0) goto done;
+        rc = 1;
+    }
+    const model_desc *m = &h.d;
     size_t D = (size_t)m->dim, C = (size_t)m->context, n = 0;
     if ((o.n_obs || o.obs_file) && !(xo = read_obs(&o, m))) {
         rc = 2;
@@ -1106,6 +1798,7 @@ int ppxd_diagnose_main(int argc, char **argv)
         fprintf(stderr, "ppxd: out of memory\n");
         goto done;
     }
+    h.theta_map = &theta_map;
     run_info ri = {NULL, 0, 0, 0};
     /* ---- test pairs ---- */
     if (o.data_theta) {
@@ -1124,10 +1817,6 @@ int ppxd_diagnose_main(int argc, char **argv)
         }
         if (o.n && o.n < n) n = (size_t)o.n;
         ri.source = "files";
-    }
-    if (o.live) {
-        if (!(e = engine_new(&o.ecfg))) goto done;
-        g_engine = e;
     }
     if (o.live && !o.data_theta && o.n) {
         collect_ctx cc = {table_for(&theta_map), table_for(&x_map), D, C, 0};
@@ -1171,7 +1860,7 @@ int ppxd_diagnose_main(int argc, char **argv)
         n = k;
         /* SBC assumes theta* ~ the model's prior: say so when it cannot be. */
         size_t outside = 0;
-        for (size_t i = 0; i < n; i++) outside += !prior_in_support(m->prior, theta + i * D);
+        for (size_t i = 0; m->prior && i < n; i++) outside += !prior_in_support(m->prior, theta + i * D);
         if (outside) {
             char pb[256];
             prior_format(m->prior, pb, sizeof pb);
@@ -1187,8 +1876,16 @@ int ppxd_diagnose_main(int argc, char **argv)
             goto done;
         if (!o.quiet)
             fprintf(stderr, "ppxd diagnose: %zu rounds of %llu posterior samples\n", n, (unsigned long long)o.L);
+        if (h.fam == FAM_IC) {
+            if (!o.quiet)
+                fprintf(stderr, "ppxd diagnose: IC: each round importance-samples %llu traces with the proposal "
+                        "(%llu simulations in all)\n", (unsigned long long)h.traces,
+                        (unsigned long long)(h.traces * n));
+            engine_set_progress(e, 0); /* short runs, one per round: the rounds report progress */
+        }
         if (run_calibration(&o, &h, theta, x, n, &calib, &ri.seconds, &ri.cpu) < 0) goto done;
         ri.rounds = calib->n;
+        if (h.fam == FAM_IC && write_npy_in(o.out, "ess.npy", h.ess, h.n_ess, 1) < 0) goto done;
         if (diag_calib_report(calib, o.bins, NULL, 0, o.alpha, &rep) < 0) {
             fprintf(stderr, "ppxd: out of memory\n");
             goto done;
@@ -1203,9 +1900,14 @@ int ppxd_diagnose_main(int argc, char **argv)
         ppc_theta = malloc(M * D * sizeof *ppc_theta);
         rng r;
         rng_seed(&r, o.seed ^ DIAG_SEED_MIX, 0x707063ull);
-        if (!ppc_theta || model_sample(&h, xo, M, &r, ppc_theta, err, sizeof err) < 0) {
+        if (!ppc_theta || model_sample(&h, xo, M, round_seed(o.seed, UINT64_MAX - 1), &r, ppc_theta, err, sizeof err) < 0) {
             fprintf(stderr, "ppxd: sampling the posterior at x_o: %s\n", ppc_theta ? err : "out of memory");
             goto done;
+        }
+        if (h.fam == FAM_IC) {
+            h.xo_ess = h.last_ess;
+            if (!o.quiet) fprintf(stderr, "ppxd diagnose: IC posterior at x_o: ESS %.1f of %llu traces\n", h.xo_ess,
+                                  (unsigned long long)(h.traces > M ? h.traces : M));
         }
         if (write_npy_in(o.out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
             (truth && write_npy_in(o.out, "truth.npy", truth, 1, D) < 0))
@@ -1294,9 +1996,10 @@ done:
     free(truth);
     name_map_free(&theta_map);
     name_map_free(&x_map);
-    npe_posterior_destroy(&h.np);
-    nre_posterior_destroy(&h.rp);
-    model_file_destroy(&h.m);
+    handle_free(&h);
+    for (size_t i = 0; i < o.n_theta; i++) free((char *)o.theta[i]);
+    free(o.theta);
+    free(o.priors);
     for (size_t i = 0; i < o.n_fix; i++) {
         free((char *)o.fix[i].name);
         free((double *)o.fix[i].values);

@@ -1,5 +1,6 @@
 /* diagnose.h — the `ppxd diagnose` sub-command: calibration checks of a
- * trained amortized posterior (.ppxm, NPE or NRE) — simulation-based
+ * trained posterior (.ppxm NPE, NRE or IC; .ppxr gold ratio models: CARL,
+ * ROLR, RASCAL, CASCAL, ALICE, ALICES) — simulation-based
  * calibration, expected coverage of highest-density regions, TARP, a
  * posterior predictive check through the simulators and C2ST against
  * reference samples — written as a JSON report, .npy/CSV arrays and a

@@ -579,6 +579,14 @@ size_t engine_slots(const engine *e) { return e->n_sess; }
 const engine_stats *engine_get_stats(const engine *e) { return &e->stats; }
 void engine_request_stop(engine *e) { e->stop = 1; }
 
+void engine_set_observations(engine *e, const observation *obs, size_t n_obs)
+{
+    e->cfg.obs = obs;
+    e->cfg.n_obs = n_obs;
+}
+
+void engine_set_progress(engine *e, int on) { e->cfg.progress = on; }
+
 void engine_print_stats(const engine *e, void *file)
 {
     FILE *f = file;

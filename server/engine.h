@@ -198,5 +198,11 @@ const engine_stats *engine_get_stats(const engine *e);
 void engine_print_stats(const engine *e, void *file);
 /* Stop (SIGINT/SIGTERM): engine_run returns -1 at its next turn. */
 void engine_request_stop(engine *e);
+/* Between runs: replace the Observe values (borrowed until the next call or
+ * engine_destroy), e.g. to condition each run on another observation
+ * (ppxd diagnose of an IC model). */
+void engine_set_observations(engine *e, const observation *obs, size_t n_obs);
+/* Between runs: the once-a-second progress lines on or off. */
+void engine_set_progress(engine *e, int on);
 
 #endif

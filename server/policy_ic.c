@@ -133,6 +133,42 @@ static void icp_destroy(policy *p)
 
 static const policy_ops ic_ops = {icp_begin, icp_answer, NULL, icp_destroy};
 
+/* obs_emb from the observation (by the model's observe names); with warn,
+ * names the model embeds that are missing or of another width are reported. */
+static int embed_observation(ic_policy *ip, const observation *obs, size_t n_obs, int warn)
+{
+    ic_net *net = ip->net;
+    float *ov = calloc((size_t)net->cfg.obs_dim, sizeof *ov);
+    const char **names = calloc(n_obs ? n_obs : 1, sizeof *names);
+    const double **vals = calloc(n_obs ? n_obs : 1, sizeof *vals);
+    size_t *counts = calloc(n_obs ? n_obs : 1, sizeof *counts);
+    int ok = ov && names && vals && counts;
+    if (ok) {
+        for (size_t i = 0; i < n_obs; i++) {
+            names[i] = obs[i].name;
+            vals[i] = obs[i].values;
+            counts[i] = obs[i].n;
+        }
+        ic_net_obs_vector(net, names, vals, counts, n_obs, ov);
+        for (int j = 0; warn && j < net->n_obs_names; j++) {
+            size_t q = 0;
+            while (q < n_obs && strcmp(obs[q].name, net->obs_names[j]) != 0) q++;
+            if (q == n_obs)
+                fprintf(stderr, "ppxd: warning: the IC model embeds observe '%s', not given with --observe: it sees "
+                                "its training mean\n", net->obs_names[j]);
+            else if (obs[q].n != (size_t)net->obs_width[j])
+                fprintf(stderr, "ppxd: warning: observe '%s' has %zu values, the IC model was trained with %d: it "
+                                "sees the training mean\n", net->obs_names[j], obs[q].n, net->obs_width[j]);
+        }
+        ic_net_embed_obs(net, ov, ip->obs_emb);
+    }
+    free(ov);
+    free(names);
+    free(vals);
+    free(counts);
+    return ok ? 0 : -1;
+}
+
 policy *policy_ic_new(ic_net *net, size_t n_slots, uint64_t seed, const observation *obs, size_t n_obs)
 {
     if (!net) return NULL;
@@ -151,41 +187,21 @@ policy *policy_ic_new(ic_net *net, size_t n_slots, uint64_t seed, const observat
     ip->q = calloc(ns, sizeof *ip->q);
     ip->q_req = calloc(ns, sizeof *ip->q_req);
     ip->obs_emb = calloc((size_t)net->cfg.obs_emb, sizeof *ip->obs_emb);
-    float *ov = calloc((size_t)net->cfg.obs_dim, sizeof *ov);
-    const char **names = calloc(n_obs ? n_obs : 1, sizeof *names);
-    const double **vals = calloc(n_obs ? n_obs : 1, sizeof *vals);
-    size_t *counts = calloc(n_obs ? n_obs : 1, sizeof *counts);
-    int ok = ip->slots && ip->q && ip->q_req && ip->obs_emb && ov && names && vals && counts;
+    int ok = ip->slots && ip->q && ip->q_req && ip->obs_emb;
     for (size_t i = 0; ok && i < ns; i++) ok = ic_state_init(net, &ip->slots[i].st) == 0;
-    if (ok) {
-        for (size_t i = 0; i < n_obs; i++) {
-            names[i] = obs[i].name;
-            vals[i] = obs[i].values;
-            counts[i] = obs[i].n;
-        }
-        ic_net_obs_vector(net, names, vals, counts, n_obs, ov);
-        for (int j = 0; j < net->n_obs_names; j++) {
-            size_t q = 0;
-            while (q < n_obs && strcmp(obs[q].name, net->obs_names[j]) != 0) q++;
-            if (q == n_obs)
-                fprintf(stderr, "ppxd: warning: the IC model embeds observe '%s', not given with --observe: it sees "
-                                "its training mean\n", net->obs_names[j]);
-            else if (obs[q].n != (size_t)net->obs_width[j])
-                fprintf(stderr, "ppxd: warning: observe '%s' has %zu values, the IC model was trained with %d: it "
-                                "sees the training mean\n", net->obs_names[j], obs[q].n, net->obs_width[j]);
-        }
-        ic_net_embed_obs(net, ov, ip->obs_emb);
-    }
-    free(ov);
-    free(names);
-    free(vals);
-    free(counts);
-    if (!ok) {
+    if (!ok || embed_observation(ip, obs, n_obs, n_obs > 0) < 0) {
         icp_destroy(&ip->base);
         return NULL;
     }
     return &ip->base;
 }
+
+int policy_ic_set_observation(policy *p, const observation *obs, size_t n_obs)
+{
+    return embed_observation((ic_policy *)p, obs, n_obs, 0);
+}
+
+const ic_net *policy_ic_net(const policy *p) { return ((const ic_policy *)p)->net; }
 
 policy *policy_ic_open(const char *model_path, size_t n_slots, uint64_t seed, const observation *obs, size_t n_obs)
 {

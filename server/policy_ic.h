@@ -40,6 +40,13 @@ typedef struct policy_ic_stats {
     uint64_t batches;         /* network batches */
 } policy_ic_stats;
 
+/* Condition the following traces on another observation (between engine
+ * runs: traces in flight would mix the two); names as for policy_ic_new,
+ * without the warnings.  0 or -1 (out of memory). */
+int policy_ic_set_observation(policy *p, const observation *obs, size_t n_obs);
+/* The network (owned by the policy): its observe names and widths. */
+const ic_net *policy_ic_net(const policy *p);
+
 policy_ic_stats policy_ic_get_stats(const policy *p);
 /* One line of counts to f. */
 void policy_ic_report(const policy *p, FILE *f);

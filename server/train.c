@@ -458,22 +458,28 @@ static void list_names(const trace *t)
     fprintf(stderr, shown ? "\n" : " none\n");
 }
 
-/* The prior of the theta columns from the first trace's Sample entries. */
-static prior *prior_from_trace(const trace *t, const strlist *names, char *err, size_t err_len)
+prior *train_prior_from_trace(const trace *t, const char *const *names, size_t n_names, char *err, size_t err_len)
 {
     size_t cols = 0;
-    for (size_t i = 0; i < names->n; i++) cols += trace_find_name(t, names->v[i])->value.len;
+    for (size_t i = 0; i < n_names; i++) {
+        const trace_entry *e = trace_find_name(t, names[i]);
+        if (!e) {
+            snprintf(err, err_len, "the trace has no entry named '%s'", names[i]);
+            return NULL;
+        }
+        cols += e->value.len;
+    }
     prior *p = prior_new((int)cols);
     if (!p) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
     int j = 0;
-    for (size_t i = 0; i < names->n; i++) {
-        const trace_entry *e = trace_find_name(t, names->v[i]);
+    for (size_t i = 0; i < n_names; i++) {
+        const trace_entry *e = trace_find_name(t, names[i]);
         if (e->kind != TRACE_SAMPLE || e->observed) {
             snprintf(err, err_len, "theta '%s' is %s, not a latent Sample: theta must be drawn by the simulator",
-                     names->v[i], e->kind == TRACE_OBSERVE ? "an Observe" : e->kind == TRACE_TAG ? "a Tag" : "observed");
+                     names[i], e->kind == TRACE_OBSERVE ? "an Observe" : e->kind == TRACE_TAG ? "a Tag" : "observed");
             prior_destroy(&p);
             return NULL;
         }
@@ -483,7 +489,7 @@ static prior *prior_from_trace(const trace *t, const strlist *names, char *err, 
             double p1 = dist_nparams(e->dist) == 2 && a1->len ? a1->data[a1->len == 1 ? 0 : k] : 0.0;
             char why[300];
             if (prior_set(p, j, e->dist, p0, p1, why, sizeof why) < 0) {
-                snprintf(err, err_len, "theta '%s': %s", names->v[i], why);
+                snprintf(err, err_len, "theta '%s': %s", names[i], why);
                 prior_destroy(&p);
                 return NULL;
             }
@@ -525,7 +531,8 @@ static int live_commit(void *vctx, uint64_t index, const trace *t)
             fprintf(stderr, "ppxd: out of memory\n");
             return -1;
         }
-        if (!(c->trace_prior = prior_from_trace(t, &c->theta_names, err, sizeof err))) {
+        if (!(c->trace_prior = train_prior_from_trace(t, (const char *const *)c->theta_names.v, c->theta_names.n, err,
+                                                         sizeof err))) {
             if (!c->o->n_priors) {
                 fprintf(stderr, "ppxd: cannot take the prior from the simulator: %s\n", err);
                 return -1;

@@ -12,7 +12,17 @@
 #ifndef PPX_TRAIN_H
 #define PPX_TRAIN_H
 
+#include <stddef.h>
+#include "prior.h"
+#include "trace.h"
+
 int ppxd_train_main(int argc, char **argv);
 int ppxd_posterior_main(int argc, char **argv);
+
+/* The prior of the named theta Samples from a trace's entries (their
+ * distributions, element by element; also used by ppxd diagnose for gold
+ * models, which store no prior).  NULL with the reason in err (a name
+ * missing or not a latent Sample, a discrete kind). */
+prior *train_prior_from_trace(const trace *t, const char *const *names, size_t n_names, char *err, size_t err_len);
 
 #endif

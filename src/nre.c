@@ -13,7 +13,7 @@
 #include "stats.h"
 
 /* Rows per network call outside training. */
-#define NRE_MAX_BATCH 1024
+#define NRE_MAX_BATCH NRE_TARGET_MAX_BATCH
 #define NRE_DEFAULT_MAX_SECONDS 60.0
 /* Slice sampling: stepping-out steps per side, and shrinkage rounds, before
  * a chain gives up on this update (keeps its state; counted). */
@@ -487,26 +487,26 @@ int nre_log_prob_normalised(nre_posterior *p, const double *theta, size_t n, con
 
 /* ==== sampling ============================================================================ */
 
-/* log target f + log prior at m points [m, D] for the context p->zxo; -inf
- * outside the support. */
-static void log_target(nre_posterior *p, const double *pts, int m, double *out, uint64_t *evals)
+/* log target log r + log prior at m points [m, D]; -inf outside the support
+ * and where the ratio is not finite. */
+static void log_target(const nre_ratio_target *t, const double *pts, int m, double *out, uint64_t *evals)
 {
-    int D = p->m->dim;
+    int D = t->dim;
     for (int i0 = 0; i0 < m; i0 += NRE_MAX_BATCH) {
         int B = m - i0 < NRE_MAX_BATCH ? m - i0 : NRE_MAX_BATCH;
-        const float *lg = logits_chunk(p, pts + (size_t)i0 * (size_t)D, B, p->zxo, 0);
+        t->ratio(t->ctx, pts + (size_t)i0 * (size_t)D, B, out + i0);
         for (int b = 0; b < B; b++) {
-            double lp = prior_log_prob(p->m->prior, pts + (size_t)(i0 + b) * (size_t)D);
-            out[i0 + b] = lp > -INFINITY && isfinite(lg[b]) ? (double)lg[b] + lp : -INFINITY;
+            double lp = prior_log_prob(t->prior, pts + (size_t)(i0 + b) * (size_t)D);
+            out[i0 + b] = lp > -INFINITY && isfinite(out[i0 + b]) ? out[i0 + b] + lp : -INFINITY;
         }
         *evals += (uint64_t)B;
     }
 }
 
-static int sample_sir(nre_posterior *p, size_t n, rng *r, int K, double t0, double max_seconds, double *out,
+static int sample_sir(const nre_ratio_target *p, size_t n, rng *r, int K, double t0, double max_seconds, double *out,
                       nre_sample_report *rep, char *err, size_t err_len)
 {
-    int D = p->m->dim;
+    int D = p->dim;
     if (K < 1) K = 1;
     size_t groups = (size_t)(NRE_MAX_BATCH / K > 0 ? NRE_MAX_BATCH / K : 1);
     size_t cap = groups * (size_t)K;
@@ -527,14 +527,15 @@ static int sample_sir(nre_posterior *p, size_t n, rng *r, int K, double t0, doub
         }
         size_t G = n - s0 < groups ? n - s0 : groups;
         int m = (int)(G * (size_t)K);
-        prior_sample(p->m->prior, r, (size_t)m, th);
+        prior_sample(p->prior, r, (size_t)m, th);
         const double *pts = th;
         /* Proposal = prior, so the weight is the ratio alone; log_target adds
          * the prior, which is subtracted back here. */
         for (int i0 = 0; i0 < m; i0 += NRE_MAX_BATCH) {
             int B = m - i0 < NRE_MAX_BATCH ? m - i0 : NRE_MAX_BATCH;
-            const float *lg = logits_chunk(p, pts + (size_t)i0 * (size_t)D, B, p->zxo, 0);
-            for (int b = 0; b < B; b++) lw[i0 + b] = isfinite(lg[b]) ? (double)lg[b] : -INFINITY;
+            p->ratio(p->ctx, pts + (size_t)i0 * (size_t)D, B, lw + i0);
+            for (int b = 0; b < B; b++)
+                if (!isfinite(lw[i0 + b])) lw[i0 + b] = -INFINITY;
             rep->evaluations += (uint64_t)B;
         }
         for (size_t g = 0; g < G; g++) {
@@ -593,7 +594,7 @@ static void chains_free(chains *c)
 
 /* Evaluate the points of the active chains act[0..na): prop rows i are set
  * to x with dimension j replaced by val[i]; results in lpp[i]. */
-static void eval_coord(nre_posterior *p, chains *c, int na, int j, const double *val, uint64_t *evals)
+static void eval_coord(const nre_ratio_target *p, chains *c, int na, int j, const double *val, uint64_t *evals)
 {
     for (int i = 0; i < na; i++) {
         memcpy(c->prop + (size_t)i * (size_t)c->D, c->x + (size_t)c->idx[i] * (size_t)c->D,
@@ -604,7 +605,7 @@ static void eval_coord(nre_posterior *p, chains *c, int na, int j, const double 
 }
 
 /* One sweep of axis-aligned slice updates over all dimensions, every chain. */
-static void slice_sweep(nre_posterior *p, chains *c, rng *r, uint64_t *evals, uint64_t *gave_up)
+static void slice_sweep(const nre_ratio_target *p, chains *c, rng *r, uint64_t *evals, uint64_t *gave_up)
 {
     int n = c->n, D = c->D;
     double *val = malloc((size_t)n * sizeof *val);
@@ -676,7 +677,7 @@ static void slice_sweep(nre_posterior *p, chains *c, rng *r, uint64_t *evals, ui
 }
 
 /* One random-walk MH step of every chain; returns the number accepted. */
-static int mh_step(nre_posterior *p, chains *c, rng *r, uint64_t *evals)
+static int mh_step(const nre_ratio_target *p, chains *c, rng *r, uint64_t *evals)
 {
     int n = c->n, D = c->D, acc = 0;
     for (int i = 0; i < n; i++)
@@ -695,10 +696,10 @@ static int mh_step(nre_posterior *p, chains *c, rng *r, uint64_t *evals)
     return acc;
 }
 
-static int sample_mcmc(nre_posterior *p, size_t n, rng *r, const nre_sample_config *cfg, double t0,
+static int sample_mcmc(const nre_ratio_target *p, size_t n, rng *r, const nre_sample_config *cfg, double t0,
                        double max_seconds, double *out, nre_sample_report *rep, char *err, size_t err_len)
 {
-    int D = p->m->dim;
+    int D = p->dim;
     int nc = cfg->chains > 0 ? cfg->chains : 20;
     if ((size_t)nc > n && n > 0) nc = (int)n;
     int warmup = cfg->warmup >= 0 ? cfg->warmup : 200, thin = cfg->thin > 0 ? cfg->thin : 1;
@@ -738,7 +739,7 @@ static int sample_mcmc(nre_posterior *p, size_t n, rng *r, const nre_sample_conf
         double sd = sqrt(ss / (double)(init_n - 1));
         if (!(sd > 0)) {
             double pm;
-            prior_moments(p->m->prior, j, &pm, &sd);
+            prior_moments(p->prior, j, &pm, &sd);
             if (!(sd > 0) || !isfinite(sd)) sd = 1.0;
         }
         /* MH: the 2.38/sqrt(D) rule of thumb (Roberts et al.) for Gaussian
@@ -791,30 +792,33 @@ out:
     return rc;
 }
 
-int nre_sample(nre_posterior *p, const double *x_o, size_t n, rng *r, const nre_sample_config *cfg, double *out,
-               nre_sample_report *rep, char *err, size_t err_len)
+/* The classifier's logits against p->zxo (set by nre_sample). */
+static void classifier_ratio(void *ctx, const double *theta, int n, double *out)
+{
+    nre_posterior *p = ctx;
+    const float *lg = logits_chunk(p, theta, n, p->zxo, 0);
+    for (int b = 0; b < n; b++) out[b] = (double)lg[b];
+}
+
+int nre_sample_target(const nre_ratio_target *t, size_t n, rng *r, const nre_sample_config *cfg, double *out,
+                      nre_sample_report *rep, char *err, size_t err_len)
 {
     nre_sample_config defaults = nre_sample_defaults();
     if (!cfg) cfg = &defaults;
     nre_sample_report local;
     if (!rep) rep = &local;
     memset(rep, 0, sizeof *rep);
-    if (!row_finite(x_o, p->m->context)) {
-        snprintf(err, err_len, "the observation has a NaN or infinite value");
-        return -1;
-    }
-    z_context(p, x_o, p->zxo);
     double t0 = now_seconds();
     double max_s = cfg->max_seconds > 0 ? cfg->max_seconds : NRE_DEFAULT_MAX_SECONDS;
     int rc;
     switch (cfg->method) {
     case NRE_SAMPLE_SIR:
-        rc = sample_sir(p, n, r, cfg->oversample > 0 ? cfg->oversample : 32, t0, max_s, out, rep, err, err_len);
+        rc = sample_sir(t, n, r, cfg->oversample > 0 ? cfg->oversample : 32, t0, max_s, out, rep, err, err_len);
         rep->acceptance = 1.0;
         break;
     case NRE_SAMPLE_SLICE:
     case NRE_SAMPLE_MH:
-        rc = sample_mcmc(p, n, r, cfg, t0, max_s, out, rep, err, err_len);
+        rc = sample_mcmc(t, n, r, cfg, t0, max_s, out, rep, err, err_len);
         break;
     default:
         snprintf(err, err_len, "unknown sampling method %d", (int)cfg->method);
@@ -822,4 +826,17 @@ int nre_sample(nre_posterior *p, const double *x_o, size_t n, rng *r, const nre_
     }
     rep->seconds = now_seconds() - t0;
     return rc;
+}
+
+int nre_sample(nre_posterior *p, const double *x_o, size_t n, rng *r, const nre_sample_config *cfg, double *out,
+               nre_sample_report *rep, char *err, size_t err_len)
+{
+    if (!row_finite(x_o, p->m->context)) {
+        if (rep) memset(rep, 0, sizeof *rep);
+        snprintf(err, err_len, "the observation has a NaN or infinite value");
+        return -1;
+    }
+    z_context(p, x_o, p->zxo);
+    nre_ratio_target t = {classifier_ratio, p, p->m->prior, p->m->dim};
+    return nre_sample_target(&t, n, r, cfg, out, rep, err, err_len);
 }

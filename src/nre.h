@@ -118,4 +118,23 @@ typedef struct nre_sample_report {
 int nre_sample(nre_posterior *p, const double *x_o, size_t n, rng *r, const nre_sample_config *cfg, double *out,
                nre_sample_report *rep, char *err, size_t err_len);
 
+/* The sampler over any ratio estimator (NRE's classifier, the gold-mining
+ * ratio networks): ratio(ctx, theta, n, out) writes the estimated log
+ * p(x_o | theta_i) / p(x_o | ref) for the observation the caller fixed,
+ * theta [n, dim] with n <= NRE_TARGET_MAX_BATCH (a non-finite value gives
+ * the row zero weight); the target is exp(ratio) x prior. */
+#define NRE_TARGET_MAX_BATCH 1024
+typedef void (*nre_ratio_fn)(void *ctx, const double *theta, int n, double *out);
+typedef struct nre_ratio_target {
+    nre_ratio_fn ratio;
+    void *ctx;
+    const prior *prior;
+    int dim;
+} nre_ratio_target;
+
+/* n samples of exp(ratio) x prior into out [n, dim], by cfg's method (as
+ * nre_sample).  0, or -1 with a reason. */
+int nre_sample_target(const nre_ratio_target *t, size_t n, rng *r, const nre_sample_config *cfg, double *out,
+                      nre_sample_report *rep, char *err, size_t err_len);
+
 #endif

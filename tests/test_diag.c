@@ -338,16 +338,24 @@ static void two_moons(rng *r, const double *th, double *x)
     x[1] = rad * sin(a) + (-th[0] + th[1]) / sqrt(2.0);
 }
 
-/* The issue's acceptance test: NPE (ppxd's default NSF) trained on 10^4
- * two_moons simulations has expected coverage within 0.05 of nominal at
+/* The issue's acceptance test: NPE (ppxd's default NSF, as `ppxd train npe`
+ * trains: npe_train itself defaults to MAF, so the flow is given) trained on
+ * 10^4 two_moons simulations has expected coverage within 0.05 of nominal at
  * 50/90/95% over 1000 fresh test pairs (the coverage's own sampling error
  * at n = 1000 is at most 0.016, so 0.05 leaves room for the model's).
  * Seeds are fixed (data stream 1, ppxd's default training seed 1).  What it
  * measures is a property of the trained model, not only sampling error:
- * over training-data seeds 1, 2, 3, 4 and 2024 the HPD coverage at 90% was
- * 0.945, 0.940, 0.950, 0.961, 0.956 (two_moons NPE at 10^4 is slightly
- * conservative there), and TARP's 0.897-0.912; so this test passes for most
- * seeds but not all, and a regression that miscalibrates the flow fails it. */
+ * the HPD statistic is a rank under the model's own density, uniform for
+ * any L when the model is right (the exact-posterior tests above), so the
+ * deviations are the model's.  Measured on one machine (the float results
+ * depend on the CPU's kernels) over training-data seeds 1, 2, 4 and 2024,
+ * HPD coverage at 50/90/95%: NSF 0.456/0.931/0.982, 0.438/0.897/0.960,
+ * 0.470/0.945/0.985, 0.450/0.924/0.973 (a little too sharp at the modes,
+ * a little too wide in the tails; seed 2 misses at 50%); MAF, which this
+ * test trained before, 0.582/0.969/0.989 and 0.548/0.960/0.974 for seeds 1
+ * and 4 (conservative: affine autoregressive layers cannot draw the thin
+ * crescents).  So this test passes for most seeds but not all, and a
+ * regression that miscalibrates the flow fails it. */
 Test(diag, npe_two_moons_expected_coverage_within_5_percent)
 {
     const size_t n_train = 10000, n_test = 1000, L = 1000;
@@ -365,7 +373,8 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     npe_train_config cfg = npe_train_defaults();
     cfg.progress = 0;
     npe_train_report trep;
-    npe_posterior *p = npe_train(&d, pr, NULL, &cfg, &trep, err, sizeof err);
+    flow_config fc = flow_config_default(FLOW_NSF, 2, 2);
+    npe_posterior *p = npe_train(&d, pr, &fc, &cfg, &trep, err, sizeof err);
     cr_assert(p, "%s", err);
     npe_data_free(&d);
 

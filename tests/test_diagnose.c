@@ -14,6 +14,9 @@
 #include <sys/wait.h>
 
 #include "export.h"
+#include "galton.h"
+#include "gold/gold_est.h"
+#include "nn/nn.h"
 #include "rng.h"
 #include "testkit.h"
 
@@ -273,6 +276,246 @@ Test(diagnose, live_test_pairs_and_predictive_check_set_theta)
     expect_in(p, "\"ppc\": {\"verdict\": \"pass\", \"simulations\": 400");
     join(p, sizeof p, out, "ppc.csv");
     expect_in(p, "name,x_o,mean,sd,z,p,q05,q50,q95\nobs0,8,");
+    tk_tmpdir_remove(out);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+    free(sim);
+}
+
+/* The first number after key in the file at path. */
+static double number_after(const char *path, const char *key)
+{
+    char *t = text_of(path);
+    const char *s = strstr(t, key);
+    cr_assert(s, "%s lacks '%s':\n%s", path, key, t);
+    double v = strtod(s + strlen(key), NULL);
+    free(t);
+    return v;
+}
+
+/* A one-dimensional theta's report in dir is calibrated within sampling
+ * error: the SBC mean rank within Z standard errors of L / 2 (rank uniform
+ * on 0..L: sd sqrt(((L+1)^2 - 1) / 12)), HPD coverage and TARP at 50% and
+ * 90% within Z sqrt(c (1 - c) / n) of nominal. */
+static void expect_calibrated(const char *dir, int n, int L)
+{
+    char p[400];
+    join(p, sizeof p, dir, "report.json");
+    double mean_rank = number_after(p, "\"mean_rank\": ");
+    double rank_se = sqrt(((L + 1.0) * (L + 1.0) - 1.0) / 12.0 / n);
+    cr_expect_leq(fabs(mean_rank - L / 2.0), Z * rank_se, "mean rank %g", mean_rank);
+    join(p, sizeof p, dir, "coverage.csv");
+    FILE *f = fopen(p, "r");
+    cr_assert(f);
+    char line[256];
+    int checked = 0;
+    while (fgets(line, sizeof line, f)) {
+        double lv, hpd, tarp, se;
+        if (sscanf(line, "%lf,%lf,%lf,%lf", &lv, &hpd, &tarp, &se) != 4) continue;
+        if (fabs(lv - 0.5) > 1e-9 && fabs(lv - 0.9) > 1e-9) continue;
+        double s = sqrt(lv * (1 - lv) / n);
+        cr_expect_leq(fabs(hpd - lv), Z * s, "HPD coverage %g at %g", hpd, lv);
+        cr_expect_leq(fabs(tarp - lv), Z * s, "TARP coverage %g at %g", tarp, lv);
+        checked++;
+    }
+    fclose(f);
+    cr_expect_eq(checked, 2);
+}
+
+/* An IC model on clients/examples/gaussian (mu ~ N(1, sqrt 5), obs0, obs1 ~
+ * N(mu, sqrt 2)), trained briefly: its posterior is importance sampling
+ * through the simulator, so with a reasonable ESS it is calibrated whatever
+ * the network learnt.  Checks, with tolerances from the sampling error of n
+ * rounds of L samples (rank uniform on 0..L: sd sqrt(((L+1)^2 - 1) / 12);
+ * a coverage c: sd sqrt(c (1 - c) / n)):
+ *   - SBC passes, the mean rank within Z standard errors of L / 2, HPD
+ *     coverage (from the KDE) and TARP at 50% and 90% within Z standard
+ *     errors of nominal; ess.npy has one ESS per round in [1, K];
+ *   - the posterior at x_o = (8, 9) has the exact N(7.25, 0.913)'s mean and
+ *     sd within Z standard errors (sd / sqrt(ESS), sd / sqrt(2 ESS));
+ *   - test pairs that the simulator did not make (x shifted by +3 from
+ *     --data) fail SBC: the posterior then sits ~1.4 posterior sds below
+ *     theta*. */
+Test(diagnose, ic_model_importance_sampled_posterior_is_calibrated)
+{
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path("examples/gaussian");
+    char dir[256], out[256], log[300], mf[300], p[400];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-ic"), 0);
+    cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-ic-out"), 0);
+    join(log, sizeof log, dir, "log");
+    join(mf, sizeof mf, dir, "g.ppxm");
+    int rc = sh(log, "%s train ic --sim-cmd '%s {endpoint}' -j 2 --seed 1 --max-traces 5000 -o %s --quiet", ppxd, sim,
+                mf);
+    if (rc) cr_assert_fail("training failed (%d):\n%s", rc, text_of(log));
+    const int n = 200, L = 100, K = 100;
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --traces %d --obs obs0=8 "
+            "--obs obs1=9 --ppc-n 400 --seed 4 -o %s", ppxd, mf, sim, n, L, K, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "g.ppxm (IC, theta 1, x 2)");
+    expect_in(log, "theta (the named latent Samples of the first trace): mu");
+    expect_in(log, "200 rounds x 100 posterior samples (live, fresh seeds)");
+    expect_in(log, "IC posterior: 100 importance-sampling traces per round, ESS min");
+    expect_in(log, "diagnose: "); /* per-round progress */
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
+    expect_in(p, "\"traces_per_round\": 100, \"ess\": {\"min\": ");
+    expect_in(p, "\"density\": \"weighted Gaussian KDE");
+    expect_calibrated(out, n, L);
+    double *v;
+    size_t rows, cols;
+    char err[300];
+    join(p, sizeof p, out, "ess.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_expect(rows == (size_t)n && cols == 1, "%zu x %zu", rows, cols);
+    for (size_t i = 0; i < rows; i++) cr_expect(v[i] >= 1 - 1e-9 && v[i] <= K + 1e-9, "ESS %g", v[i]);
+    free(v);
+    /* The posterior at x_o against the exact one. */
+    char *t = text_of(log);
+    const char *e = strstr(t, "IC posterior at x_o: ESS ");
+    cr_assert(e, "%s", t);
+    double ess = strtod(e + strlen("IC posterior at x_o: ESS "), NULL);
+    free(t);
+    cr_assert_gt(ess, 10);
+    join(p, sizeof p, out, "ppc_theta.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_assert(rows == 400 && cols == 1);
+    double m1 = 0, m2 = 0;
+    for (size_t i = 0; i < rows; i++) {
+        m1 += v[i] / (double)rows;
+        m2 += v[i] * v[i] / (double)rows;
+    }
+    free(v);
+    const double s0 = sqrt(1.0 / (1.0 / 5.0 + 2.0 / 2.0));
+    double sd = sqrt(m2 - m1 * m1);
+    cr_expect_leq(fabs(m1 - 7.25), Z * s0 / sqrt(ess), "posterior mean %g (ESS %g)", m1, ess);
+    cr_expect_leq(fabs(sd - s0), Z * s0 / sqrt(2 * ess), "posterior sd %g (ESS %g)", sd, ess);
+
+    /* Test pairs from another simulator: x = the gaussian's obs + 3. */
+    char tf[300], xf[300];
+    join(tf, sizeof tf, dir, "t.npy");
+    join(xf, sizeof xf, dir, "x.npy");
+    double th[100], xx[200];
+    rng r;
+    rng_seed(&r, 11, 0);
+    for (int i = 0; i < 100; i++) {
+        th[i] = 1 + sqrt(5.0) * rng_normal(&r);
+        for (int k = 0; k < 2; k++) xx[2 * i + k] = th[i] + 3 + sqrt(2.0) * rng_normal(&r);
+    }
+    cr_assert_eq(npy_write(tf, th, 100, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(npy_write(xf, xx, 100, 2, err, sizeof err), 0, "%s", err);
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 --data %s %s -L %d --traces %d -o %s --quiet "
+            "--strict", ppxd, mf, sim, tf, xf, L, K, out);
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, text_of(log));
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"fail\"");
+    /* An IC model needs simulators; --method is not for it. */
+    cr_expect_eq(sh(log, "%s diagnose --model %s --data %s %s -o %s", ppxd, mf, tf, xf, out), 2);
+    expect_in(log, "importance sampling through the simulators");
+    cr_expect_eq(sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' --data %s %s --method mh -o %s", ppxd, mf,
+                    sim, tf, xf, out), 2);
+    expect_in(log, "--method is for NRE and gold models");
+    tk_tmpdir_remove(out);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+    free(sim);
+}
+
+/* A gold ratio model (ALICE) on the Galton board, theta ~ U(-1, 1): its
+ * posterior ~ r^(x | theta, -0.6) x prior, the prior read from the
+ * simulator's first trace.  Mined with theta0 from the prior (4,000 rows, no
+ * score: ALICE needs none), trained briefly.  Checks (tolerances as in the IC test):
+ *   - SBC passes and its mean rank is within Z standard errors of L / 2;
+ *     HPD coverage and TARP at 50% and 90% within Z standard errors;
+ *   - the posterior mean at x_o = 10 against the exact one (the oracle on a
+ *     grid of 4001 points): within Z sd / sqrt(M) (SIR draws ~ independent)
+ *     plus 0.1 for the estimator's own error (posterior sd ~0.4);
+ *   - a wrong prior (--prior uniform:-0.5:0.5) is reported and fails SBC;
+ *   - a SALLY model is refused (exit 2) with the reason. */
+Test(diagnose, gold_ratio_model_is_calibrated_and_sally_refused)
+{
+    nn_set_threads(1);
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path("examples/galton");
+    char dir[256], out[256], log[300], mf[300], sf[300], p[400], err[300];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-gold"), 0);
+    cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-gold-out"), 0);
+    join(log, sizeof log, dir, "log");
+    join(mf, sizeof mf, dir, "alice.ppxr");
+    join(sf, sizeof sf, dir, "sally.ppxr");
+    gold_data g;
+    double t0 = tk_now();
+    cr_assert_eq(tk_galton_mine(MINE_THETA_PRIOR, 0, 1, 0, 4000, &g), 0);
+    double t1 = tk_now();
+    gold_train_config cfg;
+    gold_train_defaults(&cfg);
+    cfg.method = GOLD_ALICE;
+    cfg.min_steps = 3000;
+    gold_model *gm = gold_train(&cfg, &g);
+    cr_assert(gm);
+    cr_assert_eq(gold_model_save(gm, mf, err, sizeof err), 0, "%s", err);
+    gold_model_destroy(&gm);
+    gold_data_free(&g);
+    double t2 = tk_now();
+
+    const int n = 300, L = 100;
+    int rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --obs x=10 --ppc-n 1000 "
+                "--seed 2 -o %s", ppxd, mf, sim, n, L, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    fprintf(stderr, "gold diagnose: mining %.1f s, training %.1f s, diagnose %.1f s\n", t1 - t0, t2 - t1,
+            tk_now() - t2);
+    expect_in(log, "alice.ppxr (ALICE, theta 1, x 1)");
+    expect_in(log, "prior from the simulator's first trace: uniform:-1:1");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
+    expect_in(p, "\"density\": \"log r^(x | theta, theta_ref) + log prior\"");
+    expect_calibrated(out, n, L);
+    /* exact posterior mean and sd at x = 10 */
+    double z = 0, m1 = 0, m2 = 0;
+    for (int k = 0; k <= 4000; k++) {
+        double th = -1 + k / 2000.0, pp[TK_GALTON_NPOS], dp[TK_GALTON_NPOS];
+        tk_galton_exact(th, pp, dp);
+        z += pp[10];
+        m1 += th * pp[10];
+        m2 += th * th * pp[10];
+    }
+    double em = m1 / z, esd = sqrt(m2 / z - em * em);
+    double *v;
+    size_t rows, cols;
+    join(p, sizeof p, out, "ppc_theta.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_assert(rows == 1000 && cols == 1);
+    double mean = 0;
+    for (size_t i = 0; i < rows; i++) mean += v[i] / (double)rows;
+    free(v);
+    cr_expect_leq(fabs(mean - em), Z * esd / sqrt(1000.0) + 0.1, "posterior mean at x = 10: %g, exact %g (sd %g)", mean,
+                  em, esd);
+
+    /* The wrong prior: test thetas outside it, SBC fails. */
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --prior uniform:-0.5:0.5 --seed 2 "
+            "-o %s --strict", ppxd, mf, sim, n, L, out);
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, text_of(log));
+    expect_in(log, "lie outside the model's prior");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"fail\"");
+
+    /* SALLY: a score, refused. */
+    cr_assert_eq(tk_galton_mine(MINE_THETA_FIXED, -0.8, 0, 1, 200, &g), 0);
+    gold_train_defaults(&cfg);
+    cfg.method = GOLD_SALLY;
+    cfg.epochs = 1;
+    cfg.min_steps = 0;
+    gm = gold_train(&cfg, &g);
+    cr_assert(gm);
+    cr_assert_eq(gold_model_save(gm, sf, err, sizeof err), 0, "%s", err);
+    gold_model_destroy(&gm);
+    gold_data_free(&g);
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -n 10 -o %s", ppxd, sf, sim, out);
+    cr_expect_eq(rc, 2, "exit %d:\n%s", rc, text_of(log));
+    expect_in(log, "is a SALLY model");
+    expect_in(log, "not a posterior");
+    /* A gold model without simulators needs --prior. */
+    rc = sh(log, "%s diagnose --model %s --obs x=10 -o %s", ppxd, mf, out);
+    cr_expect_eq(rc, 2, "exit %d:\n%s", rc, text_of(log));
+    expect_in(log, "stores no prior");
     tk_tmpdir_remove(out);
     tk_tmpdir_remove(dir);
     free(ppxd);

@@ -35,6 +35,7 @@
 #include "mine.h"
 #include "nn/nn.h"
 #include "rng.h"
+#include "galton.h"
 #include "testkit.h"
 
 static void setup(void) { nn_set_threads(1); }
@@ -162,74 +163,14 @@ Test(gold, ratio_net_tangent_and_second_derivative)
 
 /* ---- Galton ------------------------------------------------------------------------ */
 
-#define NPOS 31
-
-static void galton_exact(double theta, double p[NPOS], double dp[NPOS])
-{
-    const double pi = 3.14159265358979323846;
-    double P[NPOS] = {0}, dP[NPOS] = {0};
-    P[15] = 1;
-    for (int level = 0; level < 20; level++) {
-        double Q[NPOS] = {0}, dQ[NPOS] = {0};
-        const double l = level / 19.0, a = sin(pi * l);
-        for (int pos = 0; pos < NPOS; pos++) {
-            if (P[pos] == 0 && dP[pos] == 0) continue;
-            const double n = 2.0 * pos / 30.0 - 1.0, s = 1.0 / (1.0 + exp(-10.0 * theta * n));
-            const double pl = (1.0 - a) / 2.0 + a * s, dpl = a * s * (1 - s) * 10.0 * n;
-            const int left = level % 2 == 0 ? pos : pos - 1, right = level % 2 == 0 ? pos + 1 : pos;
-            Q[left] += P[pos] * pl;
-            dQ[left] += dP[pos] * pl + P[pos] * dpl;
-            Q[right] += P[pos] * (1 - pl);
-            dQ[right] += dP[pos] * (1 - pl) - P[pos] * dpl;
-        }
-        memcpy(P, Q, sizeof P);
-        memcpy(dP, dQ, sizeof dP);
-    }
-    memcpy(p, P, sizeof P);
-    memcpy(dp, dP, sizeof dP);
-}
-
-/* grid: theta0 on 101 points in [-1, 0] (rows cycle through them); else theta0 fixed. */
-static int mine_galton(int grid, double th0, int with_th1, uint64_t n, gold_data *g)
-{
-    char *path = tk_build_path("examples/galton");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s {endpoint}", path);
-    free(path);
-    mine_opts o;
-    memset(&o, 0, sizeof o);
-    engine_config_defaults(&o.ecfg);
-    o.ecfg.sim_cmd = cmd;
-    o.ecfg.n_launch = 2;
-    const char *tn[1] = {"theta"}, *xn[1] = {"x"};
-    const double th1 = -0.6;
-    o.theta_names = tn;
-    o.D = 1;
-    o.x_names = xn;
-    o.n_x = 1;
-    const double lo = -1, hi = 0;
-    const size_t gn = 101;
-    o.mode = grid ? MINE_THETA_GRID : MINE_THETA_FIXED;
-    o.theta0 = &th0;
-    o.grid_lo = &lo;
-    o.grid_hi = &hi;
-    o.grid_n = &gn;
-    o.theta1 = with_th1 ? &th1 : NULL;
-    o.K = with_th1 ? 1 : 0;
-    o.theta1_rows = with_th1;
-    o.score = 1;
-    o.n = n;
-    o.seed = 5;
-    o.quiet = 1;
-    return mine_run(&o, g, NULL);
-}
+#define NPOS TK_GALTON_NPOS
 
 /* MSE of log r^(x | -0.8) weighted by p(x | -0.6). */
 static double galton_mse(gold_model *m)
 {
     double p0[NPOS], d0[NPOS], p1[NPOS], d1[NPOS], x[NPOS], th[NPOS], lr[NPOS];
-    galton_exact(-0.8, p0, d0);
-    galton_exact(-0.6, p1, d1);
+    tk_galton_exact(-0.8, p0, d0);
+    tk_galton_exact(-0.6, p1, d1);
     for (int i = 0; i < NPOS; i++) {
         x[i] = i;
         th[i] = -0.8;
@@ -244,7 +185,7 @@ static double galton_mse(gold_model *m)
 Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
 {
     gold_data g;
-    cr_assert_eq(mine_galton(1, 0, 1, 10000, &g), 0);
+    cr_assert_eq(tk_galton_mine(MINE_THETA_GRID, 0, 1, 1, 10000, &g), 0);
     cr_assert(g.n > 9900, "%zu rows", g.n);
     double lo = 1, hi = -1;
     for (size_t i = 0; i < g.n; i++) {
@@ -267,7 +208,7 @@ Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
             /* limits: 2000 events from the exact p(x | -0.8); the best fit on a 0.01 grid lies within
              * 0.1 of it (the MLE's sd is 1/sqrt(2000 x 1.41) = 0.019; the rest is model error) */
             double p0[NPOS], d0[NPOS], ev[2000], grid[101], sum[101];
-            galton_exact(-0.8, p0, d0);
+            tk_galton_exact(-0.8, p0, d0);
             rng r;
             rng_seed(&r, 17, 0);
             for (int e = 0; e < 2000; e++) {
@@ -304,7 +245,7 @@ Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
 Test(gold, sally_learns_the_score)
 {
     gold_data g;
-    cr_assert_eq(mine_galton(0, -0.8, 0, 4000, &g), 0);
+    cr_assert_eq(tk_galton_mine(MINE_THETA_FIXED, -0.8, 0, 1, 4000, &g), 0);
     gold_train_config cfg;
     gold_train_defaults(&cfg);
     cfg.method = GOLD_SALLY;
@@ -312,7 +253,7 @@ Test(gold, sally_learns_the_score)
     gold_model *m = gold_train(&cfg, &g);
     cr_assert(m);
     double p0[NPOS], d0[NPOS], x[NPOS], t[NPOS];
-    galton_exact(-0.8, p0, d0);
+    tk_galton_exact(-0.8, p0, d0);
     for (int i = 0; i < NPOS; i++) x[i] = i;
     cr_assert_eq(gold_model_score(m, x, NULL, NPOS, t), 0);
     double mse = 0, fisher = 0;

@@ -37,47 +37,22 @@
 #include "export.h"
 #include "gold/gold_data.h"
 #include "mine.h"
+#include "galton.h"
 #include "testkit.h"
 #include "sims/sim_dists_theta.h"
 
 #define Z 4.0
-#define NPOS 31
+#define NPOS TK_GALTON_NPOS
 
 TestSuite(mine, .timeout = 240);
 
 /* ---- exact oracle ---------------------------------------------------------- */
 
-static void galton_exact(double theta, double p[NPOS], double dp[NPOS])
-{
-    const double pi = 3.14159265358979323846;
-    double P[NPOS] = {0}, dP[NPOS] = {0};
-    P[15] = 1;
-    for (int level = 0; level < 20; level++) {
-        double Q[NPOS] = {0}, dQ[NPOS] = {0};
-        const double l = level / 19.0, a = sin(pi * l);
-        for (int pos = 0; pos < NPOS; pos++) {
-            if (P[pos] == 0 && dP[pos] == 0) continue;
-            const double n = 2.0 * pos / 30.0 - 1.0, s = 1.0 / (1.0 + exp(-10.0 * theta * n));
-            const double pl = (1.0 - a) / 2.0 + a * s, dpl = a * s * (1 - s) * 10.0 * n;
-            const int left = level % 2 == 0 ? pos : pos - 1, right = level % 2 == 0 ? pos + 1 : pos;
-            cr_assert(left >= 0 && right < NPOS);
-            Q[left] += P[pos] * pl;
-            dQ[left] += dP[pos] * pl + P[pos] * dpl;
-            Q[right] += P[pos] * (1 - pl);
-            dQ[right] += dP[pos] * (1 - pl) - P[pos] * dpl;
-        }
-        memcpy(P, Q, sizeof P);
-        memcpy(dP, dQ, sizeof dP);
-    }
-    memcpy(p, P, sizeof P);
-    memcpy(dp, dP, sizeof dP);
-}
-
 Test(mine, galton_oracle_matches_published_values)
 {
     double p0[NPOS], d0[NPOS], p1[NPOS], d1[NPOS];
-    galton_exact(-0.8, p0, d0);
-    galton_exact(-0.6, p1, d1);
+    tk_galton_exact(-0.8, p0, d0);
+    tk_galton_exact(-0.6, p1, d1);
     const struct {
         int x;
         double logr, t;
@@ -171,8 +146,8 @@ Test(mine, galton_joint_quantities_match_the_exact_oracle)
     cr_assert_eq(g.C, 1);
     cr_assert(g.has_score && g.K == 1);
     double p0[NPOS], d0[NPOS], p1[NPOS], d1[NPOS];
-    galton_exact(-0.8, p0, d0);
-    galton_exact(-0.6, p1, d1);
+    tk_galton_exact(-0.8, p0, d0);
+    tk_galton_exact(-0.6, p1, d1);
     acc t_all = {0}, r_all = {0}, t_bin[NPOS] = {{0}}, r_bin[NPOS] = {{0}};
     for (size_t i = 0; i < g.n; i++) {
         cr_assert_eq(g.theta0[i], -0.8);
