@@ -636,7 +636,7 @@ static int feed_done(void *job)
     return d;
 }
 
-static const job_ops feed_ops = {feed_next, feed_complete, feed_discard, feed_done};
+static const job_ops feed_ops = {feed_next, feed_complete, feed_discard, feed_done, NULL};
 
 static void *trainer_thread(void *arg)
 {
