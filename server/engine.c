@@ -1196,7 +1196,7 @@ static int any_in_trace(const engine *e)
 int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
 {
     double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0, done_at = 0;
-    uint64_t done0 = e->stats.traces_done;
+    uint64_t done0 = e->stats.traces_done, last_done = done0;
     int rc = 0, idle_woke = 0;
     for (;;) {
         if (e->stop) {
@@ -1381,8 +1381,10 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             last_reap = now_s();
             reap_children(e, p, ops, job);
         }
-        if (e->cfg.progress && now_s() - last_progress >= 1.0) {
+        if (e->cfg.progress && now_s() - last_progress >= 1.0 && e->stats.traces_done != last_done) {
+            /* (Nothing new, nothing printed: a daemon idles quietly.) */
             last_progress = now_s();
+            last_done = e->stats.traces_done;
             fprintf(stderr, "ppxd: %llu traces (%.0f/s), %llu discarded, %llu restarts\n",
                     (unsigned long long)(e->stats.traces_done - done0),
                     (e->stats.traces_done - done0) / (last_progress - t0),

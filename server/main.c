@@ -33,6 +33,7 @@
 #include "mine.h"
 #include "gold_cmd.h"
 #include "diagnose.h"
+#include "daemon.h"
 
 /* The signal handler needs to reach the running engine. */
 engine *cli_running;
@@ -65,6 +66,8 @@ static void usage(FILE *f)
             "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd diagnose --model M.ppxm (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
+            "  ppxd daemon   --data-dir DIR --serve ENDPOINT... --sim-listen ENDPOINT... [--config FILE]  jobs over the\n"
+            "                network, models served as trained (ppxd daemon --help; ppxctl submit|jobs|job|sims)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
             ENGINE_SIM_OPTIONS_HELP
@@ -419,6 +422,7 @@ int main(int argc, char **argv)
     if ((strcmp(argv[1], "info") == 0 || strcmp(argv[1], "export") == 0) && argc > 2 && gold_file_is(argv[2]))
         return ppxd_gold_file_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "diagnose") == 0) return ppxd_diagnose_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "daemon") == 0) return ppxd_daemon_main(argc - 1, argv + 1);
     cli c;
     cli_init(&c, argv[1]);
     int rc = cli_parse(&c, argc, argv);

@@ -667,6 +667,8 @@ int train_job_daemon_check(const train_job *tj, char *msg, size_t len)
                            "--sim-model MODEL chooses the simulators)");
     else if (o->data_theta)
         snprintf(msg, len, "--data reads files on the daemon's host: not for jobs (train from the pool's simulations)");
+    else if (o->ecfg.msg_timeout_ms != 10000 || o->ecfg.start_timeout_ms != 30000 || o->ecfg.max_failures != 20)
+        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
     else if (o->out || o->save_data || o->n_serve || o->serve_name)
         snprintf(msg, len, "-o, --save-data, --serve and --serve-name are not for jobs: the model goes to the job's "
                            "directory and is served under the job's name");
