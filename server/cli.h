@@ -67,6 +67,8 @@ void cli_complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_capture(char *buf, size_t len);
 int cli_capturing(void);
 int cli_unknown_option(int argc, char **argv);
+/* Before a parse with optstring: forget the previous parser's getopt state. */
+void cli_getopt_reset(const char *optstring);
 
 /* The engine being run, for the signal handler (main.c). */
 extern engine *cli_running;

@@ -57,7 +57,7 @@ typedef struct djob {
     job_phase phase;
     int cancel;                /* requested (under the table lock) */
     char **argv;               /* the parsers' copy: "ppxd", words..., NULL */
-    int argc;
+    size_t argc;
     cli c;
     int have_cli;
     cli_run *run;
@@ -249,7 +249,7 @@ static void job_free_run(djob *j)
     j->p = NULL;
     j->ops = NULL;
     j->job = NULL;
-    free_words(j->argv, (size_t)j->argc);
+    free_words(j->argv, j->argc);
     j->argv = NULL;
     j->argc = 0;
 }
@@ -538,21 +538,21 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
             return -1;
         }
     /* The parsers' own argv: they permute it and borrow its strings. */
-    if (push_word(&j->argv, (size_t *)&j->argc, "ppxd") < 0) return -1;
+    if (push_word(&j->argv, &j->argc, "ppxd") < 0) return -1;
     for (size_t i = 0; i < j->n_words; i++)
-        if (push_word(&j->argv, (size_t *)&j->argc, j->words[i]) < 0) return -1;
+        if (push_word(&j->argv, &j->argc, j->words[i]) < 0) return -1;
     pthread_mutex_lock(&d->parse_mu);
     cli_capture(msg, msg_len);
     int rc = 0;
     if (j->kind == JK_TRAIN) {
         int prc;
-        j->tj = train_job_parse(j->argc - 1, j->argv + 1, 1, &prc);
+        j->tj = train_job_parse((int)j->argc - 1, j->argv + 1, 1, &prc);
         if (!j->tj) rc = -1;
     } else {
         cli_init(&j->c, j->argv[1]);
         j->have_cli = 1;
         j->c.job = 1;
-        if (cli_parse(&j->c, j->argc, j->argv) != 0) rc = -1;
+        if (cli_parse(&j->c, (int)j->argc, j->argv) != 0) rc = -1;
     }
     cli_capture(NULL, 0);
     pthread_mutex_unlock(&d->parse_mu);
@@ -1172,6 +1172,10 @@ static void start_job(ppxdaemon *d, djob *j)
 /* The job's simulations are in: results (simulate/infer) or training. */
 static void finish_sims(ppxdaemon *d, djob *j)
 {
+    if (j->run)
+        cli_run_progress(j->run, &j->done, &j->total);
+    else
+        train_job_sim_progress(j->tj, &j->done, &j->total);
     if (j->kind == JK_TRAIN) {
         if (train_job_sim_failed(j->tj)) {
             job_end(d, j, PPXQ_JOB_FAILED, "the simulations could not be used (see the daemon's log)%s", NULL);
@@ -1456,6 +1460,7 @@ static int apply_option(daemon_cfg *c, int ch, const char *name, const char *arg
 
 static int parse_argv(daemon_cfg *c, int argc, char **argv, const char *where)
 {
+    cli_getopt_reset("j:h");
     optind = 1;
     opterr = 1;
     int ch, idx = 0;

@@ -144,6 +144,16 @@ int cli_unknown_option(int argc, char **argv)
     return 2;
 }
 
+void cli_getopt_reset(const char *optstring)
+{
+    /* optind = 0 makes GNU getopt re-read its optstring (its ordering mode,
+     * e.g. a leading '-') instead of keeping the last parser's. */
+    char prog[] = "ppxd", *argv[] = {prog, NULL};
+    optind = 0;
+    opterr = 0;
+    getopt(1, argv, optstring);
+}
+
 int cli_die(const char *msg, const char *detail)
 {
     cli_complain("%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
@@ -303,6 +313,7 @@ int cli_parse(cli *c, int argc, char **argv)
     };
     int ch;
     uint64_t v;
+    cli_getopt_reset("j:n:o:h");
     optind = 2; /* argv[1] is the sub-command */
     opterr = !cli_capturing();
     int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */

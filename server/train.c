@@ -240,6 +240,7 @@ static int parse_train(train_opts *o, int argc, char **argv, int job)
     int ch;
     double dv;
     const char *kind = NULL;
+    cli_getopt_reset("-j:n:o:h");
     optind = 1;
     opterr = !cli_capturing();
     int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */
