@@ -1184,7 +1184,7 @@ static void finish_sims(ppxdaemon *d, djob *j)
         j->phase = PH_TRAIN;
         snprintf(j->unit, sizeof j->unit, "epochs");
         j->done = 0;
-        j->total = 0;
+        j->total = (uint64_t)train_job_max_epochs(j->tj); /* early stopping may end it sooner */
         j->eta = -1;
         atomic_store(&j->thread_done, 0);
         /* The thread takes no signals (the engine's thread does). */

@@ -685,6 +685,7 @@ void train_job_set_out(train_job *tj, const char *path)
 }
 
 uint64_t train_job_seed(const train_job *tj) { return tj->o.tcfg.seed; }
+int train_job_max_epochs(const train_job *tj) { return tj->o.tcfg.max_epochs; }
 void train_job_stop(train_job *tj) { tj->stop = 1; }
 
 int train_job_sim_begin(train_job *tj, size_t slots, policy **p, const job_ops **ops, void **job)

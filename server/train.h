@@ -41,6 +41,7 @@ train_job *train_job_parse(int argc, char **argv, int job, int *rc);
 int train_job_daemon_check(const train_job *tj, char *msg, size_t len);
 void train_job_set_out(train_job *tj, const char *path);
 uint64_t train_job_seed(const train_job *tj);
+int train_job_max_epochs(const train_job *tj); /* --max-epochs; 0: no limit */
 int train_job_sim_begin(train_job *tj, size_t slots, struct policy **p, const struct job_ops **ops, void **job);
 void train_job_sim_progress(const train_job *tj, uint64_t *done, uint64_t *total);
 int train_job_sim_failed(const train_job *tj);

@@ -383,6 +383,27 @@ Test(daemon, train_serve_and_restart_after_kill)
                      s3, NULL), 0, "the model is served again: %s", err);
     free(err);
     assert_same_file(s1, s3);
+    /* SIGHUP: a model file put into DIR/models is served. */
+    char *copy = NULL;
+    cr_assert(asprintf(&copy, "%s/data/models/copy.ppxm", g_dir) > 0);
+    size_t ml;
+    unsigned char *mb = tk_slurp(model, &ml);
+    cr_assert_not_null(mb);
+    FILE *cf = fopen(copy, "wb");
+    cr_assert(cf && fwrite(mb, 1, ml, cf) == ml);
+    fclose(cf);
+    free(mb);
+    kill(r.pid, SIGHUP);
+    int served = 0;
+    for (int i = 0; i < 50 && !served; i++) {
+        char *models;
+        ctl(&r, &models, NULL, "models", NULL);
+        served = strstr(models, "copy\n") != NULL;
+        free(models);
+        if (!served) sleep_ms(100);
+    }
+    cr_assert(served, "SIGHUP serves DIR/models/copy.ppxm");
+    free(copy);
     stop_daemon(&r, 1);
     free(tr);
     free(lng);
