@@ -435,8 +435,13 @@ typedef struct info_buf {
     const char *(*outs)[2];
 } info_buf;
 
-static void fill_info(const djob *j, ppxq_job_info *ji, const char **outs)
+static void read_train_log(djob *j);
+
+/* (A training job's progress is read from its log here: the engine's loop
+ * may sleep while a job trains.) */
+static void fill_info(djob *j, ppxq_job_info *ji, const char **outs)
 {
+    if (j->phase == PH_TRAIN) read_train_log(j);
     memset(ji, 0, sizeof *ji);
     ji->id = j->id;
     ji->name = j->name;
@@ -670,8 +675,8 @@ static const uint8_t *do_submit(ppxdaemon *d, serve_call *call, const ppxq_msg *
         *code = PPXQ_INTERNAL;
         snprintf(msg, msg_len, "out of memory");
     } else {
-        fprintf(stderr, "ppxd daemon: job %s (%s) queued: %s%s\n", j->id, j->name, kind_names[j->kind],
-                j->kind == JK_TRAIN ? " npe|nre" : "");
+        fprintf(stderr, "ppxd daemon: job %s (%s) queued: %s%s%s\n", j->id, j->name, j->words[0],
+                j->kind == JK_TRAIN ? " " : "", j->kind == JK_TRAIN ? j->words[1] : "");
         out = encode_jobs(enc, rq->request_id, &j, 1, len, code, msg, msg_len);
         j = NULL;
     }
@@ -1123,6 +1128,7 @@ static void read_train_log(djob *j)
     if (sscanf(last, "%lu,%lf,%lf,%lf", &ep, &tr, &va, &sec) == 4) {
         j->done = ep;
         j->loss = va;
+        j->eta = j->total && ep ? sec / (double)ep * (double)(j->total > ep ? j->total - ep : 0) : -1;
     }
 }
 
