@@ -1324,6 +1324,13 @@ static int mux_done(void *vd)
                     train_job_sim_progress(j->tj, &j->done, &j->total);
                 double el = now - j->sim_t0;
                 j->eta = j->done ? el * (double)(j->total - j->done) / (double)j->done : -1;
+                /* Say why nothing happens when no simulator of its model is there. */
+                const char *want = wanted_model(d, j);
+                if (pool_size(d, j) == 0)
+                    snprintf(j->message, sizeof j->message, "waiting for simulators%s%s%s", want && want[0] ? " of model '" : "",
+                             want && want[0] ? want : "", want && want[0] ? "'" : "");
+                else if (!strncmp(j->message, "waiting for simulators", 22))
+                    j->message[0] = 0;
             }
         } else if (j->phase == PH_TRAIN && now - j->last_log_read >= 0.5) {
             j->last_log_read = now;
