@@ -55,7 +55,7 @@ typedef struct djob {
     char dir[PATH_MAX];
     /* The run: the engine thread's (the training thread's in PH_TRAIN). */
     job_phase phase;
-    int cancel;                /* requested (under the table lock) */
+    atomic_int cancel;         /* requested (set under the table lock; read by the engine without it) */
     char **argv;               /* the parsers' copy: "ppxd", words..., NULL */
     size_t argc;
     cli c;
@@ -125,7 +125,12 @@ typedef struct ppxdaemon {
     policy_request *scratch;
     size_t n_scratch;
     double last_tick;
+    djob *active[256];         /* the jobs in PH_SIM, for mux_next (engine thread only) */
+    size_t n_active;
 } ppxdaemon;
+
+/* Set wherever the eventfd is written: the next tick looks at every job. */
+static atomic_int g_kick;
 
 /* Set from signal handlers. */
 static volatile sig_atomic_t g_sig_stop, g_sig_hup;
@@ -148,6 +153,7 @@ static double now_mono(void)
 static void wake(int fd)
 {
     uint64_t one = 1;
+    atomic_store(&g_kick, 1);
     if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
         /* A full eventfd counter still wakes the engine. */
     }
@@ -937,30 +943,20 @@ static int model_matches(const ppxdaemon *d, const djob *j, const char *model)
     return !want || !want[0] || strcmp(want, model) == 0;
 }
 
-static int mux_next_locked(ppxdaemon *d, size_t slot, uint64_t *index);
-
-/* The table may grow (a submit, in a serving thread): scanned under mu. */
+/* Called for every idle simulator on every turn of the loop: it looks only
+ * at the running jobs (d->active, the engine thread's own list), no lock. */
 static int mux_next(void *vd, size_t slot, uint64_t *index)
 {
     ppxdaemon *d = vd;
-    if (!engine_slot_model(d->e, slot)) return 0;
-    pthread_mutex_lock(&d->mu);
-    int r = mux_next_locked(d, slot, index);
-    pthread_mutex_unlock(&d->mu);
-    return r;
-}
-
-static int mux_next_locked(ppxdaemon *d, size_t slot, uint64_t *index)
-{
     const char *model = engine_slot_model(d->e, slot);
+    if (!model || !d->n_active) return 0;
     /* Candidates: running jobs of this simulator model, fewest traces in
      * flight first, round robin among equals. */
     djob *cand[64];
     size_t nc = 0;
-    for (size_t k = 0; k < d->n_jobs && nc < 64; k++) {
-        djob *j = d->jobs[(k + d->rr) % d->n_jobs];
-        if (j->phase == PH_SIM && !j->cancel && j->ops && !j->ops->done(j->job) && model_matches(d, j, model))
-            cand[nc++] = j;
+    for (size_t k = 0; k < d->n_active && nc < 64; k++) {
+        djob *j = d->active[(k + d->rr) % d->n_active];
+        if (!atomic_load(&j->cancel) && !j->ops->done(j->job) && model_matches(d, j, model)) cand[nc++] = j;
     }
     for (size_t a = 1; a < nc; a++)
         for (size_t b = a; b > 0 && cand[b]->inflight < cand[b - 1]->inflight; b--) {
@@ -1297,6 +1293,9 @@ static int mux_done(void *vd)
         fprintf(stderr, "ppxd daemon: SIGHUP: reloading the models of %s\n", d->models_dir);
         load_models(d);
     }
+    /* The whole table at most every 50 ms, or at once after a wake-up (a
+     * submit, a cancel, a training's end): a busy loop turns often. */
+    if (!atomic_exchange(&g_kick, 0) && now - d->last_tick < 0.05) return 0;
     pthread_mutex_lock(&d->mu);
     refresh_pools(d, now);
     size_t running = 0;
@@ -1308,7 +1307,7 @@ static int mux_done(void *vd)
             running += j->phase == PH_SIM;
         }
         if (j->phase == PH_SIM) {
-            if (j->cancel) {
+            if (atomic_load(&j->cancel)) {
                 job_end(d, j, PPXQ_JOB_CANCELLED, "cancelled%s", NULL);
                 continue;
             }
@@ -1345,6 +1344,9 @@ static int mux_done(void *vd)
             job_free_run(j);
         }
     }
+    d->n_active = 0;
+    for (size_t i = 0; i < d->n_jobs && d->n_active < sizeof d->active / sizeof *d->active; i++)
+        if (d->jobs[i]->phase == PH_SIM) d->active[d->n_active++] = d->jobs[i];
     pthread_mutex_unlock(&d->mu);
     d->last_tick = now;
     return 0;
@@ -1437,7 +1439,7 @@ static int apply_option(daemon_cfg *c, int ch, const char *name, const char *arg
         if (engine_config_option(&c->ecfg, name, arg, why, sizeof why) < 0) return ddie(why, arg);
         return 0;
     case D_MAX_JOBS:
-        if (args_u64_range(arg, 1, 1024, &v) < 0) return ddie("--max-jobs wants a number from 1 to 1024", arg);
+        if (args_u64_range(arg, 1, 256, &v) < 0) return ddie("--max-jobs wants a number from 1 to 256", arg);
         c->max_jobs = (int)v;
         return 0;
     case D_THREADS:

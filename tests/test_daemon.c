@@ -255,6 +255,22 @@ Test(daemon, two_jobs_at_once_agree_with_the_cli)
     start_sims(&d, 2);
     char *sim = submit(&d, "prior", "simulate", "-n", "3000", "--seed", "11", NULL);
     char *inf = submit(&d, NULL, "infer", "-n", "4000", "--observe", "obs0=8", "--seed", "3", NULL);
+    /* The pool is shared: when the first job ends, the other is well on its
+     * way (run one after the other, it would barely have started). */
+    for (int i = 0; i < 3000; i++) {
+        char *sa = job_field(&d, sim, "state"), *sb = job_field(&d, inf, "state");
+        int a_done = !strcmp(sa, "DONE"), b_done = !strcmp(sb, "DONE");
+        free(sa);
+        free(sb);
+        if (a_done || b_done) {
+            char *p = job_field(&d, a_done ? inf : sim, "progress");
+            long done = atol(p), total = atol(strchr(p, '/') ? strchr(p, '/') + 1 : "1");
+            cr_assert(a_done && b_done ? 1 : done * 4 >= total, "the other job had done %s only", p);
+            free(p);
+            break;
+        }
+        sleep_ms(10);
+    }
     char *st;
     cr_assert_eq(wait_job(&d, sim, &st), 0, "simulate job: %s", st);
     free(st);
