@@ -28,9 +28,10 @@
 #include "ppxq.h"
 #include "serve.h"
 #include "train.h"
+#include "train_ic.h"
 
-typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN } job_kind;
-static const char *const kind_names[] = {"simulate", "infer", "train"};
+typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_COUNT } job_kind;
+static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic"};
 
 typedef enum job_phase {
     PH_NONE = 0, /* queued, or loaded from disk (no run) */
@@ -62,6 +63,8 @@ typedef struct djob {
     int have_cli;
     cli_run *run;
     train_job *tj;
+    ic_job *ij;
+    char model_path[PATH_MAX + 80]; /* infer --method ic: DIR/ic/NAME.ppxm */
     policy *p;
     const job_ops *ops;
     void *job;
@@ -98,7 +101,7 @@ typedef struct mux_policy {
 
 typedef struct ppxdaemon {
     daemon_cfg cfg;
-    char models_dir[PATH_MAX], jobs_dir[PATH_MAX];
+    char models_dir[PATH_MAX], jobs_dir[PATH_MAX], ic_dir[PATH_MAX];
     serve_server *serve;
     engine *e;
     int wake_fd;
@@ -252,6 +255,7 @@ static void job_free_run(djob *j)
     if (j->have_cli) cli_free(&j->c);
     j->have_cli = 0;
     train_job_destroy(&j->tj);
+    ic_job_destroy(&j->ij);
     j->p = NULL;
     j->ops = NULL;
     j->job = NULL;
@@ -316,7 +320,7 @@ static djob *job_load(const char *dir)
         else if (!strcmp(k, "word")) {
             if (push_word(&j->words, &j->n_words, v) < 0) break;
         } else if (!strcmp(k, "kind")) {
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < JK_COUNT; i++)
                 if (!strcmp(v, kind_names[i])) j->kind = (job_kind)i;
         } else if (!strcmp(k, "state")) {
             have_state = 1;
@@ -415,10 +419,11 @@ static void load_models(ppxdaemon *d)
 
 /* ---- JobInfo ------------------------------------------------------------------------------------- */
 
-static const char *const outputs_of[3][2] = {
+static const char *const outputs_of[JK_COUNT][2] = {
     {"traces.ppxt", NULL},
     {"summary.txt", "samples.npy"},
     {"model.ppxm", "model.ppxm.log.csv"},
+    {"model.ppxm", NULL},
 };
 
 /* Outputs that exist now (a running job's may be partial). */
@@ -532,15 +537,14 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     else if (!strcmp(cmd, "infer")) j->kind = JK_INFER;
     else if (!strcmp(cmd, "train") && j->n_words > 1 && (!strcmp(j->words[1], "npe") || !strcmp(j->words[1], "nre")))
         j->kind = JK_TRAIN;
-    else if (!strcmp(cmd, "train") && j->n_words > 1 && !strcmp(j->words[1], "ic")) {
-        snprintf(msg, msg_len, "train ic is not a daemon job yet: run `ppxd train ic` with --sim-listen");
-        return -1;
-    } else if (!strcmp(cmd, "mine") || (!strcmp(cmd, "train") && j->n_words > 1)) {
-        snprintf(msg, msg_len, "'%s%s%s' is not a daemon job yet (jobs: simulate, infer, train npe|nre)", cmd,
+    else if (!strcmp(cmd, "train") && j->n_words > 1 && !strcmp(j->words[1], "ic"))
+        j->kind = JK_TRAIN_IC;
+    else if (!strcmp(cmd, "mine") || (!strcmp(cmd, "train") && j->n_words > 1)) {
+        snprintf(msg, msg_len, "'%s%s%s' is not a daemon job yet (jobs: simulate, infer, train npe|nre|ic)", cmd,
                  j->n_words > 1 ? " " : "", j->n_words > 1 ? j->words[1] : "");
         return -1;
     } else {
-        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer and train npe|nre", cmd);
+        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer and train npe|nre|ic", cmd);
         return -1;
     }
     for (size_t i = 0; i < j->n_words; i++)
@@ -559,6 +563,10 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         int prc;
         j->tj = train_job_parse((int)j->argc - 1, j->argv + 1, 1, &prc);
         if (!j->tj) rc = -1;
+    } else if (j->kind == JK_TRAIN_IC) {
+        int prc;
+        j->ij = ic_job_parse((int)j->argc - 2, j->argv + 2, &prc);
+        if (!j->ij) rc = -1;
     } else {
         cli_init(&j->c, j->argv[1]);
         j->have_cli = 1;
@@ -571,10 +579,8 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         if (!msg[0]) snprintf(msg, msg_len, "cannot parse the command");
         return -1;
     }
-    if (j->kind == JK_TRAIN) {
-        if (train_job_daemon_check(j->tj, msg, msg_len) < 0) return -1;
-        return 0;
-    }
+    if (j->kind == JK_TRAIN) return train_job_daemon_check(j->tj, msg, msg_len);
+    if (j->kind == JK_TRAIN_IC) return ic_job_daemon_check(j->ij, msg, msg_len);
     cli *c = &j->c;
     const engine_sim_options *so = &c->sims;
     if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
@@ -597,9 +603,18 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         snprintf(msg, msg_len, "unexpected argument for %s", cmd);
         return -1;
     }
-    if (c->method == METHOD_IC || c->model) {
-        snprintf(msg, msg_len, "infer --method ic is not a daemon job yet");
-        return -1;
+    if (c->method == METHOD_IC) {
+        /* --model names a network trained by a `train ic` job: DIR/ic/NAME.ppxm. */
+        struct stat st;
+        char file[96];
+        snprintf(file, sizeof file, "%.64s.ppxm", c->model);
+        if (!name_ok(c->model) || pjoin(j->model_path, sizeof j->model_path, d->ic_dir, file) < 0 ||
+            stat(j->model_path, &st) < 0) {
+            snprintf(msg, msg_len, "infer --method ic --model NAME: no IC network '%.64s' (the name of a finished "
+                                   "train ic job)", c->model);
+            return -1;
+        }
+        c->model = j->model_path;
     }
     if (!c->n) {
         snprintf(msg, msg_len, "%s needs -n N", cmd);
@@ -670,7 +685,7 @@ static const uint8_t *do_submit(ppxdaemon *d, serve_call *call, const ppxq_msg *
     snprintf(j->id, sizeof j->id, "j%u", d->next_seq++);
     snprintf(j->name, sizeof j->name, "%s", rq->name[0] ? rq->name : j->id);
     pjoin(j->dir, sizeof j->dir, d->jobs_dir, j->id);
-    snprintf(j->unit, sizeof j->unit, "%s", j->kind == JK_INFER && j->c.method != METHOD_IS ? "steps" : "traces");
+    snprintf(j->unit, sizeof j->unit, "%s", j->kind == JK_INFER && (j->c.method == METHOD_LMH || j->c.method == METHOD_RMH) ? "steps" : "traces");
     j->submitted = now_unix();
     j->state = PPXQ_JOB_QUEUED;
     const uint8_t *out = NULL;
@@ -846,6 +861,7 @@ static const uint8_t *on_request(void *ctx, serve_call *call, const ppxq_msg *rq
             } else {
                 j->cancel = 1;
                 if (j->tj) train_job_stop(j->tj);
+                if (j->ij) ic_job_stop(j->ij);
                 woke = 1;
             }
             fprintf(stderr, "ppxd daemon: job %s: cancel requested\n", j->id);
@@ -1008,10 +1024,10 @@ static void mux_trace_env(void *vd, size_t slot, const observation **obs, size_t
     ppxdaemon *d = vd;
     djob *j = d->owner[slot];
     if (!j) return;
-    if (j->kind == JK_TRAIN) {
+    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC) {
         *obs = NULL;
         *n_obs = 0;
-        *seed = train_job_seed(j->tj);
+        *seed = j->tj ? train_job_seed(j->tj) : ic_job_seed(j->ij);
     } else {
         *obs = j->c.obs;
         *n_obs = j->c.n_obs;
@@ -1130,6 +1146,16 @@ static void read_train_log(djob *j)
 
 static void *train_main(void *arg);
 
+static void job_progress(djob *j)
+{
+    if (j->run)
+        cli_run_progress(j->run, &j->done, &j->total);
+    else if (j->tj)
+        train_job_sim_progress(j->tj, &j->done, &j->total);
+    else if (j->ij)
+        ic_job_progress(j->ij, &j->done, &j->total);
+}
+
 static void start_job(ppxdaemon *d, djob *j)
 {
     char msg[600];
@@ -1144,6 +1170,10 @@ static void start_job(ppxdaemon *d, djob *j)
         pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxm");
         train_job_set_out(j->tj, j->out_path);
         ok = train_job_sim_begin(j->tj, d->n_slots, &j->p, &j->ops, &j->job) == 0;
+    } else if (j->kind == JK_TRAIN_IC) {
+        pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxm");
+        ok = ic_job_set_out(j->ij, j->out_path) == 0 &&
+             ic_job_sim_begin(j->ij, d->n_slots, &j->p, &j->ops, &j->job) == 0;
     } else {
         if (j->kind == JK_SIMULATE) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "traces.ppxt");
@@ -1174,19 +1204,18 @@ static void start_job(ppxdaemon *d, djob *j)
 /* The job's simulations are in: results (simulate/infer) or training. */
 static void finish_sims(ppxdaemon *d, djob *j)
 {
-    if (j->run)
-        cli_run_progress(j->run, &j->done, &j->total);
-    else
-        train_job_sim_progress(j->tj, &j->done, &j->total);
-    if (j->kind == JK_TRAIN) {
-        if (train_job_sim_failed(j->tj)) {
+    job_progress(j);
+    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC) {
+        if (j->tj && train_job_sim_failed(j->tj)) {
             job_end(d, j, PPXQ_JOB_FAILED, "the simulations could not be used (see the daemon's log)%s", NULL);
             return;
         }
         j->phase = PH_TRAIN;
-        snprintf(j->unit, sizeof j->unit, "epochs");
-        j->done = 0;
-        j->total = (uint64_t)train_job_max_epochs(j->tj); /* early stopping may end it sooner */
+        if (j->tj) {
+            snprintf(j->unit, sizeof j->unit, "epochs");
+            j->done = 0;
+            j->total = (uint64_t)train_job_max_epochs(j->tj); /* early stopping may end it sooner */
+        }
         j->eta = -1;
         atomic_store(&j->thread_done, 0);
         /* The thread takes no signals (the engine's thread does). */
@@ -1228,7 +1257,7 @@ static void *train_main(void *arg)
     ppxdaemon *d = g_daemon;
     const model_file *m = NULL;
     char msg[600];
-    int rc = train_job_fit(j->tj, &m, msg, sizeof msg);
+    int rc = j->ij ? ic_job_finish(j->ij, msg, sizeof msg) : train_job_fit(j->tj, &m, msg, sizeof msg);
     char served[PATH_MAX + 80];
     served[0] = 0;
     pthread_mutex_lock(&d->mu);
@@ -1238,7 +1267,7 @@ static void *train_main(void *arg)
         /* Into DIR/models under the job's name (a link: atomic with rename),
          * then served. */
         char tmp[PATH_MAX + 96], err[300];
-        snprintf(served, sizeof served, "%s/%s.ppxm", d->models_dir, j->name);
+        snprintf(served, sizeof served, "%s/%s.ppxm", j->ij ? d->ic_dir : d->models_dir, j->name);
         snprintf(tmp, sizeof tmp, "%s.tmp%d", served, (int)getpid());
         unlink(tmp);
         if (link(j->out_path, tmp) < 0 || rename(tmp, served) < 0) {
@@ -1246,20 +1275,23 @@ static void *train_main(void *arg)
             unlink(tmp);
             snprintf(served, sizeof served, "%s", j->out_path);
         }
-        if (serve_publish(d->serve, j->name, m, served, err, sizeof err) < 0) {
+        if (m && serve_publish(d->serve, j->name, m, served, err, sizeof err) < 0) {
             rc = 1;
             snprintf(msg, sizeof msg, "trained, but cannot serve it: %s", err);
         }
     }
     pthread_mutex_lock(&d->mu);
-    read_train_log(j);
+    if (j->tj) read_train_log(j);
     if (cancel || j->cancel)
         job_end(d, j, PPXQ_JOB_CANCELLED, "cancelled during training%s", NULL);
     else if (stopping || d->stopping)
         job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
     else if (rc == 0) {
         char done[sizeof j->message];
-        if (snprintf(done, sizeof done, "served as '%s': %s", j->name, msg) >= (int)sizeof done) done[sizeof done - 1] = 0;
+        int k = j->ij ? snprintf(done, sizeof done, "saved as '%s' (infer --method ic --model %s): %s", j->name,
+                                 j->name, msg)
+                      : snprintf(done, sizeof done, "served as '%s': %s", j->name, msg);
+        if (k >= (int)sizeof done) done[sizeof done - 1] = 0;
         job_end(d, j, PPXQ_JOB_DONE, "%s", done);
     } else
         job_end(d, j, PPXQ_JOB_FAILED, "%s", msg);
@@ -1317,10 +1349,7 @@ static int mux_done(void *vd)
             }
             if (now - j->last_log_read >= 0.1) {
                 j->last_log_read = now;
-                if (j->run)
-                    cli_run_progress(j->run, &j->done, &j->total);
-                else
-                    train_job_sim_progress(j->tj, &j->done, &j->total);
+                job_progress(j);
                 double el = now - j->sim_t0;
                 j->eta = j->done ? el * (double)(j->total - j->done) / (double)j->done : -1;
                 /* Say why nothing happens when no simulator of its model is there. */
@@ -1335,7 +1364,7 @@ static int mux_done(void *vd)
             j->last_log_read = now;
             read_train_log(j);
         }
-        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->have_cli)) {
+        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->ij || j->have_cli)) {
             if (j->thread_started) {
                 if (!atomic_load(&j->thread_done)) continue;
                 pthread_join(j->thread, NULL);
@@ -1361,7 +1390,7 @@ static void daemon_usage(FILE *f)
             "                   [--curve-secret F --curve-allow F --curve-admin F] [--insecure-plain] [options]\n"
             "\n"
             "One long-running ppxd: simulators connect in (--sim-listen) from any host, jobs are submitted\n"
-            "over the query endpoint (ppxctl submit ... -- simulate|infer|train npe|nre ...), trained models\n"
+            "over the query endpoint (ppxctl submit ... -- simulate|infer|train npe|nre|ic ...), trained models\n"
             "are served under their job's name as soon as training ends.\n"
             "\n"
             "  --config FILE               'key = value' lines with the keys of these options (repeatable\n"
@@ -1584,6 +1613,7 @@ static void stop_everything(ppxdaemon *d)
     for (size_t i = 0; i < d->n_jobs; i++) {
         djob *j = d->jobs[i];
         if (j->tj) train_job_stop(j->tj);
+        if (j->ij) ic_job_stop(j->ij);
         if (j->phase == PH_SIM || (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED))
             job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
     }
@@ -1633,7 +1663,8 @@ int ppxd_daemon_main(int argc, char **argv)
     if (make_dir(c->data_dir) < 0 || !realpath(c->data_dir, real)) goto out;
     pjoin(d->models_dir, sizeof d->models_dir, real, "models");
     pjoin(d->jobs_dir, sizeof d->jobs_dir, real, "jobs");
-    if (make_dir(d->models_dir) < 0 || make_dir(d->jobs_dir) < 0) goto out;
+    pjoin(d->ic_dir, sizeof d->ic_dir, real, "ic");
+    if (make_dir(d->models_dir) < 0 || make_dir(d->jobs_dir) < 0 || make_dir(d->ic_dir) < 0) goto out;
     char lock_path[PATH_MAX + 16];
     snprintf(lock_path, sizeof lock_path, "%s/daemon.lock", real);
     int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

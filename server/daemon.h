@@ -25,16 +25,18 @@
  * Jobs: the command's words after "ppxd", parsed with the command line's own
  * parsers (cli_parse, train_job_parse) and so with its messages; simulator,
  * engine and output options are refused (the daemon's pool and the job's
- * directory are used).  Supported: simulate, infer (is, lmh, rmh), train
- * npe|nre.  Admin rights (serve.h) are needed to submit and cancel.
+ * directory are used).  Supported: simulate, infer (is, lmh, rmh; ic with
+ * --model NAME, a finished train ic job's name), train npe|nre|ic.  Admin
+ * rights (serve.h) are needed to submit and cancel.
  *
  * Data directory:
  *   DIR/models/NAME.ppxm     served at start and on SIGHUP (trained models land here)
+ *   DIR/ic/NAME.ppxm         IC networks of train ic jobs (not served: used by infer ic jobs)
  *   DIR/jobs/ID/job.txt      the job's state, "key = value" lines, written
  *                            atomically (tmp + fsync + rename)
  *   DIR/jobs/ID/...          outputs: traces.ppxt (simulate), summary.txt and
  *                            samples.npy (infer), model.ppxm and
- *                            model.ppxm.log.csv (train)
+ *                            model.ppxm.log.csv (train; train ic: model.ppxm)
  *   DIR/daemon.lock          one daemon per directory (flock)
  * Jobs that were queued or running when a daemon died are FAILED "daemon
  * restarted" at the next start.  SIGTERM/SIGINT: running and queued jobs end

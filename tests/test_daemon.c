@@ -467,6 +467,40 @@ Test(daemon, cancel_and_stop)
     free(last);
 }
 
+/* An inference-compilation network trained by a job, then used by an
+ * infer --method ic job: its proposal beats the prior's (ESS). */
+Test(daemon, ic_train_then_infer)
+{
+    daemon_proc d = {0};
+    start_daemon(&d, NULL, NULL);
+    start_sims(&d, 2);
+    char *ic = submit(&d, "gic", "train", "ic", "--max-traces", "3000", "--val", "200", NULL);
+    char *st;
+    cr_assert_eq(wait_job(&d, ic, &st), 0, "train ic job: %s", st);
+    free(st);
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/data/ic/gic.ppxm", g_dir) > 0);
+    cr_assert(access(path, R_OK) == 0, "the network is in DIR/ic");
+    char *a = submit(&d, NULL, "infer", "--method", "ic", "--model", "gic", "-n", "2000", "--observe", "obs0=8",
+                     "--observe", "obs1=9", NULL);
+    char *b = submit(&d, NULL, "infer", "-n", "2000", "--observe", "obs0=8", "--observe", "obs1=9", NULL);
+    cr_assert_eq(wait_job(&d, a, &st), 0, "infer ic job: %s", st);
+    free(st);
+    cr_assert_eq(wait_job(&d, b, &st), 0, "infer job: %s", st);
+    free(st);
+    char *ma = job_field(&d, a, "message"), *mb = job_field(&d, b, "message");
+    const char *ea = strstr(ma, "ESS "), *eb = strstr(mb, "ESS ");
+    cr_assert(ea && eb && strstr(ma, "IC proposal"), "%s / %s", ma, mb);
+    cr_assert_gt(atof(ea + 4), 2 * atof(eb + 4), "IC %s vs prior %s", ma, mb);
+    free(ma);
+    free(mb);
+    free(path);
+    free(ic);
+    free(a);
+    free(b);
+    stop_daemon(&d, 1);
+}
+
 /* Commands the daemon cannot run are BAD_REQUEST with the CLI's words;
  * unknown jobs UNKNOWN_JOB; a plain tcp client may read but not submit. */
 Test(daemon, bad_commands_and_admin_rights)
@@ -502,13 +536,15 @@ Test(daemon, bad_commands_and_admin_rights)
         {{"simulate", "-n", "10", "-o", "/etc/passwd", NULL}, "not for jobs"},
         {{"infer", "-n", "10", "--observe", "obs0", NULL}, "bad value 'obs0'"},
         {{"train", "npe", "-n", "10", NULL}, "live training needs --theta NAMES and --x NAMES"},
-        {{"train", "ic", NULL}, "not a daemon job yet"},
+        {{"train", "ic", "-o", "x.ppxm", NULL}, "-o is not for jobs"},
+        {{"infer", "--method", "ic", "--model", "nothing", "-n", "10", NULL}, "no IC network 'nothing'"},
+        {{"mine", "-n", "10", NULL}, "not a daemon job yet"},
         {{"simulate", "--help", NULL}, "--help is not for jobs"},
         {{"simulate", "-n", "10", "--bogus", NULL}, "unknown option"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *const *w = cases[i].words;
-        rc = ctl(&a, &out, &err, "submit", "--", w[0], w[1], w[2], w[3], w[4], w[5], NULL);
+        rc = ctl(&a, &out, &err, "submit", "--", w[0], w[1], w[2], w[3], w[4], w[5], w[6], NULL);
         cr_assert_eq(rc, 1, "case %zu: exit %d: %s", i, rc, err);
         cr_assert(strstr(err, "BAD_REQUEST") && strstr(err, cases[i].expect), "case %zu: %s", i, err);
         free(out);
