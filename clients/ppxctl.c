@@ -2,6 +2,7 @@
  *
  *   ppxctl [global options] COMMAND [command options]
  *   models | sample | logprob | status | load | unload | reload | keygen
+ *   submit | jobs | job status|wait|cancel|fetch | sims   (ppxd daemon)
  *
  * Exit codes: 0 success, 1 the server answered with an error, 2 usage error,
  * 3 no answer (connection failure or timeout) or an unusable reply.
@@ -13,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "export.h"
@@ -21,6 +25,7 @@
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
 #define EXIT_CONN 3
+#define EXIT_STILL_RUNNING 4
 
 typedef struct ctl {
     const char *endpoint;
@@ -39,6 +44,10 @@ typedef struct ctl {
     int no_normalise;
     uint64_t n_draws;
     int help;
+    const char *sim_model;    /* submit --sim-model */
+    const char *const *words; /* submit: the command after "--" */
+    size_t n_words;
+    double wait_timeout;      /* job wait --timeout S (0: none) */
 } ctl;
 
 static void usage(FILE *f, const char *cmd)
@@ -69,6 +78,21 @@ static void usage(FILE *f, const char *cmd)
     } else if (cmd && strcmp(cmd, "keygen") == 0) {
         fprintf(f, "usage: ppxctl keygen PREFIX\n  a new CURVE key pair: PREFIX.key (public + secret, mode 0600) "
                    "and PREFIX.pub.\n");
+    } else if (cmd && strcmp(cmd, "submit") == 0) {
+        fprintf(f, "usage: ppxctl submit [--name NAME] [--sim-model MODEL] -- COMMAND ARGS...\n"
+                   "  submit a job to ppxd daemon (admin): COMMAND ARGS are the words after \"ppxd\" without\n"
+                   "  simulator or output options, e.g. -- simulate -n 1000, -- infer -n 5000 --observe y=8,9,\n"
+                   "  -- train npe -n 2000 --theta mu --x y.  Prints the job id.  A trained model is served\n"
+                   "  under NAME (default: the job id).\n");
+    } else if (cmd && (strcmp(cmd, "job") == 0 || strcmp(cmd, "jobs") == 0)) {
+        fprintf(f, "usage: ppxctl jobs                       every job: id, name, state, progress, command\n"
+                   "       ppxctl job status ID              one job in full (outputs, message, times)\n"
+                   "       ppxctl job wait ID [--timeout S]  until it ends: a progress bar on a terminal; exit 0\n"
+                   "                                         DONE, 1 FAILED/CANCELLED, 4 still running after S\n"
+                   "       ppxctl job cancel ID              (admin)\n"
+                   "       ppxctl job fetch ID [OUTPUT] -o DIR|FILE   an output (all of them into DIR)\n");
+    } else if (cmd && strcmp(cmd, "sims") == 0) {
+        fprintf(f, "usage: ppxctl sims\n  the daemon's simulator pool by model: connected, busy, joined, left.\n");
     } else {
         fprintf(f,
                 "ppxctl — query a ppxd posterior server\n"
@@ -82,6 +106,10 @@ static void usage(FILE *f, const char *cmd)
                 "  unload NAME                    (admin) stop serving a model\n"
                 "  reload NAME                    (admin) re-read a model's file\n"
                 "  keygen PREFIX                  write a CURVE key pair PREFIX.key and PREFIX.pub\n"
+                "  submit [--name N] [--sim-model M] -- COMMAND...   (admin) a job for ppxd daemon; prints its id\n"
+                "  jobs                           the daemon's jobs\n"
+                "  job status|wait|cancel|fetch ID ...   one job (ppxctl job --help)\n"
+                "  sims                           the daemon's simulator pool\n"
                 "\n"
                 "global options:\n"
                 "  --endpoint EP                  server endpoint (default tcp://127.0.0.1:5560)\n"
@@ -90,7 +118,8 @@ static void usage(FILE *f, const char *cmd)
                 "  --timeout-ms T                 wait at most T ms for each reply (default 10000)\n"
                 "  -h, --help                     help (also after a command)\n"
                 "\n"
-                "exit codes: 0 ok, 1 server error reply, 2 usage error, 3 connection failure or timeout\n");
+                "exit codes: 0 ok, 1 server error reply (job wait: the job failed), 2 usage error,\n"
+                "            3 connection failure or timeout, 4 job wait --timeout ran out\n");
     }
 }
 
@@ -130,7 +159,7 @@ static int add_row(double **m, size_t *rows, size_t *cols, const char *arg)
 
 enum {
     O_ENDPOINT = 1000, O_SERVER_KEY, O_CLIENT_KEY, O_TIMEOUT, O_MODEL, O_OBS, O_THETA, O_THETA_FILE, O_SEED, O_NAME,
-    O_NO_NORMALISE, O_N_DRAWS, O_MAX_SECONDS
+    O_NO_NORMALISE, O_N_DRAWS, O_MAX_SECONDS, O_SIM_MODEL, O_WAIT_TIMEOUT
 };
 
 static int parse(ctl *c, int argc, char **argv)
@@ -149,6 +178,8 @@ static int parse(ctl *c, int argc, char **argv)
         {"no-normalise", no_argument, 0, O_NO_NORMALISE},
         {"n-draws", required_argument, 0, O_N_DRAWS},
         {"max-seconds", required_argument, 0, O_MAX_SECONDS},
+        {"sim-model", required_argument, 0, O_SIM_MODEL},
+        {"timeout", required_argument, 0, O_WAIT_TIMEOUT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -190,6 +221,14 @@ static int parse(ctl *c, int argc, char **argv)
             c->max_seconds = strtod(optarg, &end);
             if (end == optarg || *end || !(c->max_seconds >= 0) || !isfinite(c->max_seconds))
                 return usage_error("--max-seconds wants a non-negative number", optarg);
+            break;
+        }
+        case O_SIM_MODEL: c->sim_model = optarg; break;
+        case O_WAIT_TIMEOUT: {
+            char *end;
+            c->wait_timeout = strtod(optarg, &end);
+            if (end == optarg || *end || !(c->wait_timeout > 0) || !isfinite(c->wait_timeout))
+                return usage_error("--timeout wants a positive number of seconds", optarg);
             break;
         }
         case 'n':
@@ -427,6 +466,331 @@ static int cmd_logprob(ppx_query *q, ctl *c)
     return 0;
 }
 
+/* ---- jobs (ppxd daemon) ---------------------------------------------------------------------------- */
+
+static const char *job_state_name(ppxq_job_state s)
+{
+    static const char *const names[] = {"QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"};
+    return (unsigned)s < PPXQ_JOB_STATE_COUNT ? names[s] : "FAILED";
+}
+
+static int job_ended(ppxq_job_state s) { return s == PPXQ_JOB_DONE || s == PPXQ_JOB_FAILED || s == PPXQ_JOB_CANCELLED; }
+
+/* Send a job request; on success *reply is a JobReply with one job at least
+ * (or a JobFetchReply / SimListReply when want says so). */
+static int job_call(ppx_query *q, ppxq_msg *m, ppxq_type want, const ppxq_msg **reply)
+{
+    int rc = ppx_query_send_msg(q, m, reply);
+    if (rc != PPXQ_OK) return report(q, rc);
+    if ((*reply)->type != want) {
+        fprintf(stderr, "ppxctl: expected a %s reply, got %s\n", ppxq_type_name(want), ppxq_type_name((*reply)->type));
+        return EXIT_CONN;
+    }
+    if (want == PPXQ_JOB_REPLY && m->type != PPXQ_JOB_LIST && (*reply)->n_jobs < 1) {
+        fprintf(stderr, "ppxctl: the reply names no job\n");
+        return EXIT_CONN;
+    }
+    return 0;
+}
+
+static void print_time(const char *label, double t)
+{
+    if (t <= 0) return;
+    time_t s = (time_t)t;
+    struct tm tm;
+    char buf[64];
+    localtime_r(&s, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    printf("%-12s %s\n", label, buf);
+}
+
+static void format_progress(const ppxq_job_info *j, char *buf, size_t len)
+{
+    if (j->total)
+        snprintf(buf, len, "%llu/%llu %s", (unsigned long long)j->done, (unsigned long long)j->total, j->unit);
+    else if (j->done)
+        snprintf(buf, len, "%llu %s", (unsigned long long)j->done, j->unit);
+    else
+        snprintf(buf, len, "-");
+}
+
+static void print_job(const ppxq_job_info *j)
+{
+    char prog[96];
+    format_progress(j, prog, sizeof prog);
+    printf("%-12s %s\n", "id", j->id);
+    printf("%-12s %s\n", "name", j->name);
+    printf("%-12s %s\n", "state", job_state_name(j->state));
+    printf("%-12s", "command");
+    for (uint32_t i = 0; i < j->n_command; i++) printf(" %s", j->command[i]);
+    printf("\n%-12s %s\n", "simulators", j->sim_model[0] ? j->sim_model : "(the daemon's default)");
+    printf("%-12s %s\n", "progress", prog);
+    if (isfinite(j->loss)) printf("%-12s %.6g\n", "val loss", j->loss);
+    if (j->eta_seconds >= 0 && !job_ended(j->state)) printf("%-12s %.0f s\n", "eta", j->eta_seconds);
+    print_time("submitted", j->submitted);
+    print_time("started", j->started);
+    print_time("finished", j->finished);
+    if (j->message[0]) printf("%-12s %s\n", "message", j->message);
+    printf("%-12s", "outputs");
+    for (uint32_t i = 0; i < j->n_outputs; i++) printf(" %s", j->outputs[i]);
+    printf("%s\n", j->n_outputs ? "" : " (none yet)");
+}
+
+static int cmd_submit(ppx_query *q, const ctl *c)
+{
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_JOB_SUBMIT;
+    m.name = c->name;
+    m.sim_model = c->sim_model;
+    m.command = c->words;
+    m.n_command = (uint32_t)c->n_words;
+    const ppxq_msg *r;
+    int rc = job_call(q, &m, PPXQ_JOB_REPLY, &r);
+    if (rc) return rc;
+    printf("%s\n", r->jobs[0].id);
+    return 0;
+}
+
+static int cmd_jobs(ppx_query *q)
+{
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_JOB_LIST;
+    const ppxq_msg *r;
+    int rc = job_call(q, &m, PPXQ_JOB_REPLY, &r);
+    if (rc) return rc;
+    if (!r->n_jobs) {
+        printf("no jobs\n");
+        return 0;
+    }
+    printf("%-8s %-20s %-10s %-24s %s\n", "ID", "NAME", "STATE", "PROGRESS", "COMMAND");
+    for (uint32_t i = 0; i < r->n_jobs; i++) {
+        const ppxq_job_info *j = &r->jobs[i];
+        char prog[96];
+        format_progress(j, prog, sizeof prog);
+        printf("%-8s %-20s %-10s %-24s", j->id, j->name, job_state_name(j->state), prog);
+        for (uint32_t k = 0; k < j->n_command; k++) printf(" %s", j->command[k]);
+        printf("\n");
+    }
+    return 0;
+}
+
+static int cmd_job_simple(ppx_query *q, ppxq_type t, const char *id)
+{
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = t;
+    m.job_id = id;
+    const ppxq_msg *r;
+    int rc = job_call(q, &m, PPXQ_JOB_REPLY, &r);
+    if (rc) return rc;
+    if (t == PPXQ_JOB_CANCEL)
+        printf("%s %s%s%s\n", r->jobs[0].id, job_state_name(r->jobs[0].state),
+               job_ended(r->jobs[0].state) ? "" : " (cancel requested)", "");
+    else
+        print_job(&r->jobs[0]);
+    return 0;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One progress line: a bar on a terminal, plain text otherwise. */
+static void show_progress(const ppxq_job_info *j, int tty)
+{
+    char prog[96], eta[48] = "", loss[48] = "";
+    format_progress(j, prog, sizeof prog);
+    if (j->eta_seconds >= 0 && !job_ended(j->state)) snprintf(eta, sizeof eta, ", eta %.0f s", j->eta_seconds);
+    if (isfinite(j->loss)) snprintf(loss, sizeof loss, ", val loss %.4g", j->loss);
+    if (!tty) {
+        fprintf(stderr, "ppxctl: %s %s %s%s%s\n", j->id, job_state_name(j->state), prog, loss, eta);
+        return;
+    }
+    char bar[31];
+    int w = 30, fill = j->total ? (int)((double)j->done / (double)j->total * w) : 0;
+    if (fill > w) fill = w;
+    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    bar[w] = 0;
+    fprintf(stderr, "\r\033[K%s %-9s [%s] %s%s%s", j->id, job_state_name(j->state), j->total ? bar : "   (no total: in progress)   ",
+            prog, loss, eta);
+    fflush(stderr);
+}
+
+static int cmd_job_wait(ppx_query *q, const ctl *c, const char *id)
+{
+    int tty = isatty(2);
+    double t0 = mono_s(), last_line = -1e9;
+    char last[200] = "";
+    for (;;) {
+        double left = c->wait_timeout > 0 ? c->wait_timeout - (mono_s() - t0) : 1.0;
+        double round = left < 1.0 ? left : 1.0;
+        if (round < 0) round = 0;
+        ppxq_msg m;
+        ppxq_msg_init(&m);
+        m.type = PPXQ_JOB_WAIT;
+        m.job_id = id;
+        m.max_seconds = round;
+        /* The daemon answers within max_seconds; allow for the network. */
+        ppx_query_set_timeout(q, (int)(round * 1000) + c->timeout_ms);
+        const ppxq_msg *r;
+        int rc = job_call(q, &m, PPXQ_JOB_REPLY, &r);
+        if (rc) {
+            if (tty) fputc('\n', stderr);
+            return rc;
+        }
+        const ppxq_job_info *j = &r->jobs[0];
+        char now[200];
+        snprintf(now, sizeof now, "%d %llu %llu %.6g", (int)j->state, (unsigned long long)j->done,
+                 (unsigned long long)j->total, j->loss);
+        /* Plain lines: on a change, at most every 2 s (and the last). */
+        if (tty || job_ended(j->state) || (strcmp(now, last) != 0 && mono_s() - last_line >= 2.0)) {
+            show_progress(j, tty);
+            last_line = mono_s();
+            snprintf(last, sizeof last, "%s", now);
+        }
+        if (job_ended(j->state)) {
+            if (tty) fputc('\n', stderr);
+            if (j->message[0]) fprintf(stderr, "ppxctl: %s: %s\n", job_state_name(j->state), j->message);
+            printf("%s\n", job_state_name(j->state));
+            return j->state == PPXQ_JOB_DONE ? 0 : EXIT_SERVER;
+        }
+        if (c->wait_timeout > 0 && mono_s() - t0 >= c->wait_timeout) {
+            if (tty) fputc('\n', stderr);
+            fprintf(stderr, "ppxctl: job %s is still %s after %.0f s\n", id, job_state_name(j->state), c->wait_timeout);
+            printf("%s\n", job_state_name(j->state));
+            return EXIT_STILL_RUNNING;
+        }
+    }
+}
+
+/* One output of a job into path (via path.part, renamed when complete). */
+static int fetch_one(ppx_query *q, const char *id, const char *output, const char *path)
+{
+    size_t pl = strlen(path) + 8;
+    char *part = malloc(pl);
+    if (!part) return EXIT_CONN;
+    snprintf(part, pl, "%s.part", path);
+    FILE *f = fopen(part, "wb");
+    if (!f) {
+        fprintf(stderr, "ppxctl: cannot write %s: %s\n", part, strerror(errno));
+        free(part);
+        return EXIT_USAGE;
+    }
+    uint64_t offset = 0, size = 0;
+    int rc = 0;
+    do {
+        ppxq_msg m;
+        ppxq_msg_init(&m);
+        m.type = PPXQ_JOB_FETCH;
+        m.job_id = id;
+        m.output = output;
+        m.offset = offset;
+        m.max_bytes = 4u << 20;
+        const ppxq_msg *r;
+        if ((rc = job_call(q, &m, PPXQ_JOB_FETCH_REPLY, &r)) != 0) break;
+        if (r->offset != offset || (r->n_data == 0 && offset < r->size)) {
+            fprintf(stderr, "ppxctl: the daemon sent bytes from %llu, not %llu\n", (unsigned long long)r->offset,
+                    (unsigned long long)offset);
+            rc = EXIT_CONN;
+            break;
+        }
+        if (r->n_data && fwrite(r->data, 1, r->n_data, f) != r->n_data) {
+            fprintf(stderr, "ppxctl: writing %s: %s\n", part, strerror(errno));
+            rc = EXIT_USAGE;
+            break;
+        }
+        offset += r->n_data;
+        size = r->size;
+    } while (offset < size);
+    if (fclose(f) != 0 && !rc) rc = EXIT_USAGE;
+    if (!rc && rename(part, path) < 0) {
+        fprintf(stderr, "ppxctl: cannot rename %s to %s: %s\n", part, path, strerror(errno));
+        rc = EXIT_USAGE;
+    }
+    if (rc)
+        unlink(part);
+    else
+        fprintf(stderr, "ppxctl: %s: %llu bytes to %s\n", output, (unsigned long long)size, path);
+    free(part);
+    return rc;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int cmd_job_fetch(ppx_query *q, const ctl *c, const char *id, const char *output)
+{
+    if (output) {
+        char *path = NULL;
+        if (is_dir(c->out)) {
+            if (asprintf(&path, "%s/%s", c->out, output) < 0) return EXIT_CONN;
+        } else if (!(path = strdup(c->out))) {
+            return EXIT_CONN;
+        }
+        int rc = fetch_one(q, id, output, path);
+        free(path);
+        return rc;
+    }
+    /* Every output, into the directory -o. */
+    if (!is_dir(c->out) && mkdir(c->out, 0755) < 0) {
+        fprintf(stderr, "ppxctl: cannot create the directory %s: %s\n", c->out, strerror(errno));
+        return EXIT_USAGE;
+    }
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_JOB_STATUS;
+    m.job_id = id;
+    const ppxq_msg *r;
+    int rc = job_call(q, &m, PPXQ_JOB_REPLY, &r);
+    if (rc) return rc;
+    uint32_t n = r->jobs[0].n_outputs;
+    char **names = calloc(n ? n : 1, sizeof *names);
+    if (!names) return EXIT_CONN;
+    for (uint32_t i = 0; i < n; i++) names[i] = strdup(r->jobs[0].outputs[i]);
+    if (!n) fprintf(stderr, "ppxctl: job %s has no outputs (yet)\n", id);
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        char *path = NULL;
+        if (!names[i] || asprintf(&path, "%s/%s", c->out, names[i]) < 0) {
+            rc = EXIT_CONN;
+            break;
+        }
+        rc = fetch_one(q, id, names[i], path);
+        free(path);
+    }
+    for (uint32_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc ? rc : n ? 0 : EXIT_SERVER;
+}
+
+static int cmd_sims(ppx_query *q)
+{
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_SIM_LIST;
+    const ppxq_msg *r;
+    int rc = job_call(q, &m, PPXQ_SIM_LIST_REPLY, &r);
+    if (rc) return rc;
+    if (!r->n_pools) {
+        printf("no simulators have connected\n");
+        return 0;
+    }
+    printf("%-24s %10s %6s %8s %8s\n", "MODEL", "CONNECTED", "BUSY", "JOINED", "LEFT");
+    for (uint32_t i = 0; i < r->n_pools; i++) {
+        const ppxq_sim_pool *p = &r->pools[i];
+        printf("%-24s %10u %6u %8llu %8llu\n", p->model[0] ? p->model : "(unnamed)", p->connected, p->busy,
+               (unsigned long long)p->joined, (unsigned long long)p->left);
+    }
+    return 0;
+}
+
 static int cmd_admin(ppx_query *q, const ctl *c)
 {
     const char *msg = NULL;
@@ -447,9 +811,17 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.endpoint = "tcp://127.0.0.1:5560";
     c.timeout_ms = 10000;
-    int rc = parse(&c, argc, argv);
+    /* submit -- COMMAND...: the words after "--" are the job's, not ours. */
+    int dd = 1;
+    while (dd < argc && strcmp(argv[dd], "--") != 0) dd++;
+    if (dd < argc) {
+        c.words = (const char *const *)argv + dd + 1;
+        c.n_words = (size_t)(argc - dd - 1);
+    }
+    int rc = parse(&c, dd, argv);
     if (rc) goto out;
-    static const char *const cmds[] = {"models", "sample", "logprob", "status", "load", "unload", "reload", "keygen"};
+    static const char *const cmds[] = {"models", "sample", "logprob", "status", "load",  "unload",
+                                       "reload", "keygen", "submit", "jobs",    "job",   "sims"};
     int known = 0;
     for (size_t i = 0; c.cmd && i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(c.cmd, cmds[i]) == 0;
     if (c.help) {
@@ -469,6 +841,35 @@ int main(int argc, char **argv)
     size_t want_args = 0;
     if (!strcmp(c.cmd, "load") || !strcmp(c.cmd, "unload") || !strcmp(c.cmd, "reload") || !strcmp(c.cmd, "keygen"))
         want_args = 1;
+    if (c.words && strcmp(c.cmd, "submit") != 0) {
+        rc = usage_error("'--' (a job's command) is for submit", c.cmd);
+        goto out;
+    }
+    if (!strcmp(c.cmd, "submit") && !c.n_words) {
+        rc = usage_error("submit needs the job's command after '--', e.g. ppxctl submit -- simulate -n 1000", NULL);
+        usage(stderr, c.cmd);
+        goto out;
+    }
+    const char *job_sub = NULL, *job_id = NULL, *job_output = NULL;
+    if (!strcmp(c.cmd, "job")) {
+        static const char *const subs[] = {"status", "wait", "cancel", "fetch"};
+        int ok = 0;
+        for (size_t i = 0; c.n_args && i < 4; i++) ok |= !strcmp(c.args[0], subs[i]);
+        size_t max_args = c.n_args && !strcmp(c.args[0], "fetch") ? 3 : 2;
+        if (!ok || c.n_args < 2 || c.n_args > max_args) {
+            rc = usage_error("job wants status|wait|cancel ID, or fetch ID [OUTPUT] -o DIR|FILE", NULL);
+            usage(stderr, "job");
+            goto out;
+        }
+        job_sub = c.args[0];
+        job_id = c.args[1];
+        job_output = c.n_args > 2 ? c.args[2] : NULL;
+        if (!strcmp(job_sub, "fetch") && !c.out) {
+            rc = usage_error("job fetch needs -o DIR (every output) or -o FILE|DIR (one OUTPUT)", NULL);
+            goto out;
+        }
+        want_args = c.n_args;
+    }
     if (c.n_args != want_args) {
         rc = usage_error(want_args ? "this command takes one argument" : "unexpected argument",
                          c.n_args ? c.args[0] : c.cmd);
@@ -505,6 +906,13 @@ int main(int argc, char **argv)
     else if (!strcmp(c.cmd, "status")) rc = cmd_status(q);
     else if (!strcmp(c.cmd, "sample")) rc = cmd_sample(q, &c);
     else if (!strcmp(c.cmd, "logprob")) rc = cmd_logprob(q, &c);
+    else if (!strcmp(c.cmd, "submit")) rc = cmd_submit(q, &c);
+    else if (!strcmp(c.cmd, "jobs")) rc = cmd_jobs(q);
+    else if (!strcmp(c.cmd, "sims")) rc = cmd_sims(q);
+    else if (job_sub && !strcmp(job_sub, "status")) rc = cmd_job_simple(q, PPXQ_JOB_STATUS, job_id);
+    else if (job_sub && !strcmp(job_sub, "cancel")) rc = cmd_job_simple(q, PPXQ_JOB_CANCEL, job_id);
+    else if (job_sub && !strcmp(job_sub, "wait")) rc = cmd_job_wait(q, &c, job_id);
+    else if (job_sub && !strcmp(job_sub, "fetch")) rc = cmd_job_fetch(q, &c, job_id, job_output);
     else rc = cmd_admin(q, &c);
     ppx_query_close(&q);
 out:

@@ -56,6 +56,8 @@ typedef struct session {
     size_t pending_entry;  /* index of the Sample entry awaiting its answer */
     dist pending_dist;
     rng obs_rng;           /* draws of Observe values nobody supplied, per trace */
+    const observation *obs; /* the Observe values of the trace in flight (the job's, or cfg's) */
+    size_t n_obs;
 } session;
 
 struct engine {
@@ -81,6 +83,8 @@ struct engine {
     double next_heartbeat;
     double last_refused_log;
     int said_waiting;      /* "waiting for simulators" was printed since the last one left */
+    engine_pool *pools;    /* per model: joins and departures of connected-in simulators */
+    size_t n_pools, cap_pools;
 };
 
 const char *discard_reason_name(discard_reason r)
@@ -101,6 +105,7 @@ void engine_config_defaults(engine_config *c)
     c->listen_max = 256;
     c->heartbeat_ms = 10000;
     c->limits = ppx_limits_default();
+    c->wake_fd = -1;
 }
 
 int engine_config_option(engine_config *c, const char *name, const char *arg, char *err, size_t err_len)
@@ -377,11 +382,31 @@ static void end_trace(engine *e, policy *p, session *s)
     (void)e;
 }
 
+/* The pool entry of a model (created on first use); NULL when out of memory. */
+static engine_pool *pool_of(engine *e, const char *model)
+{
+    for (size_t i = 0; i < e->n_pools; i++)
+        if (strcmp(e->pools[i].model, model) == 0) return &e->pools[i];
+    if (e->n_pools == e->cap_pools) {
+        size_t cap = e->cap_pools ? 2 * e->cap_pools : 8;
+        engine_pool *p = realloc(e->pools, cap * sizeof *p);
+        if (!p) return NULL;
+        e->pools = p;
+        e->cap_pools = cap;
+    }
+    engine_pool *p = &e->pools[e->n_pools++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->model, sizeof p->model, "%s", model);
+    return p;
+}
+
 /* A connected-in simulator's session is free again. */
 static void vacate(engine *e, session *s)
 {
     close_conn(s);
     if (s->state != S_HANDSHAKE && s->state != S_VACANT) {
+        engine_pool *pl = pool_of(e, s->model);
+        if (pl) pl->left++;
         e->stats.left++;
         if (e->cfg.progress) elog(s, "left", s->model);
     }
@@ -483,8 +508,8 @@ engine *engine_new(const engine_config *cfg)
     e->cfg = *cfg;
     e->enc = ppx_encoder_new();
     e->sess = calloc(n, sizeof *e->sess);
-    e->items = calloc(n + cfg->n_listen, sizeof *e->items);
-    e->item_sess = calloc(n + cfg->n_listen, sizeof *e->item_sess);
+    e->items = calloc(n + cfg->n_listen + 1, sizeof *e->items);
+    e->item_sess = calloc(n + cfg->n_listen + 1, sizeof *e->item_sess);
     e->listeners = cfg->n_listen ? calloc(cfg->n_listen, sizeof *e->listeners) : NULL;
     e->reqs = calloc(n, sizeof *e->reqs);
     e->req_sess = calloc(n, sizeof *e->req_sess);
@@ -570,6 +595,7 @@ void engine_destroy(engine **ep)
     free(e->nan_buf);
     for (size_t i = 0; i < e->n_warned; i++) free(e->warned_obs[i]);
     free(e->warned_obs);
+    free(e->pools);
     ppx_encoder_destroy(&e->enc);
     free(e);
     *ep = NULL;
@@ -586,6 +612,43 @@ void engine_set_observations(engine *e, const observation *obs, size_t n_obs)
 }
 
 void engine_set_progress(engine *e, int on) { e->cfg.progress = on; }
+
+static int session_ready(const session *s)
+{
+    return s->state == S_IDLE || s->state == S_IN_TRACE || s->state == S_ANSWER;
+}
+
+const char *engine_slot_model(const engine *e, size_t slot)
+{
+    if (slot >= e->n_sess || !session_ready(&e->sess[slot])) return NULL;
+    return e->sess[slot].model;
+}
+
+size_t engine_pools(const engine *e, engine_pool *out, size_t max)
+{
+    /* Models seen joining, plus those of launched and connected simulators. */
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_pools && n < max; i++) {
+        out[n] = e->pools[i];
+        out[n].connected = out[n].busy = 0;
+        n++;
+    }
+    for (size_t i = 0; i < e->n_scan; i++) {
+        const session *s = &e->sess[i];
+        if (!session_ready(s)) continue;
+        size_t k = 0;
+        while (k < n && strcmp(out[k].model, s->model) != 0) k++;
+        if (k == n) {
+            if (n == max) continue;
+            memset(&out[n], 0, sizeof out[n]);
+            snprintf(out[n].model, sizeof out[n].model, "%s", s->model);
+            n++;
+        }
+        out[k].connected++;
+        out[k].busy += s->state != S_IDLE;
+    }
+    return n;
+}
 
 void engine_print_stats(const engine *e, void *file)
 {
@@ -688,16 +751,16 @@ static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te)
 
 /* The --observe value for an Observe: by its name, else by its address as
  * sent (upstream programs often name nothing). */
-static const observation *find_obs(const engine *e, const char *name, const char *address)
+static const observation *find_obs(const session *s, const char *name, const char *address)
 {
-    for (size_t i = 0; name && *name && i < e->cfg.n_obs; i++)
-        if (strcmp(e->cfg.obs[i].name, name) == 0) return &e->cfg.obs[i];
-    for (size_t i = 0; address && *address && i < e->cfg.n_obs; i++)
-        if (strcmp(e->cfg.obs[i].name, address) == 0) return &e->cfg.obs[i];
+    for (size_t i = 0; name && *name && i < s->n_obs; i++)
+        if (strcmp(s->obs[i].name, name) == 0) return &s->obs[i];
+    for (size_t i = 0; address && *address && i < s->n_obs; i++)
+        if (strcmp(s->obs[i].name, address) == 0) return &s->obs[i];
     return NULL;
 }
 
-static void warn_unobserved(engine *e, const char *name, const char *address)
+static void warn_unobserved(engine *e, const session *s, const char *name, const char *address)
 {
     if (!name || !*name) name = address ? address : "";
     for (size_t i = 0; i < e->n_warned; i++)
@@ -706,7 +769,7 @@ static void warn_unobserved(engine *e, const char *name, const char *address)
     if (!w) return;
     e->warned_obs = w;
     e->warned_obs[e->n_warned++] = strdup(name);
-    if (e->cfg.n_obs)
+    if (s->n_obs)
         fprintf(stderr,
                 "ppxd: note: Observe '%s' has no value (not given with --observe): drawing it from its distribution "
                 "(simulated data: it does not weight the trace)\n",
@@ -728,7 +791,7 @@ static int handle_observe(engine *e, policy *p, session *s)
         poison(s, DISCARD_INVALID_PARAMS, msg);
         has_dist = 0;
     }
-    const observation *o = find_obs(e, m->name, m->address);
+    const observation *o = find_obs(s, m->name, m->address);
     double *drawn = NULL;
     if (m->value.len > 0) {
         te.value.data = (double *)m->value.data;
@@ -747,7 +810,7 @@ static int handle_observe(engine *e, policy *p, session *s)
         value_shape(&m->dist, &d, &shape, &te.value.ndim);
         te.value.shape = (int32_t *)shape;
     } else if (has_dist && !s->poisoned) {
-        warn_unobserved(e, m->name, m->address);
+        warn_unobserved(e, s, m->name, m->address);
         drawn = nan_values(e, d.n);
         if (drawn) {
             dist_sample(&d, &s->obs_rng, drawn);
@@ -907,6 +970,8 @@ static void handle_message(engine *e, policy *p, const job_ops *ops, void *job, 
             elog(s, why, NULL);
         }
         if (s->accepted) {
+            engine_pool *pl = pool_of(e, s->model);
+            if (pl) pl->joined++;
             e->stats.joined++;
             e->said_waiting = 0;
             if (e->cfg.progress) elog(s, "joined, model", s->model);
@@ -1139,7 +1204,7 @@ static int any_in_trace(const engine *e)
 int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
 {
     double t0 = now_s(), c0 = cpu_s(), last_progress = t0, last_reap = t0, done_at = 0;
-    uint64_t done0 = e->stats.traces_done;
+    uint64_t done0 = e->stats.traces_done, last_done = done0;
     int rc = 0, idle_woke = 0;
     for (;;) {
         if (e->stop) {
@@ -1186,8 +1251,12 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                     trace_reset(s->t);
                     s->t->log_proposal = 0;
                     s->poisoned = 0;
+                    uint64_t seed = e->cfg.seed;
+                    s->obs = e->cfg.obs;
+                    s->n_obs = e->cfg.n_obs;
+                    if (ops->trace_env) ops->trace_env(job, s->id, &s->obs, &s->n_obs, &seed);
                     /* Observe draws get their own stream family, apart from the policy's. */
-                    rng_seed(&s->obs_rng, e->cfg.seed ^ 0x6f62736572766564ull, idx);
+                    rng_seed(&s->obs_rng, seed ^ 0x6f62736572766564ull, idx);
                     policy_begin(p, s->id, idx);
                     if (send_type(e, s, PPX_MSG_RUN) < 0) {
                         s->state = S_IN_TRACE;
@@ -1258,6 +1327,14 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             e->items[ni].revents = 0;
             e->item_sess[ni++] = i;
         }
+        size_t wake_item = ni;
+        if (e->cfg.wake_fd > 0) {
+            e->items[ni].socket = NULL;
+            e->items[ni].fd = e->cfg.wake_fd;
+            e->items[ni].events = ZMQ_POLLIN;
+            e->items[ni].revents = 0;
+            e->item_sess[ni++] = 0;
+        }
         /* Round up: waking a moment early would only spin. */
         long timeout_ms = (long)ceil((next_deadline - now) * 1000.0);
         if (timeout_ms < 0) timeout_ms = 0;
@@ -1281,6 +1358,13 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         for (size_t k = 0; nready > 0 && k < ni; k++) {
             short rev = e->items[k].revents;
             if (!rev) continue;
+            if (e->cfg.wake_fd > 0 && k == wake_item) {
+                char drain[64];
+                while (read(e->cfg.wake_fd, drain, sizeof drain) > 0) {
+                }
+                idle_woke = 0; /* new work, not idle chatter */
+                continue;
+            }
             if (k >= n_sess_items) {
                 accept_new(e, e->listeners[e->item_sess[k]]);
                 continue;
@@ -1305,8 +1389,10 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             last_reap = now_s();
             reap_children(e, p, ops, job);
         }
-        if (e->cfg.progress && now_s() - last_progress >= 1.0) {
+        if (e->cfg.progress && now_s() - last_progress >= 1.0 && e->stats.traces_done != last_done) {
+            /* (Nothing new, nothing printed: a daemon idles quietly.) */
             last_progress = now_s();
+            last_done = e->stats.traces_done;
             fprintf(stderr, "ppxd: %llu traces (%.0f/s), %llu discarded, %llu restarts\n",
                     (unsigned long long)(e->stats.traces_done - done0),
                     (e->stats.traces_done - done0) / (last_progress - t0),

@@ -105,6 +105,10 @@ typedef struct engine_config {
     int progress;                 /* print progress to stderr once a second */
     uint64_t seed;                /* for Observe values drawn by the engine */
     ppx_limits limits;
+    int wake_fd;                  /* > 0: a descriptor in the loop's poll set (an eventfd or the read end
+                                     of a non-blocking pipe); when readable, the engine drains it and asks
+                                     the job again (job_ops.next), so a long-running job (ppxd daemon) can
+                                     sleep while idle and wake on new work.  0 or < 0: none */
 } engine_config;
 
 void engine_config_defaults(engine_config *c);
@@ -178,8 +182,13 @@ typedef struct job_ops {
     int (*complete)(void *job, size_t slot, uint64_t index, trace *t);
     /* Trace `index` was discarded (the job should re-issue it). */
     void (*discard)(void *job, size_t slot, uint64_t index, discard_reason why);
-    /* 1 when nothing more is needed. */
+    /* 1 when nothing more is needed.  Called once per turn of the loop. */
     int (*done)(void *job);
+    /* Optional (NULL: the engine config's obs and seed): the Observe values
+     * and the seed of Observe draws for the trace just started on `slot` by
+     * next(), for a job that multiplexes several jobs of their own
+     * observations (server/daemon.c). */
+    void (*trace_env)(void *job, size_t slot, const observation **obs, size_t *n_obs, uint64_t *seed);
 } job_ops;
 
 typedef struct engine engine;
@@ -204,5 +213,19 @@ void engine_request_stop(engine *e);
 void engine_set_observations(engine *e, const observation *obs, size_t n_obs);
 /* Between runs: the once-a-second progress lines on or off. */
 void engine_set_progress(engine *e, int on);
+
+/* The model name of the simulator on slot (from its HandshakeResult), or
+ * NULL when the slot has none ready (vacant, dead, restarting, handshaking). */
+const char *engine_slot_model(const engine *e, size_t slot);
+
+/* The pool by model name: simulators connected now (handshake done), of
+ * them in a trace, and connected-in joins and departures since engine_new.
+ * Writes up to max pools; returns how many there are. */
+typedef struct engine_pool {
+    char model[128];
+    uint32_t connected, busy;
+    uint64_t joined, left;
+} engine_pool;
+size_t engine_pools(const engine *e, engine_pool *out, size_t max);
 
 #endif

@@ -81,44 +81,13 @@ static void print_backups(const ordered_job *j)
                 (unsigned long long)j->backups);
 }
 
-int cmd_simulate(cli *c)
-{
-    if (!c->n) return cli_die("simulate needs -n N", NULL);
-    if (!c->out) return cli_die("simulate needs -o FILE.ppxt", NULL);
-    char err[256];
-    trace_writer *w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err);
-    if (!w) return cli_die("cannot open output", err);
-    engine *e = start_engine(c);
-    if (!e) {
-        trace_writer_close(&w);
-        return 1;
-    }
-    policy *p = make_policy(c, engine_slots(e));
-    write_ctx wc = {w, NULL, 0};
-    ordered_job job;
-    int rc = 1;
-    if (p && ordered_job_init(&job, c->n, 4 * engine_slots(e) + 64, commit_write, &wc) == 0) {
-        rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-        print_backups(&job);
-        ordered_job_free(&job);
-    }
-    if (trace_writer_close(&w) < 0) rc = 1;
-    fprintf(stderr, "ppxd simulate: wrote %llu traces to %s\n", (unsigned long long)engine_get_stats(e)->traces_done,
-            c->out);
-    engine_print_stats(e, stderr);
-    policy_destroy(&p);
-    cli_running = NULL;
-    engine_destroy(&e);
-    return rc;
-}
-
-static void print_summary(const is_result *r, const double *w, const char *title)
+static void print_summary(FILE *f, const is_result *r, const double *w, const char *title)
 {
     size_t *scratch = malloc(2 * (r->n ? r->n : 1) * sizeof *scratch);
     if (!scratch) return;
-    printf("%s\n", title);
+    fprintf(f, "%s\n", title);
     if (r->n_cols == 0)
-        printf("(nothing to summarise: the traces have no named latent and no return value; name addresses with "
+        fprintf(f, "(nothing to summarise: the traces have no named latent and no return value; name addresses with "
                "--latent, ppxd info FILE lists them)\n");
     /* Addresses are long: the first column is as wide as its longest label. */
     int width = 16;
@@ -127,21 +96,21 @@ static void print_summary(const is_result *r, const double *w, const char *title
         is_result_col_name(r, j, name, sizeof name);
         if ((int)strlen(name) > width) width = (int)strlen(name);
     }
-    printf("%-*s %12s %12s %12s %12s %12s\n", width, "latent", "mean", "sd", "q05", "q50", "q95");
+    fprintf(f, "%-*s %12s %12s %12s %12s %12s\n", width, "latent", "mean", "sd", "q05", "q50", "q95");
     for (size_t j = 0; j < r->n_cols; j++) {
         double mean, sd;
         is_result_col_name(r, j, name, sizeof name);
         stats_weighted_moments(r->vals + j, r->n_cols, w, r->n, &mean, &sd);
-        printf("%-*s %12.6g %12.6g %12.6g %12.6g %12.6g\n", width, name, mean, sd,
+        fprintf(f, "%-*s %12.6g %12.6g %12.6g %12.6g %12.6g\n", width, name, mean, sd,
                stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.05, scratch),
                stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.50, scratch),
                stats_weighted_quantile(r->vals + j, r->n_cols, w, r->n, 0.95, scratch));
     }
     if (r->n_more)
-        printf("(%zu more controlled addresses not shown: choose columns with --latent ADDRESS or PATTERN; ppxd info "
+        fprintf(f, "(%zu more controlled addresses not shown: choose columns with --latent ADDRESS or PATTERN; ppxd info "
                "FILE lists the addresses)\n",
                r->n_more);
-    fflush(stdout);
+    fflush(f);
     free(scratch);
 }
 
@@ -267,106 +236,209 @@ static int chain_files_join(chain_files *cf, const cli *c)
     return rc;
 }
 
-static int run_mcmc(cli *c, engine *e, is_result *res)
+/* --- simulate and infer as jobs of an engine (the CLI's and ppxd daemon's) ---------- */
+
+struct cli_run {
+    cli *c;
+    int simulate, mcmc;
+    size_t slots, chains;
+    uint64_t per_chain, burn;
+    policy *p;
+    write_ctx wc;
+    is_result res;
+    int have_res;
+    ordered_job oj;
+    int have_oj;
+    lmh_job lj;
+    int have_lj;
+    chain_files cf;
+};
+
+cli_run *cli_run_new(cli *c, size_t slots, size_t chains)
 {
-    size_t chains = engine_slots(e);
-    uint64_t per_chain = (c->n + chains - 1) / chains;
-    uint64_t burn = c->burn_in >= 0 ? (uint64_t)c->burn_in : per_chain / 10;
-    policy *p = policy_replay_new(make_policy(c, chains), chains);
-    lmh_job job;
-    memset(&job, 0, sizeof job);
-    chain_files cf = {0};
-    int rc = 1;
-    if (!p || lmh_job_init(&job, chains, per_chain + burn, burn, p, (const char *const *)c->latents, c->n_latents,
-                           c->seed) < 0)
-        goto out;
-    job.rmh = c->method == METHOD_RMH;
-    if (c->out) {
-        if (chain_files_open(&cf, c, chains) < 0) goto out;
-        job.on_sample = chain_file_sample;
-        job.on_sample_ctx = &cf;
+    int simulate = strcmp(c->cmd, "simulate") == 0;
+    if (!c->n) {
+        cli_die(simulate ? "simulate needs -n N" : "infer needs -n N", NULL);
+        return NULL;
     }
-    rc = engine_run(e, p, &lmh_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-    if (rc == 0 && lmh_job_collect(&job, res) < 0) rc = 1;
-    if (rc == 0 && c->out && chain_files_join(&cf, c) < 0) rc = 1;
-    if (rc == 0) {
-        uint64_t acc = 0, steps = 0;
-        for (size_t k = 0; k < job.n_chains; k++) {
-            acc += job.chains[k].accepted;
-            steps += job.chains[k].iter;
-        }
-        double *w = malloc((res->n ? res->n : 1) * sizeof *w);
-        if (!w) {
-            rc = 1;
-            goto out;
-        }
-        for (uint64_t i = 0; i < res->n; i++) w[i] = 1.0 / (double)res->n;
-        char title[200];
-        snprintf(title, sizeof title,
-                 "%s Metropolis-Hastings: %zu chains x %llu samples (burn-in %llu), acceptance %.3f",
-                 job.rmh ? "random-walk" : "lightweight", chains,
-                 (unsigned long long)per_chain, (unsigned long long)burn, steps ? (double)acc / (double)steps : 0.0);
-        print_summary(res, w, title);
-        if (write_samples(c, res, w, 0) < 0) rc = 1;
-        free(w);
+    if (simulate && !c->out) {
+        cli_die("simulate needs -o FILE.ppxt", NULL);
+        return NULL;
     }
-out:
-    chain_files_free(&cf);
-    lmh_job_free(&job);
-    policy_destroy(&p);
+    cli_run *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->c = c;
+    r->simulate = simulate;
+    r->mcmc = !simulate && (c->method == METHOD_LMH || c->method == METHOD_RMH);
+    r->slots = slots;
+    r->chains = chains ? chains : slots;
+    char err[256];
+    if (!simulate) {
+        if (!c->n_obs) fprintf(stderr, "ppxd: note: no --observe given: the posterior is the prior\n");
+        if (is_result_init(&r->res, c->latents, c->n_latents) < 0) goto fail;
+        r->have_res = 1;
+    }
+    if (r->mcmc) {
+        r->per_chain = (c->n + r->chains - 1) / r->chains;
+        r->burn = c->burn_in >= 0 ? (uint64_t)c->burn_in : r->per_chain / 10;
+        r->p = policy_replay_new(make_policy(c, slots), slots);
+        if (!r->p || lmh_job_init(&r->lj, r->chains, r->per_chain + r->burn, r->burn, r->p,
+                                  (const char *const *)c->latents, c->n_latents, c->seed) < 0)
+            goto fail;
+        r->have_lj = 1;
+        r->lj.rmh = c->method == METHOD_RMH;
+        if (c->out) {
+            if (chain_files_open(&r->cf, c, r->chains) < 0) goto fail;
+            r->lj.on_sample = chain_file_sample;
+            r->lj.on_sample_ctx = &r->cf;
+        }
+        return r;
+    }
+    if (c->out && !(r->wc.w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err))) {
+        cli_die("cannot open output", err);
+        goto fail;
+    }
+    r->wc.is = simulate ? NULL : &r->res;
+    if (!(r->p = make_policy(c, slots))) goto fail;
+    if (ordered_job_init(&r->oj, c->n, 4 * slots + 64, commit_write, &r->wc) < 0) goto fail;
+    r->have_oj = 1;
+    return r;
+fail:
+    cli_run_destroy(&r);
+    return NULL;
+}
+
+policy *cli_run_policy(const cli_run *r) { return r->p; }
+
+const job_ops *cli_run_ops(cli_run *r, void **job)
+{
+    if (r->mcmc) {
+        *job = &r->lj;
+        return &lmh_job_ops;
+    }
+    *job = &r->oj;
+    return &ordered_job_ops;
+}
+
+void cli_run_progress(const cli_run *r, uint64_t *done, uint64_t *total)
+{
+    if (r->mcmc) {
+        uint64_t d = 0;
+        for (size_t k = 0; k < r->lj.n_chains; k++) d += r->lj.chains[k].iter;
+        *done = d;
+        *total = (uint64_t)r->lj.n_chains * r->lj.steps;
+    } else {
+        *done = r->oj.next_commit;
+        *total = r->oj.n;
+    }
+}
+
+int cli_run_failed(const cli_run *r) { return r->mcmc ? r->lj.failed : r->oj.failed; }
+
+/* MCMC results: the chains' file, the summary, the samples. */
+static int finish_mcmc(cli_run *r, FILE *summary, char *msg, size_t msg_len)
+{
+    cli *c = r->c;
+    lmh_job *job = &r->lj;
+    if (lmh_job_collect(job, &r->res) < 0) return -1;
+    if (c->out && chain_files_join(&r->cf, c) < 0) return -1;
+    uint64_t acc = 0, steps = 0;
+    for (size_t k = 0; k < job->n_chains; k++) {
+        acc += job->chains[k].accepted;
+        steps += job->chains[k].iter;
+    }
+    double *w = malloc((r->res.n ? r->res.n : 1) * sizeof *w);
+    if (!w) return -1;
+    for (uint64_t i = 0; i < r->res.n; i++) w[i] = 1.0 / (double)r->res.n;
+    char title[200];
+    snprintf(title, sizeof title, "%s Metropolis-Hastings: %zu chains x %llu samples (burn-in %llu), acceptance %.3f",
+             job->rmh ? "random-walk" : "lightweight", r->chains, (unsigned long long)r->per_chain,
+             (unsigned long long)r->burn, steps ? (double)acc / (double)steps : 0.0);
+    snprintf(msg, msg_len, "%s", title);
+    print_summary(summary, &r->res, w, title);
+    int rc = write_samples(c, &r->res, w, 0);
+    free(w);
     return rc;
 }
 
-int cmd_infer(cli *c)
+int cli_run_finish(cli_run *r, int ok, FILE *summary, char *msg, size_t msg_len)
 {
-    if (!c->n) return cli_die("infer needs -n N", NULL);
-    if (!c->n_obs) fprintf(stderr, "ppxd: note: no --observe given: the posterior is the prior\n");
+    cli *c = r->c;
+    int rc = ok && !cli_run_failed(r) ? 0 : -1;
+    msg[0] = 0;
+    if (r->mcmc) {
+        if (rc == 0) rc = finish_mcmc(r, summary, msg, msg_len);
+        return rc;
+    }
+    print_backups(&r->oj);
+    if (r->wc.w && trace_writer_close(&r->wc.w) < 0) rc = -1;
+    if (r->simulate) {
+        snprintf(msg, msg_len, "%llu traces", (unsigned long long)r->oj.next_commit);
+        return rc;
+    }
+    if (c->ic_policy) policy_ic_report(c->ic_policy, stderr);
+    if (rc < 0) return rc;
+    double *w = malloc((r->res.n ? r->res.n : 1) * sizeof *w);
+    if (!w) return -1;
+    stats_normalise(r->res.lw, r->res.n, w);
+    double logz = stats_logsumexp(r->res.lw, r->res.n) - log((double)r->res.n);
+    char title[200];
+    snprintf(title, sizeof title, "importance sampling (%s proposal): %llu traces, ESS %.1f, log evidence %.6g",
+             c->method == METHOD_IC ? "IC" : "prior", (unsigned long long)r->res.n, stats_ess(w, r->res.n), logz);
+    snprintf(msg, msg_len, "%s", title);
+    print_summary(summary, &r->res, w, title);
+    if (write_samples(c, &r->res, w, 1) < 0) rc = -1;
+    free(w);
+    return rc;
+}
+
+void cli_run_destroy(cli_run **rp)
+{
+    if (!rp || !*rp) return;
+    cli_run *r = *rp;
+    if (r->wc.w) trace_writer_close(&r->wc.w);
+    chain_files_free(&r->cf);
+    if (r->have_oj) ordered_job_free(&r->oj);
+    if (r->have_lj) lmh_job_free(&r->lj);
+    policy_destroy(&r->p);
+    if (r->have_res) is_result_free(&r->res);
+    free(r);
+    *rp = NULL;
+}
+
+/* One command on its own engine. */
+static int run_command(cli *c)
+{
+    /* Usage errors first, before any simulator starts. */
+    if (!c->n) return cli_die(strcmp(c->cmd, "simulate") == 0 ? "simulate needs -n N" : "infer needs -n N", NULL);
+    if (strcmp(c->cmd, "simulate") == 0 && !c->out) return cli_die("simulate needs -o FILE.ppxt", NULL);
+    if (strcmp(c->cmd, "simulate") == 0) {
+        /* The output is opened before the simulators start (a bad path is a usage error). */
+        char err[256];
+        trace_writer *probe = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err);
+        if (!probe) return cli_die("cannot open output", err);
+        trace_writer_close(&probe);
+    }
     engine *e = start_engine(c);
     if (!e) return 1;
-    size_t slots = engine_slots(e);
-    is_result res;
     int rc = 1;
-    if (is_result_init(&res, c->latents, c->n_latents) < 0) goto out_engine;
-    if (c->method == METHOD_IS || c->method == METHOD_IC) {
-        policy *p = make_policy(c, slots);
-        char err[256];
-        write_ctx wc = {NULL, &res, 0};
-        if (c->out && !(wc.w = trace_writer_open(c->out, 0, 0, c->fsync, err, sizeof err))) {
-            cli_die("cannot open output", err);
-            policy_destroy(&p);
-            goto out_res;
-        }
-        ordered_job job;
-        if (p && ordered_job_init(&job, c->n, 4 * slots + 64, commit_write, &wc) == 0) {
-            rc = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed ? 0 : 1;
-            print_backups(&job);
-            ordered_job_free(&job);
-        }
-        if (wc.w && trace_writer_close(&wc.w) < 0) rc = 1;
-        if (c->ic_policy) policy_ic_report(c->ic_policy, stderr);
-        policy_destroy(&p);
-        if (rc == 0) {
-            double *w = malloc((res.n ? res.n : 1) * sizeof *w);
-            if (!w) goto out_res;
-            stats_normalise(res.lw, res.n, w);
-            double logz = stats_logsumexp(res.lw, res.n) - log((double)res.n);
-            char title[200];
-            snprintf(title, sizeof title,
-                     "importance sampling (%s proposal): %llu traces, ESS %.1f, log evidence %.6g",
-                     c->method == METHOD_IC ? "IC" : "prior", (unsigned long long)res.n, stats_ess(w, res.n), logz);
-            print_summary(&res, w, title);
-            if (write_samples(c, &res, w, 1) < 0) rc = 1;
-            free(w);
-        }
-    } else {
-        rc = run_mcmc(c, e, &res);
+    cli_run *r = cli_run_new(c, engine_slots(e), 0);
+    if (r) {
+        void *job;
+        const job_ops *ops = cli_run_ops(r, &job);
+        int ran = engine_run(e, cli_run_policy(r), ops, job) == 0;
+        char msg[256];
+        rc = cli_run_finish(r, ran, stdout, msg, sizeof msg) == 0 ? 0 : 1;
+        if (strcmp(c->cmd, "simulate") == 0)
+            fprintf(stderr, "ppxd simulate: wrote %llu traces to %s\n",
+                    (unsigned long long)engine_get_stats(e)->traces_done, c->out);
     }
     engine_print_stats(e, stderr);
-out_res:
-    is_result_free(&res);
-out_engine:
+    cli_run_destroy(&r);
     cli_running = NULL;
     engine_destroy(&e);
     return rc;
 }
 
+int cmd_simulate(cli *c) { return run_command(c); }
+int cmd_infer(cli *c) { return run_command(c); }

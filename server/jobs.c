@@ -161,7 +161,7 @@ static int oj_done(void *job)
     return j->failed || j->next_commit >= j->n;
 }
 
-const job_ops ordered_job_ops = {oj_next, oj_complete, oj_discard, oj_done};
+const job_ops ordered_job_ops = {oj_next, oj_complete, oj_discard, oj_done, NULL};
 
 /* --- importance-sampling results ----------------------------------------------- */
 
@@ -445,7 +445,7 @@ static int lmh_done(void *job)
     return 1;
 }
 
-const job_ops lmh_job_ops = {lmh_next, lmh_complete, lmh_discard, lmh_done};
+const job_ops lmh_job_ops = {lmh_next, lmh_complete, lmh_discard, lmh_done, NULL};
 
 int lmh_job_collect(lmh_job *j, is_result *out)
 {

@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "mine.h"
 #include "gold_cmd.h"
 #include "diagnose.h"
+#include "daemon.h"
 
 /* The signal handler needs to reach the running engine. */
 engine *cli_running;
@@ -64,6 +66,8 @@ static void usage(FILE *f)
             "  ppxd info|export GOLD.ppxg [-o PREFIX]   a gold file: summary, or its arrays as PREFIX_*.npy\n"
             "  ppxd diagnose --model M.ppxm|M.ppxr (SIMULATORS -n ROUNDS | --data T.npy X.npy) -o DIR [--obs X_O]  (calibration: NPE, NRE, IC, gold)\n"
             "  ppxd serve    --serve ENDPOINT... --model NAME=PATH... [--curve-secret F --curve-allow F] (ppxd serve --help)\n"
+            "  ppxd daemon   --data-dir DIR --serve ENDPOINT... --sim-listen ENDPOINT... [--config FILE]  jobs over the\n"
+            "                network, models served as trained (ppxd daemon --help; ppxctl submit|jobs|job|sims)\n"
             "\n"
             "SIMULATORS (at least one of):\n"
             ENGINE_SIM_OPTIONS_HELP
@@ -97,9 +101,62 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
+/* Where complaints go while a job's command is parsed (cli_capture). */
+static _Thread_local char *capture_buf;
+static _Thread_local size_t capture_len;
+
+void cli_capture(char *buf, size_t len)
+{
+    capture_buf = len ? buf : NULL;
+    capture_len = len;
+    if (capture_buf) capture_buf[0] = 0;
+}
+
+int cli_capturing(void) { return capture_buf != NULL; }
+
+void cli_complain(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (capture_buf) {
+        /* The first complaint is the one that matters; later ones add context. */
+        size_t used = strlen(capture_buf);
+        if (used && used + 2 < capture_len) {
+            memcpy(capture_buf + used, "; ", 3);
+            used += 2;
+        }
+        if (used < capture_len) vsnprintf(capture_buf + used, capture_len - used, fmt, ap);
+    } else {
+        fputs("ppxd: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+    }
+    va_end(ap);
+}
+
+int cli_unknown_option(int argc, char **argv)
+{
+    const char *w = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    if (optopt && optopt < 256 && (w[0] != '-' || w[1] == '-'))
+        cli_complain("option -%c: unknown, or its value is missing", optopt);
+    else
+        cli_complain("%s: unknown option, or its value is missing", w);
+    return 2;
+}
+
+void cli_getopt_reset(const char *optstring)
+{
+    /* optind = 0 makes GNU getopt re-read its optstring (its ordering mode,
+     * e.g. a leading '-') instead of keeping the last parser's. */
+    char prog[] = "ppxd", *argv[] = {prog, NULL};
+    optind = 0;
+    opterr = 0;
+    getopt(1, argv, optstring);
+}
+
 int cli_die(const char *msg, const char *detail)
 {
-    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
+    cli_complain("%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
 }
 
@@ -141,7 +198,7 @@ static int add_obs(cli *c, const char *arg)
 {
     observation o;
     if (parse_named_values(arg, &o) < 0) {
-        fprintf(stderr, "ppxd: bad value '%s': expected NAME=NUMBER[,NUMBER...] with finite numbers\n", arg);
+        cli_complain("bad value '%s': expected NAME=NUMBER[,NUMBER...] with finite numbers", arg);
         return -1;
     }
     observation *p = realloc(c->obs, (c->n_obs + 1) * sizeof *p);
@@ -155,7 +212,7 @@ static int add_obs_file(cli *c, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "ppxd: cannot open %s: %s\n", path, strerror(errno));
+        cli_complain("cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     char line[4096];
@@ -167,7 +224,7 @@ static int add_obs_file(cli *c, const char *path)
         while (*s == ' ' || *s == '\t') s++;
         if (!*s || *s == '#') continue;
         if (add_obs(c, s) < 0) {
-            fprintf(stderr, "ppxd: %s:%d: bad line\n", path, lineno);
+            cli_complain("%s:%d: bad line", path, lineno);
             rc = -1;
             break;
         }
@@ -180,7 +237,7 @@ static int add_fix(cli *c, const char *arg, fixed_mode mode)
 {
     observation o;
     if (parse_named_values(arg, &o) < 0) {
-        fprintf(stderr, "ppxd: bad value '%s': expected NAME=NUMBER[,NUMBER...]\n", arg);
+        cli_complain("bad value '%s': expected NAME=NUMBER[,NUMBER...]", arg);
         return -1;
     }
     fixed_value *p = realloc(c->fix, (c->n_fix + 1) * sizeof *p);
@@ -194,13 +251,41 @@ static int add_fix(cli *c, const char *arg, fixed_mode mode)
     return 0;
 }
 
+void cli_init(cli *c, const char *cmd)
+{
+    memset(c, 0, sizeof *c);
+    engine_config_defaults(&c->ecfg);
+    c->ecfg.progress = 1;
+    c->seed = 1;
+    c->burn_in = -1;
+    c->fsync = TRACE_FSYNC_FLUSH;
+    c->cmd = cmd;
+}
+
+void cli_free(cli *c)
+{
+    for (size_t i = 0; i < c->n_obs; i++) {
+        free(c->obs[i].name);
+        free(c->obs[i].values);
+    }
+    for (size_t i = 0; i < c->n_fix; i++) {
+        free((char *)c->fix[i].name);
+        free((double *)c->fix[i].values);
+    }
+    free(c->obs);
+    free(c->fix);
+    engine_sim_options_free(&c->sims);
+    free(c->latents);
+    memset(c, 0, sizeof *c);
+}
+
 enum {
     OPT_SIM_CMD = 1000, OPT_CONNECT, OPT_SEED, OPT_OBSERVE, OPT_OBSERVE_FILE, OPT_FIX, OPT_LATENT, OPT_SAMPLES_OUT,
     OPT_RESAMPLE, OPT_METHOD, OPT_BURN_IN, OPT_TIMEOUT, OPT_START_TIMEOUT, OPT_MAX_FAILURES, OPT_MAX_MSG, OPT_FSYNC,
     OPT_QUIET, OPT_NAMES, OPT_MODEL
 };
 
-static int parse_args(cli *c, int argc, char **argv)
+int cli_parse(cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"sim-cmd", required_argument, 0, OPT_SIM_CMD},
@@ -228,7 +313,9 @@ static int parse_args(cli *c, int argc, char **argv)
     };
     int ch;
     uint64_t v;
+    cli_getopt_reset("j:n:o:h");
     optind = 2; /* argv[1] is the sub-command */
+    opterr = !cli_capturing();
     int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */
     while ((ch = getopt_long(argc, argv, "j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
@@ -294,8 +381,14 @@ static int parse_args(cli *c, int argc, char **argv)
         case OPT_QUIET: c->ecfg.progress = 0; break;
         case OPT_NAMES: c->names = optarg; break;
         case OPT_MODEL: c->model = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case 'h':
+            if (cli_capturing()) return cli_die("--help is not for jobs", NULL);
+            usage(stdout);
+            exit(0);
+        default:
+            if (cli_capturing()) return cli_unknown_option(argc, argv);
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) c->file = argv[optind++];
@@ -303,7 +396,7 @@ static int parse_args(cli *c, int argc, char **argv)
     if (c->method == METHOD_IC && !c->model) return cli_die("--method ic needs --model M.ppxm (from ppxd train ic)", NULL);
     if (c->model && c->method != METHOD_IC) return cli_die("--model is for --method ic", NULL);
     /* Usage errors of the simulator options: exit 2 before touching any file. */
-    if (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0) {
+    if (!c->job && (strcmp(c->cmd, "simulate") == 0 || strcmp(c->cmd, "infer") == 0)) {
         char why[160];
         if (engine_sim_options_apply(&c->sims, &c->ecfg, why, sizeof why) == 0) return cli_die(why, NULL);
     }
@@ -340,15 +433,10 @@ int main(int argc, char **argv)
     if ((strcmp(argv[1], "info") == 0 || strcmp(argv[1], "export") == 0) && argc > 2 && gold_file_is(argv[2]))
         return ppxd_gold_file_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "diagnose") == 0) return ppxd_diagnose_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "daemon") == 0) return ppxd_daemon_main(argc - 1, argv + 1);
     cli c;
-    memset(&c, 0, sizeof c);
-    engine_config_defaults(&c.ecfg);
-    c.ecfg.progress = 1;
-    c.seed = 1;
-    c.burn_in = -1;
-    c.fsync = TRACE_FSYNC_FLUSH;
-    c.cmd = argv[1];
-    int rc = parse_args(&c, argc, argv);
+    cli_init(&c, argv[1]);
+    int rc = cli_parse(&c, argc, argv);
     if (rc == 0) { /* on a usage error, still free what was parsed (leak-checked builds) */
         signal(SIGPIPE, SIG_IGN);
         signal(SIGINT, on_signal);
@@ -363,17 +451,6 @@ int main(int argc, char **argv)
             rc = 2;
         }
     }
-    for (size_t i = 0; i < c.n_obs; i++) {
-        free(c.obs[i].name);
-        free(c.obs[i].values);
-    }
-    for (size_t i = 0; i < c.n_fix; i++) {
-        free((char *)c.fix[i].name);
-        free((double *)c.fix[i].values);
-    }
-    free(c.obs);
-    free(c.fix);
-    engine_sim_options_free(&c.sims);
-    free(c.latents);
+    cli_free(&c);
     return rc;
 }

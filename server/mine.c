@@ -635,7 +635,7 @@ static int mj_done(void *job)
     return j->failed || j->next_final >= j->o->n;
 }
 
-static const job_ops mine_job_ops = {mj_next, mj_complete, mj_discard, mj_done};
+static const job_ops mine_job_ops = {mj_next, mj_complete, mj_discard, mj_done, NULL};
 
 static void job_free(mine_job *j)
 {

@@ -156,7 +156,84 @@ struct serve_server {
 
     char **model_dirs;              /* realpaths Load may read under (none: Load refused) */
     size_t n_model_dirs;
+
+    pthread_mutex_t defer_mu;       /* deferred replies (serve_pending_reply), from any thread */
+    void *defer_push;               /* PUSH to the frontend, made on first use */
+    int defer_closed;
 };
+
+/* ---- requests answered by the embedding program (serve_call) --------------- */
+
+struct serve_call {
+    serve_job *j;
+    uint64_t request_id;
+    int deferred;
+};
+
+struct serve_pending {
+    int frontend, delim;
+    uint64_t request_id;
+    zmq_msg_t identity;
+};
+
+int serve_call_admin(const serve_call *c) { return c->j->admin; }
+
+serve_pending *serve_call_defer(serve_call *c)
+{
+    serve_pending *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->frontend = c->j->frontend;
+    p->delim = c->j->delim;
+    p->request_id = c->request_id;
+    zmq_msg_init(&p->identity);
+    if (zmq_msg_copy(&p->identity, &c->j->identity) < 0) {
+        zmq_msg_close(&p->identity);
+        free(p);
+        return NULL;
+    }
+    c->deferred = 1;
+    return p;
+}
+
+uint64_t serve_pending_request_id(const serve_pending *p) { return p->request_id; }
+
+void serve_pending_free(serve_pending **pp)
+{
+    if (!pp || !*pp) return;
+    zmq_msg_close(&(*pp)->identity);
+    free(*pp);
+    *pp = NULL;
+}
+
+int serve_pending_reply(serve_server *s, serve_pending **pp, const void *bytes, size_t len)
+{
+    serve_pending *p = *pp;
+    int rc = -1;
+    pthread_mutex_lock(&s->defer_mu);
+    if (!s->defer_closed && !atomic_load(&s->stop) && !s->defer_push) {
+        s->defer_push = zmq_socket(s->ctx, ZMQ_PUSH);
+        int linger = 0, sndtimeo = 2000;
+        if (s->defer_push) {
+            zmq_setsockopt(s->defer_push, ZMQ_LINGER, &linger, sizeof linger);
+            zmq_setsockopt(s->defer_push, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+            if (zmq_connect(s->defer_push, REPLIES_EP) < 0) {
+                zmq_close(s->defer_push);
+                s->defer_push = NULL;
+            }
+        }
+    }
+    if (s->defer_push && !s->defer_closed) {
+        unsigned char hdr[2] = {(unsigned char)p->frontend, (unsigned char)p->delim};
+        if (zmq_send(s->defer_push, hdr, 2, ZMQ_SNDMORE) == 2 &&
+            zmq_msg_send(&p->identity, s->defer_push, ZMQ_SNDMORE) >= 0) {
+            zmq_msg_init(&p->identity); /* sent: the message is empty now */
+            rc = zmq_send(s->defer_push, bytes, len, 0) < 0 ? -1 : 0;
+        }
+    }
+    pthread_mutex_unlock(&s->defer_mu);
+    serve_pending_free(pp);
+    return rc;
+}
 
 /* Push a job; 0, or -1 when full or closed (the job is not taken). */
 static int queue_push(serve_server *s, serve_job *j)
@@ -1147,6 +1224,32 @@ static const uint8_t *handle(worker *w, serve_job *j, size_t *len)
         case PPXQ_LOAD:
         case PPXQ_UNLOAD:
         case PPXQ_RELOAD: out = do_admin(w, j, &rq, len, &a); break;
+        case PPXQ_JOB_SUBMIT:
+        case PPXQ_JOB_LIST:
+        case PPXQ_JOB_STATUS:
+        case PPXQ_JOB_CANCEL:
+        case PPXQ_JOB_WAIT:
+        case PPXQ_JOB_FETCH:
+        case PPXQ_SIM_LIST:
+            if (!s->cfg.on_request) {
+                set_error(&a, PPXQ_BAD_REQUEST, "%s: this server runs no jobs (they need `ppxd daemon`)",
+                          ppxq_type_name(rq.type));
+                break;
+            }
+            {
+                serve_call call = {j, id, 0};
+                ppxq_code code = PPXQ_OK;
+                char msg[sizeof a.message];
+                msg[0] = 0;
+                out = s->cfg.on_request(s->cfg.on_request_ctx, &call, &rq, w->enc, len, &code, msg, sizeof msg);
+                if (!out && call.deferred && code == PPXQ_OK) {
+                    ppxq_msg_clear(&rq);
+                    *len = 0;
+                    return NULL; /* answered later (serve_pending_reply) */
+                }
+                if (!out) set_error(&a, code == PPXQ_OK ? PPXQ_INTERNAL : code, "%s", msg[0] ? msg : "no reply");
+            }
+            break;
         default:
             set_error(&a, PPXQ_MALFORMED, "%s is a reply, not a request", ppxq_type_name(rq.type));
             break;
@@ -1181,6 +1284,7 @@ static void *worker_main(void *arg)
     worker *w = arg;
     serve_server *s = w->s;
     w->push = zmq_socket(s->ctx, ZMQ_PUSH);
+    /* (handle() returns NULL, and nothing is sent, for a deferred reply.) */
     int linger = 0, sndtimeo = 2000; /* never block for ever once the frontend has stopped */
     if (w->push) {
         zmq_setsockopt(w->push, ZMQ_LINGER, &linger, sizeof linger);
@@ -1528,6 +1632,7 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->reg_mu, NULL);
+    pthread_mutex_init(&s->defer_mu, NULL);
     s->qcap = (size_t)cfg->queue;
     s->q = calloc(s->qcap, sizeof *s->q);
     s->endpoints = calloc(cfg->n_endpoints, sizeof *s->endpoints);
@@ -1703,6 +1808,11 @@ void serve_destroy(serve_server **ps)
         if (s->router[i]) zmq_close(s->router[i]);
     if (s->replies) zmq_close(s->replies);
     if (s->zap) zmq_close(s->zap);
+    pthread_mutex_lock(&s->defer_mu);
+    s->defer_closed = 1;
+    if (s->defer_push) zmq_close(s->defer_push);
+    s->defer_push = NULL;
+    pthread_mutex_unlock(&s->defer_mu);
     if (s->ctx) zmq_ctx_term(s->ctx);
     if (s->q)
         for (size_t i = 0; i < s->qlen; i++) job_free(s->q[(s->qhead + i) % s->qcap]);
@@ -1719,6 +1829,7 @@ void serve_destroy(serve_server **ps)
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->reg_mu);
+    pthread_mutex_destroy(&s->defer_mu);
     free(s);
     *ps = NULL;
 }

@@ -86,11 +86,36 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "model_file.h"
+#include "ppxq.h"
 
 #define SERVE_VERSION "ppxd 0.2 (query protocol 1)"
 #define SERVE_DEFAULT_N_DRAWS 10000u
 /* How long serve_run waits for busy workers after SIGINT/SIGTERM. */
 #define SERVE_STOP_GRACE_MS 3000
+
+typedef struct serve_server serve_server;
+
+/* Requests serve.c does not answer itself — the job and simulator-pool
+ * requests (JobSubmit ... SimList) of `ppxd daemon` (server/daemon.c) — go
+ * to a handler, called in a worker thread with the decoded request.  It
+ * returns the encoded reply (bytes owned by enc, *len set), or NULL with
+ * *code and msg set for an Error reply, or NULL with *code PPXQ_OK after
+ * serve_call_defer (the reply is sent later, from any thread, with
+ * serve_pending_reply: so a long wait never holds a worker).  Without a
+ * handler these requests get BAD_REQUEST. */
+typedef struct serve_call serve_call;
+typedef struct serve_pending serve_pending;
+typedef const uint8_t *(*serve_request_fn)(void *ctx, serve_call *call, const ppxq_msg *rq, ppxq_encoder *enc,
+                                           size_t *len, ppxq_code *code, char *msg, size_t msg_len);
+/* 1 when the caller may administer (CURVE admin key, or plain ipc). */
+int serve_call_admin(const serve_call *c);
+/* Take the reply to this request for later; NULL when out of memory. */
+serve_pending *serve_call_defer(serve_call *c);
+uint64_t serve_pending_request_id(const serve_pending *p);
+/* Send the reply owed (thread-safe; frees *p).  0, or -1 when the server has
+ * stopped or the send failed (the client then times out). */
+int serve_pending_reply(serve_server *s, serve_pending **p, const void *bytes, size_t len);
+void serve_pending_free(serve_pending **p);
 
 typedef struct serve_config {
     const char *const *endpoints; /* --serve (at least one) */
@@ -111,11 +136,12 @@ typedef struct serve_config {
     const char *curve_admin;      /* admin client keys (also allowed) */
     int insecure_plain;           /* allow plain on non-loopback endpoints */
     int quiet;                    /* no log lines on stderr */
+    serve_request_fn on_request;  /* see serve_call above; NULL: none */
+    void *on_request_ctx;
 } serve_config;
 
 serve_config serve_config_defaults(void);
 
-typedef struct serve_server serve_server;
 
 /* Check the configuration, read the keys, bind every endpoint and start the
  * threads.  NULL with a reason in err (bad option, refused plain endpoint,

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "cli.h"
 #include "engine.h"
 #include "export.h"
 #include "jobs.h"
@@ -26,29 +27,12 @@
 #include "stats.h"
 #include "trace.h"
 
-/* The signal handler must reach the running engine and the training loop. */
-static engine *g_engine;
+/* Set by the command line's SIGINT/SIGTERM handler (below): `ppxd posterior`
+ * and `ppxd train` stop.  Jobs of ppxd daemon have their own flag. */
 static volatile sig_atomic_t g_stop;
+static void install_signals(void);
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-    if (g_engine) engine_request_stop(g_engine);
-}
-
-static void install_signals(void)
-{
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-}
-
-static int usage_error(const char *msg, const char *detail)
-{
-    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
-    return 2;
-}
+static int usage_error(const char *msg, const char *detail) { return cli_die(msg, detail); }
 
 static void train_usage(FILE *f)
 {
@@ -224,14 +208,14 @@ static int positive_int(const char *arg, const char *opt, int lo, int hi, int *o
 {
     uint64_t v;
     if (args_u64(arg, &v) < 0 || v < (uint64_t)lo || v > (uint64_t)hi) {
-        fprintf(stderr, "ppxd: %s wants a whole number from %d to %d, got '%s'\n", opt, lo, hi, arg);
+        cli_complain("%s wants a whole number from %d to %d, got '%s'", opt, lo, hi, arg);
         return -1;
     }
     *out = (int)v;
     return 0;
 }
 
-static int parse_train(train_opts *o, int argc, char **argv)
+static int parse_train(train_opts *o, int argc, char **argv, int job)
 {
     static const struct option opts[] = {
         {"sim-cmd", required_argument, 0, T_SIM_CMD}, {"connect", required_argument, 0, T_CONNECT},
@@ -256,8 +240,9 @@ static int parse_train(train_opts *o, int argc, char **argv)
     int ch;
     double dv;
     const char *kind = NULL;
+    cli_getopt_reset("-j:n:o:h");
     optind = 1;
-    opterr = 1;
+    opterr = !cli_capturing();
     int idx = 0; /* the long option just matched (engine_config_option, engine_sim_option take its name) */
     while ((ch = getopt_long(argc, argv, "-j:n:o:h", opts, &idx)) != -1) {
         switch (ch) {
@@ -367,8 +352,14 @@ static int parse_train(train_opts *o, int argc, char **argv)
                 return usage_error(why, optarg);
             break;
         }
-        case 'h': train_usage(stdout); exit(0);
-        default: train_usage(stderr); return 2;
+        case 'h':
+            if (cli_capturing()) return usage_error("--help is not for jobs", NULL);
+            train_usage(stdout);
+            exit(0);
+        default:
+            if (cli_capturing()) return cli_unknown_option(argc, argv);
+            train_usage(stderr);
+            return 2;
         }
     }
     if (!kind) return usage_error("train needs a model kind: ppxd train npe|nre ... (see ppxd train --help)", NULL);
@@ -376,7 +367,8 @@ static int parse_train(train_opts *o, int argc, char **argv)
     else if (strcmp(kind, "nre") == 0) o->nre = 1;
     else return usage_error("unknown model kind (npe or nre)", kind);
     char why[160];
-    int live = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
+    /* A job uses the daemon's pool: live unless it gives --data. */
+    int live = job ? !o->data_theta : engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
     if (live && o->data_theta) return usage_error("give either simulators (--sim-cmd/--connect) or --data, not both", NULL);
     if (!live && !o->data_theta)
         return usage_error("no data: give simulators (" ENGINE_SIM_OPTIONS_SHORT ") or --data THETA.npy X.npy", NULL);
@@ -387,7 +379,7 @@ static int parse_train(train_opts *o, int argc, char **argv)
         if (!o->n_priors) return usage_error("offline training needs the prior: --prior SPEC (see --help)", NULL);
         if (o->n) return usage_error("-n is for live simulation; with --data every row is used", NULL);
     }
-    if (!o->out) return usage_error("train needs -o MODEL.ppxm", NULL);
+    if (!o->out && !job) return usage_error("train needs -o MODEL.ppxm", NULL);
     if (o->nre && (o->flow || o->bins || o->autoregressive || o->tail_bound > 0 || o->transforms))
         return usage_error("--flow, --transforms, --bins, --tail-bound and --autoregressive are NPE options", NULL);
     if (!o->nre && o->bnre > 0) return usage_error("--bnre is an NRE option", NULL);
@@ -396,7 +388,6 @@ static int parse_train(train_opts *o, int argc, char **argv)
     o->ecfg.progress = !o->quiet;
     o->ecfg.seed = o->tcfg.seed;
     o->tcfg.progress = !o->quiet;
-    o->tcfg.stop = &g_stop;
     return 0;
 }
 
@@ -588,45 +579,6 @@ static void live_free(live_ctx *c)
     free(c->warned);
 }
 
-/* Run the simulators; on success c holds the tables.  0 or -1. */
-static int run_live(const train_opts *o, live_ctx *c)
-{
-    memset(c, 0, sizeof *c);
-    c->o = o;
-    engine *e = engine_new(&o->ecfg);
-    if (!e) return -1;
-    g_engine = e;
-    policy *p = policy_prior_new(engine_slots(e), o->tcfg.seed);
-    ordered_job job;
-    int rc = -1;
-    if (p && ordered_job_init(&job, o->n, 4 * engine_slots(e) + 64, live_commit, c) == 0) {
-        int er = engine_run(e, p, &ordered_job_ops, &job);
-        rc = er == 0 && !job.failed ? 0 : -1;
-        if (rc < 0 && g_stop && !job.failed && c->th && export_table_rows(c->th) > 0) {
-            fprintf(stderr, "ppxd: interrupted: training on the %zu simulations received\n", export_table_rows(c->th));
-            g_stop = 0;
-            rc = 0;
-        }
-        ordered_job_free(&job);
-    } else {
-        fprintf(stderr, "ppxd: out of memory\n");
-    }
-    if (!o->quiet) engine_print_stats(e, stderr);
-    if (c->skipped)
-        fprintf(stderr, "ppxd: %llu traces skipped for lacking a theta or x name\n", (unsigned long long)c->skipped);
-    if (c->changed)
-        fprintf(stderr, "ppxd: warning: %llu traces had theta distributions different from the first trace's\n",
-                (unsigned long long)c->changed);
-    policy_destroy(&p);
-    g_engine = NULL;
-    engine_destroy(&e);
-    if (rc == 0 && (!c->th || export_table_rows(c->th) == 0)) {
-        fprintf(stderr, "ppxd: no usable simulation arrived\n");
-        rc = -1;
-    }
-    return rc;
-}
-
 /* ---- training ------------------------------------------------------------------------------------ */
 
 static int write_npy_pair(const char *prefix, const double *th, size_t n, size_t d, const double *x, size_t c)
@@ -671,178 +623,382 @@ static int name_columns(model_file *m, const export_table *th, const export_tabl
     return 0;
 }
 
-int ppxd_train_main(int argc, char **argv)
-{
+/* ---- a training run: the CLI's, or a ppxd daemon job's ------------------------------------------- */
+
+struct train_job {
     train_opts o;
-    memset(&o, 0, sizeof o);
-    engine_config_defaults(&o.ecfg);
-    o.tcfg = npe_train_defaults();
-    o.blocks = -1;
-    int rc = parse_train(&o, argc, argv);
-    if (rc) goto out_opts;
-    rc = 1;
-    install_signals();
-    char err[600];
-    prior *pr = NULL;
-    if (o.n_priors && !(pr = prior_parse(o.priors, o.n_priors, err, sizeof err))) {
-        rc = usage_error(err, NULL);
-        goto out_opts;
-    }
+    prior *pr;                  /* --prior, or the simulator's (live) */
     live_ctx live;
-    memset(&live, 0, sizeof live);
-    double *theta = NULL, *x = NULL;
-    size_t n = 0, d = 0, cdim = 0;
-    char *source = NULL, *log_path = NULL;
-    if (o.data_theta) {
-        size_t n2;
-        if (npy_read(o.data_theta, &theta, &n, &d, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: --data: %s\n", err); /* err names the file */
-            goto out;
-        }
-        if (npy_read(o.data_x, &x, &n2, &cdim, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: --data: %s\n", err);
-            goto out;
-        }
-        if (n != n2) {
-            fprintf(stderr, "ppxd: %s has %zu rows but %s has %zu: rows must pair up\n", o.data_theta, n, o.data_x, n2);
-            goto out;
-        }
-        size_t sl = strlen(o.data_theta) + strlen(o.data_x) + 64;
-        source = malloc(sl);
-        if (source) snprintf(source, sl, "files: theta %s, x %s", o.data_theta, o.data_x);
-    } else {
-        if (run_live(&o, &live) < 0) goto out;
-        n = export_table_rows(live.th);
-        d = export_table_cols(live.th);
-        cdim = export_table_cols(live.xt);
-        theta = malloc(n * d * sizeof *theta);
-        x = malloc(n * cdim * sizeof *x);
-        if (!theta || !x) {
-            fprintf(stderr, "ppxd: out of memory\n");
-            goto out;
-        }
-        memcpy(theta, export_table_data(live.th), n * d * sizeof *theta);
-        memcpy(x, export_table_data(live.xt), n * cdim * sizeof *x);
-        if (!pr) {
-            pr = live.trace_prior;
-            live.trace_prior = NULL;
-        } else if (live.trace_prior && !prior_equal(pr, live.trace_prior)) {
-            char a[512];
-            prior_format(live.trace_prior, a, sizeof a);
-            fprintf(stderr, "ppxd: note: --prior replaces the simulator's prior (%s)\n", a);
-        }
-        size_t sl = strlen(o.ecfg.sim_cmd ? o.ecfg.sim_cmd : "") + 256;
-        source = malloc(sl);
-        if (source) {
-            if (o.ecfg.sim_cmd)
-                snprintf(source, sl, "live: %zu simulations of '%s' (-j %zu)", n, o.ecfg.sim_cmd, o.ecfg.n_launch);
-            else
-                snprintf(source, sl, "live: %zu simulations from %zu connected simulator%s", n, o.ecfg.n_connect,
-                         o.ecfg.n_connect == 1 ? "" : "s");
-        }
-        if (o.save_data && write_npy_pair(o.save_data, theta, n, d, x, cdim) < 0) goto out;
+    ordered_job job;
+    int have_job;
+    policy *p;
+    double *theta, *x;          /* [n x d], [n x cdim] */
+    size_t n, d, cdim;
+    char *source, *log_path, *out;
+    npe_posterior *np;
+    nre_posterior *rp;
+    model_file *m;              /* the trained model (owned by np or rp) */
+    npe_train_report rep;
+    volatile sig_atomic_t stop; /* set to stop the simulations' use or the training (SIGINT, cancel) */
+};
+
+train_job *train_job_parse(int argc, char **argv, int job, int *rc)
+{
+    train_job *tj = calloc(1, sizeof *tj);
+    *rc = 1;
+    if (!tj) return NULL;
+    engine_config_defaults(&tj->o.ecfg);
+    tj->o.tcfg = npe_train_defaults();
+    tj->o.blocks = -1;
+    if ((*rc = parse_train(&tj->o, argc, argv, job)) != 0) {
+        train_job_destroy(&tj);
+        return NULL;
     }
-    if ((size_t)pr->dim != d) {
-        fprintf(stderr, "ppxd: the prior has %d dimension%s but theta has %zu column%s\n", pr->dim,
-                pr->dim == 1 ? "" : "s", d, d == 1 ? "" : "s");
-        rc = o.data_theta ? 2 : 1;
-        goto out;
+    tj->o.tcfg.stop = &tj->stop;
+    char err[600];
+    if (tj->o.n_priors && !(tj->pr = prior_parse(tj->o.priors, tj->o.n_priors, err, sizeof err))) {
+        *rc = usage_error(err, NULL);
+        train_job_destroy(&tj);
+        return NULL;
+    }
+    if (tj->o.out) tj->out = strdup(tj->o.out);
+    return tj;
+}
+
+int train_job_daemon_check(const train_job *tj, char *msg, size_t len)
+{
+    const train_opts *o = &tj->o;
+    const engine_sim_options *so = &o->sims;
+    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
+        so->heartbeat_ms || so->heartbeat_timeout_ms)
+        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
+                           "--sim-model MODEL chooses the simulators)");
+    else if (o->data_theta)
+        snprintf(msg, len, "--data reads files on the daemon's host: not for jobs (train from the pool's simulations)");
+    else if (o->ecfg.msg_timeout_ms != 10000 || o->ecfg.start_timeout_ms != 30000 || o->ecfg.max_failures != 20)
+        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    else if (o->out || o->save_data || o->n_serve || o->serve_name)
+        snprintf(msg, len, "-o, --save-data, --serve and --serve-name are not for jobs: the model goes to the job's "
+                           "directory and is served under the job's name");
+    else
+        return 0;
+    return -1;
+}
+
+void train_job_set_out(train_job *tj, const char *path)
+{
+    free(tj->out);
+    tj->out = strdup(path);
+}
+
+uint64_t train_job_seed(const train_job *tj) { return tj->o.tcfg.seed; }
+int train_job_max_epochs(const train_job *tj) { return tj->o.tcfg.max_epochs; }
+void train_job_stop(train_job *tj) { tj->stop = 1; }
+
+int train_job_sim_begin(train_job *tj, size_t slots, policy **p, const job_ops **ops, void **job)
+{
+    memset(&tj->live, 0, sizeof tj->live);
+    tj->live.o = &tj->o;
+    tj->p = policy_prior_new(slots, tj->o.tcfg.seed);
+    if (!tj->p || ordered_job_init(&tj->job, tj->o.n, 4 * slots + 64, live_commit, &tj->live) < 0) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        return -1;
+    }
+    tj->have_job = 1;
+    *p = tj->p;
+    *ops = &ordered_job_ops;
+    *job = &tj->job;
+    return 0;
+}
+
+void train_job_sim_progress(const train_job *tj, uint64_t *done, uint64_t *total)
+{
+    *done = tj->have_job ? tj->job.next_commit : 0;
+    *total = tj->o.n;
+}
+
+int train_job_sim_failed(const train_job *tj) { return tj->have_job && tj->job.failed; }
+
+/* The simulations into theta/x, the prior settled.  0 or -1. */
+static int take_live(train_job *tj)
+{
+    live_ctx *c = &tj->live;
+    if (c->skipped)
+        fprintf(stderr, "ppxd: %llu traces skipped for lacking a theta or x name\n", (unsigned long long)c->skipped);
+    if (c->changed)
+        fprintf(stderr, "ppxd: warning: %llu traces had theta distributions different from the first trace's\n",
+                (unsigned long long)c->changed);
+    if (!c->th || export_table_rows(c->th) == 0) {
+        fprintf(stderr, "ppxd: no usable simulation arrived\n");
+        return -1;
+    }
+    tj->n = export_table_rows(c->th);
+    tj->d = export_table_cols(c->th);
+    tj->cdim = export_table_cols(c->xt);
+    tj->theta = malloc(tj->n * tj->d * sizeof *tj->theta);
+    tj->x = malloc(tj->n * tj->cdim * sizeof *tj->x);
+    if (!tj->theta || !tj->x) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        return -1;
+    }
+    memcpy(tj->theta, export_table_data(c->th), tj->n * tj->d * sizeof *tj->theta);
+    memcpy(tj->x, export_table_data(c->xt), tj->n * tj->cdim * sizeof *tj->x);
+    if (!tj->pr) {
+        tj->pr = c->trace_prior;
+        c->trace_prior = NULL;
+    } else if (c->trace_prior && !prior_equal(tj->pr, c->trace_prior)) {
+        char a[512];
+        prior_format(c->trace_prior, a, sizeof a);
+        fprintf(stderr, "ppxd: note: --prior replaces the simulator's prior (%s)\n", a);
+    }
+    const engine_config *ec = &tj->o.ecfg;
+    size_t sl = strlen(ec->sim_cmd ? ec->sim_cmd : "") + 256;
+    tj->source = malloc(sl);
+    if (tj->source) {
+        if (ec->sim_cmd)
+            snprintf(tj->source, sl, "live: %zu simulations of '%s' (-j %zu)", tj->n, ec->sim_cmd, ec->n_launch);
+        else if (ec->n_connect)
+            snprintf(tj->source, sl, "live: %zu simulations from %zu connected simulator%s", tj->n, ec->n_connect,
+                     ec->n_connect == 1 ? "" : "s");
+        else
+            snprintf(tj->source, sl, "live: %zu simulations from connected-in simulators", tj->n);
+    }
+    if (tj->o.save_data && write_npy_pair(tj->o.save_data, tj->theta, tj->n, tj->d, tj->x, tj->cdim) < 0) return -1;
+    return 0;
+}
+
+/* --data THETA.npy X.npy into theta/x.  0 or -1. */
+static int load_data(train_job *tj)
+{
+    const train_opts *o = &tj->o;
+    char err[600];
+    size_t n2;
+    if (npy_read(o->data_theta, &tj->theta, &tj->n, &tj->d, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxd: --data: %s\n", err); /* err names the file */
+        return -1;
+    }
+    if (npy_read(o->data_x, &tj->x, &n2, &tj->cdim, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxd: --data: %s\n", err);
+        return -1;
+    }
+    if (tj->n != n2) {
+        fprintf(stderr, "ppxd: %s has %zu rows but %s has %zu: rows must pair up\n", o->data_theta, tj->n, o->data_x,
+                n2);
+        return -1;
+    }
+    size_t sl = strlen(o->data_theta) + strlen(o->data_x) + 64;
+    tj->source = malloc(sl);
+    if (tj->source) snprintf(tj->source, sl, "files: theta %s, x %s", o->data_theta, o->data_x);
+    return 0;
+}
+
+/* Train on theta/x and save the model to tj->out.  0, 1 (failure) or 2 (a
+ * usage error found late: the prior's dimension, offline). */
+static int fit(train_job *tj, char *msg, size_t msg_len)
+{
+    train_opts *o = &tj->o;
+    char err[600];
+    size_t n = tj->n, d = tj->d, cdim = tj->cdim;
+    msg[0] = 0;
+    if ((size_t)tj->pr->dim != d) {
+        snprintf(msg, msg_len, "the prior has %d dimension%s but theta has %zu column%s", tj->pr->dim,
+                 tj->pr->dim == 1 ? "" : "s", d, d == 1 ? "" : "s");
+        fprintf(stderr, "ppxd: %s\n", msg);
+        return o->data_theta ? 2 : 1;
     }
     npe_data data;
-    if (npe_data_init(&data, theta, x, n, (int)d, (int)cdim, err, sizeof err) < 0) {
+    if (npe_data_init(&data, tj->theta, tj->x, n, (int)d, (int)cdim, err, sizeof err) < 0) {
+        snprintf(msg, msg_len, "%s", err);
         fprintf(stderr, "ppxd: %s\n", err);
-        goto out;
+        return 1;
     }
     if (data.n_dropped)
         fprintf(stderr, "ppxd: dropped %zu of %zu simulations with a NaN or infinite value\n", data.n_dropped, n);
-    if (!o.quiet) {
+    if (!o->quiet) {
         char pb[512];
-        prior_format(pr, pb, sizeof pb);
+        prior_format(tj->pr, pb, sizeof pb);
         fprintf(stderr, "ppxd: training %s on %zu simulations (theta %zu, x %zu), prior %s\n",
-                o.nre ? "NRE" : o.flow == FLOW_MAF ? "NPE (MAF)" : "NPE (NSF)", data.n, d, cdim, pb);
+                o->nre ? "NRE" : o->flow == FLOW_MAF ? "NPE (MAF)" : "NPE (NSF)", data.n, d, cdim, pb);
     }
     /* The per-epoch log next to the model (for training-curve plots). */
-    size_t lpl = strlen(o.out) + sizeof ".log.csv";
-    log_path = malloc(lpl);
-    if (log_path) snprintf(log_path, lpl, "%s.log.csv", o.out);
-    o.tcfg.log_path = log_path;
-    npe_train_report rep;
-    model_file *m = NULL;
-    npe_posterior *np = NULL;
-    nre_posterior *rp = NULL;
-    if (o.nre) {
+    size_t lpl = strlen(tj->out) + sizeof ".log.csv";
+    tj->log_path = malloc(lpl);
+    if (tj->log_path) snprintf(tj->log_path, lpl, "%s.log.csv", tj->out);
+    o->tcfg.log_path = tj->log_path;
+    npe_train_report *rep = &tj->rep;
+    if (o->nre) {
         nre_net_config nc = nre_net_defaults();
-        if (o.hidden) nc.hidden = o.hidden;
-        if (o.blocks >= 0) nc.n_blocks = o.blocks;
-        nc.bnre_lambda = o.bnre;
-        rp = nre_train(&data, pr, &nc, &o.tcfg, &rep, err, sizeof err);
-        if (rp) m = nre_posterior_model(rp);
+        if (o->hidden) nc.hidden = o->hidden;
+        if (o->blocks >= 0) nc.n_blocks = o->blocks;
+        nc.bnre_lambda = o->bnre;
+        tj->rp = nre_train(&data, tj->pr, &nc, &o->tcfg, rep, err, sizeof err);
+        if (tj->rp) tj->m = nre_posterior_model(tj->rp);
     } else {
-        flow_kind fk = o.flow ? o.flow : FLOW_NSF;
+        flow_kind fk = o->flow ? o->flow : FLOW_NSF;
         flow_config fc = flow_config_default(fk, (int)d, (int)cdim);
-        if (o.transforms) fc.n_transforms = o.transforms;
-        if (o.hidden) fc.hidden = o.hidden;
-        if (o.blocks >= 0) fc.n_blocks = o.blocks;
-        if (o.bins) fc.n_bins = o.bins;
-        if (o.tail_bound > 0) fc.tail_bound = (float)o.tail_bound;
-        if (o.autoregressive) fc.autoregressive = 1;
-        np = npe_train(&data, pr, &fc, &o.tcfg, &rep, err, sizeof err);
-        if (np) m = npe_posterior_model(np);
-        if (np && rep.n_outside)
+        if (o->transforms) fc.n_transforms = o->transforms;
+        if (o->hidden) fc.hidden = o->hidden;
+        if (o->blocks >= 0) fc.n_blocks = o->blocks;
+        if (o->bins) fc.n_bins = o->bins;
+        if (o->tail_bound > 0) fc.tail_bound = (float)o->tail_bound;
+        if (o->autoregressive) fc.autoregressive = 1;
+        tj->np = npe_train(&data, tj->pr, &fc, &o->tcfg, rep, err, sizeof err);
+        if (tj->np) tj->m = npe_posterior_model(tj->np);
+        if (tj->np && rep->n_outside)
             fprintf(stderr, "ppxd: warning: dropped %zu simulations whose theta lies outside the prior's support%s "
-                    "(they cannot be transformed)\n", rep.n_outside,
-                    o.tcfg.x_transform != TF_NONE ? " or whose x is outside the x transform's domain" : "");
+                    "(they cannot be transformed)\n", rep->n_outside,
+                    o->tcfg.x_transform != TF_NONE ? " or whose x is outside the x transform's domain" : "");
     }
     npe_data_free(&data);
-    if (!m) {
-        fprintf(stderr, "ppxd: training failed: %s\n", err);
-        goto out;
+    if (!tj->m) {
+        snprintf(msg, msg_len, "training failed: %s", err);
+        fprintf(stderr, "ppxd: %s\n", msg);
+        return 1;
     }
-    if (name_columns(m, live.th, live.xt, &o) < 0 || model_file_set_source(m, source ? source : "") < 0) goto out_model;
-    if (model_file_save(m, o.out, err, sizeof err) < 0) {
+    if (name_columns(tj->m, tj->live.th, tj->live.xt, o) < 0 ||
+        model_file_set_source(tj->m, tj->source ? tj->source : "") < 0) {
+        snprintf(msg, msg_len, "cannot name the model's columns");
+        return 1;
+    }
+    if (model_file_save(tj->m, tj->out, err, sizeof err) < 0) {
+        snprintf(msg, msg_len, "%s", err);
         fprintf(stderr, "ppxd: %s\n", err);
-        goto out_model;
+        return 1;
     }
-    fprintf(stderr, "ppxd train: wrote %s: %s, %d epochs (best %d, validation loss %.4f), %.1f s, %zu simulations "
-            "(%zu dropped)%s\n", o.out, model_kind_name(m->kind), rep.epochs, rep.best_epoch, rep.best_val_loss,
-            rep.seconds, n, rep.n_dropped, rep.stop == NPE_STOP_REQUESTED ? ", training interrupted" : "");
-    if (log_path) fprintf(stderr, "ppxd train: per-epoch losses in %s\n", log_path);
-    rc = 0;
-    if (o.n_serve) {
+    snprintf(msg, msg_len, "%s, %d epochs (best %d, validation loss %.4f), %.1f s, %zu simulations (%zu dropped)%s",
+             model_kind_name(tj->m->kind), rep->epochs, rep->best_epoch, rep->best_val_loss, rep->seconds, n,
+             rep->n_dropped, rep->stop == NPE_STOP_REQUESTED ? ", training interrupted" : "");
+    fprintf(stderr, "ppxd train: wrote %s: %s\n", tj->out, msg);
+    if (tj->log_path) fprintf(stderr, "ppxd train: per-epoch losses in %s\n", tj->log_path);
+    return 0;
+}
+
+int train_job_fit(train_job *tj, const model_file **m, char *msg, size_t msg_len)
+{
+    *m = NULL;
+    if (take_live(tj) < 0) {
+        snprintf(msg, msg_len, "no usable simulation arrived (see the daemon's log)");
+        return 1;
+    }
+    int rc = fit(tj, msg, msg_len);
+    if (rc == 0) *m = tj->m;
+    return rc;
+}
+
+int train_job_stopped(const train_job *tj) { return tj->stop != 0; }
+
+void train_job_destroy(train_job **tjp)
+{
+    if (!tjp || !*tjp) return;
+    train_job *tj = *tjp;
+    if (tj->have_job) ordered_job_free(&tj->job);
+    policy_destroy(&tj->p);
+    npe_posterior_destroy(&tj->np);
+    nre_posterior_destroy(&tj->rp);
+    free(tj->theta);
+    free(tj->x);
+    free(tj->source);
+    free(tj->log_path);
+    free(tj->out);
+    prior_destroy(&tj->pr);
+    live_free(&tj->live);
+    strlist_free(&tj->o.theta);
+    strlist_free(&tj->o.x);
+    engine_sim_options_free(&tj->o.sims);
+    free(tj->o.priors);
+    free(tj->o.serve);
+    free(tj);
+    *tjp = NULL;
+}
+
+/* ---- the command line ---------------------------------------------------------------------------- */
+
+/* The CLI's signal handler reaches the running command through these (the
+ * daemon's jobs never touch them). */
+static engine *g_engine;
+static train_job *g_train;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+    if (g_train) g_train->stop = 1;
+    if (g_engine) engine_request_stop(g_engine);
+}
+
+static void install_signals(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+}
+
+/* Run the simulators on an engine of their own.  0 or -1. */
+static int run_live(train_job *tj)
+{
+    engine *e = engine_new(&tj->o.ecfg);
+    if (!e) return -1;
+    g_engine = e;
+    policy *p;
+    const job_ops *ops;
+    void *job;
+    int rc = -1;
+    if (train_job_sim_begin(tj, engine_slots(e), &p, &ops, &job) == 0) {
+        int er = engine_run(e, p, ops, job);
+        rc = er == 0 && !tj->job.failed ? 0 : -1;
+        if (rc < 0 && g_stop && !tj->job.failed && tj->live.th && export_table_rows(tj->live.th) > 0) {
+            fprintf(stderr, "ppxd: interrupted: training on the %zu simulations received\n",
+                    export_table_rows(tj->live.th));
+            g_stop = 0;
+            tj->stop = 0;
+            rc = 0;
+        }
+    }
+    if (!tj->o.quiet) engine_print_stats(e, stderr);
+    g_engine = NULL;
+    engine_destroy(&e);
+    return rc;
+}
+
+int ppxd_train_main(int argc, char **argv)
+{
+    int rc;
+    train_job *tj = train_job_parse(argc, argv, 0, &rc);
+    if (!tj) return rc;
+    g_train = tj;
+    install_signals();
+    train_opts *o = &tj->o;
+    rc = 1;
+    char msg[600];
+    if (o->data_theta) {
+        if (load_data(tj) < 0) goto out;
+        rc = fit(tj, msg, sizeof msg);
+    } else {
+        if (run_live(tj) < 0 || take_live(tj) < 0) goto out;
+        rc = fit(tj, msg, sizeof msg);
+    }
+    if (rc == 0 && o->n_serve) {
         /* The same daemon trains and serves: publish the model just written
          * and serve it until SIGINT/SIGTERM. */
         serve_config sc = serve_config_defaults();
-        sc.endpoints = o.serve;
-        sc.n_endpoints = o.n_serve;
-        sc.quiet = o.quiet;
+        sc.endpoints = o->serve;
+        sc.n_endpoints = o->n_serve;
+        sc.quiet = o->quiet;
         char name[256];
-        if (o.serve_name) {
-            snprintf(name, sizeof name, "%s", o.serve_name);
+        if (o->serve_name) {
+            snprintf(name, sizeof name, "%s", o->serve_name);
         } else {
-            const char *b = strrchr(o.out, '/');
-            snprintf(name, sizeof name, "%s", b ? b + 1 : o.out);
+            const char *b = strrchr(o->out, '/');
+            snprintf(name, sizeof name, "%s", b ? b + 1 : o->out);
             char *dot = strrchr(name, '.');
             if (dot && dot != name) *dot = 0;
         }
-        fprintf(stderr, "ppxd train: serving '%s' on %s%s\n", name, o.serve[0], o.n_serve > 1 ? " (and more)" : "");
-        rc = serve_run(&sc, name, m, o.out);
+        fprintf(stderr, "ppxd train: serving '%s' on %s%s\n", name, o->serve[0], o->n_serve > 1 ? " (and more)" : "");
+        rc = serve_run(&sc, name, tj->m, o->out);
     }
-out_model:
-    npe_posterior_destroy(&np);
-    nre_posterior_destroy(&rp);
 out:
-    free(theta);
-    free(x);
-    free(source);
-    free(log_path);
-    prior_destroy(&pr);
-    live_free(&live);
-out_opts:
-    strlist_free(&o.theta);
-    strlist_free(&o.x);
-    engine_sim_options_free(&o.sims);
-    free(o.priors);
-    free(o.serve);
+    g_train = NULL;
+    train_job_destroy(&tj);
     return rc;
 }
 

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "cli.h"
 #include "engine.h"
 #include "ic/ic.h"
 #include "nn/nn.h"
@@ -18,13 +19,15 @@
 #include "trace.h"
 #include "trace_store.h"
 
+/* The command line's SIGINT/SIGTERM handler reaches the running command
+ * through these (a ppxd daemon job has its own opts.stop). */
 static engine *g_engine;
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t *g_stop_flag;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_stop = 1;
+    if (g_stop_flag) *g_stop_flag = 1;
     if (g_engine) engine_request_stop(g_engine);
 }
 
@@ -93,10 +96,13 @@ typedef struct opts {
     int lr_cosine;       /* --lr-decay cosine (default) or none */
     ic_config cfg;
     char *obs_names;
+    volatile sig_atomic_t stop; /* stop after this step, keeping the best network (SIGINT, a job's cancel) */
+    char *out_own;              /* a daemon job's output path (o->out points here) */
 } opts;
 
 static int uerr(const char *msg, const char *detail)
 {
+    if (cli_capturing()) return cli_die(msg, detail);
     fprintf(stderr, "ppxd train ic: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
 }
@@ -124,7 +130,7 @@ enum {
     O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER, O_LRDECAY
 };
 
-static int parse(opts *o, int argc, char **argv)
+static int parse(opts *o, int argc, char **argv, int job)
 {
     static const struct option lo[] = {
         {"sim-cmd", required_argument, 0, O_SIM}, {"connect", required_argument, 0, O_CONNECT},
@@ -144,7 +150,9 @@ static int parse(opts *o, int argc, char **argv)
         {"max-failures", required_argument, 0, O_MAXF}, {"reuse", required_argument, 0, O_REUSE},
         {"buffer", required_argument, 0, O_BUFFER}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch, idx = 0;
+    cli_getopt_reset("j:o:h");
     optind = 1;
+    opterr = !cli_capturing();
     while ((ch = getopt_long(argc, argv, "j:o:h", lo, &idx)) != -1) {
         char why[160];
         switch (ch) {
@@ -230,14 +238,21 @@ static int parse(opts *o, int argc, char **argv)
         case O_CKPT:
             if (pos_double(optarg, &o->checkpoint_s) < 0) return uerr("--checkpoint-seconds wants a positive number", optarg);
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case 'h':
+            if (cli_capturing()) return uerr("--help is not for jobs", NULL);
+            usage(stdout);
+            exit(0);
+        default:
+            if (cli_capturing()) return cli_unknown_option(argc, argv);
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) return uerr("unexpected argument", argv[optind]);
-    if (!o->out) return uerr("needs -o MODEL.ppxm", NULL);
+    if (!o->out && !job) return uerr("needs -o MODEL.ppxm", NULL);
     char why[200];
-    int have = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
+    /* A daemon job uses the daemon's pool: online unless it gives --data. */
+    int have = job ? !o->data : engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
     if (have && o->data) return uerr("give simulators or --data, not both", NULL);
     if (!have && !o->data) return uerr(why, "or --data FILE.ppxt");
     o->online = have;
@@ -519,7 +534,7 @@ static void train_step(trainer *tr)
 /* 1 when a stopping condition holds. */
 static int trainer_done(const trainer *tr)
 {
-    if (g_stop || tr->failed) return 1;
+    if (tr->o->stop || tr->failed) return 1;
     if (tr->planned && tr->consumed >= tr->planned) return 1;
     if (tr->o->max_seconds > 0 && now_s() - tr->t0 >= tr->o->max_seconds) return 1;
     return 0;
@@ -666,7 +681,7 @@ static int feed_done(void *job)
     return d;
 }
 
-static const job_ops feed_ops = {feed_next, feed_complete, feed_discard, feed_done};
+static const job_ops feed_ops = {feed_next, feed_complete, feed_discard, feed_done, NULL};
 
 static void *trainer_thread(void *arg)
 {
@@ -675,7 +690,7 @@ static void *trainer_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&f->mu);
         size_t k = (size_t)(f->consumed % f->Q);
-        while (!f->ready[k] && !f->engine_done && !g_stop) {
+        while (!f->ready[k] && !f->engine_done && !tr->o->stop) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 100 * 1000000L;
@@ -687,7 +702,7 @@ static void *trainer_thread(void *arg)
         }
         int have = f->ready[k];
         pthread_mutex_unlock(&f->mu);
-        if (!have || g_stop) break;
+        if (!have || tr->o->stop) break;
         /* The slot is not reused until consumed moves past it. */
         trainer_add(tr, f->ring[k]);
         pthread_mutex_lock(&f->mu);
@@ -702,21 +717,52 @@ static void *trainer_thread(void *arg)
     return NULL;
 }
 
+/* The ring between the engine and the trainer.  0 or -1 (then feed_close). */
+static int feed_open(feed *f, const opts *o, trainer *tr)
+{
+    memset(f, 0, sizeof *f);
+    f->Q = (size_t)o->queue;
+    f->tr = tr;
+    f->limit = o->max_traces ? (uint64_t)o->val + o->max_traces : UINT64_MAX;
+    tr->planned = o->max_traces;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->ring = calloc(f->Q, sizeof *f->ring);
+    f->ready = calloc(f->Q, 1);
+    if (!f->ring || !f->ready) return -1;
+    for (size_t i = 0; i < f->Q; i++)
+        if (!(f->ring[i] = trace_new())) return -1;
+    return 0;
+}
+
+static void feed_close(feed *f)
+{
+    for (size_t i = 0; f->ring && i < f->Q; i++) trace_destroy(&f->ring[i]);
+    free(f->ring);
+    free(f->ready);
+    free(f->retry);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    memset(f, 0, sizeof *f);
+}
+
+/* No more traces: the trainer thread ends (and is joined). */
+static void feed_end(feed *f, pthread_t th)
+{
+    pthread_mutex_lock(&f->mu);
+    f->engine_done = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(th, NULL);
+}
+
 static int run_online(opts *o, trainer *tr)
 {
     feed f;
-    memset(&f, 0, sizeof f);
-    f.Q = (size_t)o->queue;
-    f.tr = tr;
-    f.limit = o->max_traces ? (uint64_t)o->val + o->max_traces : UINT64_MAX;
-    tr->planned = o->max_traces;
-    f.ring = calloc(f.Q, sizeof *f.ring);
-    f.ready = calloc(f.Q, 1);
-    if (!f.ring || !f.ready) return -1;
-    for (size_t i = 0; i < f.Q; i++)
-        if (!(f.ring[i] = trace_new())) return -1;
-    pthread_mutex_init(&f.mu, NULL);
-    pthread_cond_init(&f.cv, NULL);
+    if (feed_open(&f, o, tr) < 0) {
+        feed_close(&f);
+        return -1;
+    }
     engine *e = engine_new(&o->ecfg);
     int rc = -1;
     if (e) {
@@ -725,32 +771,23 @@ static int run_online(opts *o, trainer *tr)
         pthread_t th;
         if (p && pthread_create(&th, NULL, trainer_thread, &f) == 0) {
             int er = engine_run(e, p, &feed_ops, &f);
-            pthread_mutex_lock(&f.mu);
-            f.engine_done = 1;
-            pthread_cond_broadcast(&f.cv);
-            pthread_mutex_unlock(&f.mu);
-            pthread_join(th, NULL);
+            feed_end(&f, th);
             g_engine = NULL;
             const engine_stats *st = engine_get_stats(e);
             snprintf(tr->source, sizeof tr->source, "online: %zu simulator%s%s%s, %llu traces simulated",
                      engine_slots(e), engine_slots(e) == 1 ? "" : "s", o->ecfg.sim_cmd ? ": " : "",
                      o->ecfg.sim_cmd ? o->ecfg.sim_cmd : "", (unsigned long long)st->traces_done);
             if (!o->quiet) engine_print_stats(e, stderr);
-            if (er < 0 && !g_stop && !tr->failed && !(f.stop))
+            if (er < 0 && !o->stop && !tr->failed && !(f.stop))
                 fprintf(stderr, "ppxd train ic: the simulators stopped before training finished\n");
-            if (g_stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
-            g_stop = 0;
+            if (o->stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
+            o->stop = 0;
             rc = tr->failed ? -1 : trainer_finish(tr);
         }
         policy_destroy(&p);
         engine_destroy(&e);
     }
-    for (size_t i = 0; i < f.Q; i++) trace_destroy(&f.ring[i]);
-    free(f.ring);
-    free(f.ready);
-    free(f.retry);
-    pthread_mutex_destroy(&f.mu);
-    pthread_cond_destroy(&f.cv);
+    feed_close(&f);
     return rc;
 }
 
@@ -831,8 +868,8 @@ static int run_offline(opts *o, trainer *tr)
         }
     }
     free(perm);
-    if (g_stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
-    g_stop = 0;
+    if (o->stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
+    o->stop = 0;
     rc = trainer_finish(tr);
 out:
     for (size_t i = 0; i < n_train; i++) ic_item_free(&train[i]);
@@ -842,30 +879,36 @@ out:
     return rc;
 }
 
+static void opts_defaults(opts *o)
+{
+    memset(o, 0, sizeof *o);
+    engine_config_defaults(&o->ecfg);
+    o->cfg = ic_config_defaults(1);
+    o->seed = 1;
+    o->batch = 64;
+    o->lr = 3e-3;
+    o->lr_cosine = 1;
+    o->clip = 10;
+    o->val = 500;
+    o->val_every = 100;
+    o->epochs = 10;
+    o->queue = 1024;
+    o->threads = 1;
+    o->checkpoint_s = 30;
+    o->reuse = 1;
+    o->buffer = 20000;
+}
+
 int ppxd_train_ic_main(int argc, char **argv)
 {
     opts o;
-    memset(&o, 0, sizeof o);
-    engine_config_defaults(&o.ecfg);
-    o.cfg = ic_config_defaults(1);
-    o.seed = 1;
-    o.batch = 64;
-    o.lr = 3e-3;
-    o.lr_cosine = 1;
-    o.clip = 10;
-    o.val = 500;
-    o.val_every = 100;
-    o.epochs = 10;
-    o.queue = 1024;
-    o.threads = 1;
-    o.checkpoint_s = 30;
-    o.reuse = 1;
-    o.buffer = 20000;
-    int rc = parse(&o, argc, argv);
+    opts_defaults(&o);
+    int rc = parse(&o, argc, argv, 0);
     if (rc) {
         engine_sim_options_free(&o.sims);
         return rc;
     }
+    g_stop_flag = &o.stop;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -880,4 +923,127 @@ int ppxd_train_ic_main(int argc, char **argv)
     trainer_free(&tr);
     engine_sim_options_free(&o.sims);
     return rc;
+}
+
+/* ---- a ppxd daemon job (train_ic.h) --------------------------------------------------------------------------- */
+
+struct ic_job {
+    opts o;
+    trainer tr;
+    int have_tr;
+    feed f;
+    int have_feed;
+    policy *p;
+    pthread_t th;
+    int th_started;
+};
+
+ic_job *ic_job_parse(int argc, char **argv, int *rc)
+{
+    ic_job *j = calloc(1, sizeof *j);
+    *rc = 1;
+    if (!j) return NULL;
+    opts_defaults(&j->o);
+    if ((*rc = parse(&j->o, argc, argv, 1)) != 0) {
+        ic_job_destroy(&j);
+        return NULL;
+    }
+    return j;
+}
+
+int ic_job_daemon_check(const ic_job *j, char *msg, size_t len)
+{
+    const opts *o = &j->o;
+    const engine_sim_options *so = &o->sims;
+    engine_config def;
+    engine_config_defaults(&def);
+    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
+        so->heartbeat_ms || so->heartbeat_timeout_ms)
+        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
+                           "--sim-model MODEL chooses the simulators)");
+    else if (o->data)
+        snprintf(msg, len, "--data reads a file on the daemon's host: not for jobs (train from the pool's simulations)");
+    else if (o->out)
+        snprintf(msg, len, "-o is not for jobs: the network goes to the job's directory");
+    else if (o->ecfg.msg_timeout_ms != def.msg_timeout_ms || o->ecfg.start_timeout_ms != def.start_timeout_ms ||
+             o->ecfg.max_failures != def.max_failures)
+        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    else
+        return 0;
+    return -1;
+}
+
+int ic_job_set_out(ic_job *j, const char *path)
+{
+    free(j->o.out_own);
+    j->o.out_own = strdup(path);
+    j->o.out = j->o.out_own;
+    return j->o.out ? 0 : -1;
+}
+
+uint64_t ic_job_seed(const ic_job *j) { return j->o.seed; }
+
+int ic_job_sim_begin(ic_job *j, size_t slots, policy **p, const job_ops **ops, void **job)
+{
+    j->have_tr = 1; /* (trainer_free is safe after a failed trainer_init) */
+    if (trainer_init(&j->tr, &j->o) < 0) return -1;
+    j->have_feed = 1;
+    if (feed_open(&j->f, &j->o, &j->tr) < 0) return -1;
+    if (!(j->p = policy_prior_new(slots, j->o.seed))) return -1;
+    /* The trainer takes no signals (the engine's thread does). */
+    sigset_t block, old;
+    sigfillset(&block);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int perr = pthread_create(&j->th, NULL, trainer_thread, &j->f);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (perr != 0) return -1;
+    j->th_started = 1;
+    *p = j->p;
+    *ops = &feed_ops;
+    *job = &j->f;
+    return 0;
+}
+
+void ic_job_progress(ic_job *j, uint64_t *done, uint64_t *total)
+{
+    pthread_mutex_lock(&j->f.mu);
+    *done = j->f.consumed;
+    *total = j->f.limit == UINT64_MAX ? 0 : j->f.limit;
+    pthread_mutex_unlock(&j->f.mu);
+}
+
+void ic_job_stop(ic_job *j) { j->o.stop = 1; }
+
+int ic_job_finish(ic_job *j, char *msg, size_t len)
+{
+    if (j->th_started) {
+        feed_end(&j->f, j->th);
+        j->th_started = 0;
+    }
+    snprintf(j->tr.source, sizeof j->tr.source, "ppxd daemon: %llu traces from its pool",
+             (unsigned long long)j->f.consumed);
+    if (j->tr.failed || trainer_finish(&j->tr) < 0) {
+        snprintf(msg, len, "training failed (see the daemon's log)");
+        return 1;
+    }
+    snprintf(msg, len, "IC network: %llu training traces, %llu steps, best validation loss %.6g",
+             (unsigned long long)j->tr.consumed, (unsigned long long)j->tr.steps, j->tr.best_loss);
+    return 0;
+}
+
+void ic_job_destroy(ic_job **jp)
+{
+    if (!jp || !*jp) return;
+    ic_job *j = *jp;
+    if (j->th_started) {
+        j->o.stop = 1;
+        feed_end(&j->f, j->th);
+    }
+    policy_destroy(&j->p);
+    if (j->have_feed) feed_close(&j->f);
+    if (j->have_tr) trainer_free(&j->tr);
+    engine_sim_options_free(&j->o.sims);
+    free(j->o.out_own);
+    free(j);
+    *jp = NULL;
 }

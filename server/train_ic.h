@@ -18,4 +18,29 @@
 
 int ppxd_train_ic_main(int argc, char **argv);
 
+/* `train ic` as a ppxd daemon job (server/daemon.c), parsed and trained as
+ * the command line does, on the daemon's pool:
+ *   ic_job_parse: argv[0] "ic"; NULL with *rc (2 after a complaint, cli.h).
+ *   ic_job_daemon_check: -1 with the reason for options that are not a job's.
+ *   ic_job_sim_begin: the policy and job_ops of the online feed for an
+ *     engine of `slots` sessions, and the trainer thread started.
+ *   ic_job_progress: traces handed to the trainer, of how many (0: bounded
+ *     by time only).  ic_job_stop: the trainer ends (best network kept).
+ *   ic_job_finish: once the feed is done (job_ops.done), join the trainer,
+ *     restore the best weights and write the network.  0, or 1 with msg. */
+#include <stddef.h>
+#include <stdint.h>
+typedef struct ic_job ic_job;
+struct policy;
+struct job_ops;
+ic_job *ic_job_parse(int argc, char **argv, int *rc);
+int ic_job_daemon_check(const ic_job *j, char *msg, size_t len);
+int ic_job_set_out(ic_job *j, const char *path);
+uint64_t ic_job_seed(const ic_job *j);
+int ic_job_sim_begin(ic_job *j, size_t slots, struct policy **p, const struct job_ops **ops, void **job);
+void ic_job_progress(ic_job *j, uint64_t *done, uint64_t *total);
+void ic_job_stop(ic_job *j);
+int ic_job_finish(ic_job *j, char *msg, size_t len);
+void ic_job_destroy(ic_job **j);
+
 #endif

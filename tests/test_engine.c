@@ -806,7 +806,7 @@ static void rj_discard(void *job, size_t slot, uint64_t index, discard_reason wh
 
 static int rj_done(void *job) { return ordered_job_ops.done(&((replay_job *)job)->oj); }
 
-static const job_ops replay_job_ops = {rj_next, rj_complete, rj_discard, rj_done};
+static const job_ops replay_job_ops = {rj_next, rj_complete, rj_discard, rj_done, NULL};
 
 /* Replay rec[0..n) with policy p (outermost) whose replay layer is `replay`. */
 static void run_replay(const char *example, const observation *obs, size_t n_obs, policy *p, policy *replay,

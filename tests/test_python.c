@@ -145,6 +145,7 @@ Test(python, distributions_local_draws) { unittest_module("tests.test_dists"); }
 Test(python, simulator_protocol) { unittest_module("tests.test_sim"); }
 Test(python, simulator_with_ppxd_engine) { unittest_module("tests.test_engine"); }
 Test(python, query_client_with_ppxd_serve) { unittest_module("tests.test_ppxd_serve"); }
+Test(python, job_client_with_ppxd_daemon) { unittest_module("tests.test_daemon"); }
 Test(python, cli_server_and_clients_agree) { unittest_module("tests.test_cli_agrees"); }
 Test(python, plots) { unittest_module("tests.test_plot"); }
 

@@ -3,7 +3,8 @@
 - Simulator side of the PPX protocol (like libppx, clients/c/ppx_sim.h):
   :class:`Simulator` / :class:`Model`, and inside forward() the statements
   :func:`sample`, :func:`observe`, :func:`tag` with the 11 distributions.
-- Query client of ppxd's posterior server (protocol/serve.fbs): :class:`Client`.
+- Query client of ppxd's posterior server (protocol/serve.fbs): :class:`Client`, which
+  also submits and follows jobs of ``ppxd daemon`` (submit, jobs, wait, fetch, sims).
 - Plots (matplotlib): :func:`pair_plot` for posterior samples, and
   :func:`sbc_plot`, :func:`coverage_plot`, :func:`tarp_plot`,
   :func:`training_plot`, :func:`ppc_plot` for ppxd's diagnostics
@@ -26,7 +27,7 @@ _PLOTS = ("pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot"
 
 def __getattr__(name):
     # Lazy: the query client and plotting are not needed by simulators.
-    if name in ("Client", "ErrorCode"):
+    if name in ("Client", "ErrorCode", "JobState", "JobFailed"):
         from . import query
         return getattr(query, name)
     if name in _PLOTS:
@@ -40,5 +41,5 @@ __all__ = [
     "LogNormal", "Normal", "Poisson", "Uniform", "Weibull",
     "DecodeError", "PpxError", "PpxTimeout",
     "Model", "Simulator", "here", "observe", "sample", "seed", "tag",
-    "Client", "ErrorCode", "pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot", "ppc_plot",
+    "Client", "ErrorCode", "JobState", "JobFailed", "pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot", "ppc_plot",
 ]

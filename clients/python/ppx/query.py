@@ -6,6 +6,11 @@
     theta = c.sample("gauss", [8.0, 9.0], n=1000, seed=1)   # (1000, theta_dim)
     lp = c.log_prob("gauss", [8.0, 9.0], theta[:10])        # (10,)
 
+    # ppxd daemon: jobs on its simulator pool
+    jid = c.submit(["train", "npe", "-n", "2000", "--theta", "mu", "--x", "obs0,obs1"], name="gauss")
+    info = c.wait(jid)                        # JobInfo once it has ended
+    c.fetch(jid, "model.ppxm", "gauss.ppxm")  # or c.fetch(jid) -> {output: bytes}
+
 Each call sends one Envelope{version 1, request_id, body} and waits for the
 reply Envelope with the same request_id (replies to earlier, timed-out
 requests are discarded).  The socket is a DEALER that frames each message as
@@ -26,7 +31,7 @@ import zmq
 
 from . import serve_wire as sw
 from .errors import DecodeError, PpxError, PpxTimeout
-from .serve_wire import ErrorCode, Record  # noqa: F401  (re-exported)
+from .serve_wire import ErrorCode, JobState, Record  # noqa: F401  (re-exported)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5560"
 
@@ -209,6 +214,94 @@ class Client:
 
     def reload(self, name):
         return self.call("Reload", sw.Record("Reload", name=name), "AdminReply")
+
+
+    # --- jobs (ppxd daemon) -------------------------------------------------
+
+    def submit(self, command, name="", sim_model=""):
+        """Submit a job (admin): command is the list of words after "ppxd",
+        without simulator or output options, e.g. ["simulate", "-n", "1000"].
+        Returns the job id.  PpxError BAD_REQUEST with the command line's
+        own message when the daemon cannot run it."""
+        if isinstance(command, str):
+            raise TypeError("command is a list of words, e.g. ['simulate', '-n', '1000']")
+        body = sw.Record("JobSubmit", name=name, command=[str(w) for w in command], sim_model=sim_model)
+        return self.call("JobSubmit", body, "JobReply").jobs[0].id
+
+    def jobs(self):
+        """Every job of the daemon: a list of JobInfo records (id, name,
+        command, sim_model, state (JobState), message, submitted, started,
+        finished, done, total, unit, loss, eta_seconds, outputs)."""
+        return self.call("JobList", None, "JobReply").jobs
+
+    def job_status(self, job_id):
+        """The JobInfo of one job (PpxError UNKNOWN_JOB if none)."""
+        return self.call("JobStatus", sw.Record("JobStatus", id=job_id), "JobReply").jobs[0]
+
+    def cancel(self, job_id):
+        """Cancel a job (admin); returns its JobInfo (it ends CANCELLED soon)."""
+        return self.call("JobCancel", sw.Record("JobCancel", id=job_id), "JobReply").jobs[0]
+
+    def wait(self, job_id, timeout=None, poll=5.0, check=False, progress=None):
+        """Wait until the job has ended (or timeout seconds passed) and return
+        its JobInfo.  The daemon holds each wait up to `poll` seconds (it
+        answers at once when the job ends); progress(info) is called after
+        each round.  With check, a FAILED or CANCELLED job raises JobFailed."""
+        t0 = time.monotonic()
+        while True:
+            left = poll if timeout is None else min(poll, timeout - (time.monotonic() - t0))
+            left = max(0.0, left)
+            ms = None if self.timeout_ms is None else int(left * 1000) + self.timeout_ms
+            info = self.call("JobWait", sw.Record("JobWait", id=job_id, max_seconds=float(left)), "JobReply",
+                             timeout_ms=ms).jobs[0]
+            if progress is not None:
+                progress(info)
+            ended = info.state in (sw.JobState.DONE, sw.JobState.FAILED, sw.JobState.CANCELLED)
+            if ended or (timeout is not None and time.monotonic() - t0 >= timeout):
+                if ended and check and info.state != sw.JobState.DONE:
+                    raise JobFailed(info)
+                return info
+
+    def fetch(self, job_id, output=None, path=None, chunk=4 << 20):
+        """An output of a job, in chunks: its bytes, or written to path (then
+        returns path).  Without output: {name: bytes} of every output."""
+        if output is None:
+            if path is not None:
+                raise ValueError("fetch(job_id) returns every output; give output= to write one to path")
+            return {o: self.fetch(job_id, o) for o in self.job_status(job_id).outputs}
+        parts, offset, size = [], 0, None
+        while size is None or offset < size:
+            r = self.call("JobFetch", sw.Record("JobFetch", id=job_id, output=output, offset=offset,
+                                                max_bytes=int(chunk)), "JobFetchReply")
+            if r.offset != offset or (len(r.data) == 0 and offset < r.size):
+                raise DecodeError("JobFetchReply from offset %d, asked for %d" % (r.offset, offset))
+            data = bytes(r.data)
+            parts.append(data)
+            offset += len(data)
+            size = r.size
+        blob = b"".join(parts)
+        if path is None:
+            return blob
+        tmp = str(path) + ".part"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+        return path
+
+    def sims(self):
+        """The daemon's simulator pool: SimPool records (model, connected,
+        busy, joined, left)."""
+        return self.call("SimList", None, "SimListReply").pools
+
+
+class JobFailed(PpxError):
+    """Client.wait(..., check=True): the job ended FAILED or CANCELLED."""
+
+    def __init__(self, info):
+        PpxError.__init__(self, None, "job %s %s: %s" % (info.id, sw.JOB_STATE_NAMES[info.state].upper()
+                                                          if 0 <= info.state < len(sw.JOB_STATE_NAMES)
+                                                          else "FAILED", info.message))
+        self.info = info
 
 
 def _key(k):
