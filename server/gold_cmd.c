@@ -242,6 +242,7 @@ int gold_cmd_evaluate_main(int argc, char **argv)
         }
     }
     if (!model_path) return usage_error("evaluate needs --model MODEL.ppxr", NULL);
+    nn_set_threads(1); /* one OpenBLAS thread, as ppxd serve: the same bits for the same rows */
     char err[300];
     gold_model *m = gold_model_load(model_path, err, sizeof err);
     if (!m) {
@@ -517,6 +518,7 @@ int gold_cmd_limits_main(int argc, char **argv)
         }
     }
     if (!model_path || !xf || !n_grid_opts) return usage_error("limits needs --model, --x-file and --grid", NULL);
+    nn_set_threads(1);
     char err[300];
     gold_model *m = gold_model_load(model_path, err, sizeof err);
     if (!m) {
