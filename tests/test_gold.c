@@ -20,7 +20,14 @@
  *   its Fisher information E[t^2] within 15% of 1.41 (the mined joint
  *   scores give the (x, z) information, 2.34 = 1.53^2, within 0.25);
  *   ppxd limits' summed log r^ over 2000 events at -0.8 peaks near -0.8;
- * - the model file round trip gives bit-identical predictions.
+ * - the model file round trip gives bit-identical predictions;
+ * - NDE/SCANDAL (cond_mog.h): the density loss's gradient; the mixture's
+ *   gradient and every Hessian column against finite differences; the
+ *   tangent score and its weight derivative (the second derivative)
+ *   against finite differences; the density integrates to 1 and its
+ *   samples have its mean; trained on Galton, the probabilities of all x
+ *   sum to 1, the score is the derivative of log P^, samples are whole
+ *   numbers with P^'s frequencies, and both beat the trivial estimator.
  */
 #include <criterion/criterion.h>
 #include <math.h>
