@@ -1,7 +1,7 @@
 /* ppxctl — command-line client of `ppxd serve` (clients/c/ppx_query.h).
  *
  *   ppxctl [global options] COMMAND [command options]
- *   models | sample | logprob | status | load | unload | reload | keygen
+ *   models | sample | logprob | ratio | score | status | load | unload | reload | keygen
  *   submit | jobs | job status|wait|cancel|fetch | sims   (ppxd daemon)
  *
  * Exit codes: 0 success, 1 the server answered with an error, 2 usage error,
@@ -48,6 +48,10 @@ typedef struct ctl {
     const char *const *words; /* submit: the command after "--" */
     size_t n_words;
     double wait_timeout;      /* job wait --timeout S (0: none) */
+    /* ratio / score (gold models) */
+    const char *x_file;
+    double *x, *theta0, *theta1; /* [rows, cols] each */
+    size_t n_x_rows, x_cols, n_theta0_rows, theta0_cols, n_theta1_rows, theta1_cols;
 } ctl;
 
 static void usage(FILE *f, const char *cmd)
@@ -63,6 +67,16 @@ static void usage(FILE *f, const char *cmd)
                    "                      [--no-normalise] [--seed S] [--n-draws N]\n"
                    "  log q(theta | x) for each theta, one per line (renormalised for leakage outside the prior's\n"
                    "  support unless --no-normalise).\n");
+    } else if (cmd && strcmp(cmd, "ratio") == 0) {
+        fprintf(f, "usage: ppxctl ratio --model NAME (--x X1,... [--x ...] | --x-file x.npy) --theta0 T1,... [--theta1 T1,...]\n"
+                   "                    [-o out.npy]\n"
+                   "  log r^(x | theta0, theta1) of a gold model (carl ... alices, nde, scandal), one per x row;\n"
+                   "  theta0 and theta1: one row for every x, or one per x row; without --theta1 the model's\n"
+                   "  reference point.\n");
+    } else if (cmd && strcmp(cmd, "score") == 0) {
+        fprintf(f, "usage: ppxctl score --model NAME (--x X1,... [--x ...] | --x-file x.npy) [--theta T1,...] [-o out.npy]\n"
+                   "  the estimated score t^(x | theta) of a gold model (rascal, cascal, alices, sally, nde, scandal),\n"
+                   "  one row per x; sally needs no --theta (its reference point).\n");
     } else if (cmd && strcmp(cmd, "models") == 0) {
         fprintf(f, "usage: ppxctl models\n  the served models: name, kind, shapes, names, provenance, checksum.\n");
     } else if (cmd && strcmp(cmd, "status") == 0) {
@@ -101,6 +115,8 @@ static void usage(FILE *f, const char *cmd)
                 "  models                         list the served models\n"
                 "  sample  --model M --obs X -n N posterior samples (summary, or -o FILE.npy|.csv)\n"
                 "  logprob --model M --obs X --theta T...|--theta-file F   log posterior densities\n"
+                "  ratio   --model M --x X... --theta0 T [--theta1 T]      log r^ of a gold model\n"
+                "  score   --model M --x X... [--theta T]                  score t^ of a gold model\n"
                 "  status                         server status\n"
                 "  load FILE [--name N]           (admin) serve a model file\n"
                 "  unload NAME                    (admin) stop serving a model\n"
@@ -159,7 +175,7 @@ static int add_row(double **m, size_t *rows, size_t *cols, const char *arg)
 
 enum {
     O_ENDPOINT = 1000, O_SERVER_KEY, O_CLIENT_KEY, O_TIMEOUT, O_MODEL, O_OBS, O_THETA, O_THETA_FILE, O_SEED, O_NAME,
-    O_NO_NORMALISE, O_N_DRAWS, O_MAX_SECONDS, O_SIM_MODEL, O_WAIT_TIMEOUT
+    O_NO_NORMALISE, O_N_DRAWS, O_MAX_SECONDS, O_SIM_MODEL, O_WAIT_TIMEOUT, O_X, O_X_FILE, O_THETA0, O_THETA1
 };
 
 static int parse(ctl *c, int argc, char **argv)
@@ -180,6 +196,10 @@ static int parse(ctl *c, int argc, char **argv)
         {"max-seconds", required_argument, 0, O_MAX_SECONDS},
         {"sim-model", required_argument, 0, O_SIM_MODEL},
         {"timeout", required_argument, 0, O_WAIT_TIMEOUT},
+        {"x", required_argument, 0, O_X},
+        {"x-file", required_argument, 0, O_X_FILE},
+        {"theta0", required_argument, 0, O_THETA0},
+        {"theta1", required_argument, 0, O_THETA1},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -207,6 +227,17 @@ static int parse(ctl *c, int argc, char **argv)
                 return usage_error("--theta wants comma-separated numbers (the same count each time)", optarg);
             break;
         case O_THETA_FILE: c->theta_file = optarg; break;
+        case O_X:
+        case O_THETA0:
+        case O_THETA1: {
+            double **m = ch == O_X ? &c->x : ch == O_THETA0 ? &c->theta0 : &c->theta1;
+            size_t *r = ch == O_X ? &c->n_x_rows : ch == O_THETA0 ? &c->n_theta0_rows : &c->n_theta1_rows;
+            size_t *k = ch == O_X ? &c->x_cols : ch == O_THETA0 ? &c->theta0_cols : &c->theta1_cols;
+            if (add_row(m, r, k, optarg) < 0)
+                return usage_error("wants comma-separated numbers (the same count each time)", optarg);
+            break;
+        }
+        case O_X_FILE: c->x_file = optarg; break;
         case O_SEED:
             if (args_u64(optarg, &c->seed) < 0) return usage_error("--seed wants a non-negative integer", optarg);
             break;
@@ -791,6 +822,65 @@ static int cmd_sims(ppx_query *q)
     return 0;
 }
 
+/* The x rows of ratio/score: --x-file replaces the --x rows.  0 or an exit code. */
+static int gold_x(ctl *c)
+{
+    if (!c->x_file) return 0;
+    double *d = NULL;
+    size_t rows, cols;
+    char err[512];
+    if (npy_read(c->x_file, &d, &rows, &cols, err, sizeof err) < 0) {
+        fprintf(stderr, "ppxctl: %s\n", err);
+        return EXIT_USAGE;
+    }
+    free(c->x);
+    c->x = d;
+    c->n_x_rows = rows;
+    c->x_cols = cols;
+    return 0;
+}
+
+/* v [rows, cols] to -o FILE.npy, or one row per line. */
+static int gold_output(const ctl *c, const double *v, size_t rows, size_t cols)
+{
+    if (c->out) {
+        char err[512];
+        if (npy_write(c->out, v, rows, cols, err, sizeof err) < 0) {
+            fprintf(stderr, "ppxctl: %s\n", err);
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < rows; i++)
+        for (size_t k = 0; k < cols; k++) printf("%.17g%c", v[i * cols + k], k + 1 < cols ? ' ' : '\n');
+    return 0;
+}
+
+static int cmd_ratio(ppx_query *q, ctl *c)
+{
+    int rc = gold_x(c);
+    if (rc) return rc;
+    if (c->n_theta1_rows && c->theta1_cols != c->theta0_cols)
+        return usage_error("--theta0 and --theta1 need the same number of values", NULL);
+    const double *lr;
+    rc = ppx_query_log_ratio(q, c->model, c->x, (uint32_t)c->n_x_rows, (uint32_t)c->x_cols, c->theta0,
+                             (uint32_t)c->n_theta0_rows, c->theta1, (uint32_t)c->n_theta1_rows,
+                             (uint32_t)c->theta0_cols, &lr);
+    if (rc != PPXQ_OK) return report(q, rc);
+    return gold_output(c, lr, c->n_x_rows, 1);
+}
+
+static int cmd_score(ppx_query *q, ctl *c)
+{
+    int rc = gold_x(c);
+    if (rc) return rc;
+    const ppxq_matrix *t;
+    rc = ppx_query_score(q, c->model, c->x, (uint32_t)c->n_x_rows, (uint32_t)c->x_cols, c->theta,
+                         (uint32_t)c->n_theta_rows, (uint32_t)c->theta_cols, &t);
+    if (rc != PPXQ_OK) return report(q, rc);
+    return gold_output(c, t->data, t->rows, t->cols);
+}
+
 static int cmd_admin(ppx_query *q, const ctl *c)
 {
     const char *msg = NULL;
@@ -820,8 +910,8 @@ int main(int argc, char **argv)
     }
     int rc = parse(&c, dd, argv);
     if (rc) goto out;
-    static const char *const cmds[] = {"models", "sample", "logprob", "status", "load",  "unload",
-                                       "reload", "keygen", "submit", "jobs",    "job",   "sims"};
+    static const char *const cmds[] = {"models", "sample", "logprob", "status", "load", "unload", "reload",
+                                       "keygen", "submit", "jobs",   "job",     "sims",   "ratio", "score"};
     int known = 0;
     for (size_t i = 0; c.cmd && i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(c.cmd, cmds[i]) == 0;
     if (c.help) {
@@ -899,6 +989,16 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (!strcmp(c.cmd, "ratio") || !strcmp(c.cmd, "score")) {
+        const int ratio = !strcmp(c.cmd, "ratio");
+        if (!c.model || (!c.n_x_rows && !c.x_file) || (c.n_x_rows && c.x_file) || (ratio && !c.n_theta0_rows)) {
+            rc = usage_error(ratio ? "ratio needs --model NAME, --x X1,... (repeatable) or --x-file FILE.npy, and "
+                                     "--theta0 T1,..."
+                                   : "score needs --model NAME and --x X1,... (repeatable) or --x-file FILE.npy",
+                             NULL);
+            goto out;
+        }
+    }
     ppx_query *q = NULL;
     rc = connect_server(&c, &q);
     if (rc) goto out;
@@ -913,11 +1013,16 @@ int main(int argc, char **argv)
     else if (job_sub && !strcmp(job_sub, "cancel")) rc = cmd_job_simple(q, PPXQ_JOB_CANCEL, job_id);
     else if (job_sub && !strcmp(job_sub, "wait")) rc = cmd_job_wait(q, &c, job_id);
     else if (job_sub && !strcmp(job_sub, "fetch")) rc = cmd_job_fetch(q, &c, job_id, job_output);
+    else if (!strcmp(c.cmd, "ratio")) rc = cmd_ratio(q, &c);
+    else if (!strcmp(c.cmd, "score")) rc = cmd_score(q, &c);
     else rc = cmd_admin(q, &c);
     ppx_query_close(&q);
 out:
     free(c.args);
     free(c.obs);
     free(c.theta);
+    free(c.x);
+    free(c.theta0);
+    free(c.theta1);
     return rc;
 }

@@ -1,4 +1,4 @@
-/* gold_cmd.c — `ppxd train carl|rolr|rascal|cascal|alice|alices|sally`
+/* gold_cmd.c — `ppxd train carl|rolr|rascal|cascal|alice|alices|sally|nde|scandal`
  * (gold estimators from a .ppxg file) and `ppxd evaluate` (log r^ / t^ of a
  * trained gold model).  See gold_cmd.h. */
 #include "gold_cmd.h"
@@ -37,20 +37,25 @@ static void train_usage(FILE *f)
 {
     fprintf(f,
         "usage:\n"
-        "  ppxd train carl|rolr|rascal|cascal|alice|alices|sally --gold GOLD.ppxg -o MODEL.ppxr [options]\n"
+        "  ppxd train carl|rolr|rascal|cascal|alice|alices|sally|nde|scandal --gold GOLD.ppxg -o MODEL.ppxr [options]\n"
         "\n"
         "Trains a gold estimator on data mined by `ppxd mine`:\n"
         "  carl, rolr, rascal, cascal, alice, alices: a network log r^(x | theta0) of the likelihood ratio\n"
         "    p(x|theta0) / p(x|theta1) against the mined reference theta1 (needs rows at theta0 and theta1:\n"
         "    mine with one --theta1, or --pairs); rascal, cascal and alices add alpha x MSE of the network's\n"
         "    d log r^/d theta0 against the joint score;\n"
-        "  sally: a network t^(x) of the score at the mined (fixed) theta0.\n"
+        "  sally: a network t^(x) of the score at the mined (fixed) theta0;\n"
+        "  nde, scandal: a conditional density p^(x | theta) (an autoregressive mixture of Gaussians, tanh nets)\n"
+        "    by maximum likelihood on every row at the theta it was simulated at; scandal adds alpha x MSE of\n"
+        "    d log p^/d theta against the joint score.  log r^ = log p^(x|theta0) - log p^(x|theta1).\n"
+        "    Whole-number x columns are modelled dequantised (x + U(0,1)) and evaluated as probabilities.\n"
         "options (MadMiner's defaults):\n"
-        "  --alpha A (1)  --hidden H (100)  --layers L (2, tanh)  --batch B (128)  --epochs E (50)\n"
+        "  --alpha A (1; scandal 10)  --hidden H (100)  --layers L (2, tanh)  --batch B (128)  --epochs E (50)\n"
         "  --min-steps S (10000: small sets get more epochs, so that training sees S batches; not carl; 0: off)\n"
         "  --lr LR (1e-3, decaying exponentially to --lr-end 1e-4)  --val-frac F (0.25)\n"
         "  --patience P (0: all epochs; the best validation epoch is kept)  --clip C (10, rolr/rascal log r)\n"
-        "  --max-rows N (all)  --seed S (1)  --threads T (1)  --quiet\n");
+        "  --max-rows N (all)  --seed S (1)  --threads T (1)  --quiet\n"
+        "  nde/scandal: --components K (10 per x dimension)  --dequantize auto|on|off (auto: whole-number columns)\n");
 }
 
 static int parse_pos_double(const char *s, double *out)
@@ -66,7 +71,7 @@ static int parse_pos_double(const char *s, double *out)
 int gold_cmd_train_main(int argc, char **argv)
 {
     enum { O_GOLD = 3000, O_ALPHA, O_HIDDEN, O_LAYERS, O_BATCH, O_EPOCHS, O_LR, O_LR_END, O_VAL, O_PAT, O_CLIP, O_MAXR,
-           O_SEED, O_THREADS, O_QUIET, O_MIN_STEPS };
+           O_SEED, O_THREADS, O_QUIET, O_MIN_STEPS, O_COMPONENTS, O_DEQ };
     static const struct option opts[] = {
         {"gold", required_argument, 0, O_GOLD}, {"alpha", required_argument, 0, O_ALPHA},
         {"hidden", required_argument, 0, O_HIDDEN}, {"layers", required_argument, 0, O_LAYERS},
@@ -76,6 +81,7 @@ int gold_cmd_train_main(int argc, char **argv)
         {"clip", required_argument, 0, O_CLIP}, {"max-rows", required_argument, 0, O_MAXR},
         {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET}, {"min-steps", required_argument, 0, O_MIN_STEPS},
+        {"components", required_argument, 0, O_COMPONENTS}, {"dequantize", required_argument, 0, O_DEQ},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     gold_train_config cfg;
@@ -135,12 +141,22 @@ int gold_cmd_train_main(int argc, char **argv)
             if (args_u64_range(optarg, 1, 1024, &threads) < 0) return usage_error("--threads wants 1..1024", optarg);
             break;
         case O_QUIET: cfg.progress = 0; break;
+        case O_COMPONENTS:
+            if (args_u64_range(optarg, 1, 1000, &u) < 0) return usage_error("--components wants 1..1000", optarg);
+            cfg.components = (int)u;
+            break;
+        case O_DEQ:
+            if (strcmp(optarg, "auto") == 0) cfg.dequantize = -1;
+            else if (strcmp(optarg, "on") == 0) cfg.dequantize = 1;
+            else if (strcmp(optarg, "off") == 0) cfg.dequantize = 0;
+            else return usage_error("--dequantize wants auto, on or off", optarg);
+            break;
         case 'h': train_usage(stdout); return 0;
         default: train_usage(stderr); return 2;
         }
     }
     int m = kind ? gold_method_from_name(kind) : -1;
-    if (m < 0) return usage_error("unknown gold method (carl rolr rascal cascal alice alices sally)", kind);
+    if (m < 0) return usage_error("unknown gold method (carl rolr rascal cascal alice alices sally nde scandal)", kind);
     if (!gold) return usage_error("gold estimators train from a mined file: --gold GOLD.ppxg (see ppxd mine)", NULL);
     if (!out) return usage_error("train needs -o MODEL.ppxr", NULL);
     cfg.method = (gold_method)m;
@@ -174,18 +190,37 @@ static void eval_usage(FILE *f)
 {
     fprintf(f,
         "usage:\n"
-        "  ppxd evaluate --model MODEL.ppxr --x-file X.npy [--theta V,.. | --theta-file T.npy] [--score] [-o OUT.npy]\n"
+        "  ppxd evaluate --model MODEL.ppxr --x-file X.npy [--theta V,.. | --theta-file T.npy] [--theta1 V,..]\n"
+        "                [--score | --log-prob] [-o OUT.npy]\n"
         "\n"
-        "log r^(x | theta0) of a ratio model (carl ... alices) for each row of X [n, C] (default), or with\n"
-        "--score the estimated score t^(x | theta0) [n, D] (ratio models: d log r^/d theta0; sally: t^(x)).\n"
+        "log r^(x | theta0, theta1) of a ratio or density model (carl ... alices, nde, scandal) for each row of\n"
+        "X [n, C] (default; theta1: the reference of the training file unless --theta1 is given), or with\n"
+        "--score the estimated score t^(x | theta0) [n, D] (ratio models: d log r^/d theta0; nde, scandal:\n"
+        "d log p^/d theta; sally: t^(x)), or with --log-prob log p^(x | theta0) (nde, scandal; whole-number\n"
+        "columns the model dequantised: the log probability of the value).\n"
         "theta0: one point for every row (--theta), or one row per x row (--theta-file).\n"
         "  ppxd evaluate --model MODEL.ppxr --info     the model's method, shapes and training summary\n");
 }
 
+/* One point "V,V,.." of D numbers into out [D].  0 or -1. */
+static int parse_point(const char *s, int D, double *out)
+{
+    const char *p = s;
+    for (int k = 0; k < D; k++) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || !isfinite(v) || (k < D - 1 ? *end != ',' : *end != 0)) return -1;
+        out[k] = v;
+        p = end + 1;
+    }
+    return 0;
+}
+
 int gold_cmd_evaluate_main(int argc, char **argv)
 {
-    const char *model_path = NULL, *xf = NULL, *tf = NULL, *out = NULL, *theta = NULL;
-    int score = 0, info = 0;
+    const char *model_path = NULL, *xf = NULL, *tf = NULL, *out = NULL, *theta = NULL, *theta1 = NULL;
+    int score = 0, info = 0, log_prob = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -194,7 +229,9 @@ int gold_cmd_evaluate_main(int argc, char **argv)
         else if (strcmp(a, "--theta-file") == 0 && v) tf = argv[++i];
         else if (strcmp(a, "--theta") == 0 && v) theta = argv[++i];
         else if (strcmp(a, "-o") == 0 && v) out = argv[++i];
+        else if (strcmp(a, "--theta1") == 0 && v) theta1 = argv[++i];
         else if (strcmp(a, "--score") == 0) score = 1;
+        else if (strcmp(a, "--log-prob") == 0) log_prob = 1;
         else if (strcmp(a, "--info") == 0) info = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             eval_usage(stdout);
@@ -205,6 +242,7 @@ int gold_cmd_evaluate_main(int argc, char **argv)
         }
     }
     if (!model_path) return usage_error("evaluate needs --model MODEL.ppxr", NULL);
+    nn_set_threads(1); /* one OpenBLAS thread, as ppxd serve: the same bits for the same rows */
     char err[300];
     gold_model *m = gold_model_load(model_path, err, sizeof err);
     if (!m) {
@@ -212,10 +250,17 @@ int gold_cmd_evaluate_main(int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    double *x = NULL, *th = NULL, *res = NULL;
+    double *x = NULL, *th = NULL, *res = NULL, *th1 = NULL;
     if (info) {
         printf("%s: gold %s model, x %d columns, theta %d, %d x %d tanh, alpha %g\n", model_path,
                gold_method_name(m->method), m->C, m->D, m->layers, m->hidden, m->alpha);
+        if (m->dens) {
+            printf("  density: %d Gaussian components per x dimension; dequantised columns:", m->components);
+            int any = 0;
+            for (int c = 0; c < m->C; c++)
+                if (m->deq[c]) printf(" %s", m->x_names[c]), any = 1;
+            printf("%s\n", any ? "" : " none");
+        }
         printf("  trained on %llu rows (%llu validation), best validation loss %.6g at epoch %d\n",
                (unsigned long long)m->n_train, (unsigned long long)m->n_val, m->best_val, m->best_epoch);
         for (int k = 0; k < m->D; k++)
@@ -229,6 +274,18 @@ int gold_cmd_evaluate_main(int argc, char **argv)
         goto done;
     }
     if (m->method == GOLD_SALLY && !score) score = 1;
+    if (score + log_prob + !!theta1 > 1) {
+        rc = usage_error("--score, --log-prob and --theta1 are different outputs: give one", NULL);
+        goto done;
+    }
+    if (log_prob && !gold_method_is_density(m->method)) {
+        rc = usage_error("--log-prob needs a density model (nde, scandal)", gold_method_name(m->method));
+        goto done;
+    }
+    if (theta1 && m->method == GOLD_SALLY) {
+        rc = usage_error("a sally model has no log r", NULL);
+        goto done;
+    }
     size_t n, c;
     if (npy_read(xf, &x, &n, &c, err, sizeof err) < 0) {
         fprintf(stderr, "ppxd: %s\n", err);
@@ -247,17 +304,11 @@ int gold_cmd_evaluate_main(int argc, char **argv)
             goto done;
         }
         if (theta) {
-            const char *p = theta;
-            for (int k = 0; k < m->D; k++) {
-                char *end;
-                double v = strtod(p, &end);
-                if (end == p || !isfinite(v) || (k < m->D - 1 ? *end != ',' : *end != 0)) {
-                    rc = usage_error("--theta wants one number per theta dimension", theta);
-                    goto done;
-                }
-                for (size_t i = 0; i < n; i++) th[i * m->D + k] = v;
-                p = end + 1;
+            if (parse_point(theta, m->D, th) < 0) {
+                rc = usage_error("--theta wants one number per theta dimension", theta);
+                goto done;
             }
+            for (size_t i = 1; i < n; i++) memcpy(th + i * m->D, th, m->D * sizeof *th);
         } else {
             double *t2;
             size_t n2, d2;
@@ -278,7 +329,18 @@ int gold_cmd_evaluate_main(int argc, char **argv)
     const size_t w = score ? (size_t)m->D : 1;
     res = calloc(n * w + 1, sizeof *res);
     if (!res) goto done;
-    if ((score ? gold_model_score(m, x, th, n, res) : gold_model_log_r(m, x, th, n, res)) < 0) goto done;
+    if (theta1) {
+        if (!(th1 = calloc(n * m->D + m->D, sizeof *th1))) goto done;
+        if (parse_point(theta1, m->D, th1) < 0) {
+            rc = usage_error("--theta1 wants one number per theta dimension", theta1);
+            goto done;
+        }
+        for (size_t i = 1; i < n; i++) memcpy(th1 + i * m->D, th1, m->D * sizeof *th1);
+    }
+    if ((score      ? gold_model_score(m, x, th, n, res)
+         : log_prob ? gold_model_log_prob(m, x, th, n, res)
+                    : gold_model_log_ratio(m, x, th, th1, n, res)) < 0)
+        goto done;
     if (out) {
         if (npy_write(out, res, n, w, err, sizeof err) < 0) {
             fprintf(stderr, "ppxd: %s\n", err);
@@ -292,6 +354,7 @@ int gold_cmd_evaluate_main(int argc, char **argv)
 done:
     free(x);
     free(th);
+    free(th1);
     free(res);
     gold_model_destroy(&m);
     return rc;
@@ -455,6 +518,7 @@ int gold_cmd_limits_main(int argc, char **argv)
         }
     }
     if (!model_path || !xf || !n_grid_opts) return usage_error("limits needs --model, --x-file and --grid", NULL);
+    nn_set_threads(1);
     char err[300];
     gold_model *m = gold_model_load(model_path, err, sizeof err);
     if (!m) {
@@ -465,7 +529,7 @@ int gold_cmd_limits_main(int argc, char **argv)
     double *x = NULL, *grid = NULL, *sum = NULL, *table = NULL;
     size_t n, c;
     if (m->method == GOLD_SALLY) {
-        rc = usage_error("limits needs a ratio model (carl ... alices), not sally", NULL);
+        rc = usage_error("limits needs a ratio or density model (carl ... alices, nde, scandal), not sally", NULL);
         goto done;
     }
     if (n_grid_opts != (size_t)m->D) {

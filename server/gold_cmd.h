@@ -1,5 +1,5 @@
 /* gold_cmd.h — command line of the gold estimators:
- *   ppxd train carl|rolr|rascal|cascal|alice|alices|sally --gold F.ppxg -o M.ppxr
+ *   ppxd train carl|rolr|rascal|cascal|alice|alices|sally|nde|scandal --gold F.ppxg -o M.ppxr
  *   ppxd evaluate --model M.ppxr --x-file X.npy --theta V,..   (log r^ or --score t^)
  *   ppxd fisher, ppxd limits (below)
  * argv[0] is the sub-command ("train" / "evaluate"); exit code 0, 1 (failure), 2 (usage). */

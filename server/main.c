@@ -59,7 +59,7 @@ static void usage(FILE *f)
             "  ppxd train    npe|nre (SIMULATORS -n N --theta A,.. --x B,.. | --data T.npy X.npy --prior SPEC) -o M.ppxm\n"
             "  ppxd posterior sample|logprob|info --model M.ppxm ...  (ppxd train --help, ppxd posterior --help)\n"
             "  ppxd mine     SIMULATORS -n N --theta A,.. --x B,.. [--theta1 V,..] -o GOLD.ppxg  (ppxd mine --help)\n"
-            "  ppxd train    carl|rolr|rascal|cascal|alice|alices|sally --gold GOLD.ppxg -o M.ppxr\n"
+            "  ppxd train    carl|rolr|rascal|cascal|alice|alices|sally|nde|scandal --gold GOLD.ppxg -o M.ppxr\n"
             "  ppxd evaluate --model M.ppxr --x-file X.npy --theta V,.. [--score]   log r^ / t^ of a gold model\n"
             "  ppxd fisher   --gold GOLD.ppxg [--model SALLY.ppxr] [--events N]   expected Fisher information\n"
             "  ppxd limits   --model M.ppxr --x-file EVENTS.npy --grid LO:HI:N...   summed log r^ over a theta grid\n"

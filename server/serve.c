@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "args.h"
+#include "gold/gold_est.h"
 #include "nn/nn.h"
 #include "npe.h"
 #include "nre.h"
@@ -83,9 +84,15 @@ typedef struct serve_model {
     atomic_int refs;
     uint64_t serial;          /* unique per entry: the worker cache key */
     char *name, *path;        /* path "" for models published from memory */
-    model_file *m;            /* immutable once published */
+    model_file *m;            /* immutable once published; NULL for a gold model */
     uint32_t checksum, generation;
     char prior_text[256];
+    /* gold models (ppxd train carl ... scandal, .ppxr): the file's bytes, from
+     * which each worker decodes its own instance (networks hold activation
+     * buffers), and one decoded instance for the metadata only */
+    unsigned char *gold_bytes;
+    size_t gold_len;
+    gold_model *gold;
 } serve_model;
 
 static void model_unref(serve_model **pe)
@@ -95,6 +102,8 @@ static void model_unref(serve_model **pe)
     if (!e) return;
     if (atomic_fetch_sub(&e->refs, 1) != 1) return;
     model_file_destroy(&e->m);
+    gold_model_destroy(&e->gold);
+    free(e->gold_bytes);
     free(e->name);
     free(e->path);
     free(e);
@@ -393,16 +402,16 @@ static serve_model *model_entry_new(const char *name, const char *path, model_fi
     return e;
 }
 
-/* Read and check a model file; *checksum = its stored CRC-32C (the last four
- * bytes, verified by model_file_decode).  Only a regular file of at most
+/* Read a model file's bytes (*len_out of them; checked by the decoder of
+ * its kind: model_file_decode or gold_model_decode).  Only a regular file of at most
  * max_bytes is read, and exactly its size: the open never blocks (a FIFO or
  * a device is refused after fstat, not waited on).  open_flags: extra
  * open(2) flags (O_NOFOLLOW for a path already resolved by realpath, so a
  * symlink swapped in since is refused).  Reading stops at the
  * deadline (monotonic seconds, 0: none) or when *stop becomes set.  NULL with
  * a reason. */
-static model_file *read_model(const char *path, int open_flags, size_t max_bytes, double deadline, atomic_int *stop,
-                              uint32_t *checksum, char *err, size_t err_len)
+static unsigned char *read_file_bytes(const char *path, int open_flags, size_t max_bytes, double deadline,
+                                      atomic_int *stop, size_t *len_out, char *err, size_t err_len)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | open_flags);
     if (fd < 0) {
@@ -455,13 +464,46 @@ static model_file *read_model(const char *path, int open_flags, size_t max_bytes
         free(buf);
         return NULL;
     }
-    char why[256];
-    model_file *m = model_file_decode(buf, len, why, sizeof why);
-    if (!m) snprintf(err, err_len, "%s: %s", path, why);
-    else *checksum = (uint32_t)buf[len - 4] | (uint32_t)buf[len - 3] << 8 | (uint32_t)buf[len - 2] << 16 |
-                     (uint32_t)buf[len - 1] << 24;
-    free(buf);
-    return m;
+    *len_out = len;
+    return buf;
+}
+
+/* The stored CRC-32C of a checked model file: its last four bytes. */
+static uint32_t stored_crc(const unsigned char *buf, size_t len)
+{
+    return len < 4 ? 0 : (uint32_t)buf[len - 4] | (uint32_t)buf[len - 3] << 8 | (uint32_t)buf[len - 2] << 16 |
+                         (uint32_t)buf[len - 1] << 24;
+}
+
+/* A new unpublished gold-model entry (one reference) taking buf [len] (a
+ * .ppxr file's bytes, freed on failure).  NULL with a reason. */
+static serve_model *gold_entry_new(const char *name, const char *path, unsigned char *buf, size_t len, char *err,
+                                   size_t err_len)
+{
+    char why[300];
+    gold_model *g = gold_model_decode(buf, len, path, why, sizeof why);
+    serve_model *e = g ? calloc(1, sizeof *e) : NULL;
+    if (!e || !(e->name = xstrdup(name)) || !(e->path = xstrdup(path))) {
+        snprintf(err, err_len, "%s", g ? "out of memory" : why);
+        if (e) free(e->name);
+        free(e);
+        gold_model_destroy(&g);
+        free(buf);
+        return NULL;
+    }
+    atomic_init(&e->refs, 1);
+    e->gold = g;
+    e->gold_bytes = buf;
+    e->gold_len = len;
+    e->checksum = stored_crc(buf, len);
+    int ref = !g->sally && isfinite(g->theta1[0]);
+    size_t used = (size_t)snprintf(e->prior_text, sizeof e->prior_text, "none (%s%s", gold_model_kind_name(g->method),
+                                   ref ? "; reference theta1 = (" : "");
+    for (int k = 0; ref && k < g->D && used < sizeof e->prior_text; k++)
+        used += (size_t)snprintf(e->prior_text + used, sizeof e->prior_text - used, "%s%g", k ? ", " : "",
+                                 g->theta1[k]);
+    if (used < sizeof e->prior_text) snprintf(e->prior_text + used, sizeof e->prior_text - used, "%s", ref ? "))" : ")");
+    return e;
 }
 
 /* The default name of a model file: its base name without extension. */
@@ -482,10 +524,20 @@ static int load_entry(serve_server *s, const char *name, const char *path, int o
         default_name(path, nm, sizeof nm);
         name = nm;
     }
-    uint32_t crc = 0;
-    model_file *m = read_model(path, open_flags, s->cfg.max_model_bytes, deadline, &s->stop, &crc, err, err_len);
-    if (!m) return -1;
-    serve_model *e = model_entry_new(name, path, m, crc, err, err_len);
+    size_t len = 0;
+    unsigned char *buf = read_file_bytes(path, open_flags, s->cfg.max_model_bytes, deadline, &s->stop, &len, err,
+                                         err_len);
+    if (!buf) return -1;
+    serve_model *e;
+    if (gold_model_bytes_are(buf, len)) {
+        e = gold_entry_new(name, path, buf, len, err, err_len);
+    } else {
+        char why[256];
+        model_file *m = model_file_decode(buf, len, why, sizeof why);
+        if (!m) snprintf(err, err_len, "%s: %s", path, why);
+        e = m ? model_entry_new(name, path, m, stored_crc(buf, len), err, err_len) : NULL;
+        free(buf);
+    }
     if (!e) return -1;
     if (registry_put(s, e, out) < 0) {
         model_unref(&e);
@@ -622,6 +674,7 @@ typedef struct cached_posterior {
     uint64_t last_use;
     npe_posterior *npe;
     nre_posterior *nre;
+    gold_model *gold;
 } cached_posterior;
 
 struct worker {
@@ -639,6 +692,7 @@ static void cache_slot_clear(cached_posterior *c)
 {
     npe_posterior_destroy(&c->npe);
     nre_posterior_destroy(&c->nre);
+    gold_model_destroy(&c->gold);
     c->serial = 0;
 }
 
@@ -657,9 +711,10 @@ static cached_posterior *worker_posterior(worker *w, const serve_model *e)
         if (c->serial == 0 || (victim->serial != 0 && c->last_use < victim->last_use)) victim = c;
     }
     cache_slot_clear(victim);
-    if (e->m->kind == MODEL_NRE) victim->nre = nre_posterior_from_model(e->m, w->err, sizeof w->err);
+    if (e->gold) victim->gold = gold_model_decode(e->gold_bytes, e->gold_len, e->path, w->err, sizeof w->err);
+    else if (e->m->kind == MODEL_NRE) victim->nre = nre_posterior_from_model(e->m, w->err, sizeof w->err);
     else victim->npe = npe_posterior_from_model(e->m, w->err, sizeof w->err);
-    if (!victim->nre && !victim->npe) return NULL;
+    if (!victim->nre && !victim->npe && !victim->gold) return NULL;
     victim->serial = e->serial;
     victim->last_use = w->tick;
     return victim;
@@ -811,9 +866,15 @@ static const uint8_t *encode_reply(worker *w, const ppxq_msg *rp, size_t *len, a
     return out;
 }
 
+static void fill_gold_info(const serve_model *e, ppxq_model_info *mi);
+
 static void fill_info(const serve_model *e, ppxq_model_info *mi)
 {
     memset(mi, 0, sizeof *mi);
+    if (e->gold) {
+        fill_gold_info(e, mi);
+        return;
+    }
     const model_file *m = e->m;
     mi->name = e->name;
     mi->kind = model_kind_name(m->kind);
@@ -873,6 +934,255 @@ static double budget_of(const serve_server *s, double max_seconds)
     return b;
 }
 
+/* ---- gold models (LogRatio, Score; Sample/LogProb of NDE/SCANDAL) --------- */
+
+/* Rows of t for m requests: 1 row (repeated) or m rows of D values, as a
+ * new [m, D] array in *out.  0, or -1 with a set. */
+static int gold_rows(const ppxq_matrix *t, uint32_t m, int D, const char *what, double **out, answer *a)
+{
+    *out = NULL;
+    if ((t->rows != 1 && t->rows != m) || t->cols != (uint32_t)D)
+        return set_error(a, PPXQ_BAD_SHAPE, "%s must be 1 x %d or %u x %d (one row per x), got %u x %u", what, D, m, D,
+                         t->rows, t->cols);
+    if (check_finite(t->data, t->rows, t->cols, what, a) < 0) return -1;
+    double *v = malloc(((size_t)m * D + 1) * sizeof *v);
+    if (!v) return set_error(a, PPXQ_INTERNAL, "out of memory");
+    for (uint32_t i = 0; i < m; i++) memcpy(v + (size_t)i * D, t->data + (t->rows == 1 ? 0 : (size_t)i * D), D * sizeof *v);
+    *out = v;
+    return 0;
+}
+
+/* Common checks of a gold request's x [m, C]: 0, or -1 with a set. */
+static int gold_check_x(const serve_server *s, const serve_model *e, const ppxq_matrix *x, const char *what, answer *a)
+{
+    const gold_model *g = e->gold;
+    if (x->rows == 0 || x->cols != (uint32_t)g->C)
+        return set_error(a, PPXQ_BAD_SHAPE, "model '%s' (%s) takes %s of %d values (m x %d, m >= 1), got %u x %u",
+                         e->name, gold_model_kind_name(g->method), what, g->C, g->C, x->rows, x->cols);
+    if (x->rows > s->cfg.max_n)
+        return set_error(a, PPXQ_N_TOO_LARGE, "%u rows is over this server's limit of %llu (--max-n)", x->rows,
+                         (unsigned long long)s->cfg.max_n);
+    if (8.0 * x->rows * (g->D + 1) + 1024.0 > (double)s->cfg.max_reply_bytes)
+        return set_error(a, PPXQ_N_TOO_LARGE, "%u rows is over this server's reply limit of %zu bytes "
+                         "(--max-reply-bytes)", x->rows, s->cfg.max_reply_bytes);
+    return check_finite(x->data, x->rows, x->cols, what, a);
+}
+
+static void fill_gold_info(const serve_model *e, ppxq_model_info *mi)
+{
+    const gold_model *g = e->gold;
+    mi->name = e->name;
+    mi->kind = gold_model_kind_name(g->method);
+    mi->theta_names = (const char *const *)g->theta_names;
+    mi->n_theta_names = (uint32_t)g->D;
+    mi->theta_dim = (uint32_t)g->D;
+    mi->x_names = (const char *const *)g->x_names;
+    mi->n_x_names = (uint32_t)g->C;
+    mi->x_dim = (uint32_t)g->C;
+    mi->n_simulations = g->n_train + g->n_val;
+    mi->best_val_loss = g->best_val;
+    mi->checksum = e->checksum;
+    mi->path = e->path;
+    mi->generation = e->generation;
+    mi->prior = e->prior_text;
+}
+
+/* The worker's instance of gold entry e, or NULL with a set. */
+static gold_model *gold_instance(worker *w, const serve_model *e, answer *a)
+{
+    cached_posterior *cp = worker_posterior(w, e);
+    if (!cp || !cp->gold) {
+        set_error(a, PPXQ_INTERNAL, "cannot build the model '%s': %s", e->name, w->err);
+        return NULL;
+    }
+    return cp->gold;
+}
+
+/* LogRatio and Score. */
+static const uint8_t *do_gold(worker *w, const ppxq_msg *rq, size_t *len, answer *a)
+{
+    serve_server *s = w->s;
+    const int is_ratio = rq->type == PPXQ_LOG_RATIO;
+    serve_model *e = registry_get(s, rq->model);
+    if (!e) {
+        unknown_model(s, a, rq->model);
+        return NULL;
+    }
+    const uint8_t *out = NULL;
+    double *th0 = NULL, *th1 = NULL, *res = NULL;
+    if (!e->gold) {
+        set_error(a, PPXQ_BAD_REQUEST, "model '%s' is %s, not a gold model: %s needs one (ppxd train carl ... scandal)",
+                  e->name, model_kind_name(e->m->kind), ppxq_type_name(rq->type));
+        goto done;
+    }
+    const gold_method meth = e->gold->method;
+    const int D = e->gold->D;
+    if (is_ratio && meth == GOLD_SALLY) {
+        set_error(a, PPXQ_BAD_REQUEST, "model '%s' (gold-SALLY) estimates the score t^(x), not log r: ask Score",
+                  e->name);
+        goto done;
+    }
+    if (!is_ratio && !gold_method_has_score(meth)) {
+        set_error(a, PPXQ_BAD_REQUEST, "model '%s' (%s) has no score: it was not trained on one (scores come from "
+                  "rascal, cascal, alices, sally, nde and scandal models)", e->name, gold_model_kind_name(meth));
+        goto done;
+    }
+    const uint32_t m = rq->observations.rows;
+    if (gold_check_x(s, e, &rq->observations, "x", a) < 0) goto done;
+    if (meth == GOLD_SALLY) {
+        /* t^(x) at the training reference: theta is optional (0 rows) and unused */
+        if (rq->thetas.rows && gold_rows(&rq->thetas, m, D, "theta", &th0, a) < 0) goto done;
+    } else if (gold_rows(&rq->thetas, m, D, is_ratio ? "theta0" : "theta", &th0, a) < 0) {
+        goto done;
+    }
+    if (is_ratio && rq->thetas1.rows) {
+        if (gold_rows(&rq->thetas1, m, D, "theta1", &th1, a) < 0) goto done;
+    } else if (is_ratio && !isfinite(e->gold->theta1[0])) {
+        set_error(a, PPXQ_BAD_SHAPE, "model '%s' has no reference theta1 (trained without one): give theta1", e->name);
+        goto done;
+    }
+    gold_model *g = gold_instance(w, e, a);
+    if (!g) goto done;
+    res = malloc((size_t)m * (is_ratio ? 1 : D) * sizeof *res);
+    if (!res) {
+        set_error(a, PPXQ_INTERNAL, "out of memory");
+        goto done;
+    }
+    if ((is_ratio ? gold_model_log_ratio(g, rq->observations.data, th0, th1, m, res)
+                  : gold_model_score(g, rq->observations.data, th0, m, res)) < 0) {
+        set_error(a, PPXQ_INTERNAL, "evaluating '%s' failed (the server log has the reason)", e->name);
+        goto done;
+    }
+    ppxq_msg rp;
+    reply_init(&rp, is_ratio ? PPXQ_LOG_RATIO_REPLY : PPXQ_SCORE_REPLY, rq);
+    if (is_ratio) {
+        rp.log_prob = res;
+        rp.n_log_prob = m;
+    } else {
+        rp.score.rows = m;
+        rp.score.cols = (uint32_t)D;
+        rp.score.data = res;
+    }
+    out = encode_reply(w, &rp, len, a);
+done:
+    free(th0);
+    free(th1);
+    free(res);
+    model_unref(&e);
+    return out;
+}
+
+static int gold_density_only(const serve_model *e, const char *what, answer *a)
+{
+    if (gold_method_is_density(e->gold->method)) return 0;
+    return set_error(a, PPXQ_BAD_REQUEST, "model '%s' (%s) is not a density: %s needs an nde or scandal model "
+                     "(ratio models answer LogRatio, score models Score)", e->name,
+                     gold_model_kind_name(e->gold->method), what);
+}
+
+/* Sample of a density model: observations = k rows of theta; n draws of x
+ * per row, row i from rng_seed(&r, seed, i), i.e. exactly
+ *   rng_seed(&r, S, i); gold_model_sample(m, theta_i repeated n times, n, &r, out)
+ * in-process. */
+static const uint8_t *gold_sample(worker *w, const ppxq_msg *rq, const serve_model *e, size_t *len, answer *a)
+{
+    serve_server *s = w->s;
+    if (gold_density_only(e, "Sample", a) < 0) return NULL;
+    const int C = e->gold->C, D = e->gold->D;
+    const uint32_t k = rq->observations.rows;
+    if (k == 0 || rq->observations.cols != (uint32_t)D) {
+        set_error(a, PPXQ_BAD_SHAPE, "model '%s' (%s) samples x given theta: the observations are k x %d theta rows, "
+                  "got %u x %u", e->name, gold_model_kind_name(e->gold->method), D, k, rq->observations.cols);
+        return NULL;
+    }
+    if (rq->n == 0) {
+        set_error(a, PPXQ_BAD_SHAPE, "n is 0: ask for at least one sample");
+        return NULL;
+    }
+    if ((uint64_t)rq->n * k > s->cfg.max_n || 8.0 * rq->n * k * (C + D) + 64.0 * k + 1024.0 > (double)s->cfg.max_reply_bytes) {
+        set_error(a, PPXQ_N_TOO_LARGE, "%u samples x %u theta rows is over this server's limit (--max-n %llu, "
+                  "--max-reply-bytes %zu)", rq->n, k, (unsigned long long)s->cfg.max_n, s->cfg.max_reply_bytes);
+        return NULL;
+    }
+    if (check_finite(rq->observations.data, k, rq->observations.cols, "theta", a) < 0) return NULL;
+    gold_model *g = gold_instance(w, e, a);
+    if (!g) return NULL;
+    const size_t per = (size_t)rq->n * C;
+    double *buf = malloc((size_t)k * per * sizeof *buf), *th = malloc((size_t)rq->n * D * sizeof *th);
+    double *acc = malloc((size_t)k * sizeof *acc);
+    ppxq_matrix *mats = malloc((size_t)k * sizeof *mats);
+    const uint8_t *out = NULL;
+    if (!buf || !th || !acc || !mats) {
+        set_error(a, PPXQ_INTERNAL, "out of memory for %u x %u samples", k, rq->n);
+        goto done;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        for (uint32_t j = 0; j < rq->n; j++) memcpy(th + (size_t)j * D, rq->observations.data + (size_t)i * D, D * sizeof *th);
+        rng r;
+        rng_seed(&r, rq->seed, i);
+        if (gold_model_sample(g, th, rq->n, &r, buf + i * per) < 0) {
+            set_error(a, PPXQ_SAMPLING_FAILED, "theta row %u: sampling failed", i);
+            goto done;
+        }
+        acc[i] = 1;
+        mats[i].rows = rq->n;
+        mats[i].cols = (uint32_t)C;
+        mats[i].data = buf + i * per;
+    }
+    ppxq_msg rp;
+    reply_init(&rp, PPXQ_SAMPLE_REPLY, rq);
+    rp.samples = mats;
+    rp.n_samples = k;
+    rp.acceptance = acc;
+    rp.n_acceptance = k;
+    out = encode_reply(w, &rp, len, a);
+done:
+    free(buf);
+    free(th);
+    free(acc);
+    free(mats);
+    return out;
+}
+
+/* LogProb of a density model: observation = 1 x D theta, thetas = m x C rows
+ * of x; log p^(x_i | theta) (gold_model_log_prob; normalise is ignored: the
+ * density is normalised). */
+static const uint8_t *gold_log_prob(worker *w, const ppxq_msg *rq, const serve_model *e, size_t *len, answer *a)
+{
+    serve_server *s = w->s;
+    if (gold_density_only(e, "LogProb", a) < 0) return NULL;
+    const int D = e->gold->D;
+    if (rq->observations.rows != 1 || rq->observations.cols != (uint32_t)D) {
+        set_error(a, PPXQ_BAD_SHAPE, "model '%s' (%s) gives log p(x | theta): the observation is the 1 x %d theta, "
+                  "got %u x %u", e->name, gold_model_kind_name(e->gold->method), D, rq->observations.rows,
+                  rq->observations.cols);
+        return NULL;
+    }
+    if (check_finite(rq->observations.data, 1, D, "theta", a) < 0) return NULL;
+    if (gold_check_x(s, e, &rq->thetas, "thetas (the x rows)", a) < 0) return NULL;
+    double *th = NULL, *lp = NULL;
+    const uint8_t *out = NULL;
+    ppxq_matrix one = {1, (uint32_t)D, rq->observations.data};
+    if (gold_rows(&one, rq->thetas.rows, D, "theta", &th, a) < 0) return NULL;
+    gold_model *g = gold_instance(w, e, a);
+    lp = malloc((size_t)rq->thetas.rows * sizeof *lp);
+    if (g && !lp) set_error(a, PPXQ_INTERNAL, "out of memory");
+    if (g && lp) {
+        if (gold_model_log_prob(g, rq->thetas.data, th, rq->thetas.rows, lp) < 0) {
+            set_error(a, PPXQ_INTERNAL, "evaluating '%s' failed", e->name);
+        } else {
+            ppxq_msg rp;
+            reply_init(&rp, PPXQ_LOG_PROB_REPLY, rq);
+            rp.log_prob = lp;
+            rp.n_log_prob = rq->thetas.rows;
+            out = encode_reply(w, &rp, len, a);
+        }
+    }
+    free(th);
+    free(lp);
+    return out;
+}
+
 static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *rq, size_t *len, answer *a)
 {
     serve_server *s = w->s;
@@ -880,6 +1190,11 @@ static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *r
     if (!e) {
         unknown_model(s, a, rq->model);
         return NULL;
+    }
+    if (e->gold) {
+        const uint8_t *g = gold_sample(w, rq, e, len, a);
+        model_unref(&e);
+        return g;
     }
     const uint8_t *out = NULL;
     double *buf = NULL, *acc = NULL;
@@ -987,6 +1302,11 @@ static const uint8_t *do_log_prob(worker *w, const serve_job *j, const ppxq_msg 
     if (!e) {
         unknown_model(s, a, rq->model);
         return NULL;
+    }
+    if (e->gold) {
+        const uint8_t *g = gold_log_prob(w, rq, e, len, a);
+        model_unref(&e);
+        return g;
     }
     const uint8_t *out = NULL;
     double *lp = NULL;
@@ -1221,6 +1541,8 @@ static const uint8_t *handle(worker *w, serve_job *j, size_t *len)
         case PPXQ_SAMPLE: out = do_sample(w, j, &rq, len, &a); break;
         case PPXQ_LOG_PROB: out = do_log_prob(w, j, &rq, len, &a); break;
         case PPXQ_STATUS: out = do_status(w, &rq, len, &a); break;
+        case PPXQ_LOG_RATIO:
+        case PPXQ_SCORE: out = do_gold(w, &rq, len, &a); break;
         case PPXQ_LOAD:
         case PPXQ_UNLOAD:
         case PPXQ_RELOAD: out = do_admin(w, j, &rq, len, &a); break;
@@ -1876,7 +2198,8 @@ int serve_run(const serve_config *cfg, const char *name, const model_file *m, co
         size_t n = 0;
         serve_model **v = registry_snapshot(s, &n);
         for (size_t i = 0; i < n; i++) {
-            fprintf(stderr, " %s(%s)", v[i]->name, model_kind_name(v[i]->m->kind));
+            fprintf(stderr, " %s(%s)", v[i]->name,
+                    v[i]->gold ? gold_model_kind_name(v[i]->gold->method) : model_kind_name(v[i]->m->kind));
             model_unref(&v[i]);
         }
         free(v);

@@ -17,6 +17,8 @@
 #include "cli.h"
 #include "engine.h"
 #include "export.h"
+#include "gold/gold_est.h"
+#include "gold_cmd.h"
 #include "jobs.h"
 #include "model_file.h"
 #include "nn/nn.h"
@@ -1401,6 +1403,22 @@ int ppxd_posterior_main(int argc, char **argv)
     install_signals();
     nn_set_threads(o.threads ? o.threads : 1);
     char err[600];
+    if (gold_model_file_is(o.model)) {
+        /* A gold model (.ppxr) estimates a likelihood ratio, a score or p(x | theta), not a posterior:
+         * info is its summary; the rest is ppxd evaluate / limits (no prior to sample a posterior from). */
+        if (strcmp(o.action, "info") == 0) {
+            char *eargv[] = {"evaluate", "--model", (char *)o.model, "--info", NULL};
+            rc = gold_cmd_evaluate_main(4, eargv);
+        } else {
+            fprintf(stderr, "ppxd: %s is a gold model (ppxd train carl ... scandal): it has no posterior to %s.\n"
+                    "  log r^ / score / log p(x|theta): ppxd evaluate --model %s --x-file X.npy --theta V [--score|--log-prob]\n"
+                    "  summed log r^ over a theta grid (exclusion contours): ppxd limits --model %s --x-file X.npy --grid LO:HI:N\n"
+                    "  samples of x given theta (nde, scandal): ppxctl sample against ppxd serve --model %s\n",
+                    o.model, o.action, o.model, o.model, o.model);
+            rc = 2;
+        }
+        goto out_opts;
+    }
     model_file *m = model_file_load(o.model, err, sizeof err);
     rc = 1;
     if (!m) {

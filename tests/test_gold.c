@@ -20,7 +20,14 @@
  *   its Fisher information E[t^2] within 15% of 1.41 (the mined joint
  *   scores give the (x, z) information, 2.34 = 1.53^2, within 0.25);
  *   ppxd limits' summed log r^ over 2000 events at -0.8 peaks near -0.8;
- * - the model file round trip gives bit-identical predictions.
+ * - the model file round trip gives bit-identical predictions;
+ * - NDE/SCANDAL (cond_mog.h): the density loss's gradient; the mixture's
+ *   gradient and every Hessian column against finite differences; the
+ *   tangent score and its weight derivative (the second derivative)
+ *   against finite differences; the density integrates to 1 and its
+ *   samples have its mean; trained on Galton, the probabilities of all x
+ *   sum to 1, the score is the derivative of log P^, samples are whole
+ *   numbers with P^'s frequencies, and both beat the trivial estimator.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -59,6 +66,7 @@ Test(gold, loss_gradients_match_finite_differences)
     }
     f[0] = 12; /* beyond the ROLR clip: zero gradient there */
     for (int m = 0; m < GOLD_METHOD_COUNT; m++) {
+        if (gold_method_is_density((gold_method)m)) continue; /* gold_density_loss: below */
         double g[B], gt[B * D];
         gold_loss((gold_method)m, 0.7, 10, B, D, f, th, y, lr, t, g, gt);
         const double h = 1e-6;
@@ -80,6 +88,213 @@ Test(gold, loss_gradients_match_finite_differences)
         for (int i = 0; i < B * D; i++) any += fabs(gt[i]);
         cr_assert((any > 0) == gold_method_uses_score((gold_method)m), "%s", gold_method_name((gold_method)m));
     }
+}
+
+Test(gold, density_loss_gradients_match_finite_differences)
+{
+    enum { B = 7, D = 2 };
+    rng r;
+    rng_seed(&r, 4, 0);
+    double lp[B], th[B * D], w[B], t[B * D], glp[B], gth[B * D];
+    for (int b = 0; b < B; b++) {
+        lp[b] = rng_normal(&r) - 1;
+        w[b] = b % 3 != 0;
+        for (int k = 0; k < D; k++) {
+            th[b * D + k] = rng_normal(&r);
+            t[b * D + k] = rng_normal(&r);
+        }
+    }
+    for (int with_score = 0; with_score < 2; with_score++) {
+        const double *tp = with_score ? th : NULL;
+        gold_density_loss(3.0, B, D, lp, tp, w, t, glp, gth);
+        const double h = 1e-6;
+        for (int i = 0; i < B + (with_score ? B * D : 0); i++) {
+            double *v = i < B ? &lp[i] : &th[i - B];
+            const double keep = *v;
+            *v = keep + h;
+            const double up = gold_density_loss(3.0, B, D, lp, tp, w, t, NULL, NULL);
+            *v = keep - h;
+            const double dn = gold_density_loss(3.0, B, D, lp, tp, w, t, NULL, NULL);
+            *v = keep;
+            const double fd = (up - dn) / (2 * h), an = i < B ? glp[i] : gth[i - B];
+            cr_assert(fabs(fd - an) <= 1e-7 + 1e-6 * fabs(an), "%d: analytic %.10g, fd %.10g", i, an, fd);
+        }
+        /* rows without a score at their theta (w = 0) have no score gradient */
+        for (int k = 0; with_score && k < D; k++) cr_assert_eq(gth[0 * D + k], 0.0);
+    }
+}
+
+/* One mixture conditional: d lp / d o against finite differences of lp, and
+ * every column of the Hessian (cond_mog_mix_hvp with v = e_j) against finite
+ * differences of the gradient.  Double arithmetic on float parameters: the
+ * steps are powers of two, so o +- h is exact in float, and the truncation
+ * error (h^2 ~ 1e-6 relative) sets the tolerance. */
+Test(gold, mixture_gradient_and_hessian_match_finite_differences)
+{
+    enum { K = 4, P = 3 * K };
+    rng r;
+    rng_seed(&r, 21, 0);
+    for (int trial = 0; trial < 6; trial++) {
+        float o[P];
+        for (int k = 0; k < K; k++) {
+            o[k] = (float)rng_normal(&r);
+            o[K + k] = (float)(1.5 * rng_normal(&r));
+            o[2 * K + k] = (float)(0.5 * rng_normal(&r) - 0.3);
+        }
+        if (trial == 5) o[2 * K] = -12; /* a clipped sigma: no gradient, no curvature through it */
+        const double x = rng_normal(&r);
+        double g[P], gu[P], gd[P], hv[P], v[P];
+        cond_mog_mix_eval(o, K, x, g);
+        const float h = 1.0f / 1024;
+        for (int j = 0; j < P; j++) {
+            const float keep = o[j];
+            o[j] = keep + h;
+            const double up = cond_mog_mix_eval(o, K, x, gu);
+            o[j] = keep - h;
+            const double dn = cond_mog_mix_eval(o, K, x, gd);
+            o[j] = keep;
+            const double fd = (up - dn) / (2.0 * h);
+            cr_assert(fabs(fd - g[j]) < 1e-5 + 1e-4 * fabs(g[j]), "trial %d: dlp/do[%d] %.8g, fd %.8g", trial, j, g[j], fd);
+            for (int i = 0; i < P; i++) v[i] = i == j;
+            cond_mog_mix_hvp(o, K, x, v, hv);
+            for (int i = 0; i < P; i++) {
+                const double fdh = (gu[i] - gd[i]) / (2.0 * h);
+                cr_assert(fabs(fdh - hv[i]) < 1e-4 + 1e-3 * fabs(hv[i]), "trial %d: H[%d][%d] %.8g, fd %.8g", trial, i,
+                          j, hv[i], fdh);
+            }
+        }
+        if (trial == 5) cr_assert_eq(g[2 * K], 0.0);
+    }
+}
+
+/* The autoregressive mixture: the score (tangent forward) against finite
+ * differences of log p^ in theta, and the backward of L = sum a lp + sum c
+ * t^ (the second derivative: through the input gradient) against finite
+ * differences in every weight, float32 tolerances as for the ratio net
+ * (the mixture's terms are in double, so a smaller step still rounds well). */
+Test(gold, cond_mog_score_and_second_derivative)
+{
+    enum { C = 2, D = 2, K = 3, B = 4 };
+    cond_mog *m = cond_mog_new(C, D, K, 6, 2, B);
+    cr_assert(m);
+    rng r;
+    rng_seed(&r, 12, 0);
+    cond_mog_init(m, &r);
+    for (int i = 0; i < C; i++)
+        for (size_t p = 0; p < m->net[i]->net->n_params; p++) m->net[i]->net->params[p] *= 1.5f;
+    double x[B * C], th[B * D], a[B], c[B * D];
+    for (int i = 0; i < B * C; i++) x[i] = rng_normal(&r);
+    for (int i = 0; i < B * D; i++) th[i] = (float)rng_normal(&r); /* float values: th +- h below is exact */
+    for (int b = 0; b < B; b++) a[b] = rng_normal(&r);
+    for (int i = 0; i < B * D; i++) c[i] = rng_normal(&r);
+    cr_assert_eq(cond_mog_forward(m, x, th, B, 1), 0);
+    double that[B * D];
+    memcpy(that, m->that, sizeof that);
+    const double h = 1.0 / 128;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < D; k++) {
+            double *v = &th[b * D + k], L[2];
+            const double keep = *v;
+            for (int s = 0; s < 2; s++) {
+                *v = keep + (s ? -h : h);
+                cond_mog_forward(m, x, th, B, 0);
+                L[s] = m->lp[b];
+            }
+            *v = keep;
+            const double fd = (L[0] - L[1]) / (2 * h);
+            cr_assert(fabs(fd - that[b * D + k]) < 1e-3 + 1e-2 * fabs(fd), "row %d theta %d: score %.6g, fd %.6g", b, k,
+                      that[b * D + k], fd);
+        }
+    cond_mog_zero_grad(m);
+    cr_assert_eq(cond_mog_forward(m, x, th, B, 1), 0);
+    cr_assert_eq(cond_mog_backward(m, a, c, B), 0);
+    const size_t np = cond_mog_n_params(m);
+    float *grad = malloc(np * sizeof *grad), *par = malloc(np * sizeof *par);
+    cond_mog_get_grads(m, grad);
+    cond_mog_get_params(m, par);
+    int checked = 0;
+    const float hw = 2.5e-3f; /* the 1.5x weights make a sharp mixture: 1e-2 leaves 10% truncation error */
+    for (size_t p = 0; p < np; p++) {
+        const float keep = par[p];
+        double L[2];
+        for (int s = 0; s < 2; s++) {
+            par[p] = keep + (s ? -hw : hw);
+            cond_mog_set_params(m, par);
+            cond_mog_forward(m, x, th, B, 1);
+            double l = 0;
+            for (int b = 0; b < B; b++) l += a[b] * m->lp[b];
+            for (int i = 0; i < B * D; i++) l += c[i] * m->that[i];
+            L[s] = l;
+        }
+        par[p] = keep;
+        cond_mog_set_params(m, par);
+        const double fd = (L[0] - L[1]) / (2 * hw);
+        cr_assert(fabs(fd - grad[p]) < 3e-3 + 2e-2 * fabs(fd), "param %zu: backward %.6g, fd %.6g", p, grad[p], fd);
+        checked += fabs(grad[p]) > 1e-3;
+    }
+    cr_assert(checked > (int)np / 2, "only %d of %zu non-trivial gradients", checked, np);
+    /* without the score term: the NLL gradient alone, from a forward without tangents, is the same */
+    float *g2 = malloc(np * sizeof *g2);
+    cond_mog_zero_grad(m);
+    cond_mog_forward(m, x, th, B, 1);
+    cond_mog_backward(m, a, NULL, B);
+    cond_mog_get_grads(m, grad);
+    cond_mog_zero_grad(m);
+    cond_mog_forward(m, x, th, B, 0);
+    cr_assert_eq(cond_mog_backward(m, a, c, B), -1, "a score backward after a forward without tangents");
+    cr_assert_eq(cond_mog_backward(m, a, NULL, B), 0);
+    cond_mog_get_grads(m, g2);
+    for (size_t p = 0; p < np; p++) cr_assert(fabs(grad[p] - g2[p]) <= 1e-6f * (1 + fabs(grad[p])), "param %zu", p);
+    free(g2);
+    free(grad);
+    free(par);
+    cond_mog_destroy(&m);
+    cr_assert_null(m);
+}
+
+/* p^(x | theta) integrates to 1 over x (C = 2, a 2-D grid; Riemann sum with
+ * step 0.08 over [-16, 16]^2: the components' means lie within +-4 and their
+ * sds near 0.5, so the tails beyond are negligible), for a
+ * random network at two theta points; and its samples have the density's
+ * moments (mean of x_0 within 4 standard errors). */
+Test(gold, cond_mog_density_integrates_to_one)
+{
+    enum { C = 2, D = 1, K = 3, N = 401 };
+    cond_mog *m = cond_mog_new(C, D, K, 8, 1, N);
+    cr_assert(m);
+    rng r;
+    rng_seed(&r, 7, 0);
+    cond_mog_init(m, &r);
+    const double lo = -16, hi = 16, dx = (hi - lo) / (N - 1);
+    double x[N * C], th[N * D];
+    for (int t = 0; t < 2; t++) {
+        double total = 0, mean0 = 0;
+        for (int i = 0; i < N; i++) {
+            for (int j = 0; j < N; j++) {
+                x[j * C] = lo + i * dx;
+                x[j * C + 1] = lo + j * dx;
+                th[j] = t ? 1.3 : -0.4;
+            }
+            cr_assert_eq(cond_mog_forward(m, x, th, N, 0), 0);
+            for (int j = 0; j < N; j++) {
+                total += exp(m->lp[j]) * dx * dx;
+                mean0 += x[j * C] * exp(m->lp[j]) * dx * dx;
+            }
+        }
+        cr_assert(fabs(total - 1) < 1e-3, "theta %d: integral %.6f", t, total);
+        /* samples */
+        enum { S = 20000 };
+        double *xs = malloc(S * C * sizeof *xs), *ts = malloc(S * sizeof *ts);
+        for (int i = 0; i < S; i++) ts[i] = t ? 1.3 : -0.4;
+        cr_assert_eq(cond_mog_sample(m, ts, S, &r, xs), 0);
+        double sm = 0, s2 = 0;
+        for (int i = 0; i < S; i++) sm += xs[i * C] / S;
+        for (int i = 0; i < S; i++) s2 += pow(xs[i * C] - sm, 2) / (S - 1);
+        cr_assert(fabs(sm - mean0) < 4 * sqrt(s2 / S), "theta %d: sample mean %.4f, density mean %.4f", t, sm, mean0);
+        free(xs);
+        free(ts);
+    }
+    cond_mog_destroy(&m);
 }
 
 /* f and the tangent for one input row, in double for the finite differences. */
@@ -182,6 +397,58 @@ static double galton_mse(gold_model *m)
     return mse;
 }
 
+/* A density model trained on the Galton board: x is whole numbers, so it is
+ * modelled dequantised; the probabilities of all whole x (the density
+ * integrated over each unit cell; -40..70 covers the mixture's tails) sum
+ * to 1 at any theta; the score is the theta derivative of log P^ (central
+ * differences, step 1e-3: truncation ~1e-6, well inside 1e-3); log r^ is the
+ * difference of log P^; samples are whole numbers with P^'s frequencies. */
+static void density_checks(gold_model *m)
+{
+    enum { NX = 111 };
+    cr_assert(m->deq[0], "the Galton x is whole numbers: dequantised");
+    double x[NX], th[NX], lp[NX], lp2[NX], sc[NX], lr[NX], th1[NX];
+    for (int i = 0; i < NX; i++) x[i] = i - 40;
+    for (int t = 0; t < 3; t++) {
+        const double theta = -0.9 + 0.35 * t;
+        for (int i = 0; i < NX; i++) th[i] = theta;
+        cr_assert_eq(gold_model_log_prob(m, x, th, NX, lp), 0);
+        double total = 0;
+        for (int i = 0; i < NX; i++) total += exp(lp[i]);
+        cr_assert(fabs(total - 1) < 1e-3, "theta %g: sum of P^(x) %.6f", theta, total);
+    }
+    for (int i = 0; i < NX; i++) th[i] = -0.8 + 1e-3;
+    gold_model_log_prob(m, x, th, NX, lp2);
+    for (int i = 0; i < NX; i++) th[i] = -0.8 - 1e-3;
+    gold_model_log_prob(m, x, th, NX, lp);
+    for (int i = 0; i < NX; i++) th[i] = -0.8;
+    cr_assert_eq(gold_model_score(m, x, th, NX, sc), 0);
+    for (int i = 40; i < 40 + NPOS; i++) {
+        const double fd = (lp2[i] - lp[i]) / 2e-3;
+        cr_assert(fabs(fd - sc[i]) < 1e-3 * (1 + fabs(fd)), "x %g: score %.6g, fd of log P^ %.6g", x[i], sc[i], fd);
+    }
+    gold_model_log_prob(m, x, th, NX, lp);
+    for (int i = 0; i < NX; i++) th1[i] = -0.5;
+    gold_model_log_prob(m, x, th1, NX, lp2);
+    cr_assert_eq(gold_model_log_ratio(m, x, th, th1, NX, lr), 0);
+    for (int i = 0; i < NX; i++) cr_assert_eq(lr[i], lp[i] - lp2[i]);
+    enum { S = 4000 };
+    double *ts = malloc(S * sizeof *ts), *xs = malloc(S * sizeof *xs);
+    for (int i = 0; i < S; i++) ts[i] = -0.8;
+    rng r;
+    rng_seed(&r, 8, 0);
+    cr_assert_eq(gold_model_sample(m, ts, S, &r, xs), 0);
+    int n15 = 0;
+    for (int i = 0; i < S; i++) {
+        cr_assert_eq(xs[i], floor(xs[i]));
+        n15 += xs[i] == 15;
+    }
+    const double p15 = exp(lp[40 + 15]);
+    cr_assert(fabs(n15 - S * p15) < 5 * sqrt(S * p15 * (1 - p15)) + 1, "x = 15: %d of %d, P^ %.4f", n15, S, p15);
+    free(ts);
+    free(xs);
+}
+
 Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
 {
     gold_data g;
@@ -193,7 +460,8 @@ Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
         hi = fmax(hi, g.theta0[i]);
     }
     cr_assert(lo == -1 && hi == 0, "theta0 in [%g, %g]", lo, hi);
-    const gold_method methods[] = {GOLD_CARL, GOLD_ROLR, GOLD_RASCAL, GOLD_CASCAL, GOLD_ALICE, GOLD_ALICES};
+    const gold_method methods[] = {GOLD_CARL,  GOLD_ROLR,   GOLD_RASCAL, GOLD_CASCAL,
+                                   GOLD_ALICE, GOLD_ALICES, GOLD_NDE,    GOLD_SCANDAL};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         gold_train_config cfg;
         gold_train_defaults(&cfg);
@@ -224,7 +492,8 @@ Test(gold, trained_estimators_beat_the_trivial_one_on_galton)
                 if (sum[k] > sum[best]) best = k;
             cr_assert(fabs(grid[best] + 0.8) < 0.1, "best fit %g", grid[best]);
         }
-        if (i == 2) {
+        if (gold_method_is_density(methods[i])) density_checks(m);
+        if (i == 2 || methods[i] == GOLD_SCANDAL) {
             /* the file round trip: identical predictions */
             char dir[256], path[300], err[300];
             cr_assert_eq(tk_tmpdir(dir, sizeof dir, "goldm"), 0);

@@ -362,6 +362,45 @@ int ppx_query_log_prob(ppx_query *q, const char *model, const double *x, uint32_
     return rc;
 }
 
+int ppx_query_log_ratio(ppx_query *q, const char *model, const double *x, uint32_t m_rows, uint32_t x_dim,
+                        const double *theta0, uint32_t rows0, const double *theta1, uint32_t rows1, uint32_t theta_dim,
+                        const double **log_r)
+{
+    if (!q) return PPX_QUERY_E_ARG;
+    if ((m_rows && x_dim && !x) || (rows0 && theta_dim && !theta0) || (rows1 && theta_dim && !theta1))
+        return qfail(q, PPX_QUERY_E_ARG, "NULL data");
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_LOG_RATIO;
+    m.model = model;
+    m.observations = (ppxq_matrix){m_rows, x_dim, x};
+    m.thetas = (ppxq_matrix){rows0, theta_dim, theta0};
+    m.thetas1 = (ppxq_matrix){rows1, rows1 ? theta_dim : 0, theta1};
+    int rc = call(q, &m, PPXQ_LOG_RATIO_REPLY);
+    if (rc == PPXQ_OK && q->reply.n_log_prob != m_rows)
+        rc = qfail(q, PPX_QUERY_E_PROTOCOL, "sent %u x rows, got %u log ratios", m_rows, q->reply.n_log_prob);
+    if (log_r) *log_r = rc == PPXQ_OK ? q->reply.log_prob : NULL;
+    return rc;
+}
+
+int ppx_query_score(ppx_query *q, const char *model, const double *x, uint32_t m_rows, uint32_t x_dim,
+                    const double *theta, uint32_t rows, uint32_t theta_dim, const ppxq_matrix **score)
+{
+    if (!q) return PPX_QUERY_E_ARG;
+    if ((m_rows && x_dim && !x) || (rows && theta_dim && !theta)) return qfail(q, PPX_QUERY_E_ARG, "NULL data");
+    ppxq_msg m;
+    ppxq_msg_init(&m);
+    m.type = PPXQ_SCORE;
+    m.model = model;
+    m.observations = (ppxq_matrix){m_rows, x_dim, x};
+    m.thetas = (ppxq_matrix){rows, rows ? theta_dim : 0, theta};
+    int rc = call(q, &m, PPXQ_SCORE_REPLY);
+    if (rc == PPXQ_OK && q->reply.score.rows != m_rows)
+        rc = qfail(q, PPX_QUERY_E_PROTOCOL, "sent %u x rows, got %u score rows", m_rows, q->reply.score.rows);
+    if (score) *score = rc == PPXQ_OK ? &q->reply.score : NULL;
+    return rc;
+}
+
 int ppx_query_status(ppx_query *q, const ppxq_status_info **status)
 {
     if (!q) return PPX_QUERY_E_ARG;

@@ -76,6 +76,17 @@ int ppx_query_log_prob(ppx_query *q, const char *model, const double *x, uint32_
                        uint32_t m, uint32_t theta_dim, int normalise, uint64_t seed, uint32_t n_draws,
                        const double **log_prob);
 int ppx_query_status(ppx_query *q, const ppxq_status_info **status);
+/* Gold models (ppxd train carl ... scandal): log r^(x_i | theta0, theta1)
+ * for x [m, x_dim] into *log_r [m]; theta0 [rows0, theta_dim] and theta1
+ * [rows1, theta_dim] have 1 row (for every x) or m; rows1 = 0: the model's
+ * reference theta1. */
+int ppx_query_log_ratio(ppx_query *q, const char *model, const double *x, uint32_t m, uint32_t x_dim,
+                        const double *theta0, uint32_t rows0, const double *theta1, uint32_t rows1, uint32_t theta_dim,
+                        const double **log_r);
+/* The estimated score t^(x_i | theta) = grad_theta log p^ [m, theta_dim]
+ * (rows: 1 or m; SALLY models take rows = 0, their reference point). */
+int ppx_query_score(ppx_query *q, const char *model, const double *x, uint32_t m, uint32_t x_dim,
+                    const double *theta, uint32_t rows, uint32_t theta_dim, const ppxq_matrix **score);
 /* Admin.  *message and *info (may be NULL) describe the outcome. */
 int ppx_query_load(ppx_query *q, const char *path, const char *name, const char **message,
                    const ppxq_model_info **info);

@@ -30,16 +30,32 @@
  * x_mean[C], x_std[C], th_mean[D], th_std[D], t_scale[D], theta1[D] f64,
  * names (u32 length + bytes) D theta then C x, the network blob (u64
  * length + nn/mlp.h save format), CRC-32C u32 of all before.
+ * Density models (NDE, SCANDAL) write version 2: the same with components
+ * u32 after layers, deq u8 [C] after the names, and the cond_mog.h blob as
+ * the network (so a ppxd that reads only version 1 refuses them clearly).
+ *
+ * NDE and SCANDAL (cond_mog.h) learn p^(x | theta) on every row, theta the
+ * point the row was simulated at (theta0, or theta1 for y = 1 rows); SCANDAL's
+ * score term uses the y = 0 rows only (the mined t is at theta0).  A column
+ * whose values are all whole numbers (the Galton board's x) is modelled
+ * dequantised, as x + U(0, 1) (fresh noise every epoch; a fixed draw per
+ * validation row), and evaluated as the probability of the value, the
+ * density integrated over [x, x + 1) (gold_model_log_prob); the joint score
+ * is unchanged by the theta-independent noise.  log r^ = log p^(x|theta0) -
+ * log p^(x|theta1).
  */
 #ifndef PPX_GOLD_EST_H
 #define PPX_GOLD_EST_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include "rng.h"
 #include "gold/gold_data.h"
 #include "gold/ratio_net.h"
+#include "gold/cond_mog.h"
 
-#define GOLD_MODEL_VERSION 1
+#define GOLD_MODEL_VERSION 1         /* ratio methods and SALLY */
+#define GOLD_MODEL_VERSION_DENSITY 2 /* NDE and SCANDAL (the layout differs: see above) */
 
 typedef enum gold_method {
     GOLD_CARL = 0,
@@ -49,14 +65,28 @@ typedef enum gold_method {
     GOLD_ALICE,
     GOLD_ALICES,
     GOLD_SALLY,
+    GOLD_NDE,     /* conditional density p^(x | theta) (cond_mog.h) by maximum likelihood */
+    GOLD_SCANDAL, /* NDE + alpha MSE(grad_theta log p^(x | theta), t_xz) */
     GOLD_METHOD_COUNT
 } gold_method;
 
 const char *gold_method_name(gold_method m);
 /* -1 when s names no method. */
 int gold_method_from_name(const char *s);
-/* 1 when the loss has a score term (RASCAL, CASCAL, ALICES) or is SALLY. */
+/* 1 when the loss has a score term (RASCAL, CASCAL, ALICES, SCANDAL) or is SALLY. */
 int gold_method_uses_score(gold_method m);
+/* 1 for the density estimators (NDE, SCANDAL). */
+int gold_method_is_density(gold_method m);
+/* The score weight alpha when none is given: 1 (MadMiner's), except 10 for
+ * SCANDAL, whose NLL term is O(1) per row while its score term compares
+ * z-unit scores (t sd_theta, small for a narrow theta range); on the Galton
+ * board alpha = 10 gives 2-10x lower log r^ errors than 1 at every budget. */
+double gold_default_alpha(gold_method m);
+/* 1 when the model has a score t^(x | theta): SALLY, and the methods whose
+ * log r^ or log p^ is differentiated (every ratio method's network is, but
+ * only those trained on the score have a meaningful one: RASCAL, CASCAL,
+ * ALICES, SCANDAL; NDE's gradient is served too, as the flow's score). */
+int gold_method_has_score(gold_method m);
 
 /* The loss of one batch of B rows (double, for the trainer and tests):
  * f [B] network log r^ (ignored for SALLY); that [B, D] t^ in z units (the
@@ -66,11 +96,20 @@ int gold_method_uses_score(gold_method m);
 double gold_loss(gold_method m, double alpha, double clip, int B, int D, const double *f, const double *that,
                  const double *y, const double *logr, const double *t, double *g, double *gt);
 
+/* NDE / SCANDAL loss of B rows: lp [B] log p^ (z units), that [B, D] its
+ * theta gradient (z units; NULL for NDE), w [B] the score term's row
+ * weights (1 where the row's joint score is at its generating theta), t [B,
+ * D] joint scores in z units:  L = -mean lp + alpha / (B D) sum_b w_b |that_b
+ * - t_b|^2.  glp [B] = dL/dlp, gthat [B, D] (if non-NULL) = dL/dthat.
+ * Returns L. */
+double gold_density_loss(double alpha, int B, int D, const double *lp, const double *that, const double *w,
+                         const double *t, double *glp, double *gthat);
+
 typedef struct gold_train_config {
     gold_method method;
     int hidden;           /* 100 */
     int layers;           /* hidden layers, 2 */
-    double alpha;         /* score weight, 1 */
+    double alpha;         /* score weight; <= 0: gold_default_alpha(method) (the default) */
     int batch;            /* 128 */
     int epochs;           /* 50 */
     int min_steps;        /* 10000: more epochs when 50 give fewer optimiser steps (small data sets);
@@ -81,6 +120,9 @@ typedef struct gold_train_config {
     double clip;          /* 10 */
     uint64_t seed;        /* 1 */
     size_t max_rows;      /* use only the first max_rows rows (0 = all) */
+    int components;       /* NDE/SCANDAL: mixture components per x dimension, 10 */
+    int dequantize;       /* NDE/SCANDAL: -1 auto (columns whose training values are all whole numbers),
+                             0 never, 1 every column */
     int progress;
     volatile int *stop;   /* set asynchronously: stop after the current epoch (best kept) */
 } gold_train_config;
@@ -95,6 +137,9 @@ typedef struct gold_model {
     char **theta_names, **x_names;
     ratio_net *rn;        /* ratio methods: in C + D, out 1 */
     mlp *sally;           /* SALLY: in C, out D */
+    cond_mog *dens;       /* NDE/SCANDAL: p^(x_z | theta_z) */
+    int components;       /* NDE/SCANDAL mixture components */
+    unsigned char *deq;   /* [C] NDE/SCANDAL: 1 = the column is whole numbers, modelled dequantised */
     uint64_t n_train, n_val;
     int best_epoch;
     double best_val;
@@ -106,13 +151,39 @@ typedef struct gold_model {
 gold_model *gold_train(const gold_train_config *cfg, const gold_data *g);
 void gold_model_destroy(gold_model **m);
 
-/* Ratio methods: out[i] = log r^(x_i | theta0_i), x [n, C], theta0 [n, D]. */
+/* Ratio and density methods: out[i] = log r^(x_i | theta0_i, theta1) against
+ * the reference theta1 of the training file, x [n, C], theta0 [n, D]
+ * (density methods: log p^(x|theta0) - log p^(x|theta1); -1 when the model
+ * has no reference, i.e. was trained without theta1). */
 int gold_model_log_r(gold_model *m, const double *x, const double *theta0, size_t n, double *out);
-/* t^(x_i | theta0_i) [n, D] (ratio methods: d log r^/d theta0; SALLY: theta0 ignored). */
+/* log r^(x_i | theta0_i, theta1_i) for any theta1 [n, D] (NULL: the
+ * reference): ratio methods f(x, theta0) - f(x, theta1) (each network is
+ * log r^ against the same reference, which cancels), density methods the
+ * difference of log p^.  -1 for SALLY. */
+int gold_model_log_ratio(gold_model *m, const double *x, const double *theta0, const double *theta1, size_t n,
+                         double *out);
+/* t^(x_i | theta0_i) [n, D] (ratio methods: d log r^/d theta0; density
+ * methods: d log p^/d theta; SALLY: theta0 ignored). */
 int gold_model_score(gold_model *m, const double *x, const double *theta0, size_t n, double *out);
+/* Density methods: log p^(x_i | theta_i) in x's physical units; dequantised
+ * (whole-number) columns get the probability of the value, the integral of
+ * the density over [x, x + 1) by Gauss-Legendre quadrature (GOLD_DEQ_NODES
+ * nodes per such column, fewer when there are several).  -1 otherwise. */
+int gold_model_log_prob(gold_model *m, const double *x, const double *theta, size_t n, double *out);
+/* Density methods: one x [C] ~ p^(. | theta_i) per row of theta [n, D]
+ * (dequantised columns floored to whole numbers).  -1 otherwise. */
+int gold_model_sample(gold_model *m, const double *theta, size_t n, rng *r, double *x);
+
+#define GOLD_DEQ_NODES 8
 
 int gold_model_save(const gold_model *m, const char *path, char *err, size_t err_len);
 gold_model *gold_model_load(const char *path, char *err, size_t err_len);
+/* The same from the file's bytes in memory (path: for messages only). */
+gold_model *gold_model_decode(const unsigned char *data, size_t len, const char *path, char *err, size_t err_len);
+/* "gold-RASCAL", "gold-SCANDAL", ...: the serving registry's ModelInfo.kind. */
+const char *gold_model_kind_name(gold_method m);
 int gold_model_file_is(const char *path);
+/* 1 when p [len] starts with the .ppxr magic. */
+int gold_model_bytes_are(const void *p, size_t len);
 
 #endif

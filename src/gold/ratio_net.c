@@ -33,7 +33,7 @@ ratio_net *ratio_net_new(int C, int D, int hidden, int n_hidden, int out, int ma
     r->tan_buf = calloc(per_k * D, sizeof(float));
     r->adot = calloc(D, sizeof *r->adot);
     r->hdot = calloc(D, sizeof *r->hdot);
-    r->tdot = calloc((size_t)max_batch * D, sizeof(float));
+    r->tdot = calloc((size_t)max_batch * out * D, sizeof(float));
     r->scratch = calloc((size_t)(2 + 2 * D) * max_batch * mw, sizeof(float));
     if (!r->tan_buf || !r->adot || !r->hdot || !r->tdot || !r->scratch) goto fail;
     float *p = r->tan_buf;
@@ -97,7 +97,9 @@ const float *ratio_net_forward_jvp(ratio_net *r, const float *inp, int B)
                 for (size_t i = 0; i < (size_t)B * fo; i++) hd[i] = (1.0f - h[i] * h[i]) * ad[i];
             }
         }
-        for (int b = 0; b < B; b++) r->tdot[(size_t)b * r->D + k] = r->adot[k][L - 1][(size_t)b * out];
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < out; j++)
+                r->tdot[((size_t)b * out + j) * r->D + k] = r->adot[k][L - 1][(size_t)b * out + j];
     }
     r->last_b = B;
     return f;
@@ -105,9 +107,18 @@ const float *ratio_net_forward_jvp(ratio_net *r, const float *inp, int B)
 
 int ratio_net_backward_jvp(ratio_net *r, const float *g, const float *gt, int B)
 {
+    if (r->net->dims[r->net->n_layers] != 1) {
+        fprintf(stderr, "ratio_net_backward_jvp: %d outputs: use ratio_net_backward_jvp_all\n", r->net->dims[r->net->n_layers]);
+        return -1;
+    }
+    return ratio_net_backward_jvp_all(r, g, gt, B);
+}
+
+int ratio_net_backward_jvp_all(ratio_net *r, const float *g, const float *gt, int B)
+{
     mlp *net = r->net;
     if (B != r->last_b || B != net->last_b) {
-        fprintf(stderr, "ratio_net_backward_jvp: batch %d, last forward %d\n", B, r->last_b);
+        fprintf(stderr, "ratio_net_backward_jvp_all: batch %d, last forward %d\n", B, r->last_b);
         return -1;
     }
     const int L = net->n_layers, D = r->D, out = net->dims[L];
@@ -115,11 +126,12 @@ int ratio_net_backward_jvp(ratio_net *r, const float *g, const float *gt, int B)
     float *da = r->scratch, *dh = da + chunk;
     float *dad = dh + chunk;          /* D chunks: tangent adjoints at the pre-activations */
     float *dhd = dad + D * chunk;     /* D chunks: at the tangent of the post-activations */
-    nn_zero(da, (size_t)B * out);
-    for (int b = 0; b < B; b++) da[(size_t)b * out] = g[b];
+    memcpy(da, g, (size_t)B * out * sizeof *da);
     for (int k = 0; k < D; k++) {
         nn_zero(dad + k * chunk, (size_t)B * out);
-        for (int b = 0; gt && b < B; b++) dad[k * chunk + (size_t)b * out] = gt[(size_t)b * D + k];
+        for (int b = 0; gt && b < B; b++)
+            for (int j = 0; j < out; j++)
+                dad[k * chunk + (size_t)b * out + j] = gt[((size_t)b * out + j) * D + k];
     }
     const int in = net->dims[0];
     for (int l = L - 1; l >= 0; l--) {

@@ -5,6 +5,8 @@
     c.models()                               # [ModelInfo, ...]
     theta = c.sample("gauss", [8.0, 9.0], n=1000, seed=1)   # (1000, theta_dim)
     lp = c.log_prob("gauss", [8.0, 9.0], theta[:10])        # (10,)
+    lr = c.log_ratio("galton", [[5.0], [15.0]], theta0=[-0.8])   # gold models: (2,)
+    t = c.score("galton", [[5.0], [15.0]], theta=[-0.8])         # (2, theta_dim)
 
     # ppxd daemon: jobs on its simulator pool
     jid = c.submit(["train", "npe", "-n", "2000", "--theta", "mu", "--x", "obs0,obs1"], name="gauss")
@@ -198,6 +200,44 @@ class Client:
         if r.log_prob.size != m:
             raise DecodeError("LogProbReply has %d values for %d thetas" % (r.log_prob.size, m))
         return float(r.log_prob[0]) if single else r.log_prob
+
+    # ---- gold models (ppxd train carl ... scandal) ----
+
+    @staticmethod
+    def _gold_rows(a, what):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim not in (1, 2):
+            raise ValueError("%s must be (dim,) or (m, dim), got shape %s" % (what, a.shape))
+        return a
+
+    def log_ratio(self, model, x, theta0, theta1=None):
+        """log r^(x | theta0, theta1) of a gold model (carl ... alices, nde,
+        scandal) for each row of x (m, x_dim): an array (m,); a single x
+        (x_dim,) gives a float.  theta0 and theta1 are one point (theta_dim,)
+        for every row or (m, theta_dim); theta1=None: the model's reference."""
+        xa = self._gold_rows(x, "x")
+        body = sw.Record("LogRatio", model=model, x=sw.matrix(xa), theta0=sw.matrix(self._gold_rows(theta0, "theta0")),
+                         theta1=None if theta1 is None else sw.matrix(self._gold_rows(theta1, "theta1")))
+        r = self.call("LogRatio", body, "LogRatioReply")
+        m = 1 if xa.ndim == 1 else xa.shape[0]
+        if r.log_r.size != m:
+            raise DecodeError("LogRatioReply has %d values for %d x rows" % (r.log_r.size, m))
+        return float(r.log_r[0]) if xa.ndim == 1 else r.log_r
+
+    def score(self, model, x, theta=None):
+        """The estimated score t^(x | theta) of a gold model (rascal, cascal,
+        alices, sally, nde, scandal): (m, theta_dim) for x (m, x_dim), or
+        (theta_dim,) for one x (x_dim,).  theta: one point or one per row;
+        None for sally (its reference point)."""
+        xa = self._gold_rows(x, "x")
+        body = sw.Record("Score", model=model, x=sw.matrix(xa),
+                         theta=None if theta is None else sw.matrix(self._gold_rows(theta, "theta")))
+        r = self.call("Score", body, "ScoreReply")
+        t = sw.matrix_array(r.score, "ScoreReply.score")
+        m = 1 if xa.ndim == 1 else xa.shape[0]
+        if t.shape[0] != m:
+            raise DecodeError("ScoreReply has %d rows for %d x rows" % (t.shape[0], m))
+        return t[0] if xa.ndim == 1 else t
 
     def status(self):
         """The server's StatusReply (version, uptime_seconds, models, workers,
