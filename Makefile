@@ -7,6 +7,7 @@
 #   make fuzz     libFuzzer targets (clang) for FUZZ_SECONDS (default 60) each
 #   make faults   the fault campaign (scripts/faults.sh; FAULTS_SCALE=full|short)
 #   make docker-test  images, compose, scaled simulators, jobs, with podman (minutes)
+#   make slurm-test   the Slurm job-array example on a one-node Slurm cluster
 #   make clean    remove build/
 # Missing Debian packages are installed by scripts/install-deps.sh (as root).
 
@@ -21,13 +22,13 @@ DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >
              command -v gfortran >/dev/null 2>&1 && command -v cmake >/dev/null 2>&1 && \
              /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib, yaml' >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test asan bench demo clean deps install uninstall fuzz fuzz-build fuzz-seeds faults docker-test
+.PHONY: all test asan bench demo clean deps install uninstall fuzz fuzz-build fuzz-seeds faults docker-test slurm-test
 .DEFAULT_GOAL := all
 
 ifneq ($(DEPS_OK),yes)
 # Something is missing: install it, then run the same goal again in a fresh make
 # (so that pkg-config flags are computed with the packages present).
-all test asan bench demo install fuzz faults docker-test:
+all test asan bench demo install fuzz faults docker-test slurm-test:
 	sh scripts/install-deps.sh
 	$(MAKE) $@
 deps:
@@ -278,6 +279,12 @@ endif
 docker-test: $(BUILD)/ppxctl
 	sh scripts/install-deps.sh --docker
 	BUILD=$(BUILD) sh scripts/docker-test.sh
+
+# The Slurm job-array example on a private one-node Slurm cluster started on
+# this machine (scripts/slurm-test.sh; Debian's slurm-wlm and munge, root).
+slurm-test: $(PPXD) $(BUILD)/examples/gaussian
+	sh scripts/install-deps.sh --slurm
+	BUILD=$(BUILD) sh scripts/slurm-test.sh
 
 # The fault campaign (scripts/faults.sh): FAULTS_SCALE=full (default) or short.
 FAULTS_SCALE ?= full

@@ -6,6 +6,7 @@
 #                            runtimes, for `make fuzz` only
 #   install-deps.sh --docker that plus podman, buildah, podman-compose, runc and
 #                            debootstrap, for `make docker-test` only
+#   install-deps.sh --slurm  that plus slurm-wlm and munge, for `make slurm-test` only
 set -eu
 PKGS="build-essential gfortran pkg-config cmake libzmq3-dev libflatbuffers-dev flatbuffers-compiler
       libopenblas-dev libcriterion-dev python3 python3-zmq python3-flatbuffers python3-numpy python3-matplotlib
@@ -17,6 +18,10 @@ fi
 # debootstrap for the local base image.
 if [ "${1:-}" = "--docker" ]; then
     PKGS="$PKGS podman buildah podman-compose runc debootstrap"
+fi
+# make slurm-test: a one-node Slurm cluster (slurmctld + slurmd) and munge.
+if [ "${1:-}" = "--slurm" ]; then
+    PKGS="$PKGS slurm-wlm munge"
 fi
 missing=""
 for p in $PKGS; do

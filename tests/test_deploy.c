@@ -211,3 +211,14 @@ Test(deploy, yaml_syntax_error, .init = setup, .fini = teardown)
     edit("k8s/hpa.yaml", "spec:\n", "spec: [\n");
     expect_broken("cannot read the files");
 }
+
+Test(deploy, slurm_example_parses, .init = setup, .fini = teardown)
+{
+    char path[PATH_MAX + 40];
+    snprintf(path, sizeof path, "%s/docker/slurm/ppxd-sims.sbatch", g_src);
+    char *argv[] = {"/bin/bash", "-n", path, NULL};
+    cr_expect_eq(tk_run(argv, NULL, NULL, 10000), 0, "bash -n %s", path);
+    /* and it refuses to start without the daemon's address */
+    char *run[] = {"/usr/bin/env", "-u", "PPX_DAEMON", "/bin/bash", path, NULL};
+    cr_expect_neq(tk_run(run, NULL, NULL, 10000), 0, "%s ran without PPX_DAEMON", path);
+}
