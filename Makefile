@@ -6,6 +6,8 @@
 #   make demo     build, start ppxd with an example simulator, run inference
 #   make fuzz     libFuzzer targets (clang) for FUZZ_SECONDS (default 60) each
 #   make faults   the fault campaign (scripts/faults.sh; FAULTS_SCALE=full|short)
+#   make docker-test  images, compose, scaled simulators, jobs, with podman (minutes)
+#   make slurm-test   the Slurm job-array example on a one-node Slurm cluster
 #   make clean    remove build/
 # Missing Debian packages are installed by scripts/install-deps.sh (as root).
 
@@ -18,15 +20,15 @@ PKGS     := libzmq openblas criterion flatbuffers
 # Also the Python client's modules, from Debian's python3 (not a pyenv one).
 DEPS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && command -v flatc >/dev/null 2>&1 && \
              command -v gfortran >/dev/null 2>&1 && command -v cmake >/dev/null 2>&1 && \
-             /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib' >/dev/null 2>&1 && echo yes)
+             /usr/bin/python3 -c 'import zmq, flatbuffers, numpy, matplotlib, yaml' >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test asan bench demo clean deps install uninstall fuzz fuzz-build fuzz-seeds faults
+.PHONY: all test asan bench demo clean deps install uninstall fuzz fuzz-build fuzz-seeds faults docker-test slurm-test
 .DEFAULT_GOAL := all
 
 ifneq ($(DEPS_OK),yes)
 # Something is missing: install it, then run the same goal again in a fresh make
 # (so that pkg-config flags are computed with the packages present).
-all test asan bench demo install fuzz faults:
+all test asan bench demo install fuzz faults docker-test slurm-test:
 	sh scripts/install-deps.sh
 	$(MAKE) $@
 deps:
@@ -192,7 +194,8 @@ $(BUILD)/f90mod/ppx.mod: clients/fortran/ppx.f90
 	@mkdir -p $(@D)
 	gfortran -std=f2008 -Wall -Werror $(OPT) -J$(@D) -c $< -o $(@D)/ppx_f90.o
 
-install: all $(LIBPPX_SO) $(BUILD)/f90mod/ppx.mod
+# Only what it installs (not the tests and benchmarks): the images build with it.
+install: $(INSTALL_BINS) $(LIBPPX) $(LIBPPX_SO) $(BUILD)/f90mod/ppx.mod
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/ppx $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	    $(DESTDIR)$(PREFIX)/lib/cmake/ppx $(DESTDIR)$(PYDIR)/ppx
 	install -m 755 $(INSTALL_BINS) $(DESTDIR)$(PREFIX)/bin/
@@ -268,6 +271,20 @@ ifneq ($(FUZZ_OK),yes)
 endif
 	$(MAKE) BUILD=build/fuzz CC=clang CXX=clang++ SAN=fuzz fuzz-build
 	build/fuzz/fuzz/make_seeds tests/fuzz/corpus
+
+# The container deployment, for real, with podman (scripts/docker-test.sh):
+# base image, both images, docker/compose.yaml with scaled simulators, jobs,
+# a posterior queried through the published port.  Not part of `make test`
+# (minutes, and it needs podman: installed here by install-deps.sh --docker).
+docker-test: $(BUILD)/ppxctl
+	sh scripts/install-deps.sh --docker
+	BUILD=$(BUILD) sh scripts/docker-test.sh
+
+# The Slurm job-array example on a private one-node Slurm cluster started on
+# this machine (scripts/slurm-test.sh; Debian's slurm-wlm and munge, root).
+slurm-test: $(PPXD) $(BUILD)/examples/gaussian
+	sh scripts/install-deps.sh --slurm
+	BUILD=$(BUILD) sh scripts/slurm-test.sh
 
 # The fault campaign (scripts/faults.sh): FAULTS_SCALE=full (default) or short.
 FAULTS_SCALE ?= full

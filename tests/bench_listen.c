@@ -16,10 +16,21 @@
  *    simulator); they answer the Handshake with the model "idle", while the
  *    job wants another model (--sim-model), so ppxd holds them and waits.
  *    Goals: < 1 ms of CPU per second, < 200 MiB.
+ * 3. How many simulators one ppxd drives: prior sampling with 64 and 256
+ *    Gaussian simulators connected in over tcp loopback (each its own
+ *    process), next to 4 in the same run as the baseline: messages/s
+ *    (ppxd's own count over the engine loop's time, which includes the
+ *    joins), engine CPU per message, the time until all had joined, and
+ *    ppxd's RSS at the end.  The simulators share the machine's cores
+ *    with ppxd, so messages/s is bounded by the machine; the engine CPU
+ *    per message is ppxd's cost, and 1e6 / (us per message) the rate one
+ *    daemon core could sustain with simulators elsewhere.
  * Environment: PPXD_BENCH_ROUNDS rounds for part 1 (default 5; 0 skips it);
  * PPXD_BENCH_IDLE_PEERS (default 1000), PPXD_BENCH_IDLE_SECONDS window
  * (default 22: two heartbeats of the default 10 s); PPXD_BENCH_HEARTBEAT_MS
- * ppxd's --heartbeat-ms there (default 10000, its default). */
+ * ppxd's --heartbeat-ms there (default 10000, its default);
+ * PPXD_BENCH_MANY the pool sizes of part 3 (default "64,256"; "0" skips it),
+ * PPXD_BENCH_MANY_TRACES traces per run there (default 100000). */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -172,6 +183,129 @@ static void bench_throughput(int rounds)
     }
 }
 
+/* --- many simulators ----------------------------------------------------------- */
+
+static long proc_rss_kib(pid_t pid);
+
+typedef struct many_result {
+    double msgs_per_s, traces_per_s, us_per_msg, join_s, rss_mib;
+    long joined;
+} many_result;
+
+/* Value after `key` in ppxd's summary, or -1. */
+static double summary_value(const char *log, const char *key)
+{
+    const char *p = strstr(log, key);
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+/* One ppxd simulate with `sims` Gaussian simulators connected in over tcp
+ * loopback.  0, or -1 when ppxd failed. */
+static int run_many(int sims, long n, many_result *r)
+{
+    char *ppxd = tk_build_path("ppxd"), *gauss = tk_build_path("examples/gaussian");
+    char log[] = "/tmp/ppxd-bench-many-XXXXXX", out[64], listen[64], ep[64], nb[32], mx[16];
+    int fd = mkstemp(log);
+    pid_t *sim = calloc((size_t)sims, sizeof *sim);
+    if (fd < 0 || !sim) return -1;
+    close(fd);
+    int port = tk_free_tcp_port();
+    snprintf(out, sizeof out, "%s.ppxt", log);
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    snprintf(nb, sizeof nb, "%ld", n);
+    snprintf(mx, sizeof mx, "%d", sims);
+    char *argv[] = {ppxd, "simulate", "--sim-listen", listen, "--sim-max", mx, "-n", nb, "-o", out,
+                    "--fsync", "never", NULL};
+    pid_t pid = spawn_ppxd(argv, log);
+    double t0 = tk_now();
+    while (!file_has(log, "simulators may connect") && tk_now() - t0 < 10) usleep(1000);
+    t0 = tk_now();
+    for (int i = 0; i < sims; i++) {
+        char *a[] = {gauss, "--connect-to", ep, NULL};
+        sim[i] = tk_spawn(a);
+    }
+    /* When the last one joined (polled; ppxd logs each join). */
+    r->join_s = -1;
+    while (kill(pid, 0) == 0 && tk_now() - t0 < 120) {
+        if (count_in_file(log, "): joined") >= sims) {
+            r->join_s = tk_now() - t0;
+            break;
+        }
+        usleep(20000);
+    }
+    /* RSS near the end: poll until ppxd exits, keeping the last value. */
+    long rss = -1, k;
+    int st = -1;
+    for (double end = tk_now() + 600; tk_now() < end;) {
+        if ((k = proc_rss_kib(pid)) > 0) rss = k;
+        if ((st = tk_wait(pid, 200)) != -1) break;
+    }
+    for (int i = 0; i < sims; i++)
+        if (sim[i] > 0) kill(sim[i], SIGTERM);
+    for (int i = 0; i < sims; i++)
+        if (sim[i] > 0) tk_stop(sim[i], 1000);
+    size_t len;
+    char *b = (char *)tk_slurp(log, &len);
+    int ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && b;
+    if (ok) {
+        double el = summary_value(b, "elapsed ");
+        const char *u = strstr(b, "s/message");
+        const char *c = strstr(b, "engine CPU ");
+        r->msgs_per_s = el > 0 ? summary_value(b, "messages ") / el : -1;
+        r->traces_per_s = el > 0 ? n / el : -1;
+        r->us_per_msg = -1;
+        if (c && u) { /* "engine CPU 0.793 s, 9.91 us/message" */
+            const char *comma = strstr(c, ", ");
+            r->us_per_msg = comma ? atof(comma + 2) : -1;
+        }
+        r->joined = (long)summary_value(b, "connected in ");
+        r->rss_mib = rss / 1024.0;
+    } else {
+        fprintf(stderr, "bench_listen: ppxd with %d simulators failed:\n%s\n", sims, b ? b : "");
+        if (st == -1) tk_stop(pid, 100);
+    }
+    free(b);
+    unlink(log);
+    unlink(out);
+    free(sim);
+    free(ppxd);
+    free(gauss);
+    return ok ? 0 : -1;
+}
+
+static void bench_many(const char *sizes, long n)
+{
+    printf("\nmany simulators connected in (tcp loopback, one process each): Gaussian prior, %ld traces per run\n", n);
+    printf("%6s %8s %12s %10s %10s %12s %10s %9s   %s\n", "sims", "joined", "messages/s", "traces/s", "vs 4 sims",
+           "CPU us/msg", "all in (s)", "RSS MiB", "1e6/(us/msg): one core's msgs/s");
+    many_result base;
+    if (run_many(4, n, &base) < 0) {
+        printf("%6d  FAILED\n", 4);
+        return;
+    }
+    printf("%6d %8ld %12.0f %10.0f %10s %12.2f %10.2f %9.1f   %.0f\n", 4, base.joined, base.msgs_per_s,
+           base.traces_per_s, "1.00", base.us_per_msg, base.join_s, base.rss_mib, 1e6 / base.us_per_msg);
+    fflush(stdout);
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", sizes);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        int sims = atoi(t);
+        if (sims < 1 || sims > 4096) continue;
+        many_result r;
+        if (run_many(sims, n, &r) < 0) {
+            printf("%6d  FAILED\n", sims);
+            continue;
+        }
+        char ratio[16];
+        snprintf(ratio, sizeof ratio, "%.2f", r.msgs_per_s / base.msgs_per_s);
+        printf("%6d %8ld %12.0f %10.0f %10s %12.2f %10.2f %9.1f   %.0f%s\n", sims, r.joined, r.msgs_per_s,
+               r.traces_per_s, ratio, r.us_per_msg, r.join_s, r.rss_mib, 1e6 / r.us_per_msg,
+               r.joined == sims ? "" : "  (not all joined!)");
+        fflush(stdout);
+    }
+}
+
 /* --- idle peers ---------------------------------------------------------------- */
 
 /* The peers' process: n REP sockets connected to ep, answering Handshake
@@ -302,8 +436,11 @@ int main(void)
     int rounds = env_int("PPXD_BENCH_ROUNDS", 5, 0, MAX_ROUNDS);
     int peers = env_int("PPXD_BENCH_IDLE_PEERS", 1000, 0, 20000);
     int seconds = env_int("PPXD_BENCH_IDLE_SECONDS", 22, 1, 3600);
+    const char *many = getenv("PPXD_BENCH_MANY");
+    long many_n = env_int("PPXD_BENCH_MANY_TRACES", 100000, 1000, 100000000);
     signal(SIGPIPE, SIG_IGN);
     if (rounds > 0) bench_throughput(rounds);
+    if (!many || strcmp(many, "0") != 0) bench_many(many && *many ? many : "64,256", many_n);
     if (peers > 0) bench_idle(peers, seconds);
     return 0;
 }
