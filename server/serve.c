@@ -868,6 +868,19 @@ static const uint8_t *encode_reply(worker *w, const ppxq_msg *rp, size_t *len, a
 
 static void fill_gold_info(const serve_model *e, ppxq_model_info *mi);
 
+/* The SampleReply of k matrices and their acceptance rates. */
+static const uint8_t *sample_reply(worker *w, const ppxq_msg *rq, const ppxq_matrix *mats, const double *acc,
+                                   uint32_t k, size_t *len, answer *a)
+{
+    ppxq_msg rp;
+    reply_init(&rp, PPXQ_SAMPLE_REPLY, rq);
+    rp.samples = mats;
+    rp.n_samples = k;
+    rp.acceptance = acc;
+    rp.n_acceptance = k;
+    return encode_reply(w, &rp, len, a);
+}
+
 static void fill_info(const serve_model *e, ppxq_model_info *mi)
 {
     memset(mi, 0, sizeof *mi);
@@ -1129,13 +1142,7 @@ static const uint8_t *gold_sample(worker *w, const ppxq_msg *rq, const serve_mod
         mats[i].cols = (uint32_t)C;
         mats[i].data = buf + i * per;
     }
-    ppxq_msg rp;
-    reply_init(&rp, PPXQ_SAMPLE_REPLY, rq);
-    rp.samples = mats;
-    rp.n_samples = k;
-    rp.acceptance = acc;
-    rp.n_acceptance = k;
-    out = encode_reply(w, &rp, len, a);
+    out = sample_reply(w, rq, mats, acc, k, len, a);
 done:
     free(buf);
     free(th);
@@ -1280,13 +1287,7 @@ static const uint8_t *do_sample(worker *w, const serve_job *j, const ppxq_msg *r
         mats[i].cols = D;
         mats[i].data = buf + i * per;
     }
-    ppxq_msg rp;
-    reply_init(&rp, PPXQ_SAMPLE_REPLY, rq);
-    rp.samples = mats;
-    rp.n_samples = k;
-    rp.acceptance = acc;
-    rp.n_acceptance = k;
-    out = encode_reply(w, &rp, len, a);
+    out = sample_reply(w, rq, mats, acc, k, len, a);
 done:
     free(buf);
     free(acc);

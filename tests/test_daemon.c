@@ -205,11 +205,8 @@ static char *job_field(const daemon_proc *d, const char *id, const char *field)
     char *out;
     int rc = ctl(d, &out, NULL, "job", "status", id, NULL);
     cr_assert_eq(rc, 0, "job status %s failed", id);
-    char key[64];
-    snprintf(key, sizeof key, "\n%-12s ", field);
-    char *p = strstr(out, key);
-    char *v = strdup(p ? p + strlen(key) : "");
-    v[strcspn(v, "\n")] = 0;
+    char *v = tk_padded_field(out, field);
+    cr_assert_not_null(v);
     free(out);
     return v;
 }

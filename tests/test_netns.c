@@ -179,11 +179,8 @@ static char *status_field(const char *id, const char *field)
     char *out, *err;
     int rc = ctl(&out, &err, "job", "status", id, NULL);
     cr_assert_eq(rc, 0, "job status: %s", err);
-    char key[64];
-    snprintf(key, sizeof key, "\n%-12s ", field);
-    char *p = strstr(out, key);
-    char *v = strdup(p ? p + strlen(key) : "");
-    v[strcspn(v, "\n")] = 0;
+    char *v = tk_padded_field(out, field);
+    cr_assert_not_null(v);
     free(out);
     free(err);
     return v;

@@ -177,6 +177,16 @@ unsigned char *tk_simulate_npy(const char *sim_rel, int j, const char *n, const 
     return b;
 }
 
+char *tk_padded_field(const char *text, const char *field)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\n%-12s ", field);
+    const char *p = strstr(text, key);
+    char *v = strdup(p ? p + strlen(key) : "");
+    if (v) v[strcspn(v, "\n")] = 0;
+    return v;
+}
+
 int tk_stop(pid_t pid, int grace_ms)
 {
     if (pid <= 0) return -1;

@@ -57,6 +57,10 @@ unsigned char *tk_export_npy(const char *ppxt, const char *names, size_t *len);
 unsigned char *tk_simulate_npy(const char *sim_rel, int j, const char *n, const char *seed, const char *out,
                                const char *names, size_t *len);
 
+/* The value of a "FIELD       value" line (ppxctl job status's layout: the
+ * field padded to 12 columns) in text, malloc'd; "" when absent. */
+char *tk_padded_field(const char *text, const char *field);
+
 /* A minimal engine: one REQ socket connected to a simulator. */
 typedef struct tk_engine {
     void *ctx;
