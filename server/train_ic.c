@@ -54,8 +54,12 @@ static void usage(FILE *f)
         "  --max-traces N              training traces to consume (default 50000 unless --max-seconds)\n"
         "  --queue Q                   traces buffered between simulators and trainer (default 1024)\n"
         "  --reuse R (1)               optimiser steps per fresh batch: after each, R-1 steps on batches drawn\n"
-        "                              from the last --buffer M (20000) training traces (more steps per\n"
+        "                              from the last --buffer M (50000) training traces (more steps per\n"
         "                              simulation when the simulator is slower than the trainer)\n"
+        "  --finish F (0.25)           the last fraction F of the run (of --max-seconds, or of the optimiser\n"
+        "                              steps) trains on the buffer alone, in shuffled passes, with the\n"
+        "                              simulators idle: the trainer then has every core, and the last\n"
+        "                              steps at a small rate see all the traces, not only the newest; 0: off\n"
         "  --timeout-ms T, --start-timeout-ms T, --max-failures K   as for ppxd simulate\n"
         "data, offline:\n"
         "  --data FILE.ppxt            prior traces (ppxd simulate output)\n"
@@ -94,6 +98,7 @@ typedef struct opts {
     int batch, val, val_every, epochs, queue, threads, quiet, reuse, buffer;
     double lr, clip, checkpoint_s;
     int lr_cosine;       /* --lr-decay cosine (default) or none */
+    double finish;       /* --finish: fraction of an online run spent on the buffer alone */
     ic_config cfg;
     char *obs_names;
     volatile sig_atomic_t stop; /* stop after this step, keeping the best network (SIGINT, a job's cancel) */
@@ -127,7 +132,7 @@ static int pos_double(const char *arg, double *out)
 enum {
     O_SIM = 1000, O_CONNECT, O_DATA, O_MAXT, O_MAXS, O_SEED, O_BATCH, O_LR, O_CLIP, O_VAL, O_VALEVERY, O_EPOCHS,
     O_QUEUE, O_THREADS, O_QUIET, O_CORE, O_HIDDEN, O_MIX, O_OBSH, O_OBSE, O_ADDRE, O_OBSN, O_CKPT, O_TIMEOUT,
-    O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER, O_LRDECAY
+    O_START_TIMEOUT, O_MAXF, O_REUSE, O_BUFFER, O_LRDECAY, O_FINISH
 };
 
 static int parse(opts *o, int argc, char **argv, int job)
@@ -148,7 +153,7 @@ static int parse(opts *o, int argc, char **argv, int job)
         {"checkpoint-seconds", required_argument, 0, O_CKPT}, {"timeout-ms", required_argument, 0, O_TIMEOUT},
         {"start-timeout-ms", required_argument, 0, O_START_TIMEOUT},
         {"max-failures", required_argument, 0, O_MAXF}, {"reuse", required_argument, 0, O_REUSE},
-        {"buffer", required_argument, 0, O_BUFFER}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"buffer", required_argument, 0, O_BUFFER}, {"finish", required_argument, 0, O_FINISH}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch, idx = 0;
     cli_getopt_reset("j:o:h");
     optind = 1;
@@ -214,6 +219,13 @@ static int parse(opts *o, int argc, char **argv, int job)
         case O_BUFFER:
             if (pos_int(optarg, 1, 1 << 24, &o->buffer) < 0) return uerr("--buffer wants a positive number", optarg);
             break;
+        case O_FINISH: {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end || !(v >= 0 && v <= 0.9)) return uerr("--finish wants a fraction from 0 to 0.9", optarg);
+            o->finish = v;
+            break;
+        }
         case O_CORE:
             if (strcmp(optarg, "lstm") == 0) o->cfg.lstm = 1;
             else if (strcmp(optarg, "ff") == 0) o->cfg.lstm = 0;
@@ -280,9 +292,14 @@ typedef struct trainer {
     double t0, last_print, last_ckpt;
     uint64_t planned;    /* traces to consume (0: bounded by time only) */
     nn_adam_config adam;
-    ic_item *buf;        /* [o->buffer] replay buffer of trained items (--reuse) */
+    ic_item *buf;        /* [o->buffer] replay buffer of trained items (--reuse, --finish) */
     size_t buf_n, buf_next;
     rng buf_rng;
+    /* --finish (online runs only): the fraction F, and the phase's state */
+    double finish;
+    int finishing;
+    double finish_t0;
+    uint64_t finish_steps, finish_done; /* steps the phase takes (0: until --max-seconds), taken */
     int failed;
     char source[256];
 } trainer;
@@ -376,7 +393,8 @@ static int trainer_init(trainer *tr, const opts *o)
     tr->t0 = now_s();
     tr->last_ckpt = tr->t0;
     rng_seed(&tr->buf_rng, o->seed, 0x7265757365ull);
-    if (o->reuse > 1 && !(tr->buf = calloc((size_t)o->buffer, sizeof *tr->buf))) return -1;
+    tr->finish = o->online ? o->finish : 0;
+    if ((o->reuse > 1 || tr->finish > 0) && !(tr->buf = calloc((size_t)o->buffer, sizeof *tr->buf))) return -1;
     return tr->val_traces && tr->val && tr->items && tr->ptr ? 0 : -1;
 }
 
@@ -474,17 +492,32 @@ static void progress(trainer *tr, int force)
  * seconds / --max-seconds (a run with neither bound, e.g. stopped by
  * Ctrl-C only, keeps lr).  A rate that ends small lets the last steps
  * settle instead of jumping around the optimum at the initial rate. */
+static double run_progress(const trainer *tr)
+{
+    const opts *o = tr->o;
+    double F = tr->finish, f = 0;
+    if (tr->finishing) {
+        if (tr->finish_steps) f = (double)tr->finish_done / (double)tr->finish_steps;
+        if (o->max_seconds > 0) {
+            double left = o->max_seconds - (tr->finish_t0 - tr->t0);
+            double ft = left > 0 ? (now_s() - tr->finish_t0) / left : 1;
+            if (ft > f) f = ft;
+        }
+        return (1 - F) + F * (f < 1 ? f : 1);
+    }
+    if (tr->planned) f = (double)tr->consumed / (double)tr->planned;
+    if (o->max_seconds > 0) {
+        double ft = (now_s() - tr->t0) / (o->max_seconds * (1 - F));
+        if (ft > f) f = ft;
+    }
+    return (1 - F) * (f < 1 ? f : 1);
+}
+
 static float current_lr(const trainer *tr)
 {
     const opts *o = tr->o;
     if (!o->lr_cosine) return (float)o->lr;
-    double f = 0;
-    if (tr->planned) f = (double)tr->consumed / (double)tr->planned;
-    if (o->max_seconds > 0) {
-        double ft = (now_s() - tr->t0) / o->max_seconds;
-        if (ft > f) f = ft;
-    }
-    if (f > 1) f = 1;
+    double f = run_progress(tr);
     double lo = o->lr / 20;
     return (float)(lo + (o->lr - lo) * 0.5 * (1 + cos(M_PI * f)));
 }
@@ -531,12 +564,66 @@ static void train_step(trainer *tr)
     progress(tr, 0);
 }
 
-/* 1 when a stopping condition holds. */
+/* 1 when a stopping condition holds: of the run, or, online with --finish,
+ * of the phase in progress (simulation ends (1 - F) into the run). */
 static int trainer_done(const trainer *tr)
 {
-    if (tr->o->stop || tr->failed) return 1;
+    const opts *o = tr->o;
+    if (o->stop || tr->failed) return 1;
+    double el = now_s() - tr->t0;
+    if (tr->finishing)
+        return (tr->finish_steps && tr->finish_done >= tr->finish_steps) || (o->max_seconds > 0 && el >= o->max_seconds);
     if (tr->planned && tr->consumed >= tr->planned) return 1;
-    if (tr->o->max_seconds > 0 && now_s() - tr->t0 >= tr->o->max_seconds) return 1;
+    if (o->max_seconds > 0 && el >= o->max_seconds * (1 - tr->finish)) return 1;
+    return 0;
+}
+
+/* Shuffled passes over items[n] (batches of --batch, the last one short)
+ * until trainer_done; perm [n] is workspace, sh the shuffling stream.  Each
+ * step adds its batch size to consumed when count is set (offline: the
+ * passes are the run's traces) and one to finish_done while finishing. */
+static void train_passes(trainer *tr, ic_item *items, size_t n, size_t *perm, rng *sh, int count)
+{
+    const size_t B = (size_t)tr->o->batch;
+    while (!trainer_done(tr)) {
+        for (size_t i = 0; i < n; i++) perm[i] = i;
+        for (size_t i = n; i > 1; i--) {
+            size_t j = (size_t)rng_below(sh, i);
+            size_t tmp = perm[i - 1];
+            perm[i - 1] = perm[j];
+            perm[j] = tmp;
+        }
+        for (size_t s = 0; s < n && !trainer_done(tr); s += B) {
+            int m = (int)(n - s < B ? n - s : B);
+            for (int i = 0; i < m; i++) tr->ptr[i] = &items[perm[s + (size_t)i]];
+            one_step(tr, m);
+            if (count) tr->consumed += (uint64_t)m;
+            if (tr->finishing) tr->finish_done++;
+            progress(tr, 0);
+        }
+    }
+}
+
+/* --finish: the simulators have stopped; passes over the buffer until the
+ * run's end (--max-seconds), or for F / (1 - F) of the steps taken so far.
+ * 0 or -1 (out of memory). */
+static int trainer_finish_phase(trainer *tr)
+{
+    if (tr->finish <= 0 || !tr->buf_n || tr->o->stop || tr->failed || tr->n_val_traces < tr->o->val) return 0;
+    if (tr->nb) train_step(tr); /* the last, short fresh batch joins the buffer */
+    tr->finishing = 1;
+    tr->finish_t0 = now_s();
+    tr->finish_done = 0;
+    tr->finish_steps = tr->o->max_seconds > 0 ? 0 : (uint64_t)ceil((double)tr->steps * tr->finish / (1 - tr->finish));
+    if (!tr->o->max_seconds && !tr->finish_steps) return 0;
+    size_t *perm = malloc(tr->buf_n * sizeof *perm);
+    if (!perm) return -1;
+    if (!tr->o->quiet)
+        fprintf(stderr, "ppxd train ic: simulation ended; finishing on the %zu buffered traces\n", tr->buf_n);
+    rng sh;
+    rng_seed(&sh, tr->o->seed, 0x66696e697368ull);
+    train_passes(tr, tr->buf, tr->buf_n, perm, &sh, 0);
+    free(perm);
     return 0;
 }
 
@@ -781,8 +868,9 @@ static int run_online(opts *o, trainer *tr)
             if (er < 0 && !o->stop && !tr->failed && !(f.stop))
                 fprintf(stderr, "ppxd train ic: the simulators stopped before training finished\n");
             if (o->stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
+            rc = tr->failed || trainer_finish_phase(tr) < 0 ? -1 : 0; /* (skipped when interrupted) */
             o->stop = 0;
-            rc = tr->failed ? -1 : trainer_finish(tr);
+            if (rc == 0) rc = trainer_finish(tr);
         }
         policy_destroy(&p);
         engine_destroy(&e);
@@ -844,29 +932,7 @@ static int run_offline(opts *o, trainer *tr)
     rng sh;
     rng_seed(&sh, o->seed, 0x73687566666c65ull);
     tr->t0 = now_s();
-    while (!trainer_done(tr)) {
-        for (size_t i = 0; i < n_train; i++) perm[i] = i;
-        for (size_t i = n_train; i > 1; i--) {
-            size_t j = (size_t)rng_below(&sh, i);
-            size_t tmp = perm[i - 1];
-            perm[i - 1] = perm[j];
-            perm[j] = tmp;
-        }
-        for (size_t s = 0; s < n_train && !trainer_done(tr); s += (size_t)o->batch) {
-            int m = (int)(n_train - s < (size_t)o->batch ? n_train - s : (size_t)o->batch);
-            ic_net_zero_grad(tr->net);
-            for (int i = 0; i < m; i++) tr->ptr[i] = &train[perm[s + (size_t)i]];
-            double loss = ic_net_loss(tr->net, tr->ptr, m, 1);
-            if (isfinite(loss) && isfinite(ic_net_adam_step(tr->net, &tr->adam, current_lr(tr), o->clip)))
-                tr->loss_ema = isnan(tr->loss_ema) ? loss : 0.95 * tr->loss_ema + 0.05 * loss;
-            else
-                tr->nonfinite++;
-            tr->consumed += (uint64_t)m;
-            tr->steps++;
-            if (tr->steps % (uint64_t)o->val_every == 0) validate(tr);
-            progress(tr, 0);
-        }
-    }
+    train_passes(tr, train, n_train, perm, &sh, 1);
     free(perm);
     if (o->stop) fprintf(stderr, "ppxd train ic: interrupted: keeping the best network so far\n");
     o->stop = 0;
@@ -896,7 +962,8 @@ static void opts_defaults(opts *o)
     o->threads = 1;
     o->checkpoint_s = 30;
     o->reuse = 1;
-    o->buffer = 20000;
+    o->buffer = 50000;
+    o->finish = 0.25;
 }
 
 int ppxd_train_ic_main(int argc, char **argv)
@@ -1022,7 +1089,7 @@ int ic_job_finish(ic_job *j, char *msg, size_t len)
     }
     snprintf(j->tr.source, sizeof j->tr.source, "ppxd daemon: %llu traces from its pool",
              (unsigned long long)j->f.consumed);
-    if (j->tr.failed || trainer_finish(&j->tr) < 0) {
+    if (j->tr.failed || trainer_finish_phase(&j->tr) < 0 || trainer_finish(&j->tr) < 0) {
         snprintf(msg, len, "training failed (see the daemon's log)");
         return 1;
     }

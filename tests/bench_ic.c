@@ -77,14 +77,16 @@ int main(void)
     char dir[256];
     if (tk_tmpdir(dir, sizeof dir, "bench-ic") < 0) return 1;
     int seconds = getenv("PPXD_BENCH_IC_SECONDS") ? atoi(getenv("PPXD_BENCH_IC_SECONDS")) : 60;
-    int reuse = getenv("PPXD_BENCH_IC_REUSE") ? atoi(getenv("PPXD_BENCH_IC_REUSE")) : 4;
+    int reuse = getenv("PPXD_BENCH_IC_REUSE") ? atoi(getenv("PPXD_BENCH_IC_REUSE")) : 2;
+    /* --finish: the last fraction of the 60 s trains on the replay buffer with the simulators idle */
+    const char *finish = getenv("PPXD_BENCH_IC_FINISH") ? getenv("PPXD_BENCH_IC_FINISH") : "0.5";
     char cmd[8192], obs[2048] = "";
     for (int i = 0; i < 16; i++) {
         size_t l = strlen(obs);
         snprintf(obs + l, sizeof obs - l, " --observe y%d=%g", i + 1, hmm_y[i]);
     }
     printf("bench_ic: HMM example (3 states, 16 steps)\n\n");
-    printf("1. training throughput (20 s of training each, --reuse 1), next to prior sampling (10,000 traces)\n");
+    printf("1. training throughput (20 s of training each, --reuse 1 --finish 0), next to prior sampling (10,000 traces)\n");
     printf("%-6s %16s %16s %8s\n", "sims", "train traces/s", "simulate tr/s", "ratio");
     for (int j = 1; j <= 2; j++) {
         snprintf(cmd, sizeof cmd, "%s simulate --sim-cmd '%s {endpoint}' -j %d -n 10000 --quiet --fsync never -o %s/s.ppxt", ppxd, hmm, j,
@@ -92,7 +94,7 @@ int main(void)
         char *out = must_run(cmd);
         double sim_rate = 10000 / elapsed_of(out);
         free(out);
-        snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j %d --max-seconds 20 --val 200 --queue 64 -o %s/t.ppxm",
+        snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j %d --max-seconds 20 --finish 0 --val 200 --queue 64 -o %s/t.ppxm",
                  ppxd, hmm, j, dir);
         out = must_run(cmd);
         double n = NAN, rate = NAN;
@@ -111,10 +113,10 @@ int main(void)
         fflush(stdout);
         free(out);
     }
-    printf("\n2. ESS of 5,000 IC traces after %d s of training (2 simulators, --reuse %d), next to prior IS\n", seconds,
-           reuse);
-    snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j 2 --max-seconds %d --reuse %d -o %s/h.ppxm",
-             ppxd, hmm, seconds, reuse, dir);
+    printf("\n2. ESS of 5,000 IC traces after %d s of training (2 simulators, --reuse %d --finish %s), next to prior IS\n",
+           seconds, reuse, finish);
+    snprintf(cmd, sizeof cmd, "%s train ic --sim-cmd '%s {endpoint}' -j 2 --max-seconds %d --reuse %d --finish %s -o %s/h.ppxm",
+             ppxd, hmm, seconds, reuse, finish, dir);
     char *tr = must_run(cmd);
     double ntr = NAN, vloss = NAN;
     last_scan(tr, "wrote ", "%*s %lf training traces", &ntr, NULL);
