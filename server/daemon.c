@@ -22,6 +22,10 @@
 #include "args.h"
 #include "cli.h"
 #include "engine.h"
+#include "gold/gold_data.h"
+#include "gold/gold_est.h"
+#include "gold_cmd.h"
+#include "mine.h"
 #include "model_file.h"
 #include "nn/nn.h"
 #include "policy.h"
@@ -30,8 +34,8 @@
 #include "train.h"
 #include "train_ic.h"
 
-typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_COUNT } job_kind;
-static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic"};
+typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_MINE, JK_GOLD, JK_COUNT } job_kind;
+static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic", "mine", "train-gold"};
 
 typedef enum job_phase {
     PH_NONE = 0, /* queued, or loaded from disk (no run) */
@@ -64,7 +68,11 @@ typedef struct djob {
     cli_run *run;
     train_job *tj;
     ic_job *ij;
-    char model_path[PATH_MAX + 80]; /* infer --method ic: DIR/ic/NAME.ppxm */
+    char model_path[PATH_MAX + 80]; /* infer --method ic: DIR/ic/NAME.ppxm; train GOLD: DIR/datasets/NAME.ppxg */
+    mine_cmd *mc;              /* mine: the parsed command, and its run */
+    mine_task *mt;
+    gold_train_cmd *gc;        /* train carl ... scandal */
+    volatile int gold_stop;    /* its stop flag (gold_train_config.stop): set by cancel and stop */
     policy *p;
     const job_ops *ops;
     void *job;
@@ -101,7 +109,7 @@ typedef struct mux_policy {
 
 typedef struct ppxdaemon {
     daemon_cfg cfg;
-    char models_dir[PATH_MAX], jobs_dir[PATH_MAX], ic_dir[PATH_MAX];
+    char models_dir[PATH_MAX], jobs_dir[PATH_MAX], ic_dir[PATH_MAX], datasets_dir[PATH_MAX];
     serve_server *serve;
     engine *e;
     int wake_fd;
@@ -256,6 +264,9 @@ static void job_free_run(djob *j)
     j->have_cli = 0;
     train_job_destroy(&j->tj);
     ic_job_destroy(&j->ij);
+    mine_task_destroy(&j->mt);
+    mine_cmd_destroy(&j->mc);
+    gold_train_cmd_destroy(&j->gc);
     j->p = NULL;
     j->ops = NULL;
     j->job = NULL;
@@ -395,7 +406,9 @@ static void load_jobs(ppxdaemon *d)
     if (d->n_jobs) fprintf(stderr, "ppxd daemon: %zu earlier jobs in %s\n", d->n_jobs, d->jobs_dir);
 }
 
-/* Serve every DIR/models/NAME.ppxm as NAME (at start and on SIGHUP). */
+/* Serve every DIR/models/NAME.ppxm (NPE/NRE) and NAME.ppxr (gold: LogRatio,
+ * Score) as NAME (at start and on SIGHUP); serve_load tells them apart by
+ * their magic. */
 static void load_models(ppxdaemon *d)
 {
     DIR *dh = opendir(d->models_dir);
@@ -404,7 +417,9 @@ static void load_models(ppxdaemon *d)
     size_t n = 0;
     while ((de = readdir(dh))) {
         size_t len = strlen(de->d_name);
-        if (len < 6 || strcmp(de->d_name + len - 5, ".ppxm") != 0 || de->d_name[0] == '.') continue;
+        if (len < 6 || de->d_name[0] == '.' ||
+            (strcmp(de->d_name + len - 5, ".ppxm") != 0 && strcmp(de->d_name + len - 5, ".ppxr") != 0))
+            continue;
         char path[PATH_MAX], name[256], err[300];
         if (pjoin(path, sizeof path, d->models_dir, de->d_name) < 0) continue;
         snprintf(name, sizeof name, "%.*s", (int)(len - 5), de->d_name);
@@ -419,18 +434,22 @@ static void load_models(ppxdaemon *d)
 
 /* ---- JobInfo ------------------------------------------------------------------------------------- */
 
-static const char *const outputs_of[JK_COUNT][2] = {
+#define MAX_OUTPUTS 8
+static const char *const outputs_of[JK_COUNT][MAX_OUTPUTS] = {
     {"traces.ppxt", NULL},
     {"summary.txt", "samples.npy"},
     {"model.ppxm", "model.ppxm.log.csv"},
     {"model.ppxm", NULL},
+    /* mine: the gold file (also DIR/datasets/NAME.ppxg) and its arrays (ppxd export) */
+    {"gold.ppxg", "gold_y.npy", "gold_theta0.npy", "gold_theta1.npy", "gold_x.npy", "gold_log_r.npy", "gold_t.npy"},
+    {"model.ppxr", NULL},
 };
 
 /* Outputs that exist now (a running job's may be partial). */
 static uint32_t job_outputs(const djob *j, const char **out)
 {
     uint32_t n = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < MAX_OUTPUTS; i++) {
         const char *o = outputs_of[j->kind][i];
         if (!o) continue;
         char path[PATH_MAX + 64];
@@ -441,18 +460,13 @@ static uint32_t job_outputs(const djob *j, const char **out)
     return n;
 }
 
-typedef struct info_buf {
-    ppxq_job_info *infos;
-    const char *(*outs)[2];
-} info_buf;
-
 static void read_train_log(djob *j);
 
 /* (A training job's progress is read from its log here: the engine's loop
  * may sleep while a job trains.) */
 static void fill_info(djob *j, ppxq_job_info *ji, const char **outs)
 {
-    if (j->phase == PH_TRAIN) read_train_log(j);
+    if (j->phase == PH_TRAIN && j->tj) read_train_log(j);
     memset(ji, 0, sizeof *ji);
     ji->id = j->id;
     ji->name = j->name;
@@ -478,7 +492,7 @@ static const uint8_t *encode_jobs(ppxq_encoder *enc, uint64_t request_id, djob *
                                   ppxq_code *code, char *msg, size_t msg_len)
 {
     ppxq_job_info *infos = calloc(n ? n : 1, sizeof *infos);
-    const char *(*outs)[2] = calloc(n ? n : 1, sizeof *outs);
+    const char *(*outs)[MAX_OUTPUTS] = calloc(n ? n : 1, sizeof *outs);
     if (!infos || !outs) {
         free(infos);
         free(outs);
@@ -539,12 +553,16 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         j->kind = JK_TRAIN;
     else if (!strcmp(cmd, "train") && j->n_words > 1 && !strcmp(j->words[1], "ic"))
         j->kind = JK_TRAIN_IC;
-    else if (!strcmp(cmd, "mine") || (!strcmp(cmd, "train") && j->n_words > 1)) {
-        snprintf(msg, msg_len, "'%s%s%s' is not a daemon job yet (jobs: simulate, infer, train npe|nre|ic)", cmd,
-                 j->n_words > 1 ? " " : "", j->n_words > 1 ? j->words[1] : "");
+    else if (!strcmp(cmd, "train") && j->n_words > 1 && gold_cmd_is_method(j->words[1]))
+        j->kind = JK_GOLD;
+    else if (!strcmp(cmd, "mine"))
+        j->kind = JK_MINE;
+    else if (!strcmp(cmd, "train") && j->n_words > 1) {
+        snprintf(msg, msg_len, "'train %.64s' is not a daemon job (train npe|nre|ic, or a gold method: carl rolr "
+                               "rascal cascal alice alices sally nde scandal)", j->words[1]);
         return -1;
     } else {
-        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer and train npe|nre|ic", cmd);
+        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer, mine and train npe|nre|ic|GOLD-METHOD", cmd);
         return -1;
     }
     for (size_t i = 0; i < j->n_words; i++)
@@ -567,6 +585,10 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         int prc;
         j->ij = ic_job_parse((int)j->argc - 2, j->argv + 2, &prc);
         if (!j->ij) rc = -1;
+    } else if (j->kind == JK_MINE) {
+        if (!(j->mc = mine_cmd_parse((int)j->argc - 1, j->argv + 1))) rc = -1;
+    } else if (j->kind == JK_GOLD) {
+        if (!(j->gc = gold_train_cmd_parse((int)j->argc - 1, j->argv + 1))) rc = -1;
     } else {
         cli_init(&j->c, j->argv[1]);
         j->have_cli = 1;
@@ -581,6 +603,20 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     }
     if (j->kind == JK_TRAIN) return train_job_daemon_check(j->tj, msg, msg_len);
     if (j->kind == JK_TRAIN_IC) return ic_job_daemon_check(j->ij, msg, msg_len);
+    if (j->kind == JK_MINE) return 0;
+    if (j->kind == JK_GOLD) {
+        /* --data NAME: a data set of DIR/datasets (a finished mine job's name). */
+        const char *data = gold_train_cmd_data(j->gc);
+        struct stat st;
+        char file[96];
+        snprintf(file, sizeof file, "%.64s.ppxg", data);
+        if (!name_ok(data) || pjoin(j->model_path, sizeof j->model_path, d->datasets_dir, file) < 0 ||
+            stat(j->model_path, &st) < 0) {
+            snprintf(msg, msg_len, "--data %.64s: no such data set (the name of a finished mine job)", data);
+            return -1;
+        }
+        return 0;
+    }
     cli *c = &j->c;
     const engine_sim_options *so = &c->sims;
     if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
@@ -685,7 +721,11 @@ static const uint8_t *do_submit(ppxdaemon *d, serve_call *call, const ppxq_msg *
     snprintf(j->id, sizeof j->id, "j%u", d->next_seq++);
     snprintf(j->name, sizeof j->name, "%s", rq->name[0] ? rq->name : j->id);
     pjoin(j->dir, sizeof j->dir, d->jobs_dir, j->id);
-    snprintf(j->unit, sizeof j->unit, "%s", j->kind == JK_INFER && (j->c.method == METHOD_LMH || j->c.method == METHOD_RMH) ? "steps" : "traces");
+    snprintf(j->unit, sizeof j->unit, "%s",
+             j->kind == JK_INFER && (j->c.method == METHOD_LMH || j->c.method == METHOD_RMH) ? "steps"
+             : j->kind == JK_MINE                                                           ? "rows"
+             : j->kind == JK_GOLD                                                           ? "epochs"
+                                                                                            : "traces");
     j->submitted = now_unix();
     j->state = PPXQ_JOB_QUEUED;
     const uint8_t *out = NULL;
@@ -696,8 +736,9 @@ static const uint8_t *do_submit(ppxdaemon *d, serve_call *call, const ppxq_msg *
         *code = PPXQ_INTERNAL;
         snprintf(msg, msg_len, "out of memory");
     } else {
-        fprintf(stderr, "ppxd daemon: job %s (%s) queued: %s%s%s\n", j->id, j->name, j->words[0],
-                j->kind == JK_TRAIN ? " " : "", j->kind == JK_TRAIN ? j->words[1] : "");
+        int two = !strcmp(j->words[0], "train") && j->n_words > 1;
+        fprintf(stderr, "ppxd daemon: job %s (%s) queued: %s%s%s\n", j->id, j->name, j->words[0], two ? " " : "",
+                two ? j->words[1] : "");
         out = encode_jobs(enc, rq->request_id, &j, 1, len, code, msg, msg_len);
         j = NULL;
     }
@@ -726,7 +767,7 @@ static const uint8_t *do_fetch(ppxdaemon *d, const ppxq_msg *rq, ppxq_encoder *e
         pthread_mutex_unlock(&d->mu);
         return unknown_job(rq->job_id, code, msg, msg_len);
     }
-    const char *outs[2];
+    const char *outs[MAX_OUTPUTS];
     uint32_t n = job_outputs(j, outs), k = 0;
     while (k < n && strcmp(outs[k], rq->output) != 0) k++;
     if (k == n) {
@@ -862,6 +903,7 @@ static const uint8_t *on_request(void *ctx, serve_call *call, const ppxq_msg *rq
                 j->cancel = 1;
                 if (j->tj) train_job_stop(j->tj);
                 if (j->ij) ic_job_stop(j->ij);
+                if (j->gc) j->gold_stop = 1;
                 woke = 1;
             }
             fprintf(stderr, "ppxd daemon: job %s: cancel requested\n", j->id);
@@ -931,6 +973,12 @@ static void *waiter_main(void *arg)
             i++;
         }
         if (d->stopping && d->n_waits == 0) break;
+        if (d->n_waits == 0) {
+            /* Nothing owed: sleep until a wait arrives (or the daemon stops),
+             * not in 1 s ticks, so that an idle daemon stays asleep. */
+            pthread_cond_wait(&d->cv, &d->mu);
+            continue;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         double dt = next - now_mono();
@@ -1028,6 +1076,11 @@ static void mux_trace_env(void *vd, size_t slot, const observation **obs, size_t
         *obs = NULL;
         *n_obs = 0;
         *seed = j->tj ? train_job_seed(j->tj) : ic_job_seed(j->ij);
+    } else if (j->kind == JK_MINE) {
+        /* As ppxd mine: Observe draws seeded with --seed. */
+        *obs = NULL;
+        *n_obs = 0;
+        *seed = mine_cmd_opts(j->mc)->seed;
     } else {
         *obs = j->c.obs;
         *n_obs = j->c.n_obs;
@@ -1154,6 +1207,29 @@ static void job_progress(djob *j)
         train_job_sim_progress(j->tj, &j->done, &j->total);
     else if (j->ij)
         ic_job_progress(j->ij, &j->done, &j->total);
+    else if (j->mt)
+        mine_task_progress(j->mt, &j->done, &j->total, NULL, NULL);
+}
+
+/* The training thread (train_main), which takes no signals (the engine's
+ * thread does).  0, or -1 with the job ended FAILED. */
+static int start_thread(ppxdaemon *d, djob *j)
+{
+    atomic_store(&j->thread_done, 0);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int perr = pthread_create(&j->thread, NULL, train_main, j);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (perr != 0) {
+        job_end(d, j, PPXQ_JOB_FAILED, "cannot start the training thread%s", NULL);
+        return -1;
+    }
+    j->thread_started = 1;
+    return 0;
 }
 
 static void start_job(ppxdaemon *d, djob *j)
@@ -1174,6 +1250,26 @@ static void start_job(ppxdaemon *d, djob *j)
         pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxm");
         ok = ic_job_set_out(j->ij, j->out_path) == 0 &&
              ic_job_sim_begin(j->ij, d->n_slots, &j->p, &j->ops, &j->job) == 0;
+    } else if (j->kind == JK_MINE) {
+        /* The mining core on the shared pool: its tasks (originals and
+         * replays) are this job's traces in mux_next's fair share. */
+        j->mt = mine_task_new(mine_cmd_opts(j->mc), d->n_slots);
+        ok = j->mt != NULL;
+        if (ok) {
+            j->p = mine_task_policy(j->mt);
+            j->ops = mine_task_ops(j->mt, &j->job);
+        }
+    } else if (j->kind == JK_GOLD) {
+        /* No simulations: straight to the training thread. */
+        cli_capture(NULL, 0);
+        pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxr");
+        j->phase = PH_TRAIN;
+        j->total = (uint64_t)gold_train_cmd_config(j->gc)->epochs; /* --min-steps may add epochs */
+        if (start_thread(d, j) < 0) return;
+        job_save(j);
+        pthread_cond_broadcast(&d->cv);
+        fprintf(stderr, "ppxd daemon: job %s (%s) training\n", j->id, j->name);
+        return;
     } else {
         if (j->kind == JK_SIMULATE) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "traces.ppxt");
@@ -1201,6 +1297,61 @@ static void start_job(ppxdaemon *d, djob *j)
     fprintf(stderr, "ppxd daemon: job %s (%s) running\n", j->id, j->name);
 }
 
+/* dst (a job's output) into DIR/SUB as NAME.EXT: a hard link, atomic with
+ * rename (an earlier file of that name is replaced).  0 or -1 (logged). */
+static int publish_file(const char *src, const char *dir, const char *name, const char *ext, char *dst, size_t n)
+{
+    char tmp[PATH_MAX + 200];
+    snprintf(dst, n, "%s/%s%s", dir, name, ext);
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", dst, (int)getpid());
+    unlink(tmp);
+    if (link(src, tmp) < 0 || rename(tmp, dst) < 0) {
+        fprintf(stderr, "ppxd daemon: cannot link %s into %s: %s\n", src, dir, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* A mine job's rows are in: DIR/jobs/ID/gold.ppxg and its .npy arrays, and
+ * the data set DIR/datasets/NAME.ppxg for gold training jobs (--data NAME). */
+static void finish_mine(ppxdaemon *d, djob *j)
+{
+    gold_data g;
+    char err[300], prefix[PATH_MAX + 16], ds[PATH_MAX + 200];
+    uint64_t runs = 0;
+    mine_task_progress(j->mt, NULL, NULL, &runs, NULL);
+    if (mine_task_finish(j->mt, 0, &g) < 0) {
+        job_end(d, j, PPXQ_JOB_FAILED, "mining failed (see the daemon's log: e.g. a --theta or --x name the "
+                                       "simulator does not have)%s", NULL);
+        return;
+    }
+    pjoin(j->out_path, sizeof j->out_path, j->dir, "gold.ppxg");
+    snprintf(prefix, sizeof prefix, "%s/gold", j->dir);
+    if (gold_data_write(&g, j->out_path, err, sizeof err) < 0 || gold_data_export_npy(&g, prefix, err, sizeof err) < 0) {
+        gold_data_free(&g);
+        job_end(d, j, PPXQ_JOB_FAILED, "%s", err);
+        return;
+    }
+    char msg[sizeof j->message];
+    uint64_t bad = gold_data_bad_total(&g);
+    int k = snprintf(msg, sizeof msg, "%zu rows mined (%llu simulator runs), %llu dropped", g.n,
+                     (unsigned long long)runs, (unsigned long long)bad);
+    for (int r = 0; bad && r < GOLD_BAD_COUNT && k > 0 && (size_t)k < sizeof msg; r++)
+        if (g.bad[r])
+            k += snprintf(msg + k, sizeof msg - (size_t)k, " %s %llu", gold_bad_name((gold_bad)r),
+                          (unsigned long long)g.bad[r]);
+    gold_data_free(&g);
+    if (publish_file(j->out_path, d->datasets_dir, j->name, ".ppxg", ds, sizeof ds) < 0) {
+        job_end(d, j, PPXQ_JOB_FAILED, "mined, but cannot add the data set to DIR/datasets (see the daemon's log)%s",
+                NULL);
+        return;
+    }
+    if (k > 0 && (size_t)k < sizeof msg)
+        snprintf(msg + k, sizeof msg - (size_t)k, "; data set '%s' (train METHOD --data %s)", j->name, j->name);
+    job_end(d, j, PPXQ_JOB_DONE, "%s", msg);
+}
+
 /* The job's simulations are in: results (simulate/infer) or training. */
 static void finish_sims(ppxdaemon *d, djob *j)
 {
@@ -1217,23 +1368,13 @@ static void finish_sims(ppxdaemon *d, djob *j)
             j->total = (uint64_t)train_job_max_epochs(j->tj); /* early stopping may end it sooner */
         }
         j->eta = -1;
-        atomic_store(&j->thread_done, 0);
-        /* The thread takes no signals (the engine's thread does). */
-        sigset_t block, old;
-        sigemptyset(&block);
-        sigaddset(&block, SIGINT);
-        sigaddset(&block, SIGTERM);
-        sigaddset(&block, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &block, &old);
-        int perr = pthread_create(&j->thread, NULL, train_main, j);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (perr != 0) {
-            job_end(d, j, PPXQ_JOB_FAILED, "cannot start the training thread%s", NULL);
-            return;
-        }
-        j->thread_started = 1;
+        if (start_thread(d, j) < 0) return;
         job_save(j);
         pthread_cond_broadcast(&d->cv);
+        return;
+    }
+    if (j->kind == JK_MINE) {
+        finish_mine(d, j);
         return;
     }
     char path[PATH_MAX + 64], msg[600];
@@ -1251,37 +1392,75 @@ static void finish_sims(ppxdaemon *d, djob *j)
 /* The training thread's daemon: set before it starts. */
 static ppxdaemon *g_daemon;
 
+/* A gold estimator from the job's data set (DIR/datasets/NAME.ppxg) into
+ * j->out_path.  0, or 1 with the reason in msg; *loss: the best validation
+ * loss, *epoch its epoch. */
+static int gold_fit(djob *j, char *msg, size_t len, double *loss, uint64_t *epoch)
+{
+    gold_data g;
+    char err[300];
+    if (gold_data_read(&g, j->model_path, err, sizeof err) < 0) {
+        snprintf(msg, len, "%s", err);
+        return 1;
+    }
+    gold_train_config *cfg = gold_train_cmd_config(j->gc);
+    cfg->stop = &j->gold_stop;
+    gold_model *m = gold_train(cfg, &g);
+    gold_data_free(&g);
+    if (!m) {
+        snprintf(msg, len, "%s: training failed (see the daemon's log)", gold_method_name(cfg->method));
+        return 1;
+    }
+    int rc = 0;
+    if (gold_model_save(m, j->out_path, err, sizeof err) < 0) {
+        snprintf(msg, len, "%s", err);
+        rc = 1;
+    } else {
+        snprintf(msg, len, "%s trained on %llu rows (%llu validation), best validation loss %.6g at epoch %d",
+                 gold_model_kind_name(m->method), (unsigned long long)m->n_train, (unsigned long long)m->n_val,
+                 m->best_val, m->best_epoch);
+        *loss = m->best_val;
+        *epoch = (uint64_t)m->best_epoch;
+    }
+    gold_model_destroy(&m);
+    return rc;
+}
+
 static void *train_main(void *arg)
 {
     djob *j = arg;
     ppxdaemon *d = g_daemon;
     const model_file *m = NULL;
     char msg[600];
-    int rc = j->ij ? ic_job_finish(j->ij, msg, sizeof msg) : train_job_fit(j->tj, &m, msg, sizeof msg);
-    char served[PATH_MAX + 80];
+    double gold_loss = NAN;
+    uint64_t gold_epoch = 0;
+    int rc = j->gc   ? gold_fit(j, msg, sizeof msg, &gold_loss, &gold_epoch)
+             : j->ij ? ic_job_finish(j->ij, msg, sizeof msg)
+                     : train_job_fit(j->tj, &m, msg, sizeof msg);
+    char served[PATH_MAX + 200];
     served[0] = 0;
     pthread_mutex_lock(&d->mu);
     int cancel = j->cancel, stopping = d->stopping;
     pthread_mutex_unlock(&d->mu);
     if (rc == 0 && !cancel && !stopping) {
         /* Into DIR/models under the job's name (a link: atomic with rename),
-         * then served. */
-        char tmp[PATH_MAX + 96], err[300];
-        snprintf(served, sizeof served, "%s/%s.ppxm", j->ij ? d->ic_dir : d->models_dir, j->name);
-        snprintf(tmp, sizeof tmp, "%s.tmp%d", served, (int)getpid());
-        unlink(tmp);
-        if (link(j->out_path, tmp) < 0 || rename(tmp, served) < 0) {
-            fprintf(stderr, "ppxd daemon: cannot link %s into %s: %s\n", j->out_path, d->models_dir, strerror(errno));
-            unlink(tmp);
+         * then served: an NPE/NRE model from memory, a gold one from its file. */
+        char err[300];
+        if (publish_file(j->out_path, j->ij ? d->ic_dir : d->models_dir, j->name, j->gc ? ".ppxr" : ".ppxm", served,
+                         sizeof served) < 0)
             snprintf(served, sizeof served, "%s", j->out_path);
-        }
-        if (m && serve_publish(d->serve, j->name, m, served, err, sizeof err) < 0) {
+        if ((m && serve_publish(d->serve, j->name, m, served, err, sizeof err) < 0) ||
+            (j->gc && serve_load(d->serve, j->name, served, err, sizeof err) < 0)) {
             rc = 1;
             snprintf(msg, sizeof msg, "trained, but cannot serve it: %s", err);
         }
     }
     pthread_mutex_lock(&d->mu);
     if (j->tj) read_train_log(j);
+    if (j->gc && isfinite(gold_loss)) {
+        j->loss = gold_loss;
+        j->done = gold_epoch; /* the kept (best) epoch */
+    }
     if (cancel || j->cancel)
         job_end(d, j, PPXQ_JOB_CANCELLED, "cancelled during training%s", NULL);
     else if (stopping || d->stopping)
@@ -1336,7 +1515,7 @@ static int mux_done(void *vd)
         djob *j = d->jobs[i];
         if (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED && running < (size_t)d->cfg.max_jobs) {
             start_job(d, j);
-            running += j->phase == PH_SIM;
+            running += j->phase == PH_SIM || j->phase == PH_TRAIN;
         }
         if (j->phase == PH_SIM) {
             if (atomic_load(&j->cancel)) {
@@ -1360,11 +1539,11 @@ static int mux_done(void *vd)
                 else if (!strncmp(j->message, "waiting for simulators", 22))
                     j->message[0] = 0;
             }
-        } else if (j->phase == PH_TRAIN && now - j->last_log_read >= 0.5) {
+        } else if (j->phase == PH_TRAIN && j->tj && now - j->last_log_read >= 0.5) {
             j->last_log_read = now;
             read_train_log(j);
         }
-        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->ij || j->have_cli)) {
+        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc)) {
             if (j->thread_started) {
                 if (!atomic_load(&j->thread_done)) continue;
                 pthread_join(j->thread, NULL);
@@ -1614,6 +1793,7 @@ static void stop_everything(ppxdaemon *d)
         djob *j = d->jobs[i];
         if (j->tj) train_job_stop(j->tj);
         if (j->ij) ic_job_stop(j->ij);
+        if (j->gc) j->gold_stop = 1;
         if (j->phase == PH_SIM || (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED))
             job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
     }
@@ -1664,7 +1844,10 @@ int ppxd_daemon_main(int argc, char **argv)
     pjoin(d->models_dir, sizeof d->models_dir, real, "models");
     pjoin(d->jobs_dir, sizeof d->jobs_dir, real, "jobs");
     pjoin(d->ic_dir, sizeof d->ic_dir, real, "ic");
-    if (make_dir(d->models_dir) < 0 || make_dir(d->jobs_dir) < 0 || make_dir(d->ic_dir) < 0) goto out;
+    pjoin(d->datasets_dir, sizeof d->datasets_dir, real, "datasets");
+    if (make_dir(d->models_dir) < 0 || make_dir(d->jobs_dir) < 0 || make_dir(d->ic_dir) < 0 ||
+        make_dir(d->datasets_dir) < 0)
+        goto out;
     char lock_path[PATH_MAX + 16];
     snprintf(lock_path, sizeof lock_path, "%s/daemon.lock", real);
     int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "cli.h"
 #include "export.h"
 #include "gold/gold_data.h"
 #include "gold/gold_est.h"
@@ -25,9 +26,10 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+/* On stderr, or the daemon's capture buffer while it parses a job (cli.h). */
 static int usage_error(const char *msg, const char *detail)
 {
-    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
+    cli_complain("%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
 }
 
@@ -68,10 +70,17 @@ static int parse_pos_double(const char *s, double *out)
     return 0;
 }
 
-int gold_cmd_train_main(int argc, char **argv)
+struct gold_train_cmd {
+    gold_train_config cfg;
+    char *data;
+};
+
+/* The command line; with job != NULL (ppxd daemon), parse only: the data
+ * set is named with --data NAME, and -o, --gold and --threads are refused. */
+static int train_main(int argc, char **argv, gold_train_cmd **job)
 {
     enum { O_GOLD = 3000, O_ALPHA, O_HIDDEN, O_LAYERS, O_BATCH, O_EPOCHS, O_LR, O_LR_END, O_VAL, O_PAT, O_CLIP, O_MAXR,
-           O_SEED, O_THREADS, O_QUIET, O_MIN_STEPS, O_COMPONENTS, O_DEQ };
+           O_SEED, O_THREADS, O_QUIET, O_MIN_STEPS, O_COMPONENTS, O_DEQ, O_DATA };
     static const struct option opts[] = {
         {"gold", required_argument, 0, O_GOLD}, {"alpha", required_argument, 0, O_ALPHA},
         {"hidden", required_argument, 0, O_HIDDEN}, {"layers", required_argument, 0, O_LAYERS},
@@ -82,15 +91,16 @@ int gold_cmd_train_main(int argc, char **argv)
         {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET}, {"min-steps", required_argument, 0, O_MIN_STEPS},
         {"components", required_argument, 0, O_COMPONENTS}, {"dequantize", required_argument, 0, O_DEQ},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"data", required_argument, 0, O_DATA}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     gold_train_config cfg;
     gold_train_defaults(&cfg);
     cfg.progress = 1;
-    const char *gold = NULL, *out = NULL, *kind = NULL;
+    const char *gold = NULL, *out = NULL, *kind = NULL, *data = NULL;
     uint64_t u, threads = 1;
     double d;
-    int ch;
+    int ch, threads_set = 0;
+    if (job) cli_getopt_reset("-o:h");
     optind = 1;
     while ((ch = getopt_long(argc, argv, "-o:h", opts, NULL)) != -1) {
         switch (ch) {
@@ -100,6 +110,7 @@ int gold_cmd_train_main(int argc, char **argv)
             break;
         case 'o': out = optarg; break;
         case O_GOLD: gold = optarg; break;
+        case O_DATA: data = optarg; break;
         case O_ALPHA:
             if (parse_pos_double(optarg, &cfg.alpha) < 0) return usage_error("--alpha wants a positive number", optarg);
             break;
@@ -139,6 +150,7 @@ int gold_cmd_train_main(int argc, char **argv)
             break;
         case O_THREADS:
             if (args_u64_range(optarg, 1, 1024, &threads) < 0) return usage_error("--threads wants 1..1024", optarg);
+            threads_set = 1;
             break;
         case O_QUIET: cfg.progress = 0; break;
         case O_COMPONENTS:
@@ -151,12 +163,36 @@ int gold_cmd_train_main(int argc, char **argv)
             else if (strcmp(optarg, "off") == 0) cfg.dequantize = 0;
             else return usage_error("--dequantize wants auto, on or off", optarg);
             break;
-        case 'h': train_usage(stdout); return 0;
-        default: train_usage(stderr); return 2;
+        case 'h':
+            if (job) return usage_error("--help is not for jobs", NULL);
+            train_usage(stdout);
+            return 0;
+        default:
+            if (job) return cli_unknown_option(argc, argv);
+            train_usage(stderr);
+            return 2;
         }
     }
     int m = kind ? gold_method_from_name(kind) : -1;
     if (m < 0) return usage_error("unknown gold method (carl rolr rascal cascal alice alices sally nde scandal)", kind);
+    if (job) {
+        if (gold) return usage_error("--gold reads a file on the daemon's host: give --data NAME (a data set of "
+                                     "the daemon: a mine job's name)", NULL);
+        if (out) return usage_error("-o is not for jobs: the model is served under the job's name", NULL);
+        if (threads_set) return usage_error("--threads is not for jobs: the daemon trains on one thread each", NULL);
+        if (!data) return usage_error("a gold training job needs --data NAME (a mine job's name)", NULL);
+        gold_train_cmd *c = calloc(1, sizeof *c);
+        if (!c || !(c->data = strdup(data))) {
+            free(c);
+            return usage_error("out of memory", NULL);
+        }
+        cfg.method = (gold_method)m;
+        cfg.progress = 0; /* the epoch lines would only fill the daemon's log */
+        c->cfg = cfg;
+        *job = c;
+        return 0;
+    }
+    if (data) return usage_error("--data NAME is for ppxd daemon jobs: give the mined file with --gold GOLD.ppxg", NULL);
     if (!gold) return usage_error("gold estimators train from a mined file: --gold GOLD.ppxg (see ppxd mine)", NULL);
     if (!out) return usage_error("train needs -o MODEL.ppxr", NULL);
     cfg.method = (gold_method)m;
@@ -184,6 +220,27 @@ int gold_cmd_train_main(int argc, char **argv)
     }
     gold_model_destroy(&model);
     return rc;
+}
+
+int gold_cmd_train_main(int argc, char **argv) { return train_main(argc, argv, NULL); }
+
+gold_train_cmd *gold_train_cmd_parse(int argc, char **argv)
+{
+    gold_train_cmd *c = NULL;
+    if (train_main(argc, argv, &c) != 0) gold_train_cmd_destroy(&c);
+    return c;
+}
+
+gold_train_config *gold_train_cmd_config(gold_train_cmd *c) { return &c->cfg; }
+
+const char *gold_train_cmd_data(const gold_train_cmd *c) { return c->data; }
+
+void gold_train_cmd_destroy(gold_train_cmd **pc)
+{
+    if (!*pc) return;
+    free((*pc)->data);
+    free(*pc);
+    *pc = NULL;
 }
 
 static void eval_usage(FILE *f)

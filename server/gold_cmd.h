@@ -17,6 +17,17 @@ int gold_cmd_limits_main(int argc, char **argv);
 
 #include "gold/gold_data.h"
 #include "gold/gold_est.h"
+
+/* `train METHOD ...` parsed for ppxd daemon (argv[0] = "train", the method
+ * next): the CLI's parser and messages (cli_complain, so captured); the data
+ * set is --data NAME (resolved by the daemon), and -o, --gold and --threads
+ * are refused.  The config has progress off; the caller sets its stop flag.
+ * NULL after a complaint. */
+typedef struct gold_train_cmd gold_train_cmd;
+gold_train_cmd *gold_train_cmd_parse(int argc, char **argv);
+gold_train_config *gold_train_cmd_config(gold_train_cmd *c);
+const char *gold_train_cmd_data(const gold_train_cmd *c);
+void gold_train_cmd_destroy(gold_train_cmd **c);
 /* info [D, D] = n_events E[t t^T] over the rows of g simulated at theta0 (y = 0), t the model's score
  * t^(x) (m != NULL) or the mined joint score (m == NULL).  Rows used, or -1 (reason on stderr). */
 int gold_fisher(gold_model *m, const gold_data *g, double n_events, double *info);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "cli.h"
 #include "export.h"
 #include "policy.h"
 #include "trace.h"
@@ -662,14 +663,17 @@ static void job_free(mine_job *j)
     free(j->theta_tmp);
 }
 
-static engine *g_mine_engine;
+/* ---- the mining task: the job on any engine (mine_run's own, or ppxd daemon's pool) ---- */
 
-int mine_run(const mine_opts *o, gold_data *out, mine_stats *st)
+struct mine_task {
+    mine_job j;
+    mine_opts o2;           /* the options, K fixed for --pairs (j.o points here) */
+    gold_data out;
+};
+
+static int mine_check(const mine_opts *o, size_t K)
 {
-    memset(out, 0, sizeof *out);
-    const size_t D = o->D;
-    size_t K = o->mode == MINE_THETA_PAIRS ? 1 : o->K;
-    if (!D || !o->n || !o->n_x) {
+    if (!o->D || !o->n || !o->n_x) {
         fprintf(stderr, "ppxd: mining needs theta names, x names and n > 0\n");
         return -1;
     }
@@ -681,25 +685,33 @@ int mine_run(const mine_opts *o, gold_data *out, mine_stats *st)
         fprintf(stderr, "ppxd: rows simulated at theta1 need exactly one theta1 point\n");
         return -1;
     }
-    engine *e = engine_new(&o->ecfg);
-    if (!e) return -1;
-    g_mine_engine = e;
-    mine_job j;
-    memset(&j, 0, sizeof j);
+    return 0;
+}
+
+mine_task *mine_task_new(const mine_opts *o, size_t n_slots)
+{
+    const size_t D = o->D;
+    size_t K = o->mode == MINE_THETA_PAIRS ? 1 : o->K;
+    if (mine_check(o, K) < 0) return NULL;
+    mine_task *t = calloc(1, sizeof *t);
+    if (!t) {
+        fprintf(stderr, "ppxd: out of memory\n");
+        return NULL;
+    }
+    mine_job *jp = &t->j, j = {0};
     j.o = o;
     j.D = D;
     j.K = K;
     j.n_evals = K + (o->score ? 2 * D : 0);
     j.T = 1 + j.n_evals;
-    j.W = 8 * engine_slots(e) + 64;
-    j.out = out;
+    j.W = 8 * n_slots + 64;
+    j.out = &t->out;
     j.t_last = now_s();
-    mine_opts o2 = *o;
-    o2.K = K;
-    j.o = &o2;
-    if (o->mode == MINE_THETA_PAIRS) o2.theta1 = NULL;
-    int rc = -1;
-    j.pol = mine_policy_new(engine_slots(e), o->seed, o->theta_names, D);
+    t->o2 = *o;
+    t->o2.K = K;
+    j.o = &t->o2;
+    if (o->mode == MINE_THETA_PAIRS) t->o2.theta1 = NULL;
+    j.pol = mine_policy_new(n_slots, o->seed, o->theta_names, D);
     j.ring = calloc(j.W, sizeof *j.ring);
     j.row_logr = calloc(K + 1, sizeof(double));
     j.row_t = calloc(D, sizeof(double));
@@ -724,38 +736,96 @@ int mine_run(const mine_opts *o, gold_data *out, mine_stats *st)
         for (uint64_t p = 0; ok && p < pairs * D; p++) j.pair_th0[p] = NAN;
         if (ok) memset(j.pair_bad, 0xff, pairs);
     }
-    double t0 = now_s();
+    *jp = j;
     if (!ok) {
         fprintf(stderr, "ppxd: out of memory\n");
-    } else {
-        int er = engine_run(e, &j.pol->base, &mine_job_ops, &j);
-        rc = er == 0 && !j.failed ? 0 : -1;
-        if (er < 0 && !j.failed && j.out_init && out->n > 0) {
-            /* Interrupted, or no simulator left: keep the rows finished so far. */
-            fprintf(stderr, "\nppxd: mining stopped early: keeping the %zu rows finished (of %llu asked for)\n", out->n,
-                    (unsigned long long)o->n);
-            rc = 0;
-        }
+        mine_task_destroy(&t);
     }
-    if (!o->quiet) engine_print_stats(e, stderr);
-    if (rc == 0 && !j.out_init) {
+    return t;
+}
+
+policy *mine_task_policy(mine_task *t) { return &t->j.pol->base; }
+
+const job_ops *mine_task_ops(mine_task *t, void **job)
+{
+    *job = &t->j;
+    return &mine_job_ops;
+}
+
+void mine_task_progress(const mine_task *t, uint64_t *rows_done, uint64_t *rows_total, uint64_t *runs,
+                        uint64_t *dropped)
+{
+    if (rows_done) *rows_done = t->j.next_final;
+    if (rows_total) *rows_total = t->o2.n;
+    if (runs) *runs = t->j.runs;
+    if (dropped) *dropped = t->j.out_init ? gold_data_bad_total(&t->out) : 0;
+}
+
+int mine_task_failed(const mine_task *t) { return t->j.failed; }
+
+int mine_task_finish(mine_task *t, int stopped, gold_data *out)
+{
+    mine_job *j = &t->j;
+    const mine_opts *o = &t->o2;
+    memset(out, 0, sizeof *out);
+    int rc = !stopped && !j->failed ? 0 : -1;
+    if (stopped && !j->failed && j->out_init && t->out.n > 0) {
+        /* Interrupted, or no simulator left: keep the rows finished so far. */
+        fprintf(stderr, "\nppxd: mining stopped early: keeping the %zu rows finished (of %llu asked for)\n", t->out.n,
+                (unsigned long long)o->n);
+        rc = 0;
+    }
+    if (rc == 0 && !j->out_init) {
         /* No row had an x: keep the counts in an empty set. */
-        if (gold_data_init(out, D, 0, K, o->score, o->theta_names, NULL) < 0) rc = -1;
-        else j.out_init = 1;
-    }
-    if (st) {
-        st->runs = j.runs;
-        st->seconds = now_s() - t0;
+        if (gold_data_init(&t->out, o->D, 0, j->K, o->score, o->theta_names, NULL) < 0) rc = -1;
+        else j->out_init = 1;
     }
     if (rc == 0) {
-        out->seed = o->seed;
-        out->epsilon = o->epsilon;
-    } else if (j.out_init) {
-        gold_data_free(out);
+        t->out.seed = o->seed;
+        t->out.epsilon = o->epsilon;
+        *out = t->out; /* the rows move to out */
+        memset(&t->out, 0, sizeof t->out);
+        j->out_init = 0;
     }
-    policy *pp = j.pol ? &j.pol->base : NULL;
+    return rc;
+}
+
+void mine_task_destroy(mine_task **pt)
+{
+    mine_task *t = *pt;
+    if (!t) return;
+    if (t->j.out_init) gold_data_free(&t->out);
+    policy *pp = t->j.pol ? &t->j.pol->base : NULL;
     policy_destroy(&pp);
-    job_free(&j);
+    job_free(&t->j);
+    free(t);
+    *pt = NULL;
+}
+
+static engine *g_mine_engine;
+
+int mine_run(const mine_opts *o, gold_data *out, mine_stats *st)
+{
+    memset(out, 0, sizeof *out);
+    if (mine_check(o, o->mode == MINE_THETA_PAIRS ? 1 : o->K) < 0) return -1;
+    engine *e = engine_new(&o->ecfg);
+    if (!e) return -1;
+    g_mine_engine = e;
+    int rc = -1;
+    mine_task *t = mine_task_new(o, engine_slots(e));
+    double t0 = now_s();
+    if (t) {
+        void *job;
+        const job_ops *ops = mine_task_ops(t, &job);
+        int er = engine_run(e, mine_task_policy(t), ops, job);
+        rc = mine_task_finish(t, er != 0, out);
+    }
+    if (!o->quiet) engine_print_stats(e, stderr);
+    if (st) {
+        st->runs = t ? t->j.runs : 0;
+        st->seconds = now_s() - t0;
+    }
+    mine_task_destroy(&t);
     g_mine_engine = NULL;
     engine_destroy(&e);
     return rc;
@@ -804,9 +874,10 @@ static void mine_usage(FILE *f)
         "a Uniform draw compared with a theta-dependent threshold hides theta-dependence (the score is 0).\n");
 }
 
+/* On stderr, or the daemon's capture buffer while it parses a job (cli.h). */
 static int usage_error(const char *msg, const char *detail)
 {
-    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
+    cli_complain("%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
     return 2;
 }
 
@@ -851,7 +922,19 @@ enum {
     M_EPS, M_NPY, M_SEED, M_QUIET, M_TIMEOUT, M_START_TIMEOUT, M_MAX_FAILURES
 };
 
-int ppxd_mine_main(int argc, char **argv)
+/* A `mine` job's command line, parsed (mine_cmd_parse): the options and the
+ * arrays they point into. */
+struct mine_cmd {
+    mine_opts o;
+    char **theta, **x;
+    size_t n_theta, n_x;
+    double *th0, *th1, *lo, *hi, *pairs;
+    size_t *gn;
+};
+
+/* The command line; with job != NULL (ppxd daemon), parse only: simulator,
+ * engine and file options are refused, and *job takes the options. */
+static int mine_main(int argc, char **argv, mine_cmd **job)
 {
     static const struct option opts[] = {
         {"sim-cmd", required_argument, 0, M_SIM_CMD}, {"connect", required_argument, 0, M_CONNECT},
@@ -877,7 +960,8 @@ int ppxd_mine_main(int argc, char **argv)
     double *th0 = NULL, *th1 = NULL, *lo = NULL, *hi = NULL, *pairs = NULL;
     size_t n_th0 = 0, n_th1 = 0, n_grid = 0, *gn = NULL;
     const char *out = NULL, *npy = NULL, *pairs_path = NULL;
-    int rc = 2, idx = 0, ch;
+    int rc = 2, idx = 0, ch, host_opts = 0;
+    if (job) cli_getopt_reset("j:n:o:h");
     optind = 1;
     while ((ch = getopt_long(argc, argv, "j:n:o:h", opts, &idx)) != -1) {
         char why[160];
@@ -885,6 +969,7 @@ int ppxd_mine_main(int argc, char **argv)
         case M_SIM_CMD:
         case M_CONNECT:
         case 'j':
+            host_opts |= 1;
             if (engine_sim_option(&sims, ch == 'j' ? "j" : opts[idx].name, optarg, why, sizeof why) < 0) {
                 usage_error(why, optarg);
                 goto done;
@@ -893,6 +978,7 @@ int ppxd_mine_main(int argc, char **argv)
         case M_TIMEOUT:
         case M_START_TIMEOUT:
         case M_MAX_FAILURES:
+            host_opts |= 2;
             if (engine_config_option(&o.ecfg, opts[idx].name, optarg, why, sizeof why) < 0) {
                 usage_error(why, optarg);
                 goto done;
@@ -977,10 +1063,17 @@ int ppxd_mine_main(int argc, char **argv)
             break;
         case M_QUIET: o.quiet = 1; break;
         case 'h':
+            if (job) {
+                usage_error("--help is not for jobs", NULL);
+                goto done;
+            }
             mine_usage(stdout);
             rc = 0;
             goto done;
-        default: mine_usage(stderr); goto done;
+        default:
+            if (job) cli_unknown_option(argc, argv);
+            else mine_usage(stderr);
+            goto done;
         }
     }
     if (optind < argc) {
@@ -988,12 +1081,21 @@ int ppxd_mine_main(int argc, char **argv)
         goto done;
     }
     char why[200];
-    if (!engine_sim_options_apply(&sims, &o.ecfg, why, sizeof why)) {
+    if (job && (host_opts || out || npy || pairs_path)) {
+        usage_error(host_opts & 1 ? "simulator options are not for jobs: the daemon's pool is used"
+                    : host_opts & 2 ? "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options"
+                    : pairs_path ? "--pairs reads a file on the daemon's host: not for jobs"
+                                 : "-o and --npy are not for jobs: the gold file goes to the job's directory and "
+                                   "DIR/datasets (ppxctl job fetch ID)", NULL);
+        goto done;
+    }
+    if (!job && !engine_sim_options_apply(&sims, &o.ecfg, why, sizeof why)) {
         usage_error(why, NULL);
         goto done;
     }
-    if (!o.n || !n_theta || !n_x || !out) {
-        usage_error("mine needs -n N, --theta NAMES, --x NAMES and -o GOLD.ppxg (see ppxd mine --help)", NULL);
+    if (!o.n || !n_theta || !n_x || (!out && !job)) {
+        usage_error(job ? "a mine job needs -n N, --theta NAMES and --x NAMES"
+                        : "mine needs -n N, --theta NAMES, --x NAMES and -o GOLD.ppxg (see ppxd mine --help)", NULL);
         goto done;
     }
     for (size_t i = 0; i < n_theta; i++)
@@ -1007,15 +1109,15 @@ int ppxd_mine_main(int argc, char **argv)
         goto done;
     }
     if (th0 && n_th0 != o.D) {
-        fprintf(stderr, "ppxd: --theta0 gives %zu values for %zu theta names\n", n_th0, o.D);
+        cli_complain("--theta0 gives %zu values for %zu theta names", n_th0, o.D);
         goto done;
     }
     if (n_grid && n_grid != o.D) {
-        fprintf(stderr, "ppxd: %zu --grid options for %zu theta names (one per dimension)\n", n_grid, o.D);
+        cli_complain("%zu --grid options for %zu theta names (one per dimension)", n_grid, o.D);
         goto done;
     }
     if (n_th1 != o.K * o.D) {
-        fprintf(stderr, "ppxd: every --theta1 needs %zu values (one per theta name)\n", o.D);
+        cli_complain("every --theta1 needs %zu values (one per theta name)", o.D);
         goto done;
     }
     if (pairs_path) {
@@ -1058,6 +1160,20 @@ int ppxd_mine_main(int argc, char **argv)
     o.grid_n = gn;
     o.ecfg.progress = 0;
     o.ecfg.seed = o.seed;
+    if (job) {
+        /* The arrays move into the job's command. */
+        mine_cmd *c = calloc(1, sizeof *c);
+        if (!c) goto oom;
+        o.quiet = 1; /* progress is the job's status, not log lines */
+        *c = (mine_cmd){o, theta, x, n_theta, n_x, th0, th1, lo, hi, pairs, gn};
+        theta = x = NULL;
+        n_theta = n_x = 0;
+        th0 = th1 = lo = hi = pairs = NULL;
+        gn = NULL;
+        *job = c;
+        rc = 0;
+        goto done;
+    }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -1102,6 +1218,35 @@ done:
     free(pairs);
     engine_sim_options_free(&sims);
     return rc;
+}
+
+int ppxd_mine_main(int argc, char **argv) { return mine_main(argc, argv, NULL); }
+
+mine_cmd *mine_cmd_parse(int argc, char **argv)
+{
+    mine_cmd *c = NULL;
+    if (mine_main(argc, argv, &c) != 0) mine_cmd_destroy(&c);
+    return c;
+}
+
+const mine_opts *mine_cmd_opts(const mine_cmd *c) { return &c->o; }
+
+void mine_cmd_destroy(mine_cmd **pc)
+{
+    mine_cmd *c = *pc;
+    if (!c) return;
+    for (size_t i = 0; i < c->n_theta; i++) free(c->theta[i]);
+    for (size_t i = 0; i < c->n_x; i++) free(c->x[i]);
+    free(c->theta);
+    free(c->x);
+    free(c->th0);
+    free(c->th1);
+    free(c->lo);
+    free(c->hi);
+    free(c->gn);
+    free(c->pairs);
+    free(c);
+    *pc = NULL;
 }
 
 /* ---- ppxd info / export of a .ppxg ---------------------------------------------------------------- */

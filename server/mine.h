@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "engine.h"
+#include "policy.h"
 #include "gold/gold_data.h"
 
 typedef enum mine_theta_mode {
@@ -66,6 +67,36 @@ typedef struct mine_stats {
  * reason on stderr.  Stopped early (engine_request_stop, or every simulator
  * given up) after some rows were finished: 0 with those rows. */
 int mine_run(const mine_opts *o, gold_data *out, mine_stats *st);
+
+/* The mining core as a job of an engine of n_slots sessions (policy slots):
+ * its policy and job_ops, progress, then the rows.  mine_run runs one on an
+ * engine of its own; ppxd daemon runs one on its shared pool (each task
+ * draws from RNG stream (seed, task index) and rows are committed in index
+ * order, so the rows are those of mine_run for the same seed).  The engine
+ * must give Observe draws the seed o->seed (engine_config.seed, or
+ * job_ops.trace_env).  o and what it points to must outlive the task.
+ * mine_task_new: NULL with the reason on stderr. */
+typedef struct mine_task mine_task;
+mine_task *mine_task_new(const mine_opts *o, size_t n_slots);
+policy *mine_task_policy(mine_task *t);
+const job_ops *mine_task_ops(mine_task *t, void **job);
+/* Rows finished (committed, valid or dropped) of rows asked for, simulator runs, rows dropped. */
+void mine_task_progress(const mine_task *t, uint64_t *rows_done, uint64_t *rows_total, uint64_t *runs,
+                        uint64_t *dropped);
+int mine_task_failed(const mine_task *t);
+/* After the engine: the rows into out (initialised here; gold_data_free
+ * it).  stopped: the run ended early (stop, no simulator left), so keep the
+ * rows finished if there are some.  0, or -1 (reason on stderr). */
+int mine_task_finish(mine_task *t, int stopped, gold_data *out);
+void mine_task_destroy(mine_task **t);
+
+/* A `mine` command line parsed for ppxd daemon (argv[0] = "mine"): the
+ * CLI's parser and messages (cli_complain, so captured), with simulator,
+ * engine options, -o, --npy and --pairs refused.  NULL after a complaint. */
+typedef struct mine_cmd mine_cmd;
+mine_cmd *mine_cmd_parse(int argc, char **argv);
+const mine_opts *mine_cmd_opts(const mine_cmd *c);
+void mine_cmd_destroy(mine_cmd **c);
 
 /* `ppxd mine ...` (argv[0] = "mine"); exit code 0 / 1 / 2 (usage). */
 int ppxd_mine_main(int argc, char **argv);

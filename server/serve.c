@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,6 +143,9 @@ struct serve_server {
     atomic_int workers_running;     /* worker threads that have not returned yet */
     atomic_int stop;
     atomic_int stopped;
+    int stop_fd;                    /* eventfd, readable once stop is set: the frontend and ZAP
+                                       threads sleep on it (no timeout), so an idle server costs
+                                       nothing; never drained */
 
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
@@ -1757,8 +1761,8 @@ static void *frontend_main(void *arg)
 {
     serve_server *s = arg;
     ppxq_encoder *enc = ppxq_encoder_new();
-    zmq_pollitem_t items[N_FRONTENDS + 1];
-    int map[N_FRONTENDS + 1], n = 0;
+    zmq_pollitem_t items[N_FRONTENDS + 2];
+    int map[N_FRONTENDS + 2], n = 0;
     items[n] = (zmq_pollitem_t){s->replies, 0, ZMQ_POLLIN, 0};
     map[n++] = -1;
     for (int i = 0; i < N_FRONTENDS; i++)
@@ -1766,8 +1770,13 @@ static void *frontend_main(void *arg)
             items[n] = (zmq_pollitem_t){s->router[i], 0, ZMQ_POLLIN, 0};
             map[n++] = i;
         }
+    /* Last: the stop eventfd.  Nothing else is timed here, so the poll
+     * waits without a timeout (a 100 ms tick cost an idle daemon ~20
+     * wake-ups a second across this thread and the ZAP one). */
+    items[n] = (zmq_pollitem_t){NULL, s->stop_fd, ZMQ_POLLIN, 0};
+    const int n_sock = n++;
     while (!atomic_load(&s->stop) && enc) {
-        int rc = zmq_poll(items, n, 100);
+        int rc = zmq_poll(items, n, -1);
         if (rc < 0) {
             if (errno == EINTR) continue;
             break;
@@ -1776,7 +1785,7 @@ static void *frontend_main(void *arg)
          * requests per socket so that no socket starves the others. */
         for (int k = 0; k < 4096 && frontend_forward(s) == 1; k++) {
         }
-        for (int i = 1; i < n; i++)
+        for (int i = 1; i < n_sock; i++)
             for (int k = 0; k < 256 && frontend_recv(s, enc, map[i]) == 1; k++) {
             }
     }
@@ -1797,10 +1806,10 @@ static int key_listed(uint8_t (*keys)[32], size_t n, const uint8_t *k)
 static void *zap_main(void *arg)
 {
     serve_server *s = arg;
-    zmq_pollitem_t it = {s->zap, 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t it[2] = {{s->zap, 0, ZMQ_POLLIN, 0}, {NULL, s->stop_fd, ZMQ_POLLIN, 0}};
     while (!atomic_load(&s->stop)) {
-        int rc = zmq_poll(&it, 1, 100);
-        if (rc <= 0) continue;
+        int rc = zmq_poll(it, 2, -1);
+        if (rc <= 0 || !(it[0].revents & ZMQ_POLLIN)) continue;
         /* Request: version, request id, domain, address, identity, mechanism, credentials... */
         zmq_msg_t f[8];
         int nf = 0, more = 1;
@@ -1952,6 +1961,7 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
     s->cfg = *cfg;
     s->curve = curve;
     s->t_start = mono_now();
+    s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->reg_mu, NULL);
@@ -1960,6 +1970,10 @@ serve_server *serve_new(const serve_config *cfg, char *err, size_t err_len)
     s->q = calloc(s->qcap, sizeof *s->q);
     s->endpoints = calloc(cfg->n_endpoints, sizeof *s->endpoints);
     s->ctx = zmq_ctx_new();
+    if (s->stop_fd < 0) {
+        snprintf(err, err_len, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
     if (!s->q || !s->endpoints || !s->ctx) {
         snprintf(err, err_len, "out of memory");
         goto fail;
@@ -2072,9 +2086,20 @@ fail:
     return NULL;
 }
 
+/* Set stop and wake the threads that sleep on stop_fd (async-signal-safe:
+ * an atomic store and a write). */
+static void set_stop(serve_server *s)
+{
+    atomic_store(&s->stop, 1);
+    uint64_t one = 1;
+    if (s->stop_fd >= 0 && write(s->stop_fd, &one, sizeof one) < 0) {
+        /* Only a full counter fails, and then the fd is readable anyway. */
+    }
+}
+
 void serve_request_stop(serve_server *s)
 {
-    if (s) atomic_store(&s->stop, 1);
+    if (s) set_stop(s);
 }
 
 int serve_stopped(serve_server *s)
@@ -2086,7 +2111,7 @@ int serve_stopped(serve_server *s)
  * workers leave at once and busy ones after their request.  Idempotent. */
 static void serve_quiesce(serve_server *s)
 {
-    atomic_store(&s->stop, 1);
+    set_stop(s);
     if (s->frontend_started) {
         pthread_join(s->frontend_thread, NULL);
         s->frontend_started = 0;
@@ -2153,6 +2178,7 @@ void serve_destroy(serve_server **ps)
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->reg_mu);
     pthread_mutex_destroy(&s->defer_mu);
+    if (s->stop_fd >= 0) close(s->stop_fd);
     free(s);
     *ps = NULL;
 }

@@ -4,7 +4,10 @@
  * seed (prior sampling and importance sampling depend only on (seed, trace
  * index)), a trained model is served and samples as its file does, jobs
  * run side by side, cancel, restart after kill -9, admin refusal, bad
- * commands.
+ * commands.  Gold mining and gold training as jobs: the mined file is the
+ * one `ppxd mine` writes for the same seed (the rows depend only on the
+ * seed), the trained estimator is `ppxd train`'s and answers LogRatio/Score
+ * as `ppxd evaluate` does with its file; both cancel.
  *
  * No Criterion .timeout (see test_faults.c); waits are bounded explicitly. */
 #include <criterion/criterion.h>
@@ -18,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "export.h"
 #include "testkit.h"
 
 static char g_dir[128];
@@ -535,7 +539,12 @@ Test(daemon, bad_commands_and_admin_rights)
         {{"train", "npe", "-n", "10", NULL}, "live training needs --theta NAMES and --x NAMES"},
         {{"train", "ic", "-o", "x.ppxm", NULL}, "-o is not for jobs"},
         {{"infer", "--method", "ic", "--model", "nothing", "-n", "10", NULL}, "no IC network 'nothing'"},
-        {{"mine", "-n", "10", NULL}, "not a daemon job yet"},
+        {{"mine", "-n", "10", NULL}, "a mine job needs -n N, --theta NAMES and --x NAMES"},
+        {{"mine", "-n", "10", "-o", "g.ppxg", NULL}, "-o and --npy are not for jobs"},
+        {{"mine", "-n", "10", "--connect", "tcp://h:1", NULL}, "simulator options"},
+        {{"train", "alices", "--data", "nothing", NULL}, "--data nothing: no such data set"},
+        {{"train", "alices", "--gold", "/etc/passwd", NULL}, "--gold reads a file on the daemon's host"},
+        {{"train", "frob", NULL}, "'train frob' is not a daemon job"},
         {{"simulate", "--help", NULL}, "--help is not for jobs"},
         {{"simulate", "-n", "10", "--bogus", NULL}, "unknown option"},
     };
@@ -557,4 +566,226 @@ Test(daemon, bad_commands_and_admin_rights)
     free(out);
     free(err);
     stop_daemon(&d, 1);
+}
+
+/* The values of an .npy file (rows x cols doubles). */
+static double *npy_values(const char *path, size_t *n)
+{
+    double *v = NULL;
+    size_t rows, cols;
+    char err[300];
+    cr_assert_eq(npy_read(path, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    *n = rows * cols;
+    return v;
+}
+
+static void assert_same_values(const char *a, const char *b)
+{
+    size_t na, nb;
+    double *x = npy_values(a, &na), *y = npy_values(b, &nb);
+    cr_assert_eq(na, nb, "%s has %zu values, %s %zu", a, na, b, nb);
+    cr_assert_gt(na, 0);
+    for (size_t i = 0; i < na; i++)
+        cr_assert(x[i] == y[i], "%s and %s differ at %zu: %.17g vs %.17g", a, b, i, x[i], y[i]);
+    free(x);
+    free(y);
+}
+
+/* mine as a job on the pool: progress in rows, the gold file in
+ * DIR/datasets equal to ppxd mine's for the same seed (launched
+ * simulators), its arrays fetchable; then train alices --data on it: the
+ * model file equals ppxd train's, it is served under the job's name and
+ * LogRatio/Score answer as ppxd evaluate does on the file; a .ppxr copied
+ * into DIR/models is served after SIGHUP. */
+Test(daemon, mine_and_gold_training_jobs_agree_with_the_cli)
+{
+    daemon_proc d = {0};
+    start_daemon(&d, NULL, NULL);
+    start_sims(&d, 2);
+    char *mj = submit(&d, "gm", "mine", "-n", "600", "--theta", "mu", "--x", "obs0,obs1", "--theta1", "2", "--seed",
+                      "4", NULL);
+    char *st;
+    cr_assert_eq(wait_job(&d, mj, &st), 0, "mine job: %s", st);
+    free(st);
+    char *prog = job_field(&d, mj, "progress"), *msg = job_field(&d, mj, "message");
+    cr_assert_str_eq(prog, "600/600 rows");
+    cr_assert(strstr(msg, "600 rows mined (2400 simulator runs), 0 dropped") && strstr(msg, "data set 'gm'"), "%s",
+              msg);
+    free(prog);
+    free(msg);
+    char *cmd = sim_cmd_template(), *ref = path_in("ref.ppxg"), *err;
+    cr_assert_eq(run_ppxd(&err, "mine", "--sim-cmd", cmd, "-j", "2", "-n", "600", "--theta", "mu", "--x", "obs0,obs1",
+                          "--theta1", "2", "--seed", "4", "-o", ref, "--quiet", NULL), 0, "%s", err);
+    free(err);
+    char *ds = NULL, *jobg = NULL;
+    cr_assert(asprintf(&ds, "%s/data/datasets/gm.ppxg", g_dir) > 0);
+    cr_assert(asprintf(&jobg, "%s/data/jobs/%s/gold.ppxg", g_dir, mj) > 0);
+    assert_same_file(ref, ds);
+    assert_same_file(ref, jobg);
+    /* The .npy exports, fetched, are ppxd export's of the reference file. */
+    char *gx = path_in("fetched_x.npy"), *refp = path_in("ref");
+    cr_assert_eq(ctl(&d, NULL, &err, "job", "fetch", mj, "gold_x.npy", "-o", gx, NULL), 0, "%s", err);
+    free(err);
+    cr_assert_eq(run_ppxd(&err, "export", ref, "-o", refp, NULL), 0, "%s", err);
+    free(err);
+    char *refx = NULL, *reft = NULL, *fetched_t = path_in("fetched_t.npy");
+    cr_assert(asprintf(&refx, "%s_x.npy", refp) > 0 && asprintf(&reft, "%s_t.npy", refp) > 0);
+    assert_same_file(refx, gx);
+    cr_assert_eq(ctl(&d, NULL, &err, "job", "fetch", mj, "gold_t.npy", "-o", fetched_t, NULL), 0, "%s", err);
+    free(err);
+    assert_same_file(reft, fetched_t);
+
+    /* A gold estimator trained by a job on the data set. */
+    char *tj = submit(&d, "galices", "train", "alices", "--data", "gm", "--epochs", "4", "--min-steps", "0", NULL);
+    cr_assert_eq(wait_job(&d, tj, &st), 0, "train alices job: %s", st);
+    free(st);
+    msg = job_field(&d, tj, "message");
+    cr_assert(strstr(msg, "served as 'galices'") && strstr(msg, "gold-ALICES"), "%s", msg);
+    free(msg);
+    char *refm = path_in("ref.ppxr"), *served = NULL;
+    cr_assert_eq(run_ppxd(&err, "train", "alices", "--gold", ref, "--epochs", "4", "--min-steps", "0", "-o", refm,
+                          "--quiet", NULL), 0, "%s", err);
+    free(err);
+    cr_assert(asprintf(&served, "%s/data/models/galices.ppxr", g_dir) > 0);
+    assert_same_file(refm, served);
+    /* LogRatio and Score of the served model = ppxd evaluate of the file. */
+    char *r1 = path_in("r_served.npy"), *r2 = path_in("r_eval.npy"), *t1 = path_in("t_served.npy"),
+         *t2 = path_in("t_eval.npy");
+    cr_assert_eq(ctl(&d, NULL, &err, "ratio", "--model", "galices", "--x-file", gx, "--theta0", "1", "--theta1", "2",
+                     "-o", r1, NULL), 0, "%s", err);
+    free(err);
+    cr_assert_eq(run_ppxd(&err, "evaluate", "--model", refm, "--x-file", gx, "--theta", "1", "--theta1", "2", "-o", r2,
+                          NULL), 0, "%s", err);
+    free(err);
+    assert_same_values(r1, r2);
+    cr_assert_eq(ctl(&d, NULL, &err, "score", "--model", "galices", "--x-file", gx, "--theta", "1", "-o", t1, NULL), 0,
+                 "%s", err);
+    free(err);
+    cr_assert_eq(run_ppxd(&err, "evaluate", "--model", refm, "--x-file", gx, "--theta", "1", "--score", "-o", t2,
+                          NULL), 0, "%s", err);
+    free(err);
+    assert_same_values(t1, t2);
+
+    /* A gold model put into DIR/models is served after SIGHUP. */
+    char *copy = NULL;
+    cr_assert(asprintf(&copy, "%s/data/models/gcopy.ppxr", g_dir) > 0);
+    size_t ml;
+    unsigned char *mb = tk_slurp(refm, &ml);
+    cr_assert_not_null(mb);
+    FILE *cf = fopen(copy, "wb");
+    cr_assert(cf && fwrite(mb, 1, ml, cf) == ml);
+    fclose(cf);
+    free(mb);
+    kill(d.pid, SIGHUP);
+    int ok = 0;
+    for (int i = 0; i < 50 && !ok; i++) {
+        char *out;
+        ok = ctl(&d, &out, NULL, "score", "--model", "gcopy", "--x", "8,9", "--theta", "1", NULL) == 0;
+        free(out);
+        if (!ok) sleep_ms(100);
+    }
+    cr_assert(ok, "SIGHUP serves DIR/models/gcopy.ppxr (Score answers)");
+    stop_daemon(&d, 1);
+
+    /* A restart serves the trained gold model again (found in DIR/models). */
+    daemon_proc r = {0};
+    start_daemon(&r, NULL, NULL);
+    ok = 0;
+    for (int i = 0; i < 50 && !ok; i++) {
+        ok = ctl(&r, NULL, NULL, "ratio", "--model", "galices", "--x-file", gx, "--theta0", "1", "--theta1", "2", "-o",
+                 r1, NULL) == 0;
+        if (!ok) sleep_ms(100);
+    }
+    cr_assert(ok, "the gold model is served after a restart");
+    assert_same_values(r1, r2);
+    stop_daemon(&r, 1);
+    free(mj);
+    free(tj);
+    free(cmd);
+    free(ref);
+    free(ds);
+    free(jobg);
+    free(gx);
+    free(refp);
+    free(refx);
+    free(reft);
+    free(fetched_t);
+    free(refm);
+    free(served);
+    free(r1);
+    free(r2);
+    free(t1);
+    free(t2);
+    free(copy);
+}
+
+/* A long mine job reports rows done and an ETA while it runs and shares
+ * the pool (a simulate job submitted after it finishes while it runs);
+ * cancelled, it ends CANCELLED with no data set.  A long gold training
+ * job cancelled ends CANCELLED and is not served. */
+Test(daemon, mine_progress_sharing_and_cancel)
+{
+    daemon_proc d = {0};
+    start_daemon(&d, NULL, NULL);
+    start_sims(&d, 2);
+    char *small = submit(&d, "small", "mine", "-n", "200", "--theta", "mu", "--x", "obs0,obs1", "--theta1", "2", NULL);
+    char *st;
+    cr_assert_eq(wait_job(&d, small, &st), 0, "mine job: %s", st);
+    free(st);
+    char *lng = submit(&d, "long", "mine", "-n", "100000000", "--theta", "mu", "--x", "obs0,obs1", "--theta1", "2",
+                       NULL);
+    long done = 0;
+    for (int i = 0; i < 300 && done < 50; i++) {
+        char *p = job_field(&d, lng, "progress");
+        cr_assert(strstr(p, "/100000000 rows"), "progress: %s", p);
+        done = atol(p);
+        free(p);
+        sleep_ms(50);
+    }
+    cr_assert_geq(done, 50, "the mine job makes progress");
+    char *out;
+    cr_assert_eq(ctl(&d, &out, NULL, "job", "status", lng, NULL), 0);
+    cr_assert(strstr(out, "eta") || strstr(out, "ETA"), "a running mine job has an ETA:\n%s", out);
+    free(out);
+    /* The pool is shared with a job submitted later. */
+    char *sim = submit(&d, NULL, "simulate", "-n", "300", NULL);
+    cr_assert_eq(wait_job(&d, sim, &st), 0, "simulate beside mine: %s", st);
+    free(st);
+    char *state = job_field(&d, lng, "state");
+    cr_assert_str_eq(state, "RUNNING");
+    free(state);
+    char *err;
+    cr_assert_eq(ctl(&d, &out, &err, "job", "cancel", lng, NULL), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(wait_job(&d, lng, &st), 1, "a cancelled job: exit 1");
+    cr_assert(strstr(st, "CANCELLED"), "%s", st);
+    free(st);
+    char *ds = NULL;
+    cr_assert(asprintf(&ds, "%s/data/datasets/long.ppxg", g_dir) > 0);
+    cr_assert(access(ds, F_OK) != 0, "a cancelled mine job leaves no data set");
+    free(ds);
+
+    char *tj = submit(&d, "gnde", "train", "nde", "--data", "small", "--epochs", "100000", "--min-steps", "0", NULL);
+    for (int i = 0; i < 100; i++) {
+        state = job_field(&d, tj, "state");
+        int running = strcmp(state, "RUNNING") == 0;
+        free(state);
+        if (running) break;
+        sleep_ms(20);
+    }
+    sleep_ms(300);
+    cr_assert_eq(ctl(&d, &out, &err, "job", "cancel", tj, NULL), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(wait_job(&d, tj, &st), 1, "a cancelled training job: exit 1");
+    cr_assert(strstr(st, "CANCELLED"), "%s", st);
+    free(st);
+    cr_assert_neq(ctl(&d, NULL, NULL, "score", "--model", "gnde", "--x", "8,9", "--theta", "1", NULL), 0,
+                  "a cancelled training job is not served");
+    stop_daemon(&d, 1);
+    free(small);
+    free(lng);
+    free(sim);
+    free(tj);
 }
