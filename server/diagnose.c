@@ -2,8 +2,9 @@
  * (see diagnose.h; the statistics are src/diag/diag.h).
  *
  * Models: NPE and NRE sample and score themselves; a gold ratio model
- * samples exp(log r^) x prior with NRE's samplers (nre_sample_target); an
- * IC model's posterior is importance sampling through the simulators, one
+ * samples exp(log r^) x prior with NRE's samplers (nre_sample_target), and
+ * a gold density model (NDE, SCANDAL) p^(x | theta) x prior with the same
+ * samplers (why: model_sample); an IC model's posterior is importance sampling through the simulators, one
  * engine run per round (ic_posterior).
  *
  * Test pairs (theta*, x) come from .npy files or from the simulators run
@@ -82,6 +83,8 @@ static void diagnose_usage(FILE *f)
         "  gold ratio models (.ppxr from ppxd train carl|rolr|rascal|cascal|alice|alices): posterior\n"
         "    ~ r^(x | theta, theta_ref) x prior, sampled as NRE (--method); the prior comes from the\n"
         "    simulator's first trace or --prior.  SALLY models (a score, not a posterior) are refused\n"
+        "  gold density models (.ppxr from ppxd train nde|scandal): posterior ~ p^(x | theta) x prior, sampled\n"
+        "    and the prior found as for the ratio models\n"
         "Files:\n"
         "  report.json   every number below (keys in README, 'Diagnostics'); summary.txt: the summary printed\n"
         "  ranks.npy     SBC ranks [rounds, D] (0..L); hpd.npy, tarp.npy: per-round credibility levels [rounds]\n"
@@ -553,7 +556,10 @@ typedef struct model_desc {
     const prior *prior;       /* NULL: the model has none (IC) */
 } model_desc;
 
-typedef enum model_family { FAM_NPE, FAM_NRE, FAM_IC, FAM_GOLD_RATIO } model_family;
+typedef enum model_family { FAM_NPE, FAM_NRE, FAM_IC, FAM_GOLD_RATIO, FAM_GOLD_DENSITY } model_family;
+
+/* The gold models: a .ppxr, a prior from --prior or the first trace. */
+static int fam_is_gold(model_family f) { return f == FAM_GOLD_RATIO || f == FAM_GOLD_DENSITY; }
 
 typedef struct model_handle {
     model_family fam;
@@ -567,7 +573,8 @@ typedef struct model_handle {
     nre_sample_config sc;
     double max_seconds;
     size_t failed_rounds;
-    /* gold ratio models: posterior ~ exp(log r^(x | theta, theta_ref)) prior(theta) */
+    /* gold ratio models: posterior ~ exp(log r^(x | theta, theta_ref)) prior(theta);
+     * gold density models: posterior ~ p^(x | theta) prior(theta) */
     gold_model *gm;
     prior *own_prior;
     const double *gold_xo;    /* the observation the sampler is fixed to */
@@ -626,7 +633,9 @@ static void gold_ratio(void *ctx, const double *theta, int n, double *out)
     model_handle *h = ctx;
     size_t C = (size_t)h->d.context;
     for (int b = 0; b < n; b++) memcpy(h->gold_x + (size_t)b * C, h->gold_xo, C * sizeof *h->gold_x);
-    if (gold_model_log_r(h->gm, h->gold_x, theta, (size_t)n, out) < 0)
+    int rc = h->fam == FAM_GOLD_DENSITY ? gold_model_log_prob(h->gm, h->gold_x, theta, (size_t)n, out)
+                                        : gold_model_log_r(h->gm, h->gold_x, theta, (size_t)n, out);
+    if (rc < 0)
         for (int b = 0; b < n; b++) out[b] = NAN;
 }
 
@@ -822,7 +831,19 @@ static int model_sample(model_handle *h, const double *x, size_t n, uint64_t see
         nre_sample_report rep;
         return nre_sample(h->rp, x, n, r, &h->sc, out, &rep, err, err_len);
     }
-    case FAM_GOLD_RATIO: {
+    /* A density model's posterior p^(x | theta) prior(theta) / p(x) has the form NRE's samplers target,
+     * exp(f(theta)) x prior with f = log p^(x_o | theta) (log p(x_o) is a constant, which they never need), so
+     * it is sampled as a ratio model is, by --method.  Why SIR by default rather than a grid: it is exact as
+     * the prior draws per sample grow (each sample is one of K = --oversample prior draws picked with
+     * probability ~ p^(x_o | theta), independent of the other samples, so SBC ranks need no thinning), works
+     * for any prior and any theta dimension, and the bias at finite K is O(1/K) times the prior-to-posterior
+     * chi-square divergence: small for the broad one-observation posteriors of gold-mining problems (the
+     * Galton board's posterior sd ~0.4 on U(-1, 1); the calibration test measures it).  For posteriors much
+     * narrower than the prior, --method slice (MCMC started at SIR draws, exact as chains run) or a larger
+     * --oversample.  A dequantised (whole-number) x column is scored as the probability of its value
+     * (gold_model_log_prob), the likelihood of a discrete observation. */
+    case FAM_GOLD_RATIO:
+    case FAM_GOLD_DENSITY: {
         for (int j = 0; j < h->d.context; j++)
             if (!isfinite(x[j])) {
                 snprintf(err, err_len, "the observation has a NaN or infinite value");
@@ -847,6 +868,7 @@ static int model_log_prob(model_handle *h, const double *theta, size_t n, const 
     case FAM_NPE: return npe_log_prob(h->np, theta, n, x, 1, out, err, err_len);
     case FAM_NRE: return nre_log_prob(h->rp, theta, n, x, 1, out, err, err_len);
     case FAM_GOLD_RATIO:
+    case FAM_GOLD_DENSITY:
         h->gold_xo = x;
         for (size_t i = 0; i < n; i += NRE_TARGET_MAX_BATCH) {
             int B = (int)(n - i < NRE_TARGET_MAX_BATCH ? n - i : NRE_TARGET_MAX_BATCH);
@@ -1020,6 +1042,7 @@ static const char *posterior_method(const model_handle *h)
     case FAM_NPE: return "flow samples";
     case FAM_NRE:
     case FAM_GOLD_RATIO:
+    case FAM_GOLD_DENSITY:
         return h->sc.method == NRE_SAMPLE_SIR ? "sir (importance resampling from the prior)"
                : h->sc.method == NRE_SAMPLE_SLICE ? "slice sampling" : "random-walk MH";
     case FAM_IC: return "importance sampling with the IC proposal through the simulators, systematic resampling";
@@ -1033,6 +1056,7 @@ static const char *density_method(const model_handle *h)
     case FAM_NPE: return "flow log density";
     case FAM_NRE: return "classifier log ratio + log prior";
     case FAM_GOLD_RATIO: return "log r^(x | theta, theta_ref) + log prior";
+    case FAM_GOLD_DENSITY: return "log p^(x | theta) + log prior (whole-number x: log P^(x | theta))";
     case FAM_IC: return "weighted Gaussian KDE of the IS traces (Scott bandwidth with the ESS; each sample without its own trace)";
     }
     return "?";
@@ -1504,16 +1528,14 @@ static int model_open(model_handle *h, const diag_opts *o)
         case GOLD_CASCAL:
         case GOLD_ALICE:
         case GOLD_ALICES: h->fam = FAM_GOLD_RATIO; break;
+        case GOLD_NDE:
+        case GOLD_SCANDAL: h->fam = FAM_GOLD_DENSITY; break;
         case GOLD_SALLY:
             fprintf(stderr, "ppxd: %s is a SALLY model: it estimates the score t(x) = grad_theta log p(x | theta) at "
                     "one reference theta, not a posterior, so there is nothing to calibrate.  diagnose takes the gold "
-                    "ratio models (ppxd train carl|rolr|rascal|cascal|alice|alices)\n", o->model);
+                    "ratio and density models (ppxd train carl|rolr|rascal|cascal|alice|alices|nde|scandal)\n",
+                    o->model);
             return 2;
-        /* TODO(NDE/SCANDAL, model_open): a flow-based gold model (a conditional density p^(x | theta) stored with
-         * its model kind in the .ppxr) is a case here: set h->fam to a new FAM_GOLD_FLOW, and give model_sample
-         * and model_log_prob its case, log p(theta | x) = log p^(x | theta) + log prior(theta) up to a
-         * constant, sampled by nre_sample_target with that log density as its "ratio" (everything else, the
-         * prior included, is as for the ratio models). */
         default:
             fprintf(stderr, "ppxd: %s: a gold model of a kind diagnose does not know (%d)\n", o->model,
                     (int)h->gm->method);
@@ -1612,12 +1634,12 @@ static trace *probe_trace(engine *e, uint64_t seed)
  * as model_open. */
 static int model_finish(model_handle *h, const diag_opts *o, engine *e)
 {
-    if (h->fam != FAM_IC && !(h->fam == FAM_GOLD_RATIO && !h->d.prior)) return 0;
+    if (h->fam != FAM_IC && !(fam_is_gold(h->fam) && !h->d.prior)) return 0;
     trace *t = probe_trace(e, o->seed);
     if (!t) return 1;
     int rc = 1;
     char err[600];
-    if (h->fam == FAM_GOLD_RATIO) {
+    if (fam_is_gold(h->fam)) {
         if (!(h->own_prior = train_prior_from_trace(t, (const char *const *)h->d.theta_names, (size_t)h->d.dim, err,
                                                    sizeof err))) {
             fprintf(stderr, "ppxd: the gold model's prior from the simulator's first trace: %s (give --prior SPEC)\n",
@@ -1739,7 +1761,7 @@ int ppxd_diagnose_main(int argc, char **argv)
                                    : "--traces is for IC models (this model samples without simulators)", NULL);
         goto done;
     }
-    if (h.fam != FAM_GOLD_RATIO && o.n_priors) {
+    if (!fam_is_gold(h.fam) && o.n_priors) {
         rc = usage_error("--prior is for gold models (this model stores its prior)", NULL);
         goto done;
     }

@@ -314,6 +314,8 @@ static void expect_calibrated(const char *dir, int n, int L)
         if (sscanf(line, "%lf,%lf,%lf,%lf", &lv, &hpd, &tarp, &se) != 4) continue;
         if (fabs(lv - 0.5) > 1e-9 && fabs(lv - 0.9) > 1e-9) continue;
         double s = sqrt(lv * (1 - lv) / n);
+        fprintf(stderr, "%s: mean rank %.2f (L/2 %g), HPD coverage %.3f TARP %.3f at %g (sd %.3f)\n", dir, mean_rank,
+                L / 2.0, hpd, tarp, lv, s);
         cr_expect_leq(fabs(hpd - lv), Z * s, "HPD coverage %g at %g", hpd, lv);
         cr_expect_leq(fabs(tarp - lv), Z * s, "TARP coverage %g at %g", tarp, lv);
         checked++;
@@ -516,6 +518,110 @@ Test(diagnose, gold_ratio_model_is_calibrated_and_sally_refused)
     rc = sh(log, "%s diagnose --model %s --obs x=10 -o %s", ppxd, mf, out);
     cr_expect_eq(rc, 2, "exit %d:\n%s", rc, text_of(log));
     expect_in(log, "stores no prior");
+    tk_tmpdir_remove(out);
+    tk_tmpdir_remove(dir);
+    free(ppxd);
+    free(sim);
+}
+
+/* Gold density models (NDE, SCANDAL) on the Galton board, theta ~ U(-1, 1):
+ * the posterior ~ P^(x | theta) x prior (P^ the probability of the whole
+ * number x, the dequantised density integrated over [x, x + 1)), sampled by
+ * SIR from the prior read from the simulator's first trace.  Mined with
+ * theta0 from the prior with the joint score (NDE 4,000 rows, which it
+ * ignores: mining wants a score or a reference; SCANDAL 2,000), trained
+ * briefly.  Checks, tolerances from n rounds of L samples as in the IC test
+ * (expect_calibrated: mean rank within Z standard errors of L / 2, HPD and
+ * TARP coverage at 50% and 90% within Z sqrt(c (1 - c) / n)):
+ *   - NDE: the kind and density named, SBC passes, calibrated; the posterior
+ *     mean at x_o = 10 within Z sd / sqrt(M) + 0.1 of the exact one (as the
+ *     ratio test); a wrong prior (--prior uniform:-0.5:0.5) fails SBC;
+ *   - SCANDAL: accepted, SBC passes and calibrated. */
+static void galton_exact_posterior(int xo, double *mean, double *sd)
+{
+    double z = 0, m1 = 0, m2 = 0;
+    for (int k = 0; k <= 4000; k++) {
+        double th = -1 + k / 2000.0, pp[TK_GALTON_NPOS], dp[TK_GALTON_NPOS];
+        tk_galton_exact(th, pp, dp);
+        z += pp[xo];
+        m1 += th * pp[xo];
+        m2 += th * th * pp[xo];
+    }
+    *mean = m1 / z;
+    *sd = sqrt(m2 / z - *mean * *mean);
+}
+
+Test(diagnose, gold_density_models_nde_scandal_are_calibrated)
+{
+    nn_set_threads(1);
+    char *ppxd = tk_build_path("ppxd"), *sim = tk_build_path("examples/galton");
+    char dir[256], out[256], log[300], mf[300], sf[300], p[400], err[300];
+    cr_assert_eq(tk_tmpdir(dir, sizeof dir, "diag-dens"), 0);
+    cr_assert_eq(tk_tmpdir(out, sizeof out, "diag-dens-out"), 0);
+    join(log, sizeof log, dir, "log");
+    join(mf, sizeof mf, dir, "nde.ppxr");
+    join(sf, sizeof sf, dir, "scandal.ppxr");
+    gold_data g;
+    double t0 = tk_now();
+    cr_assert_eq(tk_galton_mine(MINE_THETA_PRIOR, 0, 0, 1, 4000, &g), 0); /* the score: NDE ignores it */
+    gold_train_config cfg;
+    gold_train_defaults(&cfg);
+    cfg.method = GOLD_NDE;
+    cfg.min_steps = 3000;
+    gold_model *gm = gold_train(&cfg, &g);
+    cr_assert(gm);
+    cr_assert_eq(gold_model_save(gm, mf, err, sizeof err), 0, "%s", err);
+    gold_model_destroy(&gm);
+    gold_data_free(&g);
+    double t1 = tk_now();
+
+    const int n = 300, L = 100;
+    int rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --obs x=10 --ppc-n 1000 "
+                "--seed 2 -o %s", ppxd, mf, sim, n, L, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    fprintf(stderr, "NDE diagnose: mining + training %.1f s, diagnose %.1f s\n", t1 - t0, tk_now() - t1);
+    expect_in(log, "nde.ppxr (NDE, theta 1, x 1)");
+    expect_in(log, "prior from the simulator's first trace: uniform:-1:1");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
+    expect_in(p, "\"density\": \"log p^(x | theta) + log prior");
+    expect_calibrated(out, n, L);
+    double em, esd;
+    galton_exact_posterior(10, &em, &esd);
+    double *v;
+    size_t rows, cols;
+    join(p, sizeof p, out, "ppc_theta.npy");
+    cr_assert_eq(npy_read(p, &v, &rows, &cols, err, sizeof err), 0, "%s", err);
+    cr_assert(rows == 1000 && cols == 1);
+    double mean = 0;
+    for (size_t i = 0; i < rows; i++) mean += v[i] / (double)rows;
+    free(v);
+    cr_expect_leq(fabs(mean - em), Z * esd / sqrt(1000.0) + 0.1, "posterior mean at x = 10: %g, exact %g (sd %g)", mean,
+                  em, esd);
+    /* The wrong prior: SBC fails. */
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --prior uniform:-0.5:0.5 --seed 2 "
+            "-o %s --strict", ppxd, mf, sim, n, L, out);
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, text_of(log));
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"fail\"");
+
+    /* SCANDAL */
+    cr_assert_eq(tk_galton_mine(MINE_THETA_PRIOR, 0, 0, 1, 2000, &g), 0);
+    gold_train_defaults(&cfg);
+    cfg.method = GOLD_SCANDAL;
+    cfg.min_steps = 2000;
+    gm = gold_train(&cfg, &g);
+    cr_assert(gm);
+    cr_assert_eq(gold_model_save(gm, sf, err, sizeof err), 0, "%s", err);
+    gold_model_destroy(&gm);
+    gold_data_free(&g);
+    rc = sh(log, "%s diagnose --model %s --sim-cmd '%s {endpoint}' -j 2 -n %d -L %d --seed 3 -o %s", ppxd, sf, sim, n,
+            L, out);
+    if (rc) cr_assert_fail("diagnose failed (%d):\n%s", rc, text_of(log));
+    expect_in(log, "scandal.ppxr (SCANDAL, theta 1, x 1)");
+    join(p, sizeof p, out, "report.json");
+    expect_in(p, "\"sbc\": {\"verdict\": \"pass\"");
+    expect_calibrated(out, n, L);
     tk_tmpdir_remove(out);
     tk_tmpdir_remove(dir);
     free(ppxd);
