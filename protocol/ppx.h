@@ -82,14 +82,33 @@ typedef struct ppx_dist {
     ppx_tensor param[2];
 } ppx_dist;
 
+/* The parameter tangent of a Sample or Observe (ppxd extension, see the
+ * Tangent table of protocol/ppx.fbs): d param_j / d theta with every earlier
+ * draw held fixed.  present = 0: no tangent (what upstream peers send).
+ * theta: n_theta names; d[j]: len[j] = 0 (param j does not depend on theta)
+ * or len(param j) * n_theta values, row-major [len(param j), n_theta]
+ * (element i, theta k at i * n_theta + k).  present with n_theta = 0
+ * declares the draw independent of theta.  The decoder rejects (PPX_E_TANGENT)
+ * other lengths, non-finite values, empty or repeated theta names (at most
+ * 4096), and a non-empty tangent on an Observe without distribution; the
+ * encoder refuses the same.
+ * Decoded names and arrays are views like the message's strings and tensors. */
+typedef struct ppx_tangent {
+    int present;
+    size_t n_theta;
+    const char *const *theta;
+    const double *d[2];
+    size_t len[2];
+} ppx_tangent;
+
 /* A decoded or to-be-encoded message.  Which fields are meaningful depends on
  * `type`:
  *   HANDSHAKE         system_name
  *   HANDSHAKE_RESULT  system_name, model_name
  *   RUN_RESULT        value (the result)
- *   SAMPLE            address, name, dist, control
+ *   SAMPLE            address, name, dist, control, tangent
  *   SAMPLE_RESULT     value (the result)
- *   OBSERVE           address, name, dist, value (len 0: absent)
+ *   OBSERVE           address, name, dist, value (len 0: absent), tangent
  *   TAG               address, name, value
  *   RUN, OBSERVE_RESULT, TAG_RESULT, RESET: no fields.
  * For encoding, NULL strings are written as "". */
@@ -102,8 +121,10 @@ typedef struct ppx_msg {
     ppx_dist dist;
     int control;      /* Sample.control; decodes as 1 when absent */
     ppx_tensor value;
+    ppx_tangent tangent; /* Sample/Observe extension; present = 0 when absent */
     /* decoder-private storage */
     void *owned_;     /* aligned copy of an unaligned input buffer, or NULL */
+    const char **tangent_names_; /* the decoded tangent's name pointers, or NULL */
     int32_t shape_scratch_[3]; /* shapes [len] for tensors that had none (value, param0, param1) */
 } ppx_msg;
 
@@ -115,7 +136,8 @@ typedef enum ppx_status {
     PPX_E_UNKNOWN_TYPE = 4, /* union tag of body or distribution unknown */
     PPX_E_TENSOR = 5,       /* tensor over max_tensor_len, or shape inconsistent with data */
     PPX_E_MISSING = 6,      /* a required part absent (empty body, Sample without distribution) */
-    PPX_E_NOMEM = 7
+    PPX_E_NOMEM = 7,
+    PPX_E_TANGENT = 8       /* a malformed parameter tangent (ppxd extension) */
 } ppx_status;
 
 typedef struct ppx_error {
@@ -161,7 +183,8 @@ void ppx_encoder_destroy(ppx_encoder **e);
  * returns the bytes (owned by the encoder, valid until its next use); on
  * failure returns NULL with `err` set (PPX_E_ARG for an unknown type, a
  * Sample without distribution or a tensor whose shape does not match its
- * data; PPX_E_TOO_LARGE above 1 GiB; PPX_E_NOMEM). */
+ * data; PPX_E_TANGENT for a malformed tangent; PPX_E_TOO_LARGE above 1 GiB;
+ * PPX_E_NOMEM).  A tangent is written only when tangent.present. */
 const uint8_t *ppx_encode(ppx_encoder *e, const ppx_msg *m, size_t *len, ppx_error *err);
 
 /* Tensor helpers (no allocation). */

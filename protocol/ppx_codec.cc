@@ -11,12 +11,14 @@
 
 #include "ppx_generated.h"
 
+#include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 // The decoder hands out zero-copy views of doubles and int32s in the buffer:
 // that is only right on a little-endian host.
@@ -54,7 +56,7 @@ namespace {
 const char kEmpty[] = "";
 
 // Verifier limits.  The deepest legal path is Message > Observe > Normal >
-// Tensor (4 tables) and the largest message has 6 tables.
+// Tensor (4 tables) and the largest message has 7 tables (with a Tangent).
 const flatbuffers::uoffset_t kMaxDepth = 16;
 const flatbuffers::uoffset_t kMaxTables = 64;
 
@@ -89,7 +91,11 @@ const char *const kStatusNames[] = {
     "unknown union tag",   // PPX_E_UNKNOWN_TYPE
     "bad tensor",          // PPX_E_TENSOR
     "missing field",       // PPX_E_MISSING
-    "out of memory"};      // PPX_E_NOMEM
+    "out of memory",       // PPX_E_NOMEM
+    "bad tangent"};        // PPX_E_TANGENT
+
+// Most theta components a tangent may name (the duplicate check is quadratic).
+const size_t kMaxTangentTheta = 4096;
 
 // Reads an enum's bits as an int without loading a value of the C++ enum type:
 // a C caller may pass any int (e.g. an unknown tag), which would be undefined
@@ -176,6 +182,52 @@ bool shape_matches(const int32_t *shape, size_t ndim, size_t data_len, char *why
     return false;
 }
 
+// Checks a tangent's contents against the distribution it belongs to (both
+// the decoder and the encoder use it).  names[i] must be non-NULL; d[j] may
+// be NULL only when len[j] == 0.  Returns true when well formed, else
+// writes the problem into `why`.
+bool tangent_ok(const char *const *names, size_t n_theta, const double *const d[2], const size_t len[2],
+                const ppx_dist &dist, char *why, size_t cap) {
+    if (n_theta > kMaxTangentTheta) {
+        snprintf(why, cap, "%zu theta names, over the limit of %zu", n_theta, kMaxTangentTheta);
+        return false;
+    }
+    for (size_t i = 0; i < n_theta; i++) {
+        if (!names[i][0]) {
+            snprintf(why, cap, "theta name %zu is empty", i);
+            return false;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (std::strcmp(names[i], names[k]) == 0) {
+                snprintf(why, cap, "theta name '%.60s' appears twice (at %zu and %zu)", names[i], k, i);
+                return false;
+            }
+    }
+    const int dt = as_int(dist.type);
+    if (!dist_known(dt)) {
+        if (len[0] || len[1] || n_theta) {
+            snprintf(why, cap, "a tangent needs a distribution");
+            return false;
+        }
+        return true;  // an empty tangent on a distribution-less Observe: nothing to declare
+    }
+    for (int j = 0; j < 2; j++) {
+        const char *pn = kParamNames[dt][j] ? kParamNames[dt][j] : "(none)";
+        const size_t plen = j < dist_nparams(dt) ? dist.param[j].len : 0;
+        if (len[j] != 0 && len[j] != plen * n_theta) {
+            snprintf(why, cap, "param%d (d %s / d theta) has %zu values, expected 0 or %zu (%zu elements x %zu theta)",
+                     j, pn, len[j], plen * n_theta, plen, n_theta);
+            return false;
+        }
+        for (size_t i = 0; i < len[j]; i++)
+            if (!std::isfinite(d[j][i])) {
+                snprintf(why, cap, "param%d (d %s / d theta) value %zu is %g", j, pn, i, d[j][i]);
+                return false;
+            }
+    }
+    return true;
+}
+
 // ---- decoding ---------------------------------------------------------------
 
 struct Decoder {
@@ -230,6 +282,58 @@ struct Decoder {
     }
 
     static const char *str(const flatbuffers::String *s) { return s ? s->c_str() : kEmpty; }
+
+    // A verified double vector as a view: NULL for an empty one, an error
+    // when misaligned (see tensor()).
+    ppx_status doubles(const flatbuffers::Vector<double> *v, const char *what, const double **dst,
+                       size_t *n) {
+        *dst = nullptr;
+        *n = v ? v->size() : 0;
+        if (*n > lim.max_tensor_len)
+            return fail(err, PPX_E_TANGENT, "%s: %zu values, over max_tensor_len %zu", what, *n,
+                        lim.max_tensor_len);
+        if (*n > 0 && reinterpret_cast<uintptr_t>(v->Data()) % alignof(double) != 0)
+            return fail(err, PPX_E_VERIFY, "%s: vector is not 8-byte aligned", what);
+        if (*n > 0) *dst = v->data();
+        return PPX_OK;
+    }
+
+    // Decodes the optional Tangent of a Sample or Observe (after its
+    // distribution, against which its lengths are checked).
+    ppx_status tangent(const ppx::Tangent *t, const char *msg) {
+        ppx_tangent *tg = &out->tangent;
+        if (!t) return PPX_OK;
+        const auto *names = t->theta();
+        size_t n = names ? names->size() : 0;
+        if (n > kMaxTangentTheta)
+            return fail(err, PPX_E_TANGENT, "%s.tangent: %zu theta names, over the limit of %zu", msg, n,
+                        kMaxTangentTheta);
+        if (n > 0) {
+            out->tangent_names_ = static_cast<const char **>(std::malloc(n * sizeof(char *)));
+            if (!out->tangent_names_)
+                return fail(err, PPX_E_NOMEM, "no memory for %zu tangent names", n);
+            for (size_t i = 0; i < n; i++) out->tangent_names_[i] = str(names->Get(i));
+        }
+        char what[96];
+        const double *d[2];
+        size_t len[2];
+        for (int j = 0; j < 2; j++) {
+            snprintf(what, sizeof what, "%s.tangent.param%d", msg, j);
+            ppx_status s = doubles(j ? t->param1() : t->param0(), what, &d[j], &len[j]);
+            if (s != PPX_OK) return s;
+        }
+        char why[160];
+        if (!tangent_ok(out->tangent_names_, n, d, len, out->dist, why, sizeof why))
+            return fail(err, PPX_E_TANGENT, "%s.tangent: %s", msg, why);
+        tg->present = 1;
+        tg->n_theta = n;
+        tg->theta = out->tangent_names_;
+        for (int j = 0; j < 2; j++) {
+            tg->d[j] = d[j];
+            tg->len[j] = len[j];
+        }
+        return PPX_OK;
+    }
 
     // Decodes the distribution union of a Sample or Observe.
     ppx_status dist(const char *msg, uint8_t type, const void *table, bool required) {
@@ -319,7 +423,9 @@ struct Decoder {
                 out->address = str(x->address());
                 out->name = str(x->name());
                 out->control = x->control() ? 1 : 0;  // schema default true when absent
-                return dist("Sample", x->distribution_type(), x->distribution(), true);
+                ppx_status s = dist("Sample", x->distribution_type(), x->distribution(), true);
+                if (s != PPX_OK) return s;
+                return tangent(x->tangent(), "Sample");
             }
             case ppx::MessageBody_SampleResult:
                 return tensor(static_cast<const ppx::SampleResult *>(b)->result(),
@@ -330,7 +436,9 @@ struct Decoder {
                 out->name = str(x->name());
                 ppx_status s = dist("Observe", x->distribution_type(), x->distribution(), false);
                 if (s != PPX_OK) return s;
-                return tensor(x->value(), "Observe.value", &out->shape_scratch_[0], &out->value);
+                s = tensor(x->value(), "Observe.value", &out->shape_scratch_[0], &out->value);
+                if (s != PPX_OK) return s;
+                return tangent(x->tangent(), "Observe");
             }
             case ppx::MessageBody_Tag: {
                 auto *x = static_cast<const ppx::Tag *>(b);
@@ -426,6 +534,23 @@ struct ppx_encoder {
 
 namespace {
 
+ppx_status check_tangent(const ppx_tangent &t, const ppx_dist &dist, const char *tn, size_t *bytes,
+                         ppx_error *err) {
+    if (t.n_theta > 0 && !t.theta)
+        return fail(err, PPX_E_TANGENT, "%s.tangent: %zu theta names but theta is NULL", tn, t.n_theta);
+    for (size_t i = 0; i < t.n_theta && i <= kMaxTangentTheta; i++)
+        if (!t.theta[i]) return fail(err, PPX_E_TANGENT, "%s.tangent: theta name %zu is NULL", tn, i);
+    for (int j = 0; j < 2; j++)
+        if (t.len[j] > 0 && !t.d[j])
+            return fail(err, PPX_E_TANGENT, "%s.tangent: param%d has %zu values but is NULL", tn, j, t.len[j]);
+    char why[160];
+    if (!tangent_ok(t.theta, t.n_theta, t.d, t.len, dist, why, sizeof why))
+        return fail(err, PPX_E_TANGENT, "%s.tangent: %s", tn, why);
+    *bytes += 8 * (t.len[0] + t.len[1]) + 64;
+    for (size_t i = 0; i < t.n_theta; i++) *bytes += std::strlen(t.theta[i]) + 8;
+    return PPX_OK;
+}
+
 ppx_status validate(const ppx_msg *m, ppx_error *err, size_t *bytes) {
     size_t b = 256;
     ppx_status s = PPX_OK;
@@ -461,6 +586,7 @@ ppx_status validate(const ppx_msg *m, ppx_error *err, size_t *bytes) {
             }
             if (s == PPX_OK && type == PPX_MSG_OBSERVE)
                 s = check_tensor(m->value, "Observe.value", &b, err);
+            if (s == PPX_OK && m->tangent.present) s = check_tangent(m->tangent, m->dist, tn, &b, err);
             break;
         }
         case PPX_MSG_TAG:
@@ -516,6 +642,18 @@ flatbuffers::Offset<void> put_dist(flatbuffers::FlatBufferBuilder &fbb, const pp
     }
 }
 
+// The Tangent table when present (every vector written, possibly empty), else 0.
+flatbuffers::Offset<ppx::Tangent> put_tangent(flatbuffers::FlatBufferBuilder &fbb, const ppx_tangent &t) {
+    if (!t.present) return 0;
+    std::vector<flatbuffers::Offset<flatbuffers::String>> names;
+    names.reserve(t.n_theta);
+    for (size_t i = 0; i < t.n_theta; i++) names.push_back(fbb.CreateString(t.theta[i]));
+    auto th = fbb.CreateVector(names);
+    auto d0 = fbb.CreateVector<double>(t.len[0] ? t.d[0] : nullptr, t.len[0]);
+    auto d1 = fbb.CreateVector<double>(t.len[1] ? t.d[1] : nullptr, t.len[1]);
+    return ppx::CreateTangent(fbb, th, d0, d1);
+}
+
 flatbuffers::Offset<void> put_body(flatbuffers::FlatBufferBuilder &fbb, const ppx_msg *m) {
     const auto dtype = static_cast<ppx::Distribution>(as_int(m->dist.type));  // validated
     switch (as_int(m->type)) {
@@ -538,9 +676,11 @@ flatbuffers::Offset<void> put_body(flatbuffers::FlatBufferBuilder &fbb, const pp
             auto ad = fbb.CreateString(nz(m->address));
             auto nm = fbb.CreateString(nz(m->name));
             auto d = put_dist(fbb, m->dist);
-            // ForceDefaults is on: control is written even when true.
+            auto tg = put_tangent(fbb, m->tangent);
+            // ForceDefaults is on: control is written even when true.  Slot 5
+            // (the removed `replace`) is never written.
             return ppx::CreateSample(fbb, ad, nm, dtype, d,
-                                     m->control != 0)
+                                     m->control != 0, tg)
                 .Union();
         }
         case PPX_MSG_SAMPLE_RESULT: {
@@ -552,8 +692,9 @@ flatbuffers::Offset<void> put_body(flatbuffers::FlatBufferBuilder &fbb, const pp
             auto nm = fbb.CreateString(nz(m->name));
             auto d = put_dist(fbb, m->dist);
             auto v = put_tensor(fbb, m->value);
+            auto tg = put_tangent(fbb, m->tangent);
             return ppx::CreateObserve(fbb, ad, nm, dtype, d,
-                                      v)
+                                      v, tg)
                 .Union();
         }
         case PPX_MSG_OBSERVE_RESULT:
@@ -621,6 +762,7 @@ void ppx_msg_init(ppx_msg *m) {
 void ppx_msg_clear(ppx_msg *m) {
     if (!m) return;
     std::free(m->owned_);
+    std::free(static_cast<void *>(m->tangent_names_));
     ppx_msg_init(m);
 }
 

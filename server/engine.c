@@ -732,10 +732,21 @@ static void poison(session *s, discard_reason why, const char *msg)
     snprintf(s->poison_msg, sizeof s->poison_msg, "%s", msg);
 }
 
-/* Fill a trace entry's common fields from the message. */
-static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te)
+/* Fill a trace entry's common fields from the message; a tangent the
+ * simulator sent goes through *tg (views into the message, copied by
+ * trace_append). */
+static void entry_from_msg(const ppx_msg *m, trace_kind kind, trace_entry *te, trace_tangent *tg)
 {
     memset(te, 0, sizeof *te);
+    if (kind != TRACE_TAG && m->tangent.present) {
+        tg->n_theta = m->tangent.n_theta;
+        tg->theta = m->tangent.theta;
+        for (int j = 0; j < 2; j++) {
+            tg->d[j] = m->tangent.d[j];
+            tg->len[j] = m->tangent.len[j];
+        }
+        te->tangent = tg;
+    }
     te->kind = kind;
     te->base_address = m->address;
     te->name = m->name;
@@ -781,7 +792,8 @@ static int handle_observe(engine *e, policy *p, session *s)
 {
     const ppx_msg *m = &s->msg;
     trace_entry te;
-    entry_from_msg(m, TRACE_OBSERVE, &te);
+    trace_tangent tg;
+    entry_from_msg(m, TRACE_OBSERVE, &te, &tg);
     dist d;
     char why[200] = "";
     int has_dist = m->dist.type != PPX_DIST_NONE;
@@ -838,7 +850,7 @@ static int handle_observe(engine *e, policy *p, session *s)
 static int handle_tag(engine *e, session *s)
 {
     trace_entry te;
-    entry_from_msg(&s->msg, TRACE_TAG, &te);
+    entry_from_msg(&s->msg, TRACE_TAG, &te, NULL);
     te.value.data = (double *)s->msg.value.data;
     te.value.len = s->msg.value.len;
     te.value.shape = (int32_t *)s->msg.value.shape;
@@ -879,7 +891,8 @@ static int handle_sample(engine *e, session *s)
         return send_msg(e, s, &r) < 0 ? -1 : 0;
     }
     trace_entry te;
-    entry_from_msg(m, TRACE_SAMPLE, &te);
+    trace_tangent tg;
+    entry_from_msg(m, TRACE_SAMPLE, &te, &tg);
     te.k = d->k;
     double *v = nan_values(e, d->n);
     if (!v) {

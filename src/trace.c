@@ -297,6 +297,36 @@ static int copy_array(trace *t, trace_array *dst, const trace_array *src)
     return trace_array_copy(t, dst, src->data, src->len, src->shape, src->ndim);
 }
 
+/* A deep copy of a tangent into the arena, or NULL on allocation failure. */
+static const trace_tangent *copy_tangent(trace_impl *im, const trace_tangent *src)
+{
+    trace_tangent *tg = arena_alloc(im, sizeof *tg);
+    if (!tg)
+        return NULL;
+    memset(tg, 0, sizeof *tg);
+    tg->n_theta = src->n_theta;
+    if (src->n_theta) {
+        const char **names = arena_alloc(im, src->n_theta * sizeof *names);
+        if (!names)
+            return NULL;
+        for (size_t i = 0; i < src->n_theta; i++)
+            if (!(names[i] = arena_strdup(im, src->theta[i])))
+                return NULL;
+        tg->theta = names;
+    }
+    for (int j = 0; j < 2; j++) {
+        tg->len[j] = src->len[j];
+        if (!src->len[j])
+            continue;
+        double *d = arena_alloc(im, src->len[j] * sizeof *d);
+        if (!d)
+            return NULL;
+        memcpy(d, src->d[j], src->len[j] * sizeof *d);
+        tg->d[j] = d;
+    }
+    return tg;
+}
+
 trace_entry *trace_append(trace *t, const trace_entry *e)
 {
     trace_impl *im = t->impl_;
@@ -328,6 +358,8 @@ trace_entry *trace_append(trace *t, const trace_entry *e)
     out.name = arena_strdup(im, name);
     if (!out.base_address || !out.name || copy_array(t, &out.param[0], &e->param[0]) < 0 ||
         copy_array(t, &out.param[1], &e->param[1]) < 0 || copy_array(t, &out.value, &e->value) < 0)
+        return NULL;
+    if (e->tangent && !(out.tangent = copy_tangent(im, e->tangent)))
         return NULL;
 
     out.instance = counter_bump(im, address, prefix_len);

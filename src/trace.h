@@ -42,6 +42,19 @@ typedef struct trace_array {
     size_t ndim;
 } trace_array;
 
+/* The parameter tangent a simulator sent with a draw (the Tangent extension
+ * of protocol/ppx.fbs): d param_j / d theta with earlier draws held fixed.
+ * theta: n_theta names; d[j]: len[j] = 0 (param j does not depend on the
+ * named theta) or len(param j) * n_theta values, row-major
+ * [len(param j), n_theta] (element i, theta k at i * n_theta + k).
+ * n_theta = 0 declares the draw independent of theta. */
+typedef struct trace_tangent {
+    size_t n_theta;
+    const char *const *theta;
+    const double *d[2];     /* NULL when len[j] == 0 */
+    size_t len[2];
+} trace_tangent;
+
 /* trace_entry.observed: how the value came about.
  *   TRACE_LATENT       a Sample answered by a policy (prior, proposal, replay):
  *                      its log_prob joins log_prior;
@@ -67,6 +80,8 @@ typedef struct trace_entry {
     int control;            /* Sample.control (1 for Observe/Tag) */
     int observed;           /* TRACE_LATENT, TRACE_CONDITIONED or TRACE_DRAWN (below) */
     uint32_t instance;      /* the n of the address suffix */
+    const trace_tangent *tangent; /* NULL: the simulator sent none (in the trace's arena;
+                                     not kept by trace_store files) */
 } trace_entry;
 
 typedef struct trace {
@@ -95,7 +110,8 @@ int trace_array_copy(trace *t, trace_array *dst, const double *data, size_t len,
 /* Append an entry: copies address, name, params and value into the arena,
  * computes the suffixed address and instance number.  `e` supplies kind,
  * base_address (as sent), name, dist, k, param, value, log_prob, control,
- * observed; its address/instance fields are ignored.  Returns the stored
+ * observed and tangent (deep-copied when non-NULL); its address/instance
+ * fields are ignored.  Returns the stored
  * entry, or NULL on allocation failure.  Does not touch the log-weight sums. */
 trace_entry *trace_append(trace *t, const trace_entry *e);
 

@@ -139,6 +139,17 @@ static double touch_msg(const ppx_msg *m) {
     sum += check_tensor_invariants(&m->value);
     sum += check_tensor_invariants(&m->dist.param[0]);
     sum += check_tensor_invariants(&m->dist.param[1]);
+    const ppx_tangent *tg = &m->tangent;
+    cr_assert(tg->present == 0 || tg->present == 1);
+    if (!tg->present) cr_assert(tg->n_theta == 0 && tg->len[0] == 0 && tg->len[1] == 0);
+    for (size_t i = 0; i < tg->n_theta; i++) sum += (double)strlen(tg->theta[i]);
+    for (int j = 0; j < 2; j++) {
+        if (tg->len[j]) cr_assert_eq((uintptr_t)tg->d[j] % 8, 0, "misaligned tangent view");
+        for (size_t i = 0; i < tg->len[j]; i++) {
+            cr_assert(isfinite(tg->d[j][i]));
+            sum += tg->d[j][i];
+        }
+    }
     return sum;
 }
 
@@ -203,6 +214,20 @@ static void assert_msg_same(const ppx_msg *got, const ppx_msg *want) {
             cr_assert_eq(got->control, want->control ? 1 : 0);
         else
             assert_tensor_same(&got->value, &want->value, "Observe.value");
+        cr_assert_eq(got->tangent.present, want->tangent.present ? 1 : 0, "tangent presence");
+        if (want->tangent.present) {
+            cr_assert_eq(got->tangent.n_theta, want->tangent.n_theta);
+            for (size_t i = 0; i < want->tangent.n_theta; i++)
+                cr_assert_str_eq(got->tangent.theta[i], want->tangent.theta[i]);
+            for (int j = 0; j < 2; j++) {
+                cr_assert_eq(got->tangent.len[j], want->tangent.len[j], "tangent param%d length", j);
+                if (want->tangent.len[j])
+                    cr_assert(memcmp(got->tangent.d[j], want->tangent.d[j], want->tangent.len[j] * 8) == 0,
+                              "tangent param%d values", j);
+                else
+                    cr_assert_null(got->tangent.d[j]);
+            }
+        }
         break;
     case PPX_MSG_TAG:
         cr_assert_str_eq(got->address, orempty(want->address));
@@ -283,6 +308,8 @@ static void assert_no_fields(const ppx_msg *m) {
     assert_empty_tensor(&m->value, "value");
     assert_empty_tensor(&m->dist.param[0], "param0");
     assert_empty_tensor(&m->dist.param[1], "param1");
+    cr_assert_eq(m->tangent.present, 0);
+    cr_assert_null(m->tangent_names_);
 }
 
 /* Position of field `vt` (4, 6, ...) of the table at `t`, or 0 when absent;
@@ -310,6 +337,7 @@ static const int32_t S6[1] = {6};
 static const int32_t S3[1] = {3};
 static const int32_t S204[3] = {2, 0, 4};
 static const double PI = 3.141592653589793;
+static const double D12[12] = {0.5, -1, 2, 0, 0.25, 3, -4, 1e-300, 7, 8, -0.0, 1e300};
 
 static ppx_tensor T(const double *d, size_t len, const int32_t *shape, size_t ndim) {
     ppx_tensor t = {d, len, shape, ndim};
@@ -343,14 +371,14 @@ Test(protocol_api, names) {
     cr_assert_str_eq(ppx_dist_type_name((ppx_dist_type)-7), "Unknown");
     cr_assert_not_null(ppx_msg_type_name(PPX_MSG_NONE));
     cr_assert_not_null(ppx_dist_type_name(PPX_DIST_NONE));
-    for (int s = PPX_OK; s <= PPX_E_NOMEM; s++) {
+    for (int s = PPX_OK; s <= PPX_E_TANGENT; s++) {
         const char *n = ppx_status_name((ppx_status)s);
         cr_assert_not_null(n);
         cr_assert_str_neq(n, "Unknown");
         for (int t = PPX_OK; t < s; t++)
             cr_assert_str_neq(n, ppx_status_name((ppx_status)t), "status names must differ");
     }
-    cr_assert_str_eq(ppx_status_name((ppx_status)8), "Unknown");
+    cr_assert_str_eq(ppx_status_name((ppx_status)9), "Unknown");
     cr_assert_str_eq(ppx_status_name((ppx_status)-1), "Unknown");
 }
 
@@ -1080,6 +1108,14 @@ static size_t corpus(uint8_t *bufs[], size_t lens[]) {
     m.dist.type = PPX_DIST_CATEGORICAL;
     m.dist.param[0] = T(d, 6, s23, 2);
     bufs[n] = encode_copy(&m, &lens[n]); n++;
+    /* with a tangent (ppxd extension) */
+    static const char *const th[2] = {"theta_0", "theta_1"};
+    m.tangent.present = 1;
+    m.tangent.n_theta = 2;
+    m.tangent.theta = th;
+    m.tangent.d[0] = D12;
+    m.tangent.len[0] = 12;
+    bufs[n] = encode_copy(&m, &lens[n]); n++;
     return n;
 }
 
@@ -1481,4 +1517,293 @@ Test(protocol_reject, decode_reuse_does_not_leak) {
     ppx_msg_clear(&m); /* twice is fine */
     free(base);
     free(raw);
+}
+
+/* ---- the parameter tangent (ppxd extension, Tangent table) --------------------- */
+
+static const char *const TH2[2] = {"theta_0", "theta_1"};
+
+static ppx_tangent tangent_of(size_t n_theta, const char *const *names, const double *d0, size_t l0,
+                              const double *d1, size_t l1) {
+    ppx_tangent t = {1, n_theta, names, {d0, d1}, {l0, l1}};
+    return t;
+}
+
+Test(protocol_tangent, absent_in_upstream_messages) {
+    /* the spec's captured Sample has no tangent */
+    ppx_msg m;
+    uint8_t *base;
+    decode_hex_at(HEX_SAMPLE, 0, &m, &base, NULL);
+    cr_assert_eq(m.tangent.present, 0);
+    cr_assert_null(m.tangent_names_);
+    ppx_msg_clear(&m);
+    free(base);
+    /* and a message encoded without one has no slot 6 */
+    ppx_msg s = base_msg(PPX_MSG_SAMPLE);
+    double mu = 1, sd = 2;
+    s.dist.type = PPX_DIST_NORMAL;
+    s.dist.param[0] = ppx_tensor_scalar(&mu);
+    s.dist.param[1] = ppx_tensor_scalar(&sd);
+    size_t len;
+    uint8_t *b = encode_copy(&s, &len);
+    cr_assert_eq(fb_field(b, fb_body(b), 16), 0, "Sample.tangent written without a tangent");
+    free(b);
+}
+
+Test(protocol_tangent, roundtrip_scalar_params) {
+    double mu = 1, sd = 2;
+    const double d0[2] = {1.0, -0.5}, d1[2] = {0.0, 0.125};
+    ppx_msg m = base_msg(PPX_MSG_SAMPLE);
+    m.address = "a";
+    m.name = "z";
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = ppx_tensor_scalar(&mu);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    m.tangent = tangent_of(2, TH2, d0, 2, d1, 2);
+    roundtrip(&m);
+    /* only one parameter depends on theta */
+    m.tangent = tangent_of(2, TH2, NULL, 0, d1, 2);
+    roundtrip(&m);
+    /* control = false draws carry tangents too */
+    m.control = 0;
+    roundtrip(&m);
+}
+
+Test(protocol_tangent, roundtrip_tensor_params_and_broadcast) {
+    /* Normal: mean [2,3] (6 elements), stddev scalar (broadcast), D = 2:
+     * param0 has 6 x 2 values, param1 1 x 2 */
+    double sd = 0.5;
+    const double d1[2] = {3, 4};
+    ppx_msg m = base_msg(PPX_MSG_SAMPLE);
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = T(D6, 6, S23, 2);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    m.tangent = tangent_of(2, TH2, D12, 12, d1, 2);
+    roundtrip(&m);
+    /* Categorical probs [2,3] and one theta: 6 values */
+    ppx_msg c = base_msg(PPX_MSG_SAMPLE);
+    const double w[6] = {1, 2, 3, 4, 5, 6};
+    c.dist.type = PPX_DIST_CATEGORICAL;
+    c.dist.param[0] = T(w, 6, S23, 2);
+    c.tangent = tangent_of(1, TH2, D6, 6, NULL, 0);
+    roundtrip(&c);
+    /* one-parameter kind, Poisson [3] */
+    ppx_msg p = base_msg(PPX_MSG_SAMPLE);
+    const double r[3] = {1, 2, 3};
+    p.dist.type = PPX_DIST_POISSON;
+    p.dist.param[0] = T(r, 3, S3, 1);
+    p.tangent = tangent_of(2, TH2, D6, 6, NULL, 0);
+    roundtrip(&p);
+}
+
+Test(protocol_tangent, roundtrip_observe_and_declared_independent) {
+    double mu = 1, sd = 2, v = 0.25;
+    const double d0[1] = {2.5};
+    ppx_msg m = base_msg(PPX_MSG_OBSERVE);
+    m.address = "o";
+    m.name = "obs";
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = ppx_tensor_scalar(&mu);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    m.value = ppx_tensor_scalar(&v);
+    m.tangent = tangent_of(1, TH2 + 1, d0, 1, NULL, 0);
+    roundtrip(&m);
+    /* without value */
+    m.value = ppx_tensor_empty();
+    roundtrip(&m);
+    /* an empty tangent: the draw declared independent of theta */
+    m.tangent = tangent_of(0, NULL, NULL, 0, NULL, 0);
+    roundtrip(&m);
+    ppx_msg s = base_msg(PPX_MSG_SAMPLE);
+    s.dist = m.dist;
+    s.tangent = m.tangent;
+    roundtrip(&s);
+    /* theta names but no derivative: zero with respect to those */
+    s.tangent = tangent_of(2, TH2, NULL, 0, NULL, 0);
+    roundtrip(&s);
+    /* the empty tangent is written with all three vectors (peers may
+     * dereference them unchecked) */
+    size_t len;
+    uint8_t *b = encode_copy(&s, &len);
+    size_t tf = fb_field(b, fb_body(b), 16);
+    cr_assert_neq(tf, 0, "no Sample.tangent");
+    size_t t = fb_deref(b, tf);
+    for (unsigned vt = 4; vt <= 8; vt += 2) cr_assert_neq(fb_field(b, t, vt), 0, "Tangent field %u absent", vt);
+    free(b);
+}
+
+Test(protocol_tangent, encoder_refuses_malformed_tangents) {
+    double mu = 1, sd = 2, nan = NAN;
+    const double d2[2] = {1, 2}, d3[3] = {1, 2, 3};
+    const double withnan[2] = {1, NAN}, withinf[2] = {INFINITY, 1};
+    const char *const dup[2] = {"a", "a"}, *const empty[2] = {"a", ""}, *const withnull[2] = {"a", NULL};
+    (void)nan;
+    ppx_msg m = base_msg(PPX_MSG_SAMPLE);
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = ppx_tensor_scalar(&mu);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    const struct {
+        ppx_tangent t;
+        const char *want;
+    } bad[] = {
+        {tangent_of(2, TH2, d3, 3, NULL, 0), "expected 0 or 2"},
+        {tangent_of(2, TH2, NULL, 0, d3, 1), "expected 0 or 2"},
+        {tangent_of(1, TH2, d2, 2, NULL, 0), "expected 0 or 1"},
+        {tangent_of(0, NULL, d2, 1, NULL, 0), "expected 0 or 0"},
+        {tangent_of(2, TH2, withnan, 2, NULL, 0), "nan"},
+        {tangent_of(2, TH2, NULL, 0, withinf, 2), "inf"},
+        {tangent_of(2, dup, d2, 2, NULL, 0), "twice"},
+        {tangent_of(2, empty, d2, 2, NULL, 0), "empty"},
+        {tangent_of(2, withnull, d2, 2, NULL, 0), "NULL"},
+        {tangent_of(2, NULL, d2, 2, NULL, 0), "NULL"},
+        {tangent_of(2, TH2, NULL, 2, NULL, 0), "NULL"},
+    };
+    ppx_encoder *e = ppx_encoder_new();
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        m.tangent = bad[i].t;
+        ppx_error err;
+        size_t len;
+        cr_assert_null(ppx_encode(e, &m, &len, &err), "case %zu encoded", i);
+        cr_assert_eq(err.code, PPX_E_TANGENT, "case %zu: %s", i, err.message);
+        cr_assert(strstr(err.message, bad[i].want), "case %zu: '%s' lacks '%s'", i, err.message, bad[i].want);
+        cr_assert(strstr(err.message, "Sample.tangent"), "case %zu: %s", i, err.message);
+    }
+    /* a one-parameter kind has no param1 derivative */
+    ppx_msg p = base_msg(PPX_MSG_SAMPLE);
+    p.dist.type = PPX_DIST_EXPONENTIAL;
+    p.dist.param[0] = ppx_tensor_scalar(&mu);
+    p.tangent = tangent_of(1, TH2, d2, 1, d2, 1);
+    ppx_error err;
+    size_t len;
+    cr_assert_null(ppx_encode(e, &p, &len, &err));
+    cr_assert_eq(err.code, PPX_E_TANGENT, "%s", err.message);
+    /* a non-empty tangent on an Observe without distribution */
+    ppx_msg o = base_msg(PPX_MSG_OBSERVE);
+    o.tangent = tangent_of(1, TH2, NULL, 0, NULL, 0);
+    cr_assert_null(ppx_encode(e, &o, &len, &err));
+    cr_assert(err.code == PPX_E_TANGENT && strstr(err.message, "needs a distribution"), "%s", err.message);
+    o.tangent = tangent_of(0, NULL, NULL, 0, NULL, 0);
+    cr_assert_not_null(ppx_encode(e, &o, &len, &err), "%s", err.message);
+    ppx_encoder_destroy(&e);
+}
+
+/* A valid Sample (Normal, scalar params) with a tangent over TH2, d0 = {1, 2},
+ * d1 = {3, 4}, encoded; *tangent gets the Tangent table's position. */
+static uint8_t *tangent_sample(size_t *len, size_t *tangent) {
+    static double mu = 1, sd = 2;
+    static const double d0[2] = {1, 2}, d1[2] = {3, 4};
+    ppx_msg m = base_msg(PPX_MSG_SAMPLE);
+    m.address = "a";
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = ppx_tensor_scalar(&mu);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    m.tangent = tangent_of(2, TH2, d0, 2, d1, 2);
+    uint8_t *b = encode_copy(&m, len);
+    size_t f = fb_field(b, fb_body(b), 16);
+    cr_assert_neq(f, 0);
+    *tangent = fb_deref(b, f);
+    cr_assert_eq(decode_bytes(b, *len, NULL, NULL), PPX_OK);
+    return b;
+}
+
+static void assert_tangent_rejected(const uint8_t *b, size_t len, const char *want, const char *what) {
+    ppx_error err;
+    for (size_t off = 0; off < 2; off++) {
+        uint8_t *base;
+        uint8_t *c = copy_at(b, len, off, &base);
+        cr_assert_eq(decode_bytes(c, len, NULL, &err), PPX_E_TANGENT, "%s: decoded (%s)", what, err.message);
+        cr_assert(strstr(err.message, want), "%s: '%s' lacks '%s'", what, err.message, want);
+        cr_assert(strstr(err.message, "Sample.tangent"), "%s: %s", what, err.message);
+        free(base);
+    }
+}
+
+Test(protocol_tangent, decoder_rejects_length_mismatch) {
+    size_t len, t;
+    uint8_t *b = tangent_sample(&len, &t);
+    /* param0 claims 1 value instead of 2 (the verifier accepts a shorter vector) */
+    size_t v = fb_deref(b, fb_field(b, t, 6));
+    cr_assert_eq(rd32(b, v), 2);
+    wr32(b, v, 1);
+    assert_tangent_rejected(b, len, "param0 (d mean / d theta) has 1 values, expected 0 or 2", "param0 short");
+    wr32(b, v, 2);
+    /* param1 likewise */
+    v = fb_deref(b, fb_field(b, t, 8));
+    wr32(b, v, 1);
+    assert_tangent_rejected(b, len, "param1 (d stddev / d theta) has 1 values", "param1 short");
+    wr32(b, v, 2);
+    /* one theta name fewer: 2 values no longer match 1 x 1 */
+    size_t names = fb_deref(b, fb_field(b, t, 4));
+    cr_assert_eq(rd32(b, names), 2);
+    wr32(b, names, 1);
+    assert_tangent_rejected(b, len, "expected 0 or 1", "fewer names");
+    wr32(b, names, 2);
+    cr_assert_eq(decode_bytes(b, len, NULL, NULL), PPX_OK, "restored buffer must decode");
+    free(b);
+}
+
+Test(protocol_tangent, decoder_rejects_nonfinite_and_bad_names) {
+    size_t len, t;
+    uint8_t *b = tangent_sample(&len, &t);
+    size_t v = fb_deref(b, fb_field(b, t, 6)) + 4;
+    double save, nan = NAN, inf = -INFINITY;
+    memcpy(&save, b + v + 8, 8);
+    cr_assert_eq(save, 2.0);
+    memcpy(b + v + 8, &nan, 8);
+    assert_tangent_rejected(b, len, "param0 (d mean / d theta) value 1 is nan", "NaN");
+    memcpy(b + v + 8, &inf, 8);
+    assert_tangent_rejected(b, len, "value 1 is -inf", "-inf");
+    memcpy(b + v + 8, &save, 8);
+    /* "theta_1" -> "theta_0": a repeated name */
+    size_t names = fb_deref(b, fb_field(b, t, 4));
+    size_t s1 = fb_deref(b, names + 8);
+    cr_assert_eq(rd32(b, s1), 7);
+    cr_assert_eq(memcmp(b + s1 + 4, "theta_1", 7), 0);
+    b[s1 + 4 + 6] = '0';
+    assert_tangent_rejected(b, len, "appears twice", "duplicate name");
+    /* a name that is empty at its first NUL */
+    b[s1 + 4] = '\0';
+    assert_tangent_rejected(b, len, "theta name 1 is empty", "empty name");
+    free(b);
+}
+
+Test(protocol_tangent, decoder_rejects_tangent_without_distribution) {
+    /* an Observe with a tangent whose distribution tag is patched to NONE */
+    double mu = 1, sd = 2;
+    const double d0[1] = {1};
+    ppx_msg m = base_msg(PPX_MSG_OBSERVE);
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = ppx_tensor_scalar(&mu);
+    m.dist.param[1] = ppx_tensor_scalar(&sd);
+    m.tangent = tangent_of(1, TH2, d0, 1, NULL, 0);
+    size_t len;
+    uint8_t *b = encode_copy(&m, &len);
+    size_t body = fb_body(b), tf = fb_field(b, body, 8);
+    cr_assert_neq(fb_field(b, body, 14), 0, "Observe.tangent (slot 5) absent");
+    cr_assert_eq(b[tf], PPX_DIST_NORMAL);
+    b[tf] = PPX_DIST_NONE;
+    ppx_error err;
+    cr_assert_eq(decode_bytes(b, len, NULL, &err), PPX_E_TANGENT, "%s", err.message);
+    cr_assert(strstr(err.message, "Observe.tangent: a tangent needs a distribution"), "%s", err.message);
+    free(b);
+}
+
+Test(protocol_tangent, decoder_limits) {
+    size_t len, t;
+    uint8_t *b = tangent_sample(&len, &t);
+    ppx_limits lim = ppx_limits_default();
+    lim.max_tensor_len = 1;
+    ppx_error err;
+    /* the param vectors (2 values) are over a 1-element limit */
+    cr_assert_neq(decode_bytes(b, len, &lim, &err), PPX_OK);
+    cr_assert(strstr(err.message, "max_tensor_len"), "%s", err.message);
+    /* truncations of a tangent-carrying buffer never decode wrongly */
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *base;
+        uint8_t *c = copy_at(b, cut, 0, &base);
+        ppx_status s = decode_bytes(c, cut, NULL, &err);
+        if (s == PPX_OK) cr_assert_geq(cut, len - 8, "a %zu-byte prefix of %zu decoded", cut, len);
+        free(base);
+    }
+    free(b);
 }

@@ -211,7 +211,7 @@ static int check_py_vector(const char *name, const ppx_msg *m)
         expect_tensor(&m->value, six, 6, s23, 2, name);
     } else if (strncmp(name, "sample_", 7) == 0 && strcmp(name, "sample_result") != 0 &&
                strcmp(name, "sample_vec") != 0 && strcmp(name, "sample_cat2") != 0 &&
-               strcmp(name, "sample_control_false") != 0) {
+               strcmp(name, "sample_control_false") != 0 && strstr(name, "_tangent") == NULL) {
         const char *dn = name + 7;
         size_t i;
         for (i = 0; i < sizeof dist_params / sizeof *dist_params; i++)
@@ -276,9 +276,37 @@ static int check_py_vector(const char *name, const ppx_msg *m)
         cr_assert_eq(m->type, PPX_MSG_TAG_RESULT);
     } else if (strcmp(name, "reset") == 0) {
         cr_assert_eq(m->type, PPX_MSG_RESET);
+    } else if (strcmp(name, "sample_tangent") == 0) {
+        static const double d0[2] = {0.5, -1.0}, d1[2] = {0.25, 2.0};
+        cr_assert_eq(m->type, PPX_MSG_SAMPLE);
+        cr_assert_eq(m->dist.type, PPX_DIST_NORMAL);
+        cr_assert_str_eq(m->address, "g.py:1:f");
+        cr_assert(m->tangent.present && m->tangent.n_theta == 2, "%s: tangent", name);
+        cr_assert_str_eq(m->tangent.theta[0], "theta_0");
+        cr_assert_str_eq(m->tangent.theta[1], "theta_1");
+        cr_assert(m->tangent.len[0] == 2 && m->tangent.len[1] == 2);
+        for (int i = 0; i < 2; i++)
+            cr_assert(m->tangent.d[0][i] == d0[i] && m->tangent.d[1][i] == d1[i], "%s: derivative %d", name, i);
+    } else if (strcmp(name, "observe_tangent") == 0) {
+        static const double p[2] = {1, 2}, v[2] = {3, 4};
+        static const int32_t s2[1] = {2};
+        cr_assert_eq(m->type, PPX_MSG_OBSERVE);
+        cr_assert_eq(m->dist.type, PPX_DIST_POISSON);
+        expect_tensor(&m->dist.param[0], p, 2, s2, 1, name);
+        expect_tensor(&m->value, v, 2, s2, 1, name);
+        cr_assert(m->tangent.present && m->tangent.n_theta == 1, "%s: tangent", name);
+        cr_assert_str_eq(m->tangent.theta[0], "mu");
+        cr_assert(m->tangent.len[0] == 2 && m->tangent.len[1] == 0);
+        cr_assert(m->tangent.d[0][0] == 1.5 && m->tangent.d[0][1] == -2.5);
+    } else if (strcmp(name, "sample_tangent_empty") == 0) {
+        cr_assert_eq(m->type, PPX_MSG_SAMPLE);
+        cr_assert_eq(m->dist.type, PPX_DIST_BERNOULLI);
+        cr_assert(m->tangent.present, "%s: an empty tangent is still present", name);
+        cr_assert(m->tangent.n_theta == 0 && m->tangent.len[0] == 0 && m->tangent.len[1] == 0);
     } else {
         return 0;
     }
+    if (strstr(name, "_tangent") == NULL) cr_assert_eq(m->tangent.present, 0, "%s: unexpected tangent", name);
     return 1;
 }
 
@@ -288,6 +316,20 @@ static int hexval(int c)
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
+
+/* The malformed tangents of tests/vectors.py (bad_tangent_vectors) and the
+ * message text both decoders give. */
+static const struct {
+    const char *name, *fragment;
+} bad_tangents[] = {
+    {"bad_tangent_short", "Sample.tangent: param0 (d mean / d theta) has 1 values, expected 0 or 2"},
+    {"bad_tangent_long1", "param1 (d stddev / d theta) has 2 values"},
+    {"bad_tangent_nan", "value 1 is nan"},
+    {"bad_tangent_dup", "appears twice"},
+    {"bad_tangent_empty_name", "theta name 1 is empty"},
+    {"bad_tangent_one_param", "param1 (d (none) / d theta) has 1 values"},
+    {"bad_tangent_observe", "Observe.tangent"},
+};
 
 Test(python, c_decodes_python_encodings)
 {
@@ -302,6 +344,7 @@ Test(python, c_decodes_python_encodings)
     cr_assert(f);
     static char line[1 << 16];
     int n = 0;
+    size_t n_bad = 0;
     while (fgets(line, sizeof line, f)) {
         char *sp = strchr(line, ' ');
         cr_assert(sp, "bad line");
@@ -322,6 +365,18 @@ Test(python, c_decodes_python_encodings)
         ppx_error err;
         ppx_msg_init(&m);
         ppx_status st = ppx_decode(bytes, hl / 2, NULL, &m, &err);
+        if (strncmp(line, "bad_tangent_", 12) == 0) {
+            /* malformed tangents (vectors.bad_tangent_vectors): both decoders reject them alike */
+            size_t k;
+            for (k = 0; k < sizeof bad_tangents / sizeof *bad_tangents; k++)
+                if (strcmp(bad_tangents[k].name, line) == 0) break;
+            cr_assert(k < sizeof bad_tangents / sizeof *bad_tangents, "unknown vector %s", line);
+            cr_assert_eq(st, PPX_E_TANGENT, "%s: status %s (%s)", line, ppx_status_name(st), err.message);
+            cr_assert(strstr(err.message, bad_tangents[k].fragment), "%s: '%s' lacks '%s'", line, err.message,
+                      bad_tangents[k].fragment);
+            n_bad++;
+            continue;
+        }
         cr_assert_eq(st, PPX_OK, "%s: ppx_decode failed: %s", line, err.message);
         cr_assert(check_py_vector(line, &m), "unknown vector %s", line);
         ppx_msg_clear(&m);
@@ -329,7 +384,8 @@ Test(python, c_decodes_python_encodings)
     }
     fclose(f);
     unlink(path);
-    cr_assert_eq(n, 27, "%d vectors, want 27", n);
+    cr_assert_eq(n, 30, "%d vectors, want 30", n);
+    cr_assert_eq(n_bad, sizeof bad_tangents / sizeof *bad_tangents, "%zu malformed-tangent vectors", n_bad);
 }
 
 /* --- cross-codec: Python decodes C ----------------------------------------- */
@@ -420,6 +476,37 @@ Test(python, python_decodes_c_encodings)
     m.dist.param[0] = ppx_tensor_scalar(&zero);
     m.dist.param[1] = ppx_tensor_scalar(&one);
     put(f, e, "sample_control_false", &m);
+    /* the parameter-tangent extension */
+    static const double two = 2.0, d0[2] = {1, 2}, d1[2] = {3, 4}, mean2[2] = {0, 1}, x2[2] = {0.5, 1.5},
+                        dmu[2] = {0.5, 0.25};
+    static const char *const ab[2] = {"a", "b"}, *const mu[1] = {"mu"};
+    m = msg(PPX_MSG_SAMPLE);
+    m.address = "galton.c:1:f";
+    m.dist.type = PPX_DIST_GAMMA;
+    m.dist.param[0] = ppx_tensor_scalar(&two);
+    m.dist.param[1] = ppx_tensor_scalar(&three);
+    m.tangent = (ppx_tangent){1, 2, ab, {d0, d1}, {2, 2}};
+    put(f, e, "sample_tangent", &m);
+    m = msg(PPX_MSG_OBSERVE);
+    m.address = "o";
+    m.name = "obs";
+    m.dist.type = PPX_DIST_NORMAL;
+    m.dist.param[0] = (ppx_tensor){mean2, 2, s2, 1};
+    m.dist.param[1] = ppx_tensor_scalar(&one);
+    m.value = (ppx_tensor){x2, 2, s2, 1};
+    m.tangent = (ppx_tangent){1, 1, mu, {dmu, NULL}, {2, 0}};
+    put(f, e, "observe_tangent", &m);
+    m = msg(PPX_MSG_SAMPLE);
+    m.address = "b";
+    m.name = "b";
+    m.dist.type = PPX_DIST_BERNOULLI;
+    m.dist.param[0] = ppx_tensor_scalar(&half);
+    m.tangent = (ppx_tangent){1, 0, NULL, {NULL, NULL}, {0, 0}};
+    put(f, e, "sample_tangent_empty", &m);
+    m.tangent.present = 0;
+    m.address = "n";
+    m.name = "n";
+    put(f, e, "sample_no_tangent", &m);
     for (size_t i = 0; i < sizeof dist_params / sizeof *dist_params; i++) {
         char name[64], addr[64];
         const char *dn = ppx_dist_type_name(dist_params[i].type);

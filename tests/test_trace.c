@@ -492,3 +492,46 @@ Test(trace, swap_exchanges_contents_and_counters)
     trace_destroy(&a);
     trace_destroy(&b);
 }
+
+Test(trace, tangent_is_copied_deeply_and_kept_by_copies)
+{
+    trace *t = new_trace(), *c = new_trace();
+    double x = 0.5;
+    char n0[8] = "mu", n1[8] = "sigma";
+    const char *names[2] = {n0, n1};
+    double d0[2] = {1.0, -2.0}, d1[2] = {0.25, 4.0};
+    trace_tangent tg = {2, names, {d0, d1}, {2, 2}};
+    trace_entry e = scalar_entry(TRACE_SAMPLE, "A", "z", DIST_NORMAL, &x);
+    e.tangent = &tg;
+    append_ok(t, &e);
+    /* none sent, and an empty one (declared theta-independent) */
+    trace_entry f = scalar_entry(TRACE_OBSERVE, "B", "o", DIST_NORMAL, &x);
+    append_ok(t, &f);
+    trace_tangent empty = {0, NULL, {NULL, NULL}, {0, 0}};
+    f.tangent = &empty;
+    append_ok(t, &f);
+    /* the caller's arrays and names change afterwards: the trace keeps its copy */
+    d0[0] = 99;
+    d1[1] = 99;
+    strcpy(n0, "x");
+    strcpy(n1, "y");
+    cr_assert_eq(trace_copy(c, t), 0);
+    trace_destroy(&t);
+    const trace_tangent *g = c->entries[0].tangent;
+    cr_assert_not_null(g);
+    cr_assert_neq(g, &tg);
+    cr_assert_eq(g->n_theta, 2);
+    cr_assert_str_eq(g->theta[0], "mu");
+    cr_assert_str_eq(g->theta[1], "sigma");
+    cr_assert(g->len[0] == 2 && g->len[1] == 2);
+    cr_assert(g->d[0][0] == 1.0 && g->d[0][1] == -2.0 && g->d[1][0] == 0.25 && g->d[1][1] == 4.0);
+    cr_assert_null(c->entries[1].tangent);
+    const trace_tangent *h = c->entries[2].tangent;
+    cr_assert_not_null(h);
+    cr_assert(h->n_theta == 0 && h->len[0] == 0 && h->len[1] == 0 && !h->d[0] && !h->d[1]);
+    /* reset and reuse: a new entry without tangent has none */
+    trace_reset(c);
+    f.tangent = NULL;
+    cr_assert_null(append_ok(c, &f)->tangent);
+    trace_destroy(&c);
+}

@@ -17,7 +17,8 @@ Pure Python on pyzmq, flatbuffers and numpy.
 from .dists import (Bernoulli, Beta, Binomial, Categorical, Distribution, Exponential, Gamma,
                     LogNormal, Normal, Poisson, Uniform, Weibull)
 from .errors import DecodeError, PpxError, PpxTimeout
-from .sim import Model, Simulator, here, observe, sample, seed, tag
+from .sim import Model, Simulator, declare_theta, here, observe, sample, seed, tag
+from .wire import Tangent
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,6 @@ __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Distribution", "Exponential", "Gamma",
     "LogNormal", "Normal", "Poisson", "Uniform", "Weibull",
     "DecodeError", "PpxError", "PpxTimeout",
-    "Model", "Simulator", "here", "observe", "sample", "seed", "tag",
+    "Model", "Simulator", "Tangent", "declare_theta", "here", "observe", "sample", "seed", "tag",
     "Client", "ErrorCode", "JobState", "JobFailed", "pair_plot", "sbc_plot", "coverage_plot", "tarp_plot", "training_plot", "ppc_plot",
 ]

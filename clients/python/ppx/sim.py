@@ -23,6 +23,14 @@ Without an engine -- :meth:`Simulator.run_local`, plain calls of forward()
 outside a run, or after an aborted run -- every draw is made locally with
 numpy, for all 11 distributions; observe() and tag() then do nothing.
 
+Analytic joint scores (ppxd's parameter-tangent extension, protocol/ppx.fbs):
+a simulator may pass ``tangent=`` to sample() and observe(): the derivatives
+of the distribution's parameters with respect to the parameters of interest
+theta (named by :meth:`Simulator.declare_theta` or a :class:`ppx.wire.Tangent`),
+holding earlier draws fixed; ``ppxd mine --score analytic|auto`` then
+computes t(x,z|theta) without finite-difference replays.  Upstream engines
+ignore the field.
+
 Addresses identify call sites.  By default an address is
 "file.py:LINE:function" of the caller (basename only), which is stable across
 runs, machines and Python versions as long as the source is unchanged.
@@ -79,6 +87,58 @@ class Simulator:
         self._ctx = None
         self._rng = None
         self._rng_seed = None
+        self.theta = ()                 # declare_theta() names
+        self.others_independent = False
+
+    def declare_theta(self, names, others_independent=False):
+        """Name the parameters of interest theta (the names of the theta
+        Samples) that tangents given as tuples or dicts refer to.  With
+        others_independent=True every other Sample/Observe sent without a
+        tangent carries an empty one, declaring it independent of theta
+        (ppxd then needs no tangent for it); by default such a draw carries
+        none, and ``ppxd mine --score analytic`` counts its row invalid."""
+        if isinstance(names, str):
+            names = (names,)
+        names = tuple(names)
+        why = wire.theta_problem(names)
+        if why:
+            raise ValueError("declare_theta: %s" % why)
+        self.theta = names
+        self.others_independent = bool(others_independent)
+
+    def _tangent(self, dist, tangent, name, what):
+        """The wire Tangent for a statement (None: send none)."""
+        if tangent is None:
+            if self.others_independent and self.theta and name not in self.theta:
+                return wire.Tangent()
+            return None
+        if isinstance(tangent, wire.Tangent):
+            t = tangent
+        else:
+            if not self.theta:
+                raise ValueError("%s(): a tangent other than a ppx.wire.Tangent needs declare_theta() first" % what)
+            if isinstance(tangent, dict):
+                unknown = set(tangent) - set(dist.params)
+                if unknown:
+                    raise ValueError("%s(): tangent names %s, not parameters of %s %s"
+                                     % (what, sorted(unknown), dist.name, dist.params))
+                parts = [tangent.get(p) for p in dist.params]
+            elif isinstance(tangent, tuple):
+                parts = list(tangent)
+            elif len(dist.params) == 1:
+                parts = [tangent]
+            else:
+                raise ValueError("%s(): give the tangent of %s as a tuple (d %s, d %s), a dict or a ppx.wire.Tangent"
+                                 % (what, dist.name, dist.params[0], dist.params[1]))
+            if len(parts) > len(dist.params):
+                raise ValueError("%s(): %d tangent parts for the %d parameters of %s"
+                                 % (what, len(parts), len(dist.params), dist.name))
+            parts += [None] * (2 - len(parts))
+            t = wire.Tangent(self.theta, parts[0], parts[1])
+        why = wire.tangent_problem(t, dist)
+        if why:
+            raise ValueError("%s(): tangent: %s" % (what, why))
+        return t
 
     # --- the model ---------------------------------------------------------
 
@@ -95,17 +155,22 @@ class Simulator:
     def _live(self):
         return self._sock is not None and not self.aborted
 
-    def sample(self, dist, address=None, name="", control=True, _depth=1):
+    def sample(self, dist, address=None, name="", control=True, tangent=None, _depth=1):
         """Draw from dist: the engine's answer, or a local draw without an
         engine.  A float for a scalar distribution, else an array of
-        dist.batch_shape (discrete values as integral floats)."""
+        dist.batch_shape (discrete values as integral floats).
+        tangent: d params / d theta (see declare_theta): a ppx.wire.Tangent,
+        a tuple (d param0, d param1), a dict {param name: derivative}, or for
+        one-parameter kinds the derivative itself; each derivative of shape
+        param.shape + (D,), flat, or a number for a scalar parameter and D = 1."""
         if not isinstance(dist, Distribution):
             raise TypeError("sample() needs a ppx distribution, got %r" % (dist,))
         if address is None:
             address = here(_depth)
         if not self._live():
             return dist.sample_local(self._local_rng())
-        m = wire.Message(wire.SAMPLE, address=address, name=name or "", dist=dist, control=bool(control))
+        m = wire.Message(wire.SAMPLE, address=address, name=name or "", dist=dist, control=bool(control),
+                         tangent=self._tangent(dist, tangent, name, "sample"))
         reply = self._exchange(m, wire.SAMPLE_RESULT)
         if reply is None:
             return dist.sample_local(self._local_rng())
@@ -119,9 +184,10 @@ class Simulator:
             return float(v.reshape(-1)[0])
         return v.reshape(dist.batch_shape).copy()
 
-    def observe(self, dist, value=None, address=None, name="", _depth=1):
+    def observe(self, dist, value=None, address=None, name="", tangent=None, _depth=1):
         """Observe dist at value, or with value None let the engine supply
-        it.  True when the engine answered, False without an engine."""
+        it.  True when the engine answered, False without an engine.
+        tangent: as for sample()."""
         if not isinstance(dist, Distribution):
             raise TypeError("observe() needs a ppx distribution, got %r" % (dist,))
         if address is None:
@@ -133,7 +199,8 @@ class Simulator:
                                  % (value.size, dist.name, dist.n))
         if not self._live():
             return False
-        m = wire.Message(wire.OBSERVE, address=address, name=name or "", dist=dist, value=value)
+        m = wire.Message(wire.OBSERVE, address=address, name=name or "", dist=dist, value=value,
+                         tangent=self._tangent(dist, tangent, name, "observe"))
         return self._exchange(m, wire.OBSERVE_RESULT) is not None
 
     def tag(self, value, address=None, name="", _depth=1):
@@ -330,15 +397,20 @@ def _current():
     return _default
 
 
-def sample(dist, address=None, name="", control=True):
+def sample(dist, address=None, name="", control=True, tangent=None):
     """Draw from dist (see Simulator.sample); the default address is the
     caller's "file.py:LINE:function"."""
-    return _current().sample(dist, address, name, control, _depth=2)
+    return _current().sample(dist, address, name, control, tangent, _depth=2)
 
 
-def observe(dist, value=None, address=None, name=""):
+def observe(dist, value=None, address=None, name="", tangent=None):
     """Observe dist at value, or let the engine supply it (value None)."""
-    return _current().observe(dist, value, address, name, _depth=2)
+    return _current().observe(dist, value, address, name, tangent, _depth=2)
+
+
+def declare_theta(names, others_independent=False):
+    """Simulator.declare_theta for the simulator running forward()."""
+    _current().declare_theta(names, others_independent)
 
 
 def tag(value, address=None, name=""):

@@ -18,14 +18,18 @@ A message is a :class:`Message`; which attributes matter depends on its type:
     HANDSHAKE         system_name
     HANDSHAKE_RESULT  system_name, model_name
     RUN_RESULT        value
-    SAMPLE            address, name, dist, control
+    SAMPLE            address, name, dist, control, tangent
     SAMPLE_RESULT     value
-    OBSERVE           address, name, dist, value (None: absent)
+    OBSERVE           address, name, dist, value (None: absent), tangent
     TAG               address, name, value
     RUN, OBSERVE_RESULT, TAG_RESULT, RESET: none.
 Decoded tensor values are numpy float64 arrays of the tensor's shape (0-d for
 a scalar); an absent tensor value (data [], shape [0] or [], or no Tensor
 table at all) decodes as None.
+
+The tangent of a Sample or Observe is ppxd's optional extension (the Tangent
+table of protocol/ppx.fbs; slot 6 of Sample, slot 5 of Observe): a
+:class:`Tangent`, or None when absent (as from every upstream peer).
 """
 
 import flatbuffers
@@ -46,14 +50,91 @@ def type_name(t):
     return TYPE_NAMES[t] if 0 <= t < len(TYPE_NAMES) else "Unknown(%s)" % (t,)
 
 
+MAX_TANGENT_THETA = 4096  # as ppxd's codec
+
+
+class Tangent:
+    """d params / d theta of one draw, with the values of earlier draws held
+    fixed (see protocol/ppx.fbs).  theta: the D names of the parameters of
+    interest; param0, param1: the derivatives of the distribution's
+    parameters in wire slot order, each None/empty (does not depend on theta)
+    or len(param) * D values: an array of shape param.shape + (D,), or flat
+    in that row-major order (element i, theta k at i * D + k).
+    Tangent() with no names declares the draw independent of theta."""
+
+    __slots__ = ("theta", "param0", "param1")
+
+    def __init__(self, theta=(), param0=None, param1=None):
+        if isinstance(theta, str):
+            theta = (theta,)
+        self.theta = tuple(theta)
+        self.param0 = _flat(param0)
+        self.param1 = _flat(param1)
+
+    def derivative(self, j):
+        return self.param1 if j else self.param0
+
+    def __eq__(self, other):
+        return (isinstance(other, Tangent) and self.theta == other.theta and
+                all(np.array_equal(self.derivative(j), other.derivative(j)) for j in (0, 1)))
+
+    def __repr__(self):
+        return "Tangent(theta=%r, param0=%r, param1=%r)" % (self.theta, self.param0.tolist(), self.param1.tolist())
+
+
+def _flat(x):
+    return np.empty(0) if x is None else np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def theta_problem(theta):
+    """Why a tuple of theta names is unusable in a tangent, or None."""
+    if len(theta) > MAX_TANGENT_THETA:
+        return "%d theta names, over the limit of %d" % (len(theta), MAX_TANGENT_THETA)
+    for i, n in enumerate(theta):
+        if not isinstance(n, str):
+            return "theta name %d is not a string" % i
+        if not n.split("\0", 1)[0]:
+            return "theta name %d is empty" % i
+        if n in theta[:i]:
+            return "theta name '%s' appears twice (at %d and %d)" % (n, theta.index(n), i)
+    return None
+
+
+def tangent_problem(t, dist):
+    """Why Tangent t is malformed for distribution dist (None for an Observe
+    without one), or None when it is well formed; as ppxd's codec checks."""
+    why = theta_problem(t.theta)
+    if why:
+        return why
+    D = len(t.theta)
+    if dist is None:
+        if D or t.param0.size or t.param1.size:
+            return "a tangent needs a distribution"
+        return None
+    params = dist.wire_params()
+    for j in (0, 1):
+        pn = dist.params[j] if j < len(dist.params) else "(none)"
+        plen = params[j][0].size if j < len(params) else 0
+        d = t.derivative(j)
+        if d.size not in (0, plen * D):
+            return ("param%d (d %s / d theta) has %d values, expected 0 or %d (%d elements x %d theta)"
+                    % (j, pn, d.size, plen * D, plen, D))
+        bad = ~np.isfinite(d)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return "param%d (d %s / d theta) value %d is %s" % (j, pn, i, float(d[i]))
+    return None
+
+
 class Message:
     """A PPX message (see the module docstring for the fields per type)."""
 
-    __slots__ = ("type", "system_name", "model_name", "address", "name", "dist", "control", "value")
+    __slots__ = ("type", "system_name", "model_name", "address", "name", "dist", "control", "value", "tangent")
 
     def __init__(self, type, system_name="", model_name="", address="", name="", dist=None,
-                 control=True, value=None):
+                 control=True, value=None, tangent=None):
         self.type = type
+        self.tangent = tangent
         self.system_name = system_name
         self.model_name = model_name
         self.address = address
@@ -80,6 +161,8 @@ class Message:
             f.append("control=%r" % self.control)
         if self.type in (RUN_RESULT, SAMPLE_RESULT, OBSERVE, TAG):
             f.append("value=%r" % (self.value,))
+        if self.type in (SAMPLE, OBSERVE) and self.tangent is not None:
+            f.append("tangent=%r" % (self.tangent,))
         return "Message(%s)" % ", ".join(f)
 
 
@@ -113,6 +196,23 @@ def _dist(b, d):
     b.StartObject(len(params))
     for i, p in enumerate(params):
         b.PrependUOffsetTRelativeSlot(i, p, 0)
+    return b.EndObject()
+
+
+def _tangent(b, t, dist, what):
+    """Write a Tangent table (all three vectors, possibly empty)."""
+    if not isinstance(t, Tangent):
+        raise TypeError("%s.tangent must be a ppx.wire.Tangent, got %r" % (what, t))
+    why = tangent_problem(t, dist)
+    if why:
+        raise ValueError("%s.tangent: %s" % (what, why))
+    names = fb.string_vector(b, t.theta)
+    d0 = fb.doubles(b, t.param0)
+    d1 = fb.doubles(b, t.param1)
+    b.StartObject(3)
+    b.PrependUOffsetTRelativeSlot(0, names, 0)
+    b.PrependUOffsetTRelativeSlot(1, d0, 0)
+    b.PrependUOffsetTRelativeSlot(2, d1, 0)
     return b.EndObject()
 
 
@@ -151,7 +251,10 @@ def encode(m):
                 raise ValueError("%s without a distribution" % type_name(t))
             dist = _dist(b, m.dist)
             v = _tensor(b, m.value) if t == OBSERVE else 0
-            b.StartObject(5)
+            tg = 0 if m.tangent is None else _tangent(b, m.tangent, m.dist, type_name(t))
+            # Sample.tangent is slot 6 (slot 5, the removed `replace`, stays
+            # empty), Observe.tangent slot 5.
+            b.StartObject(5 if not tg else 7 if t == SAMPLE else 6)
             b.PrependUOffsetTRelativeSlot(0, addr, 0)
             b.PrependUOffsetTRelativeSlot(1, name, 0)
             b.PrependUint8Slot(2, m.dist.tag, 0)
@@ -163,6 +266,8 @@ def encode(m):
                 b.Slot(4)
             else:
                 b.PrependUOffsetTRelativeSlot(4, v, 0)
+            if tg:
+                b.PrependUOffsetTRelativeSlot(6 if t == SAMPLE else 5, tg, 0)
         body = b.EndObject()
     elif t in (RUN, OBSERVE_RESULT, TAG_RESULT, RESET):
         b.StartObject(0)
@@ -236,6 +341,19 @@ def _decode_dist(tag, tbl, msg, required):
         raise DecodeError("%s: %s" % (msg, e)) from None
 
 
+def _decode_tangent(tbl, dist, msg):
+    if tbl is None:
+        return None
+    theta = tbl.strings(0, "theta") or []
+    if len(theta) > MAX_TANGENT_THETA:
+        raise DecodeError("%s.tangent: %d theta names, over the limit of %d" % (msg, len(theta), MAX_TANGENT_THETA))
+    t = Tangent(theta, tbl.vector(1, "double", "param0"), tbl.vector(2, "double", "param1"))
+    why = tangent_problem(t, dist)
+    if why:
+        raise DecodeError("%s.tangent: %s" % (msg, why))
+    return t
+
+
 def decode(buf, max_bytes=fb.DEFAULT_MAX_BYTES, max_elements=fb.DEFAULT_MAX_ELEMENTS):
     """Decode bytes into a Message; DecodeError on anything malformed."""
     try:
@@ -277,8 +395,10 @@ def _decode(b):
             m.dist = _decode_dist(dtag, body.table(3, "distribution"), type_name(tag), tag == SAMPLE)
             if tag == SAMPLE:
                 m.control = body.scalar(4, "bool", True, "control")
+                m.tangent = _decode_tangent(body.table(6, "tangent"), m.dist, "Sample")
             else:
                 m.value = decode_tensor(body.table(4, "value"), "Observe.value")
+                m.tangent = _decode_tangent(body.table(5, "tangent"), m.dist, "Observe")
     return m
 
 

@@ -330,6 +330,125 @@ class InProcess(unittest.TestCase):
             ppx.Simulator()
 
 
+class GaltonTangents(unittest.TestCase):
+    """examples/galton.py sends d P(left) / d theta with every decision."""
+
+    def setUp(self):
+        self.ep = endpoint("galton")
+        self.proc = subprocess.Popen([PY, os.path.join(PKG_ROOT, "examples", "galton.py"), self.ep],
+                                     cwd=PKG_ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.eng = Engine(self.ep)
+
+    def tearDown(self):
+        self.eng.close()
+        stop(self.proc)
+
+    def test_every_decision_carries_its_derivative(self):
+        e = self.eng
+        theta = -0.8
+        for run in range(2):
+            m = e.call_type(wire.RUN)
+            self.assertEqual((m.type, m.name), (wire.SAMPLE, "theta"))
+            self.assertIsNone(m.tangent)  # theta's own draw: none
+            m = e.reply_values(theta)
+            pos = 15
+            for level in range(20):
+                self.assertEqual((m.type, m.address), (wire.SAMPLE, "galton_row"), m)
+                a = np.sin(np.pi * level / 19.0)
+                n = 2.0 * pos / 30.0 - 1.0
+                # the derivative by central differences of P(left) (not the example's formula)
+                h = 1e-6
+                pl = lambda t: (1 - a) / 2 + a / (1 + np.exp(-10 * t * n))
+                want = (pl(theta + h) - pl(theta - h)) / (2 * h)
+                self.assertAlmostEqual(float(m.dist.probs), pl(theta), places=12)
+                self.assertIsNotNone(m.tangent, "level %d: no tangent" % level)
+                self.assertEqual(m.tangent.theta, ("theta",))
+                self.assertEqual(m.tangent.param0.shape, (1,))
+                self.assertEqual(m.tangent.param1.size, 0)
+                self.assertAlmostEqual(float(m.tangent.param0[0]), want, delta=1e-7 * (1 + abs(want)))
+                left = float((level + run) % 3 == 0)
+                pos = (pos if left else pos + 1) if level % 2 == 0 else (pos - 1 if left else pos)
+                m = e.reply_values(left)
+            self.assertEqual((m.type, m.name), (wire.TAG, "x"))
+            self.assertEqual(float(m.value), pos)
+            self.assertIsNone(getattr(m, "tangent", None))
+            m = e.call_type(wire.TAG_RESULT)
+            self.assertEqual(m.type, wire.RUN_RESULT)
+            theta = 0.3
+
+
+class TangentForms(unittest.TestCase):
+    """How sample()/observe() turn their tangent= argument into the wire Tangent."""
+
+    def sim(self, theta=("a", "b"), others=False):
+        s = ppx.Simulator(lambda: None, "t")
+        if theta:
+            s.declare_theta(theta, others_independent=others)
+        return s
+
+    def test_forms(self):
+        s = self.sim()
+        d = Normal([0.0, 1.0, 2.0], 1.0)  # mean [3], stddev scalar
+        dm = np.arange(6.0).reshape(3, 2)  # d mean / d (a, b): shape mean.shape + (D,)
+        t = s._tangent(d, (dm, [0.5, 0.25]), "z", "sample")
+        self.assertEqual(t.theta, ("a", "b"))
+        self.assertEqual(t.param0.tolist(), [0, 1, 2, 3, 4, 5])
+        self.assertEqual(t.param1.tolist(), [0.5, 0.25])
+        self.assertEqual(s._tangent(d, {"stddev": [1.0, 2.0]}, "z", "sample"),
+                         wire.Tangent(("a", "b"), None, [1.0, 2.0]))
+        self.assertEqual(s._tangent(d, (dm,), "z", "sample"), wire.Tangent(("a", "b"), dm))
+        # one-parameter kinds take the derivative alone
+        self.assertEqual(s._tangent(Poisson(2.0), [3.0, 4.0], "z", "sample"), wire.Tangent(("a", "b"), [3.0, 4.0]))
+        # an explicit Tangent is sent as given, whatever was declared
+        own = wire.Tangent(["c"], [1.0])
+        self.assertIs(s._tangent(Poisson(2.0), own, "z", "sample"), own)
+        # no tangent: none, unless other draws are declared independent
+        self.assertIsNone(s._tangent(d, None, "z", "sample"))
+        s2 = self.sim(others=True)
+        self.assertEqual(s2._tangent(d, None, "z", "sample"), wire.Tangent())
+        self.assertIsNone(s2._tangent(d, None, "a", "sample"))  # a theta Sample itself
+
+    def test_errors(self):
+        s = self.sim()
+        d = Normal(0.0, 1.0)
+        for bad, frag in [([1.0, 2.0], "as a tuple"), ((1.0,), "has 1 values, expected 0 or 2"),
+                          ({"rate": 1.0}, "not parameters of Normal"), (([1, 2], [1, 2], [3]), "3 tangent parts"),
+                          (([np.nan, 1.0],), "is nan")]:
+            with self.assertRaises(ValueError) as cm:
+                s._tangent(d, bad, "z", "sample")
+            self.assertIn(frag, str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            self.sim(theta=())._tangent(d, (1.0, 2.0), "z", "observe")
+        self.assertIn("declare_theta", str(cm.exception))
+        with self.assertRaises(ValueError):
+            self.sim(theta=("a", "a"))
+        with self.assertRaises(ValueError):
+            self.sim(theta=("a", ""))
+
+    def test_sent_through_an_engine_in_process(self):
+        # A served run: the Sample and Observe carry the tangent (thread + REQ).
+        def fwd():
+            z = ppx.sample(Normal(1.0, 2.0), name="z", tangent=(1.0, 0.0))
+            ppx.observe(Normal(z, 1.0), value=0.5, name="o", tangent=(0.0, 0.0))
+            return z
+        s = ppx.Simulator(fwd, "tangent")
+        s.declare_theta(["mu"])
+        ep = endpoint("tangent")
+        th = threading.Thread(target=s.serve, args=(ep, 1), daemon=True)
+        th.start()
+        e = Engine(ep)
+        try:
+            m = e.call_type(wire.RUN)
+            self.assertEqual(m.tangent, wire.Tangent(["mu"], [1.0], [0.0]))
+            m = e.reply_values(2.0)
+            self.assertEqual((m.type, m.tangent), (wire.OBSERVE, wire.Tangent(["mu"], [0.0], [0.0])))
+            self.assertEqual(e.call_type(wire.OBSERVE_RESULT).type, wire.RUN_RESULT)
+        finally:
+            e.close()
+        th.join(10)
+        self.assertFalse(th.is_alive())
+
+
 class CommandLine(unittest.TestCase):
     def run_cmd(self, *args):
         return subprocess.run([PY, "-m", "tests.models"] + list(args), cwd=PKG_ROOT, env=env(),

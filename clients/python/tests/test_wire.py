@@ -49,7 +49,7 @@ def same(a, b):
     vb = None if b.value is None else np.asarray(b.value, dtype=np.float64)
     return (a.type == b.type and a.system_name == b.system_name and a.model_name == b.model_name
             and a.address == b.address and a.name == b.name and bool(a.control) == bool(b.control)
-            and same_dist(a.dist, b.dist) and same_value(va, vb))
+            and same_dist(a.dist, b.dist) and same_value(va, vb) and a.tangent == b.tangent)
 
 
 class SpecVectors(unittest.TestCase):
@@ -305,6 +305,65 @@ class Malformed(unittest.TestCase):
             return b.EndObject()
         m = wire.decode(_hand_built(wire.SAMPLE, build))
         self.assertEqual((m.address, m.name, m.control), ("a", "n", True))
+
+
+class Tangents(unittest.TestCase):
+    """The parameter-tangent extension (Sample slot 6, Observe slot 5)."""
+
+    def test_round_trips(self):
+        from ppx.dists import Categorical, Poisson
+        cases = [
+            Message(wire.SAMPLE, address="a", dist=Normal(1.0, 2.0), tangent=wire.Tangent(["t0", "t1"], [1, 2], [3, 4])),
+            Message(wire.SAMPLE, address="a", dist=Normal([1.0, 2.0, 3.0], 2.0),
+                    tangent=wire.Tangent(["t0"], [1, 2, 3])),
+            Message(wire.SAMPLE, address="c", dist=Categorical([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]),
+                    tangent=wire.Tangent(["t"], np.arange(6.0).reshape(2, 3, 1))),
+            Message(wire.OBSERVE, address="o", dist=Poisson([1.0, 2.0]), value=[3.0, 4.0],
+                    tangent=wire.Tangent(["t"], [0.5, 0.5])),
+            Message(wire.OBSERVE, address="o", dist=Normal(0.0, 1.0), tangent=wire.Tangent()),
+            Message(wire.SAMPLE, address="a", dist=Normal(1.0, 2.0), control=False, tangent=wire.Tangent(["t"])),
+        ]
+        for m in cases:
+            got = wire.decode(wire.encode(m))
+            self.assertTrue(same(got, m), (got, m))
+            self.assertIsNotNone(got.tangent)
+        # without one, none is written or decoded
+        plain = wire.decode(wire.encode(Message(wire.SAMPLE, dist=Normal(0.0, 1.0))))
+        self.assertIsNone(plain.tangent)
+        self.assertIsNone(wire.decode(bytes.fromhex(SPEC["sample"])).tangent)
+
+    def test_sample_slot5_stays_empty(self):
+        buf = wire.encode(Message(wire.SAMPLE, dist=Normal(0.0, 1.0), tangent=wire.Tangent(["t"], [1.0])))
+        body = fb.Buffer(buf).root().table(1)
+        self.assertFalse(body.has(5))  # the removed `replace`
+        self.assertTrue(body.has(6))
+
+    def test_encoder_refuses(self):
+        bad = [
+            (wire.Tangent(["t"], [1.0, 2.0]), "has 2 values, expected 0 or 1"),
+            (wire.Tangent(["t", "t"], [1.0, 2.0]), "appears twice"),
+            (wire.Tangent([""], [1.0]), "theta name 0 is empty"),
+            (wire.Tangent(["t"], [np.inf]), "value 0 is inf"),
+            (wire.Tangent([], [1.0]), "expected 0 or 0"),
+        ]
+        for t, frag in bad:
+            with self.assertRaises(ValueError) as cm:
+                wire.encode(Message(wire.SAMPLE, dist=Normal(0.0, 1.0), tangent=t))
+            self.assertIn(frag, str(cm.exception))
+        with self.assertRaises(TypeError):
+            wire.encode(Message(wire.SAMPLE, dist=Normal(0.0, 1.0), tangent=[1.0]))
+
+    def test_decoder_rejects(self):
+        ok = wire.decode(vectors.tangent_sample(["a", "b"], [1, 2], [3, 4]))
+        self.assertEqual(ok.tangent, wire.Tangent(["a", "b"], [1, 2], [3, 4]))
+        ok = wire.decode(vectors.tangent_sample(["a"], [1], [], body_slot=5))
+        self.assertEqual((ok.type, ok.tangent), (wire.OBSERVE, wire.Tangent(["a"], [1])))
+        # the same buffers ppxd's C decoder must reject (tests/test_python.c)
+        for name, buf, frag in vectors.bad_tangent_vectors():
+            with self.subTest(name):
+                with self.assertRaises(DecodeError) as cm:
+                    wire.decode(buf)
+                self.assertIn(frag, str(cm.exception))
 
 
 @unittest.skipUnless(os.environ.get("PPX_C_VECTORS"), "PPX_C_VECTORS not set (run by tests/test_python.c)")

@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 
-from ppx import wire
+from ppx import fb, wire
 from ppx.dists import (Bernoulli, Beta, Binomial, Categorical, Exponential, Gamma, LogNormal,
                        Normal, Poisson, Uniform, Weibull)
-from ppx.wire import Message
+from ppx.wire import Message, Tangent
 
 # (name, distribution) with scalar parameters, in wire-tag order; the C test
 # has the same table (dist_params in tests/test_python.c).
@@ -58,8 +58,80 @@ def py_vectors():
         ("tag", Message(wire.TAG, address="t", name="tag", value=np.arange(6.0).reshape(2, 3))),
         ("tag_result", Message(wire.TAG_RESULT)),
         ("reset", Message(wire.RESET)),
+        # the parameter-tangent extension (tests/test_python.c checks the same numbers)
+        ("sample_tangent", Message(wire.SAMPLE, address="g.py:1:f", name="z", dist=Normal(1.0, 2.0),
+                                   tangent=Tangent(["theta_0", "theta_1"], [0.5, -1.0], [0.25, 2.0]))),
+        ("observe_tangent", Message(wire.OBSERVE, address="o3", name="obs2", dist=Poisson([1.0, 2.0]),
+                                    value=[3.0, 4.0], tangent=Tangent(["mu"], [[1.5], [-2.5]]))),
+        ("sample_tangent_empty", Message(wire.SAMPLE, address="b", name="", dist=Bernoulli(0.3),
+                                         tangent=Tangent())),
     ]
     return v
+
+
+def _hand_built(body_type, build_body):
+    import flatbuffers
+    b = flatbuffers.Builder(64)
+    body = build_body(b)
+    b.StartObject(2)
+    b.PrependUint8Slot(0, body_type, 0)
+    b.PrependUOffsetTRelativeSlot(1, body, 0)
+    b.Finish(b.EndObject())
+    return bytes(b.Output())
+
+
+def _hb_tensor(b, data, shape):
+    d = fb.doubles(b, data)
+    s = fb.ints(b, shape)
+    b.StartObject(2)
+    b.PrependUOffsetTRelativeSlot(0, d, 0)
+    b.PrependUOffsetTRelativeSlot(1, s, 0)
+    return b.EndObject()
+
+
+def tangent_sample(theta, d0, d1, dist=None, body_slot=6):
+    """A Sample (or, body_slot 5, an Observe) with a hand-built Tangent, so
+    that malformed contents reach the decoder."""
+    dist = dist or Normal(1.0, 2.0)
+
+    def build(b):
+        params = [_hb_tensor(b, data, shape) for data, shape in dist.wire_params()]
+        b.StartObject(len(params))
+        for i, p in enumerate(params):
+            b.PrependUOffsetTRelativeSlot(i, p, 0)
+        dt = b.EndObject()
+        names = fb.string_vector(b, theta)
+        v0, v1 = fb.doubles(b, d0), fb.doubles(b, d1)
+        b.StartObject(3)
+        b.PrependUOffsetTRelativeSlot(0, names, 0)
+        b.PrependUOffsetTRelativeSlot(1, v0, 0)
+        b.PrependUOffsetTRelativeSlot(2, v1, 0)
+        tg = b.EndObject()
+        a, n = b.CreateString("a"), b.CreateString("n")
+        b.StartObject(body_slot + 1)
+        b.PrependUOffsetTRelativeSlot(0, a, 0)
+        b.PrependUOffsetTRelativeSlot(1, n, 0)
+        b.PrependUint8Slot(2, dist.tag, 0)
+        b.PrependUOffsetTRelativeSlot(3, dt, 0)
+        b.PrependUOffsetTRelativeSlot(body_slot, tg, 0)
+        return b.EndObject()
+    return _hand_built(wire.SAMPLE if body_slot == 6 else wire.OBSERVE, build)
+
+
+def bad_tangent_vectors():
+    """(name, bytes, message fragment): malformed tangents that both decoders
+    must reject (ppxd's with PPX_E_TANGENT; the fragment is the same text)."""
+    return [
+        ("bad_tangent_short", tangent_sample(["a", "b"], [1], []),
+         "Sample.tangent: param0 (d mean / d theta) has 1 values, expected 0 or 2"),
+        ("bad_tangent_long1", tangent_sample(["a"], [], [1, 2]), "param1 (d stddev / d theta) has 2 values"),
+        ("bad_tangent_nan", tangent_sample(["a", "b"], [1, np.nan], []), "value 1 is nan"),
+        ("bad_tangent_dup", tangent_sample(["a", "a"], [1, 2], []), "appears twice"),
+        ("bad_tangent_empty_name", tangent_sample(["a", ""], [], []), "theta name 1 is empty"),
+        ("bad_tangent_one_param", tangent_sample(["a"], [1], [1], dist=Exponential(1.0)),
+         "param1 (d (none) / d theta) has 1 values"),
+        ("bad_tangent_observe", tangent_sample(["a"], [1, 2], [], body_slot=5), "Observe.tangent"),
+    ]
 
 
 # What the C test encodes (see c_vectors in tests/test_python.c): name ->
@@ -82,6 +154,16 @@ C_EXPECTED = {
     "reset": (wire.RESET, {}),
     "sample_control_false": (wire.SAMPLE, dict(address="x", name="x", control=False,
                                                dist=("Normal", [([0.0], ()), ([1.0], ())]))),
+    "sample_tangent": (wire.SAMPLE, dict(address="galton.c:1:f", name="", control=True,
+                                         dist=("Gamma", [([2.0], ()), ([3.0], ())]),
+                                         tangent=Tangent(["a", "b"], [1.0, 2.0], [3.0, 4.0]))),
+    "observe_tangent": (wire.OBSERVE, dict(address="o", name="obs", value=([0.5, 1.5], (2,)),
+                                           dist=("Normal", [([0.0, 1.0], (2,)), ([1.0], ())]),
+                                           tangent=Tangent(["mu"], [0.5, 0.25]))),
+    "sample_tangent_empty": (wire.SAMPLE, dict(address="b", name="b", dist=("Bernoulli", [([0.5], ())]),
+                                               tangent=Tangent())),
+    "sample_no_tangent": (wire.SAMPLE, dict(address="n", name="n", dist=("Bernoulli", [([0.5], ())]),
+                                            tangent=None)),
 }
 for _n, _d in DISTS:
     C_EXPECTED["sample_" + _n] = (wire.SAMPLE, dict(
@@ -93,6 +175,8 @@ def main(path):
     with open(path, "w") as f:
         for name, m in py_vectors():
             f.write("%s %s\n" % (name, wire.encode(m).hex()))
+        for name, buf, _ in bad_tangent_vectors():
+            f.write("%s %s\n" % (name, buf.hex()))
 
 
 if __name__ == "__main__":
