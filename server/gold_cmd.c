@@ -57,7 +57,8 @@ static void train_usage(FILE *f)
         "  --lr LR (1e-3, decaying exponentially to --lr-end 1e-4)  --val-frac F (0.25)\n"
         "  --patience P (0: all epochs; the best validation epoch is kept)  --clip C (10, rolr/rascal log r)\n"
         "  --max-rows N (all)  --seed S (1)  --threads T (1)  --quiet\n"
-        "  nde/scandal: --components K (10 per x dimension)  --dequantize auto|on|off (auto: whole-number columns)\n");
+        "  nde/scandal: --components K (per x dimension; default NDE 1 per 1000 rows, 1..10, SCANDAL 10)\n"
+        "    --dequantize auto|on|off (auto: whole-number columns)\n");
 }
 
 static int parse_pos_double(const char *s, double *out)

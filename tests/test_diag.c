@@ -354,8 +354,20 @@ static void two_moons(rng *r, const double *th, double *x)
  * a little too wide in the tails; seed 2 misses at 50%); MAF, which this
  * test trained before, 0.582/0.969/0.989 and 0.548/0.960/0.974 for seeds 1
  * and 4 (conservative: affine autoregressive layers cannot draw the thin
- * crescents).  So this test passes for most seeds but not all, and a
- * regression that miscalibrates the flow fails it. */
+ * crescents).  Rechecked (issue 16) with data seeds 3, 5, 7: NSF
+ * 0.485/0.935/0.981, 0.434/0.908/0.965, 0.427/0.908/0.968.  So the issue's
+ * claim holds at 90/95% for every seed tried but not at 50%: HPD coverage
+ * there is 0.43-0.49 (mean 0.45 over 7 seeds), while TARP is 0.47-0.51 at
+ * 50% for all.  It is not the test-pair count (the coverage's sd at n =
+ * 1000 is 0.016, and every miss has the same sign), nor early stopping:
+ * patience 60 instead of 20 (better validation losses, -2.40..-2.47 against
+ * -2.38..-2.42) gives 0.441/0.480/0.491/0.457/0.445 for seeds 1/2/3/5/7,
+ * better for some seeds, worse for seed 1, and patience 100 leaves seed 7
+ * where it was (same best epoch); a logit transform of theta (NPE_TF_ALL)
+ * is worse (0.407-0.426 for seeds 2/5/7).  The flow's core is a little too
+ * sharp, a model error this test does not hide.  So this test passes for
+ * some seeds but not all, and a regression that miscalibrates the flow
+ * fails it. */
 Test(diag, npe_two_moons_expected_coverage_within_5_percent)
 {
     const size_t n_train = 10000, n_test = 1000, L = 1000;

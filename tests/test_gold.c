@@ -546,3 +546,36 @@ Test(gold, sally_learns_the_score)
     gold_model_destroy(&m);
     gold_data_free(&g);
 }
+
+/* NDE's default mixture grows with the training file (1 component per 1,000
+ * usable rows, 1..10; gold_default_components), SCANDAL keeps 10, and an
+ * explicit count overrides both. */
+Test(gold, nde_default_components_grow_with_rows)
+{
+    cr_expect_eq(gold_default_components(GOLD_NDE, 200), 1);
+    cr_expect_eq(gold_default_components(GOLD_NDE, 1999), 1);
+    cr_expect_eq(gold_default_components(GOLD_NDE, 4000), 4);
+    cr_expect_eq(gold_default_components(GOLD_NDE, 10000), 10);
+    cr_expect_eq(gold_default_components(GOLD_NDE, 1000000), 10);
+    cr_expect_eq(gold_default_components(GOLD_SCANDAL, 200), 10);
+    gold_data g;
+    cr_assert_eq(tk_galton_mine(MINE_THETA_GRID, 0, 1, 1, 3000, &g), 0);
+    const struct { gold_method m; size_t rows; int comp, want; } cases[] = {
+        {GOLD_NDE, 3000, 0, 3}, {GOLD_NDE, 1200, 0, 1}, {GOLD_NDE, 3000, 5, 5}, {GOLD_SCANDAL, 1200, 0, 10}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gold_train_config cfg;
+        gold_train_defaults(&cfg);
+        cfg.method = cases[i].m;
+        cfg.max_rows = cases[i].rows;
+        cfg.components = cases[i].comp;
+        cfg.epochs = 1;
+        cfg.min_steps = 0;
+        cfg.progress = 0;
+        gold_model *m = gold_train(&cfg, &g);
+        cr_assert(m);
+        cr_expect_eq(m->components, cases[i].want, "case %zu: %d components", i, m->components);
+        cr_expect_eq(m->dens->K, cases[i].want);
+        gold_model_destroy(&m);
+    }
+    gold_data_free(&g);
+}

@@ -45,6 +45,13 @@ int gold_method_is_density(gold_method m) { return m == GOLD_NDE || m == GOLD_SC
 
 double gold_default_alpha(gold_method m) { return m == GOLD_SCANDAL ? 10 : 1; }
 
+int gold_default_components(gold_method m, size_t rows)
+{
+    if (m != GOLD_NDE) return 10;
+    size_t k = rows / 1000;
+    return k < 1 ? 1 : k > 10 ? 10 : (int)k;
+}
+
 int gold_method_has_score(gold_method m) { return gold_method_uses_score(m) || m == GOLD_NDE; }
 
 /* ---- losses ---------------------------------------------------------------- */
@@ -147,7 +154,7 @@ void gold_train_defaults(gold_train_config *c)
     c->val_frac = 0.25;
     c->clip = 10;
     c->seed = 1;
-    c->components = 10;
+    c->components = 0; /* gold_default_components */
     c->dequantize = -1;
 }
 
@@ -636,7 +643,8 @@ gold_model *gold_train(const gold_train_config *cfg, const gold_data *g)
     if (n_val < 1) n_val = 1;
     const size_t n_tr = n - n_val;
     const int C = (int)g->C, D = (int)g->D, Bmax = cfg->batch;
-    gold_model *m = model_new(meth, C, D, cfg->hidden, cfg->layers, cfg->components, Bmax);
+    const int K = cfg->components > 0 ? cfg->components : gold_default_components(meth, n);
+    gold_model *m = model_new(meth, C, D, cfg->hidden, cfg->layers, K, Bmax);
     batch bt = {0};
     float *best = NULL;
     double *gen_th = NULL;
