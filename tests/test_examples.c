@@ -3,6 +3,7 @@
  * sequence, the distributions' parameters and the values returned. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,19 +19,21 @@ typedef struct sim_proc {
     char endpoint[128];
 } sim_proc;
 
-static void sim_start(sim_proc *p, const char *example)
+static void sim_start_opt(sim_proc *p, const char *example, const char *option)
 {
     char rel[128];
     snprintf(rel, sizeof rel, "examples/%s", example);
     char *path = tk_build_path(rel);
     cr_assert(path && access(path, X_OK) == 0, "example %s not built", rel);
     tk_endpoint(p->endpoint, sizeof p->endpoint, example);
-    char *argv[] = {path, p->endpoint, NULL};
+    char *argv[] = {path, option ? (char *)option : p->endpoint, option ? p->endpoint : NULL, NULL};
     p->pid = tk_spawn(argv);
     cr_assert(p->pid > 0);
     free(path);
     cr_assert_eq(tk_engine_open(&p->eng, p->endpoint, 5000), 0);
 }
+
+static void sim_start(sim_proc *p, const char *example) { sim_start_opt(p, example, NULL); }
 
 static void sim_end(sim_proc *p)
 {
@@ -432,5 +435,144 @@ Test(libppx, here_is_basename_line_function)
     ppx_sim *s = ppx_sim_new("x", bad_forward, NULL);
     const char *a = ppx_here(s, "/some/dir/model.c", 42, "step");
     cr_assert_str_eq(a, "model.c:42:step");
+    ppx_sim_destroy(&s);
+}
+
+/* ---- parameter tangents (ppx_declare_theta / ppx_set_tangent) ---------------- */
+
+Test(examples, galton_board_sends_tangents)
+{
+    const double pi = 3.14159265358979323846, theta = -0.8, h = 1e-6;
+    sim_proc p;
+    sim_start_opt(&p, "galton", "--tangents");
+    cr_assert_eq(tk_engine_call_type(&p.eng, PPX_MSG_RUN), 0);
+    expect_sample(&p.eng, "theta", PPX_DIST_UNIFORM);
+    cr_assert_eq(p.eng.msg.tangent.present, 0, "theta's own draw carries no tangent");
+    answer(&p.eng, theta);
+    int pos = 15;
+    for (int level = 0; level < 20; level++) {
+        expect_sample(&p.eng, "", PPX_DIST_BERNOULLI);
+        const double l = level / 19.0, n = 2.0 * pos / 30.0 - 1.0;
+#define PL(t) ((1 - sin(pi * l)) / 2 + sin(pi * l) / (1 + exp(-10 * (t) * n)))
+        const double want = (PL(theta + h) - PL(theta - h)) / (2 * h); /* by differences, not the example's formula */
+#undef PL
+        const ppx_tangent *tg = &p.eng.msg.tangent;
+        cr_assert(tg->present && tg->n_theta == 1, "row %d: no tangent", level);
+        cr_assert_str_eq(tg->theta[0], "theta");
+        cr_assert(tg->len[0] == 1 && tg->len[1] == 0, "row %d: lengths %zu %zu", level, tg->len[0], tg->len[1]);
+        cr_assert(fabs(tg->d[0][0] - want) < 1e-7 * (1 + fabs(want)), "row %d: %.10g, differences %.10g", level,
+                  tg->d[0][0], want);
+        int left = (level % 3) == 0;
+        answer(&p.eng, left);
+        pos = level % 2 == 0 ? (left ? pos : pos + 1) : (left ? pos - 1 : pos);
+    }
+    expect(&p.eng, PPX_MSG_TAG);
+    cr_assert_eq(tk_engine_call_type(&p.eng, PPX_MSG_TAG_RESULT), 0);
+    expect(&p.eng, PPX_MSG_RUN_RESULT);
+    sim_end(&p);
+}
+
+typedef struct tan_run {
+    double v[8];
+    int rc[8];
+} tan_run;
+
+static void tangent_forward(ppx_sim *s, void *user)
+{
+    tan_run *r = user;
+    static const double mean[3] = {0, 1, 2}, sd = 1.0;
+    static const double dmean[6] = {1, 0, 0, 1, 0.5, 0.5}; /* [3 elements, 2 theta] */
+    const double zero = 0;
+    dist d;
+    char why[100];
+    dist_init(&d, DIST_NORMAL, mean, 3, &sd, 1, 0, why, sizeof why);
+    double out[3];
+    r->v[0] = ppx_sample_normal(s, 0.0, 1.0, "a", "theta_a");              /* a theta: none */
+    r->rc[0] = ppx_set_tangent(s, dmean, 6, NULL, 0);
+    r->rc[1] = ppx_sample(s, &d, "vec", "vec", 1, out);                    /* [3 x 2] tangent */
+    r->v[1] = ppx_sample_normal(s, 0.0, 1.0, "after", "");                 /* consumed: empty (others independent) */
+    ppx_set_tangent(s, dmean, 5, NULL, 0);                                 /* 5 values for 3 x 2 */
+    r->rc[2] = ppx_sample(s, &d, "bad", "", 1, out);
+    r->rc[3] = ppx_set_tangent(s, NULL, 0, dmean, 2);                      /* a param1 derivative for a one-parameter kind */
+    r->v[2] = ppx_sample_exponential(s, 1.0, "bad2", "");
+    r->v[3] = ppx_sample_exponential(s, 1.0, "good", "");                  /* not inherited from the bad call */
+    ppx_set_tangent(s, dmean, 2, NULL, 0);
+    r->rc[4] = ppx_observe_scalar(s, DIST_POISSON, 2.0, 0, &zero, "o", "o");
+}
+
+typedef struct serve_arg {
+    ppx_sim *sim;
+    const char *ep;
+    int rc;
+} serve_arg;
+
+static void *serve_thread(void *p)
+{
+    serve_arg *a = p;
+    a->rc = ppx_sim_serve(a->sim, a->ep, 1);
+    return NULL;
+}
+
+Test(libppx, tangents_on_the_wire)
+{
+    tan_run r;
+    memset(&r, 0, sizeof r);
+    ppx_sim *s = ppx_sim_new("tangents", tangent_forward, &r);
+    const char *theta[2] = {"theta_a", "theta_b"};
+    cr_assert_eq(ppx_declare_theta(s, theta, 2, 1), 0);
+    char ep[128];
+    tk_endpoint(ep, sizeof ep, "tangents");
+    serve_arg a = {s, ep, -1};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, serve_thread, &a), 0);
+    tk_engine e;
+    cr_assert_eq(tk_engine_open(&e, ep, 5000), 0);
+    cr_assert_eq(tk_engine_call_type(&e, PPX_MSG_RUN), 0);
+    expect_sample(&e, "theta_a", PPX_DIST_NORMAL);
+    cr_assert_eq(e.msg.tangent.present, 0, "a theta Sample carries none");
+    answer(&e, 0.25);
+    expect_sample(&e, "vec", PPX_DIST_NORMAL);
+    const ppx_tangent *tg = &e.msg.tangent;
+    cr_assert(tg->present && tg->n_theta == 2 && tg->len[0] == 6 && tg->len[1] == 0);
+    cr_assert(strcmp(tg->theta[0], "theta_a") == 0 && strcmp(tg->theta[1], "theta_b") == 0);
+    cr_assert(tg->d[0][3] == 1 && tg->d[0][4] == 0.5);
+    const double three[3] = {1, 2, 3};
+    cr_assert_eq(tk_engine_reply_values(&e, three, 3), 0);
+    expect_sample(&e, "", PPX_DIST_NORMAL);
+    cr_assert(e.msg.tangent.present && e.msg.tangent.n_theta == 0, "declared independent: an empty tangent");
+    answer(&e, 0.5);
+    /* the two bad calls sent nothing; the next draw has the empty tangent again */
+    expect_sample(&e, "", PPX_DIST_EXPONENTIAL);
+    cr_assert_str_eq(e.msg.address, "good");
+    cr_assert(e.msg.tangent.present && e.msg.tangent.n_theta == 0);
+    answer(&e, 0.75);
+    expect(&e, PPX_MSG_OBSERVE);
+    cr_assert(e.msg.tangent.present && e.msg.tangent.len[0] == 2);
+    cr_assert_eq(tk_engine_call_type(&e, PPX_MSG_OBSERVE_RESULT), 0);
+    expect(&e, PPX_MSG_RUN_RESULT);
+    tk_engine_close(&e);
+    pthread_join(th, NULL);
+    cr_assert_eq(a.rc, 0);
+    cr_assert(r.rc[0] == 0 && r.rc[1] == 0, "set %d, sample %d", r.rc[0], r.rc[1]);
+    cr_assert_eq(r.rc[2], -1, "a tangent of the wrong length is a bad argument");
+    cr_assert(r.rc[3] == 0 && isnan(r.v[2]), "d stddev for Exponential: NaN");
+    cr_assert_eq(r.v[3], 0.75);
+    cr_assert_eq(r.rc[4], 0);
+    ppx_sim_destroy(&s);
+}
+
+Test(libppx, tangent_misuse)
+{
+    ppx_sim *s = ppx_sim_new("x", bad_forward, NULL);
+    const double d = 1;
+    cr_assert_eq(ppx_set_tangent(s, &d, 1, NULL, 0), -1, "no theta declared");
+    cr_assert_eq(ppx_set_tangent_scalar(s, 1, 0), -1);
+    const char *dup[2] = {"a", "a"}, *empty[1] = {""}, *two[2] = {"a", "b"};
+    cr_assert_eq(ppx_declare_theta(s, dup, 2, 0), -1);
+    cr_assert_eq(ppx_declare_theta(s, empty, 1, 0), -1);
+    cr_assert_eq(ppx_declare_theta(s, two, 2, 0), 0);
+    cr_assert_eq(ppx_set_tangent_scalar(s, 1, 0), -1, "scalar form needs D = 1");
+    cr_assert_eq(ppx_set_tangent(s, NULL, 2, NULL, 0), -1);
+    cr_assert_eq(ppx_set_tangent(s, (const double[2]){1, 2}, 2, NULL, 0), 0);
     ppx_sim_destroy(&s);
 }

@@ -32,6 +32,13 @@ struct ppx_sim {
     size_t result_len, result_cap;
     int has_result;
     char here[256];
+    /* parameter tangents (ppxd extension) */
+    char **theta;         /* ppx_declare_theta names */
+    size_t n_theta;
+    int others_independent;
+    int tangent_set;      /* ppx_set_tangent* since the last statement */
+    double *tan_d[2];     /* [len, n_theta] each */
+    size_t tan_len[2], tan_cap[2];
 };
 
 static void sim_log(const char *what, const char *detail)
@@ -76,6 +83,10 @@ void ppx_sim_destroy(ppx_sim **sp)
     ppx_encoder_destroy(&s->enc);
     free(s->model_name);
     free(s->result);
+    for (size_t i = 0; i < s->n_theta; i++) free(s->theta[i]);
+    free(s->theta);
+    free(s->tan_d[0]);
+    free(s->tan_d[1]);
     free(s);
     *sp = NULL;
 }
@@ -219,23 +230,138 @@ static int check_dist(const dist *d, const char *what)
     return 0;
 }
 
+/* --- parameter tangents ---------------------------------------------------- */
+
+int ppx_declare_theta(ppx_sim *s, const char *const *names, size_t n, int others_independent)
+{
+    if (!s || (n && !names)) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!names[i] || !names[i][0]) {
+            sim_log("ppx_declare_theta", "a theta name is NULL or empty");
+            return -1;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(names[i], names[k]) == 0) {
+                sim_log("ppx_declare_theta: theta name given twice", names[i]);
+                return -1;
+            }
+    }
+    char **v = n ? calloc(n, sizeof *v) : NULL;
+    if (n && !v) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] = strdup(names[i]))) {
+            for (size_t k = 0; k < i; k++) free(v[k]);
+            free(v);
+            return -1;
+        }
+    for (size_t i = 0; i < s->n_theta; i++) free(s->theta[i]);
+    free(s->theta);
+    s->theta = v;
+    s->n_theta = n;
+    s->others_independent = others_independent != 0;
+    s->tangent_set = 0;
+    return 0;
+}
+
+int ppx_set_tangent(ppx_sim *s, const double *d0, size_t len0, const double *d1, size_t len1)
+{
+    if (!s) return -1;
+    if (!s->n_theta) {
+        sim_log("ppx_set_tangent", "declare the theta names with ppx_declare_theta first");
+        return -1;
+    }
+    const double *d[2] = {d0, d1};
+    const size_t len[2] = {len0, len1};
+    for (int j = 0; j < 2; j++) {
+        if (len[j] && !d[j]) return -1;
+        if (len[j] > s->tan_cap[j]) {
+            double *p = realloc(s->tan_d[j], len[j] * sizeof *p);
+            if (!p) {
+                sim_log("ppx_set_tangent", "out of memory");
+                return -1;
+            }
+            s->tan_d[j] = p;
+            s->tan_cap[j] = len[j];
+        }
+        if (len[j]) memcpy(s->tan_d[j], d[j], len[j] * sizeof *d[j]);
+        s->tan_len[j] = len[j];
+    }
+    s->tangent_set = 1;
+    return 0;
+}
+
+int ppx_set_tangent_scalar(ppx_sim *s, double d0, double d1)
+{
+    if (s && s->n_theta != 1) {
+        sim_log("ppx_set_tangent_scalar", "needs exactly one declared theta name (use ppx_set_tangent)");
+        return -1;
+    }
+    /* d1 is kept only when non-zero, so that one-parameter kinds take it too. */
+    return ppx_set_tangent(s, &d0, 1, &d1, d1 != 0.0 ? 1 : 0);
+}
+
+/* The tangent to send with the statement in hand into *t (present = 0: none)
+ * and consume the one set.  Returns 0, or -1 when it does not fit d (the
+ * reason on stderr): a bad argument of the statement. */
+static int take_tangent(ppx_sim *s, const dist *d, const ppx_dist *w, const char *name, ppx_tangent *t, const char *what)
+{
+    memset(t, 0, sizeof *t);
+    int set = s->tangent_set;
+    s->tangent_set = 0;
+    int is_theta = 0;
+    for (size_t i = 0; name && i < s->n_theta; i++) is_theta |= strcmp(s->theta[i], name) == 0;
+    if (!set) {
+        /* Declared independent: an empty tangent; theta's own draws carry none. */
+        t->present = s->n_theta && s->others_independent && !is_theta;
+        return 0;
+    }
+    t->present = 1;
+    t->n_theta = s->n_theta;
+    t->theta = (const char *const *)s->theta;
+    for (int j = 0; j < 2; j++) {
+        t->d[j] = s->tan_d[j];
+        t->len[j] = s->tan_len[j];
+    }
+    /* Check against the distribution as the codec will (its message is clearer here). */
+    for (int j = 0; j < 2; j++) {
+        size_t plen = j < dist_nparams(d->kind) ? w->param[j].len : 0;
+        if (t->len[j] && t->len[j] != plen * t->n_theta) {
+            char why[200];
+            snprintf(why, sizeof why, "d param%d / d theta has %zu values; %s param%d has %zu elements x %zu theta",
+                     j, t->len[j], dist_kind_name(d->kind), j, plen, t->n_theta);
+            sim_log(what, why);
+            return -1;
+        }
+        for (size_t i = 0; i < t->len[j]; i++)
+            if (!isfinite(t->d[j][i])) {
+                sim_log(what, "a tangent value is not finite");
+                return -1;
+            }
+    }
+    return 0;
+}
+
 /* --- statements ---------------------------------------------------------- */
 
 int ppx_sample(ppx_sim *s, const dist *d, const char *address, const char *name, int control, double *out)
 {
-    if (!out || check_dist(d, "ppx_sample: invalid distribution") < 0) return -1;
-    if (!engine_live(s)) {
-        dist_sample(d, &s->local, out);
-        return 1;
+    if (!out || check_dist(d, "ppx_sample: invalid distribution") < 0) {
+        s->tangent_set = 0;
+        return -1;
     }
     ppx_msg m;
     int32_t shapes[4];
     ppx_msg_init(&m);
+    wire_dist(d, &m.dist, shapes);
+    if (take_tangent(s, d, &m.dist, name, &m.tangent, "ppx_sample: tangent") < 0) return -1;
+    if (!engine_live(s)) {
+        dist_sample(d, &s->local, out);
+        return 1;
+    }
     m.type = PPX_MSG_SAMPLE;
     m.address = address;
     m.name = name;
     m.control = control != 0;
-    wire_dist(d, &m.dist, shapes);
     if (exchange(s, &m, PPX_MSG_SAMPLE_RESULT)) {
         dist_sample(d, &s->local, out);
         return 1;
@@ -254,15 +380,19 @@ int ppx_sample(ppx_sim *s, const dist *d, const char *address, const char *name,
 
 int ppx_observe(ppx_sim *s, const dist *d, const double *value, const char *address, const char *name)
 {
-    if (check_dist(d, "ppx_observe: invalid distribution") < 0) return -1;
-    if (!engine_live(s)) return 1;
+    if (check_dist(d, "ppx_observe: invalid distribution") < 0) {
+        s->tangent_set = 0;
+        return -1;
+    }
     ppx_msg m;
     int32_t shapes[4], vshape[1];
     ppx_msg_init(&m);
+    wire_dist(d, &m.dist, shapes);
+    if (take_tangent(s, d, &m.dist, name, &m.tangent, "ppx_observe: tangent") < 0) return -1;
+    if (!engine_live(s)) return 1;
     m.type = PPX_MSG_OBSERVE;
     m.address = address;
     m.name = name;
-    wire_dist(d, &m.dist, shapes);
     m.value = value ? tensor_of(value, d->n, vshape) : ppx_tensor_empty();
     return exchange(s, &m, PPX_MSG_OBSERVE_RESULT) ? 1 : 0;
 }
@@ -304,6 +434,7 @@ double ppx_sample_scalar(ppx_sim *s, dist_kind kind, double p0, double p1, const
     char why[200];
     if (dist_init(&d, kind, &p0, 1, &p1, dist_nparams(kind) == 2 ? 1 : 0, 0, why, sizeof why) < 0) {
         sim_log("ppx_sample_scalar", why);
+        s->tangent_set = 0; /* the statement failed: its tangent goes with it */
         return NAN;
     }
     double x;
@@ -337,6 +468,7 @@ double ppx_sample_categorical(ppx_sim *s, const double *probs, size_t k, const c
     char why[200];
     if (dist_init(&d, DIST_CATEGORICAL, probs, k, NULL, 0, k, why, sizeof why) < 0) {
         sim_log("ppx_sample_categorical", why);
+        s->tangent_set = 0;
         return NAN;
     }
     double x;
@@ -350,6 +482,7 @@ int ppx_observe_scalar(ppx_sim *s, dist_kind kind, double p0, double p1, const d
     char why[200];
     if (dist_init(&d, kind, &p0, 1, &p1, dist_nparams(kind) == 2 ? 1 : 0, 0, why, sizeof why) < 0) {
         sim_log("ppx_observe_scalar", why);
+        s->tangent_set = 0;
         return -1;
     }
     return ppx_observe(s, &d, value, address, name);
@@ -364,6 +497,7 @@ int ppx_tag_scalar(ppx_sim *s, double value, const char *address, const char *na
 
 static void begin_run(ppx_sim *s)
 {
+    s->tangent_set = 0;
     s->aborted = 0;
     s->has_result = 0;
     s->result_len = 0;

@@ -106,6 +106,36 @@ int ppx_tag(ppx_sim *sim, const double *value, size_t len,
  * len == 1 gives a 0-d tensor.  Not calling it sends an absent result. */
 void ppx_set_result(ppx_sim *sim, const double *value, size_t len);
 
+/* --- parameter tangents (ppxd extension; upstream engines ignore them) ----
+ * So that `ppxd mine --score analytic|auto` computes the joint score
+ * t(x,z|theta) = sum over draws of d log p / d params . d params / d theta
+ * without finite-difference replays, a simulator declares the names of its
+ * parameters of interest (its theta Samples) and, before each draw whose
+ * distribution depends on theta, the derivative of its parameters with the
+ * values of earlier draws held fixed.
+ *
+ * ppx_declare_theta: the D names (copied); others_independent = 1 makes
+ * every Sample/Observe sent without a tangent carry an empty one (declared
+ * independent of theta; the theta Samples themselves excepted).  Without it
+ * such draws carry none, and ppxd counts the row invalid ("no-tangent")
+ * under --score analytic, or falls back to finite differences under auto.
+ * 0, or -1 (empty or repeated name, out of memory).
+ *
+ * ppx_set_tangent: the tangent of the NEXT ppx_sample/ppx_observe (or a
+ * scalar convenience) call, which consumes it: d0 = d param0 / d theta and
+ * d1 = d param1 / d theta (wire slot order), each len 0 (does not depend on
+ * theta) or (elements of that parameter) x D values, row-major [elements, D]
+ * (element i, theta k at i * D + k; a broadcast scalar parameter has 1
+ * element; Categorical probs n * k).  Copied.  A tangent that does not fit
+ * the distribution, or is not finite, makes that statement fail as a bad
+ * argument (-1, or NaN from the conveniences).  0, or -1 (no theta declared).
+ *
+ * ppx_set_tangent_scalar: the same for D = 1 and scalar parameters:
+ * d param0 / d theta and d param1 / d theta (d1 = 0 for one-parameter kinds). */
+int ppx_declare_theta(ppx_sim *sim, const char *const *names, size_t n, int others_independent);
+int ppx_set_tangent(ppx_sim *sim, const double *d0, size_t len0, const double *d1, size_t len1);
+int ppx_set_tangent_scalar(ppx_sim *sim, double d0, double d1);
+
 /* Scalar conveniences (control = 1).  Two-parameter kinds take (p0, p1) in
  * wire slot order; one-parameter kinds ignore p1.  On bad parameters they
  * return NaN and report on stderr. */
