@@ -26,11 +26,15 @@
  * parsers (cli_parse, train_job_parse) and so with its messages; simulator,
  * engine and output options are refused (the daemon's pool and the job's
  * directory are used).  Supported: simulate, infer (is, lmh, rmh; ic with
- * --model NAME, a finished train ic job's name), train npe|nre|ic.  Admin
+ * --model NAME, a finished train ic job's name), train npe|nre|ic, mine
+ * (mine.h's mine_task on the pool) and train carl ... scandal --data NAME
+ * (a training thread, no simulations).  Admin
  * rights (serve.h) are needed to submit and cancel.
  *
  * Data directory:
- *   DIR/models/NAME.ppxm     served at start and on SIGHUP (trained models land here)
+ *   DIR/models/NAME.ppxm     served at start and on SIGHUP (trained models land here);
+ *                            NAME.ppxr (gold estimators) too
+ *   DIR/datasets/NAME.ppxg   gold data sets of mine jobs (train GOLD --data NAME)
  *   DIR/ic/NAME.ppxm         IC networks of train ic jobs (not served: used by infer ic jobs)
  *   DIR/jobs/ID/job.txt      the job's state, "key = value" lines, written
  *                            atomically (tmp + fsync + rename)
