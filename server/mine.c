@@ -1276,6 +1276,9 @@ static int mine_main(int argc, char **argv, mine_cmd **job)
     fprintf(stderr, "ppxd: %zu rows mined in %.1f s (%llu simulator runs, %.0f runs/s)", g.n, st.seconds,
             (unsigned long long)st.runs, st.seconds > 0 ? st.runs / st.seconds : 0.0);
     uint64_t bad = gold_data_bad_total(&g);
+    if (g.has_score)
+        fprintf(stderr, "; score of %llu rows from parameter tangents, %llu by finite differences",
+                (unsigned long long)g.n_analytic, (unsigned long long)(g.n - g.n_analytic));
     fprintf(stderr, bad ? "; %llu dropped:" : "; none dropped\n", (unsigned long long)bad);
     for (int r = 0; bad && r < GOLD_BAD_COUNT; r++)
         if (g.bad[r]) fprintf(stderr, " %s %llu", gold_bad_name((gold_bad)r), (unsigned long long)g.bad[r]);
