@@ -16,7 +16,8 @@
  * (largest budget, default 10000); to rerun a subset,
  * PPXD_BENCH_GOLD_METHODS (comma list of method names, e.g. "nde,scandal")
  * and PPXD_BENCH_GOLD_BUDGETS (comma list of row counts, e.g. "200,1000";
- * the data mined is the largest), either of which also skips part 1. */
+ * the data mined is the largest), either of which also skips part 1;
+ * PPXD_BENCH_GOLD_MIN_STEPS overrides the trainers' --min-steps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +227,7 @@ int main(void)
                 cfg.method = methods[mi];
                 cfg.max_rows = budgets[bi];
                 cfg.seed = 1 + sd;
+                if (getenv("PPXD_BENCH_GOLD_MIN_STEPS")) cfg.min_steps = atoi(getenv("PPXD_BENCH_GOLD_MIN_STEPS"));
                 gold_model *m = gold_train(&cfg, &g);
                 res[((size_t)mi * NB + bi) * seeds + sd] = m ? mse_of(m) : NAN;
                 gold_model_destroy(&m);
