@@ -803,6 +803,7 @@ static int handle_observe(engine *e, policy *p, session *s)
         poison(s, DISCARD_INVALID_PARAMS, msg);
         has_dist = 0;
     }
+    if (has_dist) te.k = d.k; /* a Categorical's categories, as for Samples (address suffix, log-prob, score) */
     const observation *o = find_obs(s, m->name, m->address);
     double *drawn = NULL;
     if (m->value.len > 0) {

@@ -14,6 +14,7 @@
 #include "args.h"
 #include "cli.h"
 #include "export.h"
+#include "gold/gold_score.h"
 #include "policy.h"
 #include "trace.h"
 
@@ -139,10 +140,12 @@ typedef struct mine_sample {
     int y;
     int started, orig_done, evals_issued, complete;
     int bad;                /* -1, or a gold_bad */
+    int score_src;          /* SCORE_FD, SCORE_TANGENT_PENDING or SCORE_TANGENT (below) */
+    int fd_queued;          /* the 2 D finite-difference replays are queued */
     trace *orig;
     double jl_orig;         /* joint log-prob of the original (theta entries excluded) */
     double *th0, *th1, *eps, *jl; /* [D], [K*D], [D], [n_evals] */
-    double *th_sim;         /* [D] the original's theta (th0 or th1) */
+    double *t_an;           /* [D] the score from tangents (SCORE_TANGENT) */
     uint8_t *done;          /* [T] per task */
     uint8_t *retries;       /* [T] */
 } mine_sample;
@@ -167,6 +170,7 @@ typedef struct mine_job {
     double *theta_tmp;      /* [D] scratch */
     uint64_t runs;
     int failed;
+    int warned_tangent;     /* the first no-tangent drop was explained */
     double t_last;
 } mine_job;
 
@@ -261,6 +265,12 @@ static int support_moved(const mine_job *j, const trace *orig, const trace *rep)
     return -1;
 }
 
+/* Where a row's score comes from.  A y = 0 row's trace is at theta0, so its
+ * tangents give the score at once; a y = 1 row's trace is at theta1, and the
+ * score at theta0 comes from its ratio replay (task 1, at theta0), so it is
+ * pending until that replay is in. */
+enum { SCORE_FD = 0, SCORE_TANGENT_PENDING, SCORE_TANGENT };
+
 static mine_sample *sample_of(mine_job *j, uint64_t i) { return &j->ring[i % j->W]; }
 
 static void mark_bad(mine_sample *s, int why)
@@ -289,6 +299,52 @@ static void check_complete(mine_job *j, mine_sample *s)
     if (s->bad >= 0 || done == j->n_evals) s->complete = 1;
 }
 
+/* The 2 D finite-difference replays of s (tasks K+1 .. T-1). */
+static void queue_fd(mine_job *j, mine_sample *s)
+{
+    if (s->fd_queued || !j->o->score) return;
+    s->fd_queued = 1;
+    for (size_t t = 1 + j->K; t < j->T; t++)
+        if (queue_push(j, s->i * j->T + t) < 0) j->failed = 1;
+}
+
+/* The score of s from the tangents of trace t (at theta0).  In auto mode a
+ * trace without them falls back to finite differences. */
+static void tangent_score(mine_job *j, mine_sample *s, const trace *t)
+{
+    gold_bad why;
+    char msg[200];
+    if (gold_tangent_score(t, j->o->theta_names, j->D, s->t_an, &why, msg, sizeof msg) == 0) {
+        s->score_src = SCORE_TANGENT;
+        for (size_t q = 1 + j->K; q < j->T; q++) s->done[q] = 1; /* no FD replays needed */
+        return;
+    }
+    if (why == GOLD_BAD_NO_TANGENT && j->o->score_method == MINE_SCORE_AUTO) {
+        s->score_src = SCORE_FD;
+        if (s->evals_issued) queue_fd(j, s);
+        return;
+    }
+    if (!j->warned_tangent && j->o->score_method == MINE_SCORE_ANALYTIC && !j->o->quiet) {
+        j->warned_tangent = 1;
+        fprintf(stderr, "ppxd: row %llu dropped: %s (--score analytic; further such rows are only counted)\n",
+                (unsigned long long)s->i, msg);
+    }
+    mark_bad(s, why);
+}
+
+/* Once the original is in: where the score will come from. */
+static void choose_score(mine_job *j, mine_sample *s)
+{
+    s->score_src = SCORE_FD;
+    if (!j->o->score || j->o->score_method == MINE_SCORE_FD || s->bad >= 0) return;
+    if (s->y == 0) {
+        tangent_score(j, s, s->orig);
+    } else if (j->o->score_method == MINE_SCORE_ANALYTIC ||
+               gold_trace_has_tangents(s->orig, j->o->theta_names, j->D)) {
+        s->score_src = SCORE_TANGENT_PENDING;
+    }
+}
+
 /* Issue the replays of s once its original is in and theta0 is known. */
 static void issue_evals(mine_job *j, mine_sample *s)
 {
@@ -305,8 +361,9 @@ static void issue_evals(mine_job *j, mine_sample *s)
         memcpy(s->th0, j->pair_th0 + p * j->D, j->D * sizeof *s->th0);
     }
     s->evals_issued = 1;
-    for (size_t t = 1; t < j->T; t++)
+    for (size_t t = 1; t <= j->K; t++)
         if (queue_push(j, s->i * j->T + t) < 0) j->failed = 1;
+    if (s->score_src == SCORE_FD) queue_fd(j, s);
     check_complete(j, s);
 }
 
@@ -417,6 +474,7 @@ static void orig_in(mine_job *j, mine_sample *s)
         int why = joint_log_prob(j, t, &s->jl_orig);
         if (why >= 0) mark_bad(s, why);
     }
+    choose_score(j, s);
     if (o->mode == MINE_THETA_PRIOR && s->y == 0 && o->theta1_rows) {
         uint64_t p = s->i / 2;
         if (s->bad >= 0) j->pair_bad[p] = (int8_t)s->bad;
@@ -453,7 +511,8 @@ static int finalize(mine_job *j, mine_sample *s)
             if (!isfinite(j->row_logr[k])) why = GOLD_BAD_NONFINITE;
         }
         for (size_t k = 0; j->o->score && k < D; k++) {
-            j->row_t[k] = (s->jl[K + 2 * k] - s->jl[K + 2 * k + 1]) / (2 * s->eps[k]);
+            j->row_t[k] = s->score_src == SCORE_TANGENT ? s->t_an[k]
+                                                        : (s->jl[K + 2 * k] - s->jl[K + 2 * k + 1]) / (2 * s->eps[k]);
             if (!isfinite(j->row_t[k])) why = GOLD_BAD_NONFINITE;
         }
     }
@@ -466,6 +525,7 @@ static int finalize(mine_job *j, mine_sample *s)
         j->out->bad[why]++;
         return 0;
     }
+    if (j->o->score && s->score_src == SCORE_TANGENT) j->out->n_analytic++;
     return gold_data_add(j->out, (double)s->y, s->th0, s->th1, j->row_x, j->row_logr, j->row_t);
 }
 
@@ -500,6 +560,8 @@ static void start_sample(mine_job *j, uint64_t i)
     s->y = o->theta1_rows ? (int)(i % 2) : 0;
     s->started = 1;
     s->orig_done = s->evals_issued = s->complete = 0;
+    s->score_src = SCORE_FD;
+    s->fd_queued = 0;
     s->bad = -1;
     memset(s->done, 0, j->T);
     memset(s->retries, 0, j->T);
@@ -593,6 +655,8 @@ static int mj_complete(void *job, size_t slot, uint64_t index, trace *t)
             if (why < 0) why = support_moved(j, s->orig, t);
             if (why >= 0) mark_bad(s, why);
         }
+        /* A y = 1 row's score at theta0: from this replay's tangents. */
+        if (task == 1 && s->bad < 0 && s->score_src == SCORE_TANGENT_PENDING) tangent_score(j, s, t);
         check_complete(j, s);
     }
     advance(j);
@@ -646,6 +710,7 @@ static void job_free(mine_job *j)
         free(s->th0);
         free(s->th1);
         free(s->eps);
+        free(s->t_an);
         free(s->jl);
         free(s->done);
         free(s->retries);
@@ -723,10 +788,11 @@ mine_task *mine_task_new(const mine_opts *o, size_t n_slots)
         s->th0 = calloc(D, sizeof(double));
         s->th1 = calloc(K * D + 1, sizeof(double));
         s->eps = calloc(D, sizeof(double));
+        s->t_an = calloc(D, sizeof(double));
         s->jl = calloc(j.n_evals + 1, sizeof(double));
         s->done = calloc(j.T, 1);
         s->retries = calloc(j.T, 1);
-        ok = s->orig && s->th0 && s->th1 && s->eps && s->jl && s->done && s->retries;
+        ok = s->orig && s->th0 && s->th1 && s->eps && s->t_an && s->jl && s->done && s->retries;
     }
     if (ok && o->mode == MINE_THETA_PRIOR && o->theta1_rows) {
         uint64_t pairs = (o->n + 1) / 2;
@@ -847,7 +913,8 @@ static void mine_usage(FILE *f)
         "\n"
         "Gold mining: simulates N rows and, by replaying each trace with theta changed and every other draw\n"
         "answered with its recorded value, computes the joint log likelihood ratio log r(x,z|theta0,theta1)\n"
-        "and the joint score t(x,z|theta0) (central finite differences of replays).\n"
+        "and the joint score t(x,z|theta0) (from the simulator's parameter tangents, or by central finite\n"
+        "differences of replays).\n"
         "\n"
         ENGINE_SIM_OPTIONS_HELP
         "  -n N                  rows to simulate (rows that fail a check are dropped and counted)\n"
@@ -862,7 +929,13 @@ static void mine_usage(FILE *f)
         "  --no-theta1-rows      only rows simulated at theta0 (default with one theta1 point: rows alternate\n"
         "                        between theta0 (y = 0) and theta1 (y = 1), as the ratio trainers need)\n"
         "score:\n"
-        "  --no-score            do not mine t(x,z|theta0) (saves 2 D replays per row)\n"
+        "  --score auto|analytic|fd|none\n"
+        "                        how t(x,z|theta0) is mined (default auto): analytic = from the parameter\n"
+        "                        tangents the simulator sends with its draws (ppx_set_tangent, ppx.Simulator\n"
+        "                        sample(tangent=); no replays; a row without them is dropped as no-tangent);\n"
+        "                        fd = central finite differences of 2 D replays; auto = analytic for rows\n"
+        "                        whose draws all carry tangents, fd for the others; none = no score\n"
+        "  --no-score            the same as --score none (saves the score's replays)\n"
         "  --epsilon E           finite-difference step (default 1e-4 x each theta's prior sd)\n"
         "other:\n"
         "  -o GOLD.ppxg          output file (versioned, checksummed; ppxd info / ppxd export read it)\n"
@@ -919,7 +992,7 @@ static int split_names(const char *arg, char ***v, size_t *n)
 
 enum {
     M_SIM_CMD = 2000, M_CONNECT, M_THETA, M_X, M_THETA0, M_GRID, M_PAIRS, M_THETA1, M_NO_T1ROWS, M_NO_SCORE,
-    M_EPS, M_NPY, M_SEED, M_QUIET, M_TIMEOUT, M_START_TIMEOUT, M_MAX_FAILURES
+    M_EPS, M_NPY, M_SEED, M_QUIET, M_TIMEOUT, M_START_TIMEOUT, M_MAX_FAILURES, M_SCORE
 };
 
 /* A `mine` job's command line, parsed (mine_cmd_parse): the options and the
@@ -942,6 +1015,7 @@ static int mine_main(int argc, char **argv, mine_cmd **job)
         {"theta0", required_argument, 0, M_THETA0}, {"grid", required_argument, 0, M_GRID},
         {"pairs", required_argument, 0, M_PAIRS}, {"theta1", required_argument, 0, M_THETA1},
         {"no-theta1-rows", no_argument, 0, M_NO_T1ROWS}, {"no-score", no_argument, 0, M_NO_SCORE},
+        {"score", required_argument, 0, M_SCORE},
         {"epsilon", required_argument, 0, M_EPS}, {"npy", required_argument, 0, M_NPY},
         {"seed", required_argument, 0, M_SEED}, {"quiet", no_argument, 0, M_QUIET},
         {"timeout-ms", required_argument, 0, M_TIMEOUT}, {"start-timeout-ms", required_argument, 0, M_START_TIMEOUT},
@@ -1045,6 +1119,20 @@ static int mine_main(int argc, char **argv, mine_cmd **job)
             break;
         case M_NO_T1ROWS: no_t1rows = 1; break;
         case M_NO_SCORE: o.score = 0; break;
+        case M_SCORE:
+            if (strcmp(optarg, "none") == 0) {
+                o.score = 0;
+            } else {
+                o.score = 1;
+                if (strcmp(optarg, "auto") == 0) o.score_method = MINE_SCORE_AUTO;
+                else if (strcmp(optarg, "analytic") == 0) o.score_method = MINE_SCORE_ANALYTIC;
+                else if (strcmp(optarg, "fd") == 0) o.score_method = MINE_SCORE_FD;
+                else {
+                    usage_error("--score wants auto, analytic, fd or none", optarg);
+                    goto done;
+                }
+            }
+            break;
         case M_EPS: {
             char *end;
             o.epsilon = strtod(optarg, &end);
@@ -1188,6 +1276,9 @@ static int mine_main(int argc, char **argv, mine_cmd **job)
     fprintf(stderr, "ppxd: %zu rows mined in %.1f s (%llu simulator runs, %.0f runs/s)", g.n, st.seconds,
             (unsigned long long)st.runs, st.seconds > 0 ? st.runs / st.seconds : 0.0);
     uint64_t bad = gold_data_bad_total(&g);
+    if (g.has_score)
+        fprintf(stderr, "; score of %llu rows from parameter tangents, %llu by finite differences",
+                (unsigned long long)g.n_analytic, (unsigned long long)(g.n - g.n_analytic));
     fprintf(stderr, bad ? "; %llu dropped:" : "; none dropped\n", (unsigned long long)bad);
     for (int r = 0; bad && r < GOLD_BAD_COUNT; r++)
         if (g.bad[r]) fprintf(stderr, " %s %llu", gold_bad_name((gold_bad)r), (unsigned long long)g.bad[r]);
@@ -1287,9 +1378,13 @@ int ppxd_gold_file_main(int argc, char **argv)
     if (info) {
         size_t n1 = 0;
         for (size_t i = 0; i < g.n; i++) n1 += g.y[i] != 0;
-        printf("%s: ppxd gold file v%d, checksum ok\n", file, GOLD_FILE_VERSION);
-        printf("  rows %zu (%zu at theta0, %zu at theta1); theta %zu, x %zu columns, %zu theta1 point(s), score %s\n",
+        printf("%s: ppxd gold file, checksum ok\n", file);
+        printf("  rows %zu (%zu at theta0, %zu at theta1); theta %zu, x %zu columns, %zu theta1 point(s), score %s",
                g.n, g.n - n1, n1, g.D, g.C, g.K, g.has_score ? "yes" : "no");
+        if (g.has_score)
+            printf(" (%llu rows from parameter tangents, %llu by finite differences)",
+                   (unsigned long long)g.n_analytic, (unsigned long long)(g.n - g.n_analytic));
+        printf("\n");
         printf("  seed %llu, epsilon %s", (unsigned long long)g.seed, g.epsilon > 0 ? "" : "auto (1e-4 prior sd)\n");
         if (g.epsilon > 0) printf("%g\n", g.epsilon);
         uint64_t bad = gold_data_bad_total(&g);

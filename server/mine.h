@@ -6,8 +6,10 @@
  * every other Sample and unvalued Observe answered with its recorded value
  * (matched by address; Observe by position and call site).  The replays give
  *   log r(x,z|theta0,theta1_k) = sum_i log p_i(z_i|theta0) - log p_i(z_i|theta1_k)
- * and, by central finite differences of replays at theta0 +/- eps_k e_k, the
- * joint score t(x,z|theta0).  The sums run over every Sample and Observe
+ * and the joint score t(x,z|theta0): by central finite differences of
+ * replays at theta0 +/- eps_k e_k, or, when the simulator sends parameter
+ * tangents with its draws (protocol/ppx.fbs Tangent), in closed form from the
+ * trace at theta0 (src/gold/gold_score.h) without those 2 D replays.  The sums run over every Sample and Observe
  * entry except the theta Samples themselves.
  *
  * A row is dropped, and counted by reason (gold_data.h), when a replay
@@ -35,6 +37,13 @@ typedef enum mine_theta_mode {
     MINE_THETA_PAIRS       /* (theta0, theta1) rows of a given table, cycled */
 } mine_theta_mode;
 
+/* How the joint score is mined (mine_opts.score_method). */
+typedef enum mine_score_method {
+    MINE_SCORE_AUTO = 0,   /* from parameter tangents when a trace carries them for every draw, else FD */
+    MINE_SCORE_FD,         /* central finite differences of replays at theta0 +/- eps e_k (2 D replays) */
+    MINE_SCORE_ANALYTIC    /* from parameter tangents only: a row without them is dropped (no-tangent) */
+} mine_score_method;
+
 typedef struct mine_opts {
     engine_config ecfg;              /* simulators etc. (engine.h) */
     uint64_t n;                      /* rows to mine (before invalid ones are dropped) */
@@ -52,6 +61,7 @@ typedef struct mine_opts {
     size_t K;
     int theta1_rows;                 /* 1: rows alternate y = 0, 1 (needs K = 1) */
     int score;                       /* 1: mine t(x,z|theta0) */
+    mine_score_method score_method;  /* how (default AUTO) */
     double epsilon;                  /* FD step; 0: 1e-4 x the prior sd of each theta */
     uint64_t seed;
     int max_retries;                 /* per task, faults before the row is dropped (default 5 when 0) */

@@ -16,7 +16,8 @@
  * (largest budget, default 10000); to rerun a subset,
  * PPXD_BENCH_GOLD_METHODS (comma list of method names, e.g. "nde,scandal")
  * and PPXD_BENCH_GOLD_BUDGETS (comma list of row counts, e.g. "200,1000";
- * the data mined is the largest), either of which also skips part 1. */
+ * the data mined is the largest), either of which also skips part 1;
+ * PPXD_BENCH_GOLD_MIN_STEPS overrides the trainers' --min-steps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,13 +58,15 @@ static void galton_exact(double theta, double p[NPOS])
 }
 
 static char g_cmd[1024];
+static char g_cmd_tangents[1024];
 
-static int mine(uint64_t n, int sims, uint64_t seed, gold_data *g, mine_stats *st)
+static int mine_m(uint64_t n, int sims, uint64_t seed, int analytic, gold_data *g, mine_stats *st)
 {
     mine_opts o;
     memset(&o, 0, sizeof o);
     engine_config_defaults(&o.ecfg);
-    o.ecfg.sim_cmd = g_cmd;
+    o.ecfg.sim_cmd = analytic ? g_cmd_tangents : g_cmd;
+    o.score_method = analytic ? MINE_SCORE_ANALYTIC : MINE_SCORE_FD;
     o.ecfg.n_launch = (size_t)sims;
     const char *tn[1] = {"theta"}, *xn[1] = {"x"};
     const double th1 = -0.6, lo = -1, hi = 0;
@@ -84,6 +87,11 @@ static int mine(uint64_t n, int sims, uint64_t seed, gold_data *g, mine_stats *s
     o.seed = seed;
     o.quiet = 1;
     return mine_run(&o, g, st);
+}
+
+static int mine(uint64_t n, int sims, uint64_t seed, gold_data *g, mine_stats *st)
+{
+    return mine_m(n, sims, seed, 0, g, st);
 }
 
 /* Plain prior simulation of n traces: the baseline throughput (traces/s). */
@@ -147,6 +155,7 @@ int main(void)
     nn_set_threads(1);
     char *path = tk_build_path("examples/galton");
     snprintf(g_cmd, sizeof g_cmd, "%s {endpoint}", path);
+    snprintf(g_cmd_tangents, sizeof g_cmd_tangents, "%s --tangents {endpoint}", path);
     free(path);
     const char *s = getenv("PPXD_BENCH_GOLD_SEEDS");
     int seeds = s ? atoi(s) : 3;
@@ -178,18 +187,24 @@ int main(void)
     }
 
     if (!want_m && !want_b) {
-        printf("gold mining throughput (galton, 4 runs per row: original, theta1 replay, 2 score replays)\n");
-        printf("%-6s %14s %14s %10s %12s\n", "sims", "mining runs/s", "plain runs/s", "ratio", "rows/s");
+        printf("gold mining throughput (galton; runs per row: fd 4 = original, theta1 replay, 2 score replays;\n"
+               "analytic 2 = original, theta1 replay, the score from parameter tangents)\n");
+        printf("%-6s %-9s %14s %14s %10s %12s %14s\n", "sims", "score", "mining runs/s", "plain runs/s", "ratio", "rows/s",
+               "rows/s vs fd");
         for (int sims = 1; sims <= 2; sims++) {
-            gold_data g;
-            mine_stats st;
+            gold_data g, ga;
+            mine_stats st, sa;
             const double base = plain_rate(8000, sims);
             if (mine(2000, sims, 99, &g, &st) < 0) return 1;
-            const double rate = st.runs / st.seconds;
-            const double base2 = plain_rate(8000, sims); /* either side of the mining run: a noisy machine */
+            if (mine_m(2000, sims, 99, 1, &ga, &sa) < 0) return 1;
+            const double base2 = plain_rate(8000, sims); /* either side of the mining runs: a noisy machine */
             const double b = (base + base2) / 2;
-            printf("%-6d %14.0f %14.0f %10.2f %12.0f\n", sims, rate, b, rate / b, g.n / st.seconds);
+            const double rate = st.runs / st.seconds, rate_a = sa.runs / sa.seconds;
+            printf("%-6d %-9s %14.0f %14.0f %10.2f %12.0f %14s\n", sims, "fd", rate, b, rate / b, g.n / st.seconds, "1");
+            printf("%-6d %-9s %14.0f %14.0f %10.2f %12.0f %14.2f\n", sims, "analytic", rate_a, b, rate_a / b,
+                   ga.n / sa.seconds, (ga.n / sa.seconds) / (g.n / st.seconds));
             gold_data_free(&g);
+            gold_data_free(&ga);
         }
     }
 
@@ -212,6 +227,7 @@ int main(void)
                 cfg.method = methods[mi];
                 cfg.max_rows = budgets[bi];
                 cfg.seed = 1 + sd;
+                if (getenv("PPXD_BENCH_GOLD_MIN_STEPS")) cfg.min_steps = atoi(getenv("PPXD_BENCH_GOLD_MIN_STEPS"));
                 gold_model *m = gold_train(&cfg, &g);
                 res[((size_t)mi * NB + bi) * seeds + sd] = m ? mse_of(m) : NAN;
                 gold_model_destroy(&m);

@@ -77,14 +77,19 @@ Test(mine, galton_oracle_matches_published_values)
 
 /* ---- mining helpers --------------------------------------------------------- */
 
-static int mine_sim(const char *sim, const char *theta_name, const char *x_name, double th0, double th1, int has_th1,
-                    uint64_t n, int sims, gold_data *g)
+/* Mine n rows from `sim` ("rel/path [args]", relative to the build
+ * directory) at theta0 = th0 (and theta1 = th1 with has_th1, rows
+ * alternating), with the given score method. */
+static int mine_sim_m(const char *sim, mine_score_method method, const char *theta_name, const char *x_name,
+                      double th0, double th1, int has_th1, uint64_t n, int sims, gold_data *g)
 {
-    char rel[64];
+    char rel[128];
     snprintf(rel, sizeof rel, "%s", sim);
+    char *args = strchr(rel, ' ');
+    if (args) *args++ = 0;
     char *path = tk_build_path(rel);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s {endpoint}", path);
+    snprintf(cmd, sizeof cmd, "%s %s%s{endpoint}", path, args ? args : "", args ? " " : "");
     free(path);
     mine_opts o;
     memset(&o, 0, sizeof o);
@@ -113,11 +118,18 @@ static int mine_sim(const char *sim, const char *theta_name, const char *x_name,
     o.K = has_th1 ? 1 : 0;
     o.theta1_rows = has_th1;
     o.score = 1;
+    o.score_method = method;
     o.n = n;
     o.seed = 7;
     o.quiet = 1;
     mine_stats st;
     return mine_run(&o, g, &st);
+}
+
+static int mine_sim(const char *sim, const char *theta_name, const char *x_name, double th0, double th1, int has_th1,
+                    uint64_t n, int sims, gold_data *g)
+{
+    return mine_sim_m(sim, MINE_SCORE_AUTO, theta_name, x_name, th0, th1, has_th1, n, sims, g);
 }
 
 typedef struct acc {
@@ -357,6 +369,134 @@ Test(mine, theta_dependent_support_is_detected)
                  (unsigned long long)dep);
     /* y = 0 rows at theta 1 replayed at 0.8: z > 0.8 with probability 0.2 */
     cr_assert(sup > 0 && dep > 0);
+    gold_data_free(&g);
+}
+
+/* ---- analytic scores from parameter tangents ---------------------------------------- */
+
+/* Every distribution but Uniform, with tangents: the analytic score must
+ * equal the closed form to rounding (both are sums of dist_grad_log_prob x
+ * d params / d theta; only the order of the additions can differ), for
+ * y = 0 rows (from the original at theta0) and y = 1 rows (from the ratio
+ * replay at theta0), for Samples and for Observes drawn by ppxd; the ratio
+ * columns are those of finite-difference mining (the same seed gives the
+ * same traces), and the FD score agrees to its truncation error. */
+Test(mine, analytic_scores_match_closed_forms_and_finite_differences)
+{
+    const char *sims[2] = {"testsims/sim_dists_theta --tangents", "testsims/sim_dists_theta --tangents --observe"};
+    for (int v = 0; v < 2; v++) {
+        gold_data a, f;
+        cr_assert_eq(mine_sim_m(sims[v], MINE_SCORE_ANALYTIC, "theta", "x_*", 1.0, 1.2, 1, 200, 2, &a), 0);
+        cr_assert_eq(mine_sim_m(sims[v], MINE_SCORE_FD, "theta", "x_*", 1.0, 1.2, 1, 200, 2, &f), 0);
+        cr_assert_eq(a.n, 200, "%s: rows %zu (dropped %llu)", sims[v], a.n, (unsigned long long)gold_data_bad_total(&a));
+        cr_assert_eq(f.n, 200);
+        cr_assert_eq(a.n_analytic, 200, "%s: %llu rows from tangents", sims[v], (unsigned long long)a.n_analytic);
+        cr_assert_eq(f.n_analytic, 0);
+        for (size_t r = 0; r < a.n; r++) {
+            double t = 0, s;
+            for (int i = 0; i < GD_N; i++) {
+                gd_log_p(i, 1.0, a.x[r * GD_N + i], &s);
+                t += s;
+                cr_assert_eq(a.x[r * GD_N + i], f.x[r * GD_N + i], "%s row %zu: x differs between the methods", sims[v], r);
+            }
+            cr_assert_eq(a.log_r[r], f.log_r[r], "%s row %zu: log r differs between the methods", sims[v], r);
+            cr_assert(fabs(a.t[r] - t) < 1e-12 * (1 + fabs(t)), "%s row %zu (y %g): analytic %.15g, closed form %.15g",
+                      sims[v], r, a.y[r], a.t[r], t);
+            cr_assert(fabs(f.t[r] - t) < 1e-5 + 1e-6 * fabs(t), "%s row %zu: FD %.12g, closed form %.12g", sims[v], r,
+                      f.t[r], t);
+        }
+        gold_data_free(&a);
+        gold_data_free(&f);
+    }
+}
+
+/* The Galton board's Bernoulli decisions with tangents (the C example and
+ * the Python one): the analytic score equals the FD score to the FD error
+ * (eps = 1e-4 x the prior's sd 0.577; the truncation error of a central
+ * difference ~ eps^2 |d^3 log p| is below 1e-6 here), and the Python
+ * simulator's rows equal the C one's (ppxd answers every draw, so a seed
+ * fixes the traces whatever the language). */
+Test(mine, galton_analytic_score_agrees_with_finite_differences)
+{
+    gold_data a, f, py;
+    cr_assert_eq(mine_sim_m("examples/galton --tangents", MINE_SCORE_ANALYTIC, "theta", "x", -0.8, -0.6, 1, 600, 2, &a), 0);
+    cr_assert_eq(mine_sim_m("examples/galton", MINE_SCORE_FD, "theta", "x", -0.8, -0.6, 1, 600, 2, &f), 0);
+    cr_assert_eq(a.n, 600, "rows %zu (dropped %llu)", a.n, (unsigned long long)gold_data_bad_total(&a));
+    cr_assert_eq(f.n, 600);
+    cr_assert_eq(a.n_analytic, 600);
+    for (size_t r = 0; r < a.n; r++) {
+        cr_assert(a.x[r] == f.x[r] && a.log_r[r] == f.log_r[r], "row %zu: x/log r differ", r);
+        cr_assert(fabs(a.t[r] - f.t[r]) < 1e-6 * (1 + fabs(f.t[r])), "row %zu (y %g): analytic %.12g, FD %.12g", r, a.y[r],
+                  a.t[r], f.t[r]);
+    }
+    /* The Python example, through the real interpreter. */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 clients/python/examples/galton.py {endpoint}"); /* from the source tree */
+    mine_opts o;
+    memset(&o, 0, sizeof o);
+    engine_config_defaults(&o.ecfg);
+    o.ecfg.sim_cmd = cmd;
+    o.ecfg.n_launch = 2;
+    const char *tn[1] = {"theta"}, *xn[1] = {"x"};
+    const double th0 = -0.8, th1 = -0.6;
+    o.theta_names = tn;
+    o.D = 1;
+    o.x_names = xn;
+    o.n_x = 1;
+    o.mode = MINE_THETA_FIXED;
+    o.theta0 = &th0;
+    o.theta1 = &th1;
+    o.K = 1;
+    o.theta1_rows = 1;
+    o.score = 1;
+    o.score_method = MINE_SCORE_ANALYTIC;
+    o.n = 200;
+    o.seed = 7;
+    o.quiet = 1;
+    cr_assert_eq(mine_run(&o, &py, NULL), 0);
+    cr_assert_eq(py.n, 200, "python rows %zu (dropped %llu)", py.n, (unsigned long long)gold_data_bad_total(&py));
+    cr_assert_eq(py.n_analytic, 200);
+    for (size_t r = 0; r < py.n; r++)
+        /* the same draws; P(left) rounded by Python's libm and C's may differ in the last bits */
+        cr_assert(py.x[r] == a.x[r] && fabs(py.log_r[r] - a.log_r[r]) < 1e-12 && fabs(py.t[r] - a.t[r]) < 1e-12 * (1 + fabs(a.t[r])),
+                  "row %zu: python x %g t %.15g, C x %g t %.15g", r, py.x[r], py.t[r], a.x[r], a.t[r]);
+    gold_data_free(&a);
+    gold_data_free(&f);
+    gold_data_free(&py);
+}
+
+/* A draw without a tangent: --score analytic drops every row as
+ * no-tangent; auto falls back to finite differences for those rows (the
+ * same rows and scores as fd). */
+Test(mine, missing_tangents_are_refused_or_fall_back)
+{
+    gold_data a, au, f;
+    const char *sim = "testsims/sim_dists_theta --tangents --skip-tangent 3";
+    cr_assert_eq(mine_sim_m(sim, MINE_SCORE_ANALYTIC, "theta", "x_*", 1.0, 1.2, 1, 60, 1, &a), 0);
+    cr_assert_eq(a.n, 0, "%zu rows kept", a.n);
+    cr_assert_eq(a.bad[GOLD_BAD_NO_TANGENT], 60, "no-tangent %llu", (unsigned long long)a.bad[GOLD_BAD_NO_TANGENT]);
+    cr_assert_eq(mine_sim_m(sim, MINE_SCORE_AUTO, "theta", "x_*", 1.0, 1.2, 1, 60, 1, &au), 0);
+    cr_assert_eq(mine_sim_m(sim, MINE_SCORE_FD, "theta", "x_*", 1.0, 1.2, 1, 60, 1, &f), 0);
+    cr_assert_eq(au.n, 60);
+    cr_assert_eq(au.n_analytic, 0);
+    cr_assert_eq(f.n, 60);
+    for (size_t r = 0; r < au.n; r++) cr_assert_eq(au.t[r], f.t[r], "row %zu", r);
+    gold_data_free(&a);
+    gold_data_free(&au);
+    gold_data_free(&f);
+}
+
+/* z ~ Uniform(0, theta) with d high / d theta = 1: analytic mining needs no
+ * score replay, yet must see the moving bound (theta-dependent-support) and
+ * keep no row. */
+Test(mine, analytic_theta_dependent_support_is_detected)
+{
+    gold_data g;
+    cr_assert_eq(mine_sim_m("testsims/sim_support --tangents", MINE_SCORE_ANALYTIC, "theta", "x", 1.0, 0.8, 1, 200, 1, &g),
+                 0);
+    cr_assert_eq(g.n, 0, "%zu rows kept", g.n);
+    cr_assert(g.bad[GOLD_BAD_THETA_SUPPORT] > 0, "theta-dependent %llu", (unsigned long long)g.bad[GOLD_BAD_THETA_SUPPORT]);
+    cr_assert_eq(g.bad[GOLD_BAD_SUPPORT] + g.bad[GOLD_BAD_THETA_SUPPORT], 200);
     gold_data_free(&g);
 }
 

@@ -19,7 +19,8 @@ static const char GOLD_MAGIC[8] = {'P', 'P', 'X', 'G', 'O', 'L', 'D', 0};
 const char *gold_bad_name(gold_bad why)
 {
     static const char *names[GOLD_BAD_COUNT] = {"control-flow", "out-of-support", "theta-dependent-support",
-                                                "non-finite", "invalid-params", "missing-name", "failed", "x-depends-on-theta"};
+                                                "non-finite", "invalid-params", "missing-name", "failed", "x-depends-on-theta",
+                                                "no-tangent"};
     return (unsigned)why < GOLD_BAD_COUNT ? names[why] : "unknown";
 }
 
@@ -134,6 +135,7 @@ int gold_data_write(const gold_data *g, const char *path, char *err, size_t err_
     gold_put_u64(&b, g->seed);
     gold_put_f64(&b, g->epsilon);
     for (int i = 0; i < GOLD_BAD_COUNT; i++) gold_put_u64(&b, g->bad[i]);
+    gold_put_u64(&b, g->n_analytic);
     for (size_t i = 0; i < g->D + g->C; i++) {
         const char *s = i < g->D ? g->theta_names[i] : g->x_names[i - g->D];
         gold_put_u32(&b, (uint32_t)strlen(s));
@@ -199,15 +201,15 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     uint32_t ver = 0, D = 0, C = 0, K = 0, has_score = 0, reserved = 0;
     uint64_t rows, seed;
     double eps;
-    uint64_t bad[GOLD_BAD_COUNT];
+    uint64_t bad[GOLD_BAD_COUNT] = {0}, n_analytic = 0;
     rd r = {data, len, 0};
     char magic[8];
     if (take(&r, magic, 8) < 0 || memcmp(magic, GOLD_MAGIC, 8) != 0) {
         gold_set_err(err, err_len, "%s: not a ppxd gold file (bad magic)", path);
         goto out;
     }
-    if (take(&r, &ver, 4) < 0 || ver != GOLD_FILE_VERSION) {
-        gold_set_err(err, err_len, "%s: unsupported gold file version %u (this ppxd reads %d)", path, ver,
+    if (take(&r, &ver, 4) < 0 || ver < 1 || ver > GOLD_FILE_VERSION) {
+        gold_set_err(err, err_len, "%s: unsupported gold file version %u (this ppxd reads 1 to %d)", path, ver,
                 GOLD_FILE_VERSION);
         goto out;
     }
@@ -216,9 +218,11 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
         goto out;
     }
     r.len = len - 4;
+    /* Version 1 had the reasons before GOLD_BAD_NO_TANGENT and no analytic count. */
+    const size_t n_bad = ver == 1 ? GOLD_BAD_NO_TANGENT : GOLD_BAD_COUNT;
     if (take(&r, &D, 4) < 0 || take(&r, &C, 4) < 0 || take(&r, &K, 4) < 0 || take(&r, &has_score, 4) < 0 ||
         take(&r, &reserved, 4) < 0 || take(&r, &rows, 8) < 0 || take(&r, &seed, 8) < 0 || take(&r, &eps, 8) < 0 ||
-        take(&r, bad, sizeof bad) < 0 || D > 4096 || C > (1u << 24) || K > 4096) {
+        take(&r, bad, n_bad * sizeof *bad) < 0 || (ver >= 2 && take(&r, &n_analytic, 8) < 0) || D > 4096 || C > (1u << 24) || K > 4096) {
         gold_set_err(err, err_len, "%s: bad header", path);
         goto out;
     }
@@ -260,6 +264,7 @@ int gold_data_read(gold_data *g, const char *path, char *err, size_t err_len)
     g->seed = seed;
     g->epsilon = eps;
     memcpy(g->bad, bad, sizeof bad);
+    g->n_analytic = n_analytic;
     rc = 0;
     goto out;
 oom:

@@ -15,10 +15,14 @@
  *   magic "PPXGOLD\0" (8), version u32 (GOLD_FILE_VERSION), D u32, C u32,
  *   K u32, has_score u32, reserved u32 (0), rows u64, seed u64, epsilon f64
  *   (0 = chosen per dimension from theta's prior scale), invalid counts
- *   u64 [GOLD_BAD_COUNT], then D + C names (u32 length + bytes), then the
+ *   u64 [GOLD_BAD_COUNT], rows whose score came from parameter tangents
+ *   u64, then D + C names (u32 length + bytes), then the
  *   rows, each [y, theta0, theta1, x, log_r, t] as f64, and last the CRC-32C
  *   (u32) of every byte before it.  Written to a temporary file and renamed,
  *   so a file either is complete or does not exist.
+ * Version 1 (before the no-tangent reason and the analytic count) had 8
+ * invalid counts and no analytic count; it is still read (its scores are all
+ * finite differences).
  */
 #ifndef PPX_GOLD_DATA_H
 #define PPX_GOLD_DATA_H
@@ -26,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GOLD_FILE_VERSION 1
+#define GOLD_FILE_VERSION 2
 
 /* Why a mined sample was dropped (counted, reported, stored in the file). */
 typedef enum gold_bad {
@@ -38,6 +42,7 @@ typedef enum gold_bad {
     GOLD_BAD_MISSING,          /* a theta or x name missing from the trace, or a width change */
     GOLD_BAD_FAILED,           /* the simulators failed this trace repeatedly */
     GOLD_BAD_X_DEPENDS,        /* an x entry's value changed under replay: x depends on theta directly */
+    GOLD_BAD_NO_TANGENT,       /* analytic score: a draw came without a parameter tangent for some theta */
     GOLD_BAD_COUNT
 } gold_bad;
 
@@ -58,6 +63,7 @@ typedef struct gold_data {
     uint64_t seed;
     double epsilon;
     uint64_t bad[GOLD_BAD_COUNT];
+    uint64_t n_analytic;    /* rows whose t came from parameter tangents (the rest: finite differences) */
 } gold_data;
 
 /* Empty data of the given shape with copies of the names.  0 or -1. */
