@@ -1582,6 +1582,10 @@ static int mux_done(void *vd)
         if (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED) {
             start_job(d, j);
             running += j->phase == PH_SIM || j->phase == PH_TRAIN;
+            if (j->phase == PH_SIM) { /* status shows "0/N" at once, not "-" until the next tick */
+                j->last_log_read = now;
+                job_progress(j);
+            }
         }
     }
     d->n_active = 0;
