@@ -90,6 +90,10 @@ double gold_default_alpha(gold_method m);
  * 0.082 published) while 10,000 rows use them; SCANDAL's score term
  * regularises its mixture, and 10 measured best at every budget (README). */
 int gold_default_components(gold_method m, size_t rows);
+
+/* The minimum number of optimiser steps (gold_train_config.min_steps < 0):
+ * 20000 for RASCAL, 0 for CARL, 10000 for the others. */
+int gold_default_min_steps(gold_method m);
 /* 1 when the model has a score t^(x | theta): SALLY, and the methods whose
  * log r^ or log p^ is differentiated (every ratio method's network is, but
  * only those trained on the score have a meaningful one: RASCAL, CASCAL,
@@ -120,8 +124,9 @@ typedef struct gold_train_config {
     double alpha;         /* score weight; <= 0: gold_default_alpha(method) (the default) */
     int batch;            /* 128 */
     int epochs;           /* 50 */
-    int min_steps;        /* 10000: more epochs when 50 give fewer optimiser steps (small data sets);
-                             not for CARL, whose 0/1 labels overfit under long training */
+    int min_steps;        /* -1 (the default): gold_default_min_steps(method); more epochs when 50 give
+                             fewer optimiser steps (small data sets); 0: off; never for CARL, whose
+                             0/1 labels overfit under long training */
     double lr, lr_end;    /* 1e-3 -> 1e-4 */
     double val_frac;      /* 0.25 */
     int patience;         /* stop after this many epochs without improvement; 0 = run all (default) */
