@@ -127,6 +127,7 @@ static pid_t spawn_out(char *const argv[], const char *out_path)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        tk_child_dies_with_parent();
         int fo = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fo < 0) _exit(126);
         dup2(fo, 1);

@@ -53,6 +53,7 @@ static pid_t spawn_err(char *const argv[], const char *err_path)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        tk_child_dies_with_parent();
         int null = open("/dev/null", O_RDWR);
         int fd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : null;
         dup2(null, 0);

@@ -117,6 +117,7 @@ static pid_t spawn_in(int ns, char *const *args, const char *err_path)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        tk_child_dies_with_parent();
         FILE *e = err_path ? freopen(err_path, "a", stderr) : NULL;
         (void)e;
         if (!freopen("/dev/null", "w", stdout)) _exit(127);

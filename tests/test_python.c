@@ -94,6 +94,7 @@ static int run_python(const char *const *args, const char *extra_env)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        tk_child_dies_with_parent();
         dup2(fd, 1);
         dup2(fd, 2);
         close(fd);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,11 +53,18 @@ int tk_free_tcp_port(void)
     return port;
 }
 
+void tk_child_dies_with_parent(void)
+{
+    const pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+}
+
 pid_t tk_spawn(char *const argv[])
 {
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        tk_child_dies_with_parent(); /* a test that fails mid-way leaves no process behind */
         if (!getenv("PPXD_TEST_VERBOSE")) {
             int fd = open("/dev/null", O_WRONLY);
             if (fd >= 0) {
@@ -83,6 +91,7 @@ int tk_run(char *const argv[], const char *out_path, const char *err_path, int t
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        tk_child_dies_with_parent(); /* a test that fails mid-way leaves no process behind */
         int fo = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int fe = open(err_path ? err_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fo < 0 || fe < 0) _exit(126);
@@ -116,6 +125,7 @@ pid_t tk_spawn_err(char *const argv[], const char *err_path)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        tk_child_dies_with_parent(); /* a test that fails mid-way leaves no process behind */
         int null = open("/dev/null", O_RDWR);
         int fd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : null;
         dup2(null, 0);
