@@ -10,8 +10,10 @@
  *   3. IC inference traces/s next to prior-IS traces/s (engine wall time),
  *      and the ratio of their engine CPU (the throughput ratio once the
  *      engine, not the simulators, is the bottleneck).
- * Environment: PPXD_BENCH_IC_SECONDS, PPXD_BENCH_IC_REUSE (default 4: the
- * trainer is faster than two HMM simulators on this machine).
+ * Environment: PPXD_BENCH_IC_SECONDS, PPXD_BENCH_IC_REUSE (default 2: the
+ * trainer is faster than two HMM simulators on this machine),
+ * PPXD_BENCH_IC_FINISH (default 0.5: the last half trains on the replay
+ * buffer alone).
  * Not a test: prints figures, exits 0 unless a command fails. */
 #include <math.h>
 #include <stdio.h>
