@@ -8,7 +8,8 @@
  *    before it) and its median is compared with the goal: >= 0.95.
  *    Throughput is traces over the engine loop's time (`elapsed`); the
  *    connected-in simulators are started as soon as ppxd says it listens.
- * 2. A ppxd holding 1,000 idle connected-in simulators: its CPU time per
+ * 2. A ppxd holding 1,000 idle connected-in simulators (`ppxd simulate`
+ *    waiting for another model, then `ppxd daemon` with no job): its CPU time per
  *    second of wall time (all its threads, from /proc/PID/task/N/schedstat,
  *    nanoseconds) over a window that includes a heartbeat round, and its RSS
  *    (VmRSS).  The peers are 1,000 libzmq REP sockets in one process of their
@@ -386,7 +387,9 @@ static long proc_rss_kib(pid_t pid)
     return kib;
 }
 
-static void bench_idle(int peers, int seconds)
+/* daemon = 0: `ppxd simulate` waiting for a model none of the peers has;
+ * 1: `ppxd daemon` with no job (its query endpoint bound too). */
+static void bench_idle(int peers, int seconds, int daemon)
 {
     char *ppxd = tk_build_path("ppxd");
     char log[] = "/tmp/ppxd-bench-idle-XXXXXX", out[64], ep[128], mx[16];
@@ -399,7 +402,12 @@ static void bench_idle(int peers, int seconds)
     const char *hb = getenv("PPXD_BENCH_HEARTBEAT_MS");
     char *argv[] = {ppxd, "simulate", "--sim-listen", ep, "--sim-max", mx, "--sim-model", "wanted", "-n", "1",
                     "-o", out, "--heartbeat-ms", (char *)(hb && *hb ? hb : "10000"), NULL};
-    pid_t d = spawn_ppxd(argv, log);
+    char data[96], qep[128];
+    snprintf(data, sizeof data, "%s.d", log);
+    snprintf(qep, sizeof qep, "ipc://%s.q", log);
+    char *dargv[] = {ppxd, "daemon", "--data-dir", data, "--serve", qep, "--sim-listen", ep, "--sim-max", mx,
+                     "--heartbeat-ms", (char *)(hb && *hb ? hb : "10000"), NULL};
+    pid_t d = spawn_ppxd(daemon ? dargv : argv, log);
     double t0 = tk_now();
     while (!file_has(log, "simulators may connect") && tk_now() - t0 < 10) usleep(1000);
     fflush(stdout);
@@ -418,9 +426,9 @@ static void bench_idle(int peers, int seconds)
         long rss = proc_rss_kib(d);
         double ms_per_s = (c1 - c0) / 1e6 / (w1 - w0);
         int pings = file_has(log, "no reply to heartbeats");
-        printf("\n%d idle connected-in simulators (--heartbeat-ms %s): ppxd CPU %.3f ms/s over %.0f s "
+        printf("\n%d idle connected-in simulators, ppxd %s (--heartbeat-ms %s): ppxd CPU %.3f ms/s over %.0f s "
                "(goal < 1), RSS %.1f MiB (goal < 200) %s%s\n",
-               peers, hb && *hb ? hb : "10000", ms_per_s, w1 - w0, rss / 1024.0, ms_per_s < 1.0 && rss < 200 * 1024 ? "ok" : "MISSED",
+               peers, daemon ? "daemon" : "simulate", hb && *hb ? hb : "10000", ms_per_s, w1 - w0, rss / 1024.0, ms_per_s < 1.0 && rss < 200 * 1024 ? "ok" : "MISSED",
                pings ? " (some peers missed heartbeats!)" : "");
     }
     kill(p, SIGKILL);
@@ -428,6 +436,11 @@ static void bench_idle(int peers, int seconds)
     tk_stop(d, 1000);
     unlink(log);
     unlink(out);
+    if (daemon) {
+        char rm[160];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", data);
+        if (system(rm) != 0) fprintf(stderr, "bench_listen: could not remove %s\n", data);
+    }
     free(ppxd);
 }
 
@@ -441,6 +454,9 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     if (rounds > 0) bench_throughput(rounds);
     if (!many || strcmp(many, "0") != 0) bench_many(many && *many ? many : "64,256", many_n);
-    if (peers > 0) bench_idle(peers, seconds);
+    if (peers > 0) {
+        bench_idle(peers, seconds, 0);
+        bench_idle(peers, seconds, 1);
+    }
     return 0;
 }
