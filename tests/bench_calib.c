@@ -14,7 +14,8 @@
  * PPXD_CAL_ROUNDS (1000); overrides of the training and flow defaults for
  * experiments: PPXD_CAL_PATIENCE, PPXD_CAL_BATCH, PPXD_CAL_LR,
  * PPXD_CAL_VAL_FRAC, PPXD_CAL_BINS, PPXD_CAL_TRANSFORMS, PPXD_CAL_HIDDEN,
- * PPXD_CAL_BLOCKS, PPXD_CAL_TAIL; PPXD_CAL_SELF=1 takes each test theta
+ * PPXD_CAL_BLOCKS, PPXD_CAL_TAIL; PPXD_CAL_ENSEMBLE=K (1..8) trains K flows
+ * (training seeds 1..K) and checks their equal-weight mixture; PPXD_CAL_SELF=1 takes each test theta
  * from the model itself (the HPD ranks must then be uniform).  Not a test: it prints figures and
  * exits 0.
  */
@@ -61,7 +62,9 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     double *th = malloc(n_train * 2 * sizeof *th), *x = malloc(n_train * 2 * sizeof *x);
     double *buf = malloc((L + 1) * 2 * sizeof *buf), *lq = malloc((L + 1) * sizeof *lq);
     int rc = -1;
-    npe_posterior *p = NULL;
+    npe_posterior *p = NULL, *ens[8] = {0};
+    double *lqk = NULL;
+    const int K = (int)cal_env("PPXD_CAL_ENSEMBLE", 1) < 1 ? 1 : (int)cal_env("PPXD_CAL_ENSEMBLE", 1) > 8 ? 8 : (int)cal_env("PPXD_CAL_ENSEMBLE", 1);
     diag_calib *c = NULL;
     if (!th || !x || !buf || !lq) goto out;
     prior_sample(pr, &r, n_train, th);
@@ -84,12 +87,23 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     fc.n_blocks = (int)cal_env("PPXD_CAL_BLOCKS", fc.n_blocks);
     fc.tail_bound = (float)cal_env("PPXD_CAL_TAIL", fc.tail_bound);
     npe_train_report trep;
-    p = npe_train(&d, pr, &fc, &cfg, &trep, err, sizeof err);
-    npe_data_free(&d);
-    if (!p) {
-        fprintf(stderr, "bench_calib: training failed: %s\n", err);
-        goto out;
+    /* PPXD_CAL_ENSEMBLE=K: K flows on the same data, training seeds
+     * seed, seed + 1, ...; the posterior is their equal-weight mixture. */
+    double train_s = 0;
+    for (int k = 0; k < K; k++) {
+        cfg.seed = (uint64_t)cal_env("PPXD_CAL_TRAIN_SEED", 1) + (uint64_t)k;
+        ens[k] = npe_train(&d, pr, &fc, &cfg, &trep, err, sizeof err);
+        if (!ens[k]) {
+            npe_data_free(&d);
+            fprintf(stderr, "bench_calib: training failed: %s\n", err);
+            goto out;
+        }
+        train_s += trep.seconds;
     }
+    npe_data_free(&d);
+    p = ens[0];
+    lqk = malloc((L + 1) * sizeof *lqk);
+    if (!lqk) goto out;
     double lo[2] = {-1, -1}, hi[2] = {1, 1};
     c = diag_calib_new(2, L, n_test, lo, hi, 7);
     if (!c) goto out;
@@ -105,14 +119,39 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
         /* PPXD_CAL_SELF=1: the "truth" is one more draw from the model, so
          * the HPD ranks must be uniform whatever the model is: a check that
          * the sampler and the density agree. */
-        if (self && npe_sample(p, xx, 1, &rt, 60, tt, &srep, err, sizeof err) < 0) {
+        if (self && npe_sample(ens[K > 1 ? rng_below(&rt, (uint64_t)K) : 0], xx, 1, &rt, 60, tt, &srep, err, sizeof err) < 0) {
             fprintf(stderr, "bench_calib: %s\n", err);
             goto out;
         }
-        if (npe_sample(p, xx, L, &rt, 60, buf, &srep, err, sizeof err) < 0 ||
-            (memcpy(buf + 2 * L, tt, sizeof tt), npe_log_prob(p, buf, L + 1, xx, 1, lq, err, sizeof err) < 0)) {
-            fprintf(stderr, "bench_calib: %s\n", err);
-            goto out;
+        if (K == 1) {
+            if (npe_sample(p, xx, L, &rt, 60, buf, &srep, err, sizeof err) < 0 ||
+                (memcpy(buf + 2 * L, tt, sizeof tt), npe_log_prob(p, buf, L + 1, xx, 1, lq, err, sizeof err) < 0)) {
+                fprintf(stderr, "bench_calib: %s\n", err);
+                goto out;
+            }
+        } else {
+            size_t cnt[8] = {0}, off = 0;
+            for (size_t j = 0; j < L; j++) cnt[rng_below(&rt, (uint64_t)K)]++;
+            for (int k = 0; k < K; k++) {
+                if (cnt[k] && npe_sample(ens[k], xx, cnt[k], &rt, 60, buf + 2 * off, &srep, err, sizeof err) < 0) {
+                    fprintf(stderr, "bench_calib: %s\n", err);
+                    goto out;
+                }
+                off += cnt[k];
+            }
+            memcpy(buf + 2 * L, tt, sizeof tt);
+            for (int k = 0; k < K; k++) {
+                if (npe_log_prob(ens[k], buf, L + 1, xx, 1, k ? lqk : lq, err, sizeof err) < 0) {
+                    fprintf(stderr, "bench_calib: %s\n", err);
+                    goto out;
+                }
+                /* running log-sum-exp; the mixture's log density is that minus log K */
+                for (size_t j = 0; k && j <= L; j++) {
+                    const double a = lq[j], b = lqk[j], m = a > b ? a : b;
+                    lq[j] = isfinite(m) ? m + log(exp(a - m) + exp(b - m)) : m;
+                }
+            }
+            for (size_t j = 0; j <= L; j++) lq[j] -= log((double)K);
         }
         if (diag_calib_add(c, tt, buf, &lq[L], lq) < 0) goto out;
     }
@@ -120,7 +159,7 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     diag_report rep;
     if (diag_calib_report(c, 0, NULL, 0, 0.01, &rep) < 0) goto out;
     printf("%4llu %6d %5d %9.4f %7.1f %6.1f   %.3f %.3f %.3f   %.3f %.3f %.3f   %.3f %.3f %s\n",
-           (unsigned long long)seed, trep.epochs, trep.best_epoch, trep.best_val_loss, trep.seconds, t_eval,
+           (unsigned long long)seed, trep.epochs, trep.best_epoch, trep.best_val_loss, train_s, t_eval,
            rep.hpd.coverage[9], rep.hpd.coverage[17], rep.hpd.coverage[18], rep.tarp.coverage[9],
            rep.tarp.coverage[17], rep.tarp.coverage[18], rep.hpd.max_shortfall, rep.hpd.max_excess,
            diag_verdict_name(rep.hpd.verdict));
@@ -129,7 +168,8 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     rc = 0;
 out:
     diag_calib_destroy(&c);
-    npe_posterior_destroy(&p);
+    for (int k = 0; k < K; k++) npe_posterior_destroy(&ens[k]);
+    free(lqk);
     free(th);
     free(x);
     free(buf);
