@@ -368,7 +368,7 @@ static void two_moons(rng *r, const double *th, double *x)
  * sharp, a model error this test does not hide.  So this test passes for
  * some seeds but not all, and a regression that miscalibrates the flow
  * fails it. */
-Test(diag, npe_two_moons_expected_coverage_within_5_percent)
+static void two_moons_coverage_within_5_percent(uint64_t data_seed, int hidden)
 {
     const size_t n_train = 10000, n_test = 1000, L = 1000;
     char err[400];
@@ -376,7 +376,7 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     prior *pr = prior_parse(&spec, 1, err, sizeof err);
     cr_assert(pr, "%s", err);
     rng r;
-    rng_seed(&r, 1, 0);
+    rng_seed(&r, data_seed, 0);
     double *th = malloc(n_train * 2 * sizeof *th), *x = malloc(n_train * 2 * sizeof *x);
     prior_sample(pr, &r, n_train, th);
     for (size_t i = 0; i < n_train; i++) two_moons(&r, th + 2 * i, x + 2 * i);
@@ -386,6 +386,7 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     cfg.progress = 0;
     npe_train_report trep;
     flow_config fc = flow_config_default(FLOW_NSF, 2, 2);
+    if (hidden > 0) fc.hidden = hidden;
     npe_posterior *p = npe_train(&d, pr, &fc, &cfg, &trep, err, sizeof err);
     cr_assert(p, "%s", err);
     npe_data_free(&d);
@@ -410,8 +411,9 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     diag_report rep;
     cr_assert_eq(diag_calib_report(c, 0, NULL, 0, 0.01, &rep), 0);
-    fprintf(stderr, "two_moons NPE: trained %d epochs in %.1f s; %zu rounds x %zu samples in %.1f s; HPD coverage at "
-            "50/90/95%%: %.3f %.3f %.3f, TARP %.3f %.3f %.3f\n", trep.epochs, trep.seconds, n_test, L,
+    fprintf(stderr, "two_moons NPE (data seed %llu, hidden %d): trained %d epochs in %.1f s; %zu rounds x %zu samples in "
+            "%.1f s; HPD coverage at 50/90/95%%: %.3f %.3f %.3f, TARP %.3f %.3f %.3f\n", (unsigned long long)data_seed,
+            fc.hidden, trep.epochs, trep.seconds, n_test, L,
             (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), rep.hpd.coverage[9],
             rep.hpd.coverage[17], rep.hpd.coverage[18], rep.tarp.coverage[9], rep.tarp.coverage[17],
             rep.tarp.coverage[18]);
@@ -431,6 +433,17 @@ Test(diag, npe_two_moons_expected_coverage_within_5_percent)
     free(lq);
     free(th);
     free(x);
+}
+
+Test(diag, npe_two_moons_expected_coverage_within_5_percent) { two_moons_coverage_within_5_percent(1, 0); }
+
+/* With a conditioner twice as wide (--hidden 100) the NPE is calibrated at
+ * 50/90/95% on each of the data seeds 1, 2, 3, 5, 7 (tests/bench_calib.c,
+ * PPXD_CAL_HIDDEN=100: 50% coverage 0.451-0.488; README, Diagnostics).
+ * Seed 2 is the one the default width misses at 50% (0.438): 0.480 here. */
+Test(diag, npe_two_moons_wider_network_calibrated_on_a_seed_the_default_misses)
+{
+    two_moons_coverage_within_5_percent(2, 100);
 }
 
 /* A coverage curve crossing the diagonal: too many truths in the small
