@@ -215,6 +215,7 @@ Test(diagnose, offline_report_arrays_and_strict_failure)
     join(p, sizeof p, out, "report.json");
     expect_in(p, "\"sbc\": {\"verdict\": \"fail\"");
     expect_in(p, "\"coverage\": {\"verdict\": \"overconfident\"");
+    expect_in(log, "hint: an overconfident NPE often calibrates with a wider flow");
     tk_tmpdir_remove(out);
     tk_tmpdir_remove(dir);
     free(ppxd);
