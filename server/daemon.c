@@ -1771,7 +1771,7 @@ static int read_config(daemon_cfg *c, const char *path, char ***keep, size_t *n_
                 val++;
             }
         } else {
-            snprintf(key, sizeof key, "%s", s);
+            snprintf(key, sizeof key, "%.*s", (int)(sizeof key - 1), s); /* a longer key is unknown anyway */
         }
         const struct option *o = daemon_opts;
         while (o->name && strcmp(o->name, key) != 0) o++;
