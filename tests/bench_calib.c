@@ -23,34 +23,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "diag/diag.h"
 #include "nn/nn.h"
 #include "npe.h"
 #include "prior.h"
 #include "rng.h"
+#include "testkit.h"
+#include "two_moons.h"
 
 static double cal_env(const char *name, double def)
 {
     const char *s = getenv(name);
     return s && *s ? atof(s) : def;
-}
-
-static double cal_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* sbibm's two_moons simulator (as tests/test_diag.c). */
-static void cal_two_moons(rng *r, const double *th, double *x)
-{
-    const double half_pi = 1.57079632679489661923;
-    double a = -half_pi + 2 * half_pi * rng_uniform(r), rad = 0.1 + 0.01 * rng_normal(r);
-    x[0] = rad * cos(a) + 0.25 - fabs(th[0] + th[1]) / sqrt(2.0);
-    x[1] = rad * sin(a) + (-th[0] + th[1]) / sqrt(2.0);
 }
 
 /* One seed: 0, or -1 with the reason printed. */
@@ -68,7 +53,7 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     diag_calib *c = NULL;
     if (!th || !x || !buf || !lq) goto out;
     prior_sample(pr, &r, n_train, th);
-    for (size_t i = 0; i < n_train; i++) cal_two_moons(&r, th + 2 * i, x + 2 * i);
+    for (size_t i = 0; i < n_train; i++) tk_two_moons(&r, th + 2 * i, x + 2 * i);
     npe_data d;
     if (npe_data_init(&d, th, x, n_train, 2, 2, err, sizeof err) < 0) {
         fprintf(stderr, "bench_calib: %s\n", err);
@@ -109,12 +94,12 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
     if (!c) goto out;
     rng rt;
     rng_seed(&rt, 99, 0);
-    double t0 = cal_now();
+    double t0 = tk_now();
     const int self = (int)cal_env("PPXD_CAL_SELF", 0);
     for (size_t i = 0; i < n_test; i++) {
         double tt[2], xx[2];
         prior_sample(pr, &rt, 1, tt);
-        cal_two_moons(&rt, tt, xx);
+        tk_two_moons(&rt, tt, xx);
         npe_sample_report srep;
         /* PPXD_CAL_SELF=1: the "truth" is one more draw from the model, so
          * the HPD ranks must be uniform whatever the model is: a check that
@@ -155,7 +140,7 @@ static int cal_run(uint64_t seed, const prior *pr, size_t n_train, size_t n_test
         }
         if (diag_calib_add(c, tt, buf, &lq[L], lq) < 0) goto out;
     }
-    double t_eval = cal_now() - t0;
+    double t_eval = tk_now() - t0;
     diag_report rep;
     if (diag_calib_report(c, 0, NULL, 0, 0.01, &rep) < 0) goto out;
     printf("%4llu %6d %5d %9.4f %7.1f %6.1f   %.3f %.3f %.3f   %.3f %.3f %.3f   %.3f %.3f %s\n",

@@ -22,6 +22,8 @@
 #include "npe.h"
 #include "prior.h"
 #include "rng.h"
+#include "testkit.h"
+#include "two_moons.h"
 
 static double cpu_now(void)
 {
@@ -30,20 +32,6 @@ static double cpu_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void two_moons(rng *r, const double *th, double *x)
-{
-    const double half_pi = 1.57079632679489661923;
-    double a = -half_pi + 2 * half_pi * rng_uniform(r), rad = 0.1 + 0.01 * rng_normal(r);
-    x[0] = rad * cos(a) + 0.25 - fabs(th[0] + th[1]) / sqrt(2.0);
-    x[1] = rad * sin(a) + (-th[0] + th[1]) / sqrt(2.0);
-}
 
 int main(void)
 {
@@ -57,7 +45,7 @@ int main(void)
     rng_seed(&r, 1, 0);
     double *th = malloc(N * 2 * sizeof *th), *x = malloc(N * 2 * sizeof *x);
     prior_sample(pr, &r, N, th);
-    for (size_t i = 0; i < N; i++) two_moons(&r, th + 2 * i, x + 2 * i);
+    for (size_t i = 0; i < N; i++) tk_two_moons(&r, th + 2 * i, x + 2 * i);
     npe_data d;
     if (!pr || npe_data_init(&d, th, x, N, 2, 2, err, sizeof err) < 0) {
         fprintf(stderr, "bench_diag: %s\n", err);
@@ -91,12 +79,12 @@ int main(void)
     double t_sample = 0, t_lp = 0, t_diag = 0;
     rng rt;
     rng_seed(&rt, 99, 0);
-    double w0 = wall_now();
+    double w0 = tk_now();
     c0 = cpu_now();
     for (size_t i = 0; i < R; i++) {
         double tt[2], xx[2];
         prior_sample(pr, &rt, 1, tt);
-        two_moons(&rt, tt, xx);
+        tk_two_moons(&rt, tt, xx);
         double a = cpu_now();
         if (npe_sample(p, xx, L, &rt, 60, buf, &srep, err, sizeof err) < 0) {
             fprintf(stderr, "bench_diag: %s\n", err);
@@ -111,7 +99,7 @@ int main(void)
         t_lp += e - b;
         t_diag += cpu_now() - e;
     }
-    double full = cpu_now() - c0, wall = wall_now() - w0;
+    double full = cpu_now() - c0, wall = tk_now() - w0;
     printf("%zu SBC/coverage/TARP rounds x %zu samples: %.2f s CPU (%.2f s wall); goal <= 30 s for 1000 rounds: %s\n", R,
            L, full, wall, full * 1000.0 / (double)R <= 30.0 ? "met" : "MISSED");
     printf("  sampling %.2f s, log densities %.2f s, ranks %.2f s\n", t_sample, t_lp, t_diag);

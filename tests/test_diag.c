@@ -18,6 +18,7 @@
 #include "npe.h"
 #include "prior.h"
 #include "rng.h"
+#include "two_moons.h"
 
 #define Z 4.0
 
@@ -329,15 +330,6 @@ Test(diag, ppc_distances_per_dimension)
 
 /* ---- a trained NPE on two_moons ------------------------------------------------ */
 
-/* sbibm's two_moons simulator (as clients/examples/two_moons.c). */
-static void two_moons(rng *r, const double *th, double *x)
-{
-    const double half_pi = 1.57079632679489661923;
-    double a = -half_pi + 2 * half_pi * rng_uniform(r), rad = 0.1 + 0.01 * rng_normal(r);
-    x[0] = rad * cos(a) + 0.25 - fabs(th[0] + th[1]) / sqrt(2.0);
-    x[1] = rad * sin(a) + (-th[0] + th[1]) / sqrt(2.0);
-}
-
 /* The issue's acceptance test: NPE (ppxd's default NSF, as `ppxd train npe`
  * trains: npe_train itself defaults to MAF, so the flow is given) trained on
  * 10^4 two_moons simulations has expected coverage within 0.05 of nominal at
@@ -379,7 +371,7 @@ static void two_moons_coverage_within_5_percent(uint64_t data_seed, int hidden)
     rng_seed(&r, data_seed, 0);
     double *th = malloc(n_train * 2 * sizeof *th), *x = malloc(n_train * 2 * sizeof *x);
     prior_sample(pr, &r, n_train, th);
-    for (size_t i = 0; i < n_train; i++) two_moons(&r, th + 2 * i, x + 2 * i);
+    for (size_t i = 0; i < n_train; i++) tk_two_moons(&r, th + 2 * i, x + 2 * i);
     npe_data d;
     cr_assert_eq(npe_data_init(&d, th, x, n_train, 2, 2, err, sizeof err), 0, "%s", err);
     npe_train_config cfg = npe_train_defaults();
@@ -401,7 +393,7 @@ static void two_moons_coverage_within_5_percent(uint64_t data_seed, int hidden)
     for (size_t i = 0; i < n_test; i++) {
         double tt[2], xx[2];
         prior_sample(pr, &rt, 1, tt);
-        two_moons(&rt, tt, xx);
+        tk_two_moons(&rt, tt, xx);
         npe_sample_report srep;
         cr_assert_eq(npe_sample(p, xx, L, &rt, 60, buf, &srep, err, sizeof err), 0, "%s", err);
         memcpy(buf + 2 * L, tt, sizeof tt);
