@@ -201,7 +201,7 @@ static int queue_push(mine_job *j, uint64_t idx)
 
 static int is_theta(const mine_job *j, const trace_entry *e)
 {
-    return e->kind == TRACE_SAMPLE && theta_index(j->pol, e->name) >= 0;
+    return gold_entry_is_theta(e, j->o->theta_names, j->D);
 }
 
 static int is_x(const mine_job *j, const char *name)
@@ -218,7 +218,7 @@ static int joint_log_prob(const mine_job *j, const trace *t, double *out)
     double s = 0;
     for (size_t i = 0; i < t->n_entries; i++) {
         const trace_entry *e = &t->entries[i];
-        if (e->kind == TRACE_TAG || e->dist == DIST_NONE || is_theta(j, e)) continue;
+        if (!gold_entry_in_joint(e, j->o->theta_names, j->D)) continue;
         if (isnan(e->log_prob) || e->log_prob == INFINITY) return GOLD_BAD_NONFINITE;
         if (e->log_prob == -INFINITY) return GOLD_BAD_SUPPORT;
         s += e->log_prob;

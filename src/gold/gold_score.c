@@ -9,7 +9,7 @@
 
 #include "dist.h"
 
-static int is_theta(const trace_entry *e, const char *const *theta, size_t D)
+int gold_entry_is_theta(const trace_entry *e, const char *const *theta, size_t D)
 {
     if (e->kind != TRACE_SAMPLE || !e->name || !e->name[0]) return 0;
     for (size_t k = 0; k < D; k++)
@@ -17,17 +17,15 @@ static int is_theta(const trace_entry *e, const char *const *theta, size_t D)
     return 0;
 }
 
-/* Entries that enter the joint score: Samples and Observes with a
- * distribution, theta excluded. */
-static int scored(const trace_entry *e, const char *const *theta, size_t D)
+int gold_entry_in_joint(const trace_entry *e, const char *const *theta, size_t D)
 {
-    return e->kind != TRACE_TAG && e->dist != DIST_NONE && !is_theta(e, theta, D);
+    return e->kind != TRACE_TAG && e->dist != DIST_NONE && !gold_entry_is_theta(e, theta, D);
 }
 
 int gold_trace_has_tangents(const trace *t, const char *const *theta, size_t D)
 {
     for (size_t i = 0; i < t->n_entries; i++)
-        if (scored(&t->entries[i], theta, D) && !t->entries[i].tangent) return 0;
+        if (gold_entry_in_joint(&t->entries[i], theta, D) && !t->entries[i].tangent) return 0;
     return 1;
 }
 
@@ -55,12 +53,13 @@ int gold_tangent_score(const trace *t, const char *const *theta, size_t D, doubl
 {
     for (size_t k = 0; k < D; k++) score[k] = 0;
     double *g = NULL; /* [g0 (n0 or n values) | g1 (n values)] */
-    size_t g_cap = 0, col_cap = 0;
-    size_t *col = NULL; /* [D] column of theta k in the entry's tangent */
+    size_t g_cap = 0;
+    size_t *col = malloc((D ? D : 1) * sizeof *col); /* [D] column of theta k in the entry's tangent */
+    if (!col) return fail(reason, GOLD_BAD_FAILED, why, why_len, "out of memory");
     int rc = 0;
     for (size_t i = 0; i < t->n_entries && rc == 0; i++) {
         const trace_entry *e = &t->entries[i];
-        if (!scored(e, theta, D)) continue;
+        if (!gold_entry_in_joint(e, theta, D)) continue;
         const trace_tangent *tg = e->tangent;
         if (!tg) {
             rc = fail(reason, GOLD_BAD_NO_TANGENT, why, why_len, "'%s' came without a parameter tangent", e->address);
@@ -75,12 +74,6 @@ int gold_tangent_score(const trace *t, const char *const *theta, size_t D, doubl
             break;
         }
         if (tg->n_theta == 0) continue; /* declared independent of theta */
-        if (col_cap < D) {
-            size_t *nc = realloc(col, D * sizeof *nc);
-            if (!nc) goto oom;
-            col = nc;
-            col_cap = D;
-        }
         for (size_t k = 0; k < D; k++) {
             size_t c = 0;
             while (c < tg->n_theta && strcmp(tg->theta[c], theta[k]) != 0) c++;

@@ -35,6 +35,14 @@
 int gold_tangent_score(const trace *t, const char *const *theta, size_t D, double *score, gold_bad *reason,
                        char *why, size_t why_len);
 
+/* 1 when e is a Sample named as one of theta[0..D). */
+int gold_entry_is_theta(const trace_entry *e, const char *const *theta, size_t D);
+
+/* 1 when e enters the joint sums (the joint log-prob, log r and the score):
+ * a Sample or Observe with a distribution that is not a theta Sample.
+ * `ppxd mine` (server/mine.c) and gold_tangent_score agree on this set. */
+int gold_entry_in_joint(const trace_entry *e, const char *const *theta, size_t D);
+
 /* 1 when every Sample and Observe of t but the theta Samples carries a
  * tangent (so gold_tangent_score is worth trying). */
 int gold_trace_has_tangents(const trace *t, const char *const *theta, size_t D);

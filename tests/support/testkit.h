@@ -24,12 +24,12 @@ void tk_tmpdir_remove(const char *path);
  * gets its length.  NULL when it cannot be read. */
 unsigned char *tk_slurp(const char *path, size_t *size);
 
-/* fork + execv(argv[0], argv); stdout/stderr to /dev/null unless verbose
- * (env PPXD_TEST_VERBOSE).  Returns the pid or -1. */
 /* In a forked child before exec: SIGKILL when the test process exits (a
  * failed assertion ends it before its stop calls), so that no daemon or
  * simulator outlives its test. */
 void tk_child_dies_with_parent(void);
+/* fork + execv(argv[0], argv); stdout/stderr to /dev/null unless verbose
+ * (env PPXD_TEST_VERBOSE).  Returns the pid or -1. */
 pid_t tk_spawn(char *const argv[]);
 /* SIGTERM (then SIGKILL after grace_ms) and reap.  Returns the wait status. */
 int tk_stop(pid_t pid, int grace_ms);
