@@ -1498,10 +1498,15 @@ static void *train_main(void *arg)
     return NULL;
 }
 
-static void refresh_pools(ppxdaemon *d, double now)
+static uint64_t pool_events(const ppxdaemon *d)
 {
     const engine_stats *st = engine_get_stats(d->e);
-    uint64_t ev = st->joined + st->left + st->dropped + st->restarts;
+    return st->joined + st->left + st->dropped + st->restarts;
+}
+
+static void refresh_pools(ppxdaemon *d, double now)
+{
+    uint64_t ev = pool_events(d);
     if (ev == d->pool_events && now - d->pools_at < 0.25) return;
     d->pool_events = ev;
     d->pools_at = now;
@@ -1525,10 +1530,12 @@ static int mux_done(void *vd)
     /* The whole table at most every 50 ms (a busy loop turns often), and at
      * once after a wake-up (a submit, a cancel, a training's end) or when a
      * running job's simulations are over.  Not waiting for the next tick
-     * then matters: the loop may sleep 10 s (until the next heartbeat) once
-     * no simulator has a trace, and a finished job would wait that long
-     * (daemon jobs took up to ~10 s longer than the same commands before). */
-    int due = atomic_exchange(&g_kick, 0) || d->dirty || now - d->last_tick >= 0.05;
+     * then matters: the loop may sleep 10 s once no simulator has a trace,
+     * and a finished job would wait that long (daemon jobs took up to ~10 s
+     * longer than the same commands before); so would `ppxctl sims` after
+     * the join or leave that woke it. */
+    int due = atomic_exchange(&g_kick, 0) || d->dirty || now - d->last_tick >= 0.05 ||
+              pool_events(d) != d->pool_events;
     for (size_t k = 0; k < d->n_active && !due; k++)
         due = atomic_load(&d->active[k]->cancel) || d->active[k]->ops->done(d->active[k]->job);
     if (!due) return 0;

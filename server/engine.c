@@ -48,6 +48,7 @@ typedef struct session {
     trace *t;
     uint64_t index;
     int awaiting_run_reply; /* only Run sent so far in this trace */
+    double run_sent_at;    /* when this trace's Run went out: heartbeats count silence from here */
     int run_resends;
     int poisoned;
     discard_reason poison_reason;
@@ -245,6 +246,11 @@ void engine_sim_options_free(engine_sim_options *o)
     free(o->listen);
     o->listen = NULL;
     o->n_listen = 0;
+}
+
+static int heartbeat_timeout_ms(const engine *e)
+{
+    return e->cfg.heartbeat_timeout_ms ? e->cfg.heartbeat_timeout_ms : 3 * e->cfg.heartbeat_ms;
 }
 
 static double now_s(void)
@@ -1166,6 +1172,9 @@ static void accept_new(engine *e, zmtp_listener *l)
             elog(NULL, "cannot take a simulator's connection", err);
             continue;
         }
+        if (e->cfg.heartbeat_ms > 0 && zmtp_conn_keepalive(s->conn, e->cfg.heartbeat_ms, heartbeat_timeout_ms(e)) < 0)
+            elog(NULL, "no TCP keepalive on a simulator's connection (an idle link that dies is found late)",
+                 strerror(errno));
         snprintf(s->endpoint, sizeof s->endpoint, "%s", peer);
         s->handshake_resends = 0;
         s->parked = 0;
@@ -1186,17 +1195,26 @@ static void accept_new(engine *e, zmtp_listener *l)
     }
 }
 
-/* PING the connected-in simulators that have been silent for half an
- * interval; end the links silent for longer than the heartbeat timeout (a
- * host that vanished without closing its connections). */
+/* PING the connected-in simulators running a trace that have been silent
+ * for half an interval; end the links silent for longer than the heartbeat
+ * timeout (a host that vanished without closing its connections, or a
+ * stopped process).  Idle simulators get no PINGs: a PING and its PONG
+ * cost ppxd two system calls each, a millisecond per second for a thousand
+ * idle simulators, to find what matters only once a trace is given out.
+ * An idle link that dies is found by the kernel instead (TCP keepalive,
+ * set when it was accepted; an ipc peer that exits always closes), and a
+ * stopped idle simulator by the heartbeats of the trace it is given. */
 static void heartbeat(engine *e, policy *p, const job_ops *ops, void *job, double now)
 {
     double hb = e->cfg.heartbeat_ms / 1000.0;
-    double dead = (e->cfg.heartbeat_timeout_ms ? e->cfg.heartbeat_timeout_ms : 3 * e->cfg.heartbeat_ms) / 1000.0;
+    double dead = heartbeat_timeout_ms(e) / 1000.0;
     for (size_t i = e->n_fixed; i < e->n_scan; i++) {
         session *s = &e->sess[i];
         if (s->state == S_VACANT || !s->conn || !zmtp_conn_is_open(s->conn)) continue;
-        double quiet = now - zmtp_conn_last_rx(s->conn);
+        if (s->state != S_IN_TRACE && s->state != S_ANSWER) continue;
+        double last = zmtp_conn_last_rx(s->conn);
+        if (s->run_sent_at > last) last = s->run_sent_at;
+        double quiet = now - last;
         if (quiet > dead) {
             char why[120];
             snprintf(why, sizeof why, "silent for %.1f s (no reply to heartbeats)", quiet);
@@ -1279,6 +1297,7 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
                     }
                     s->state = S_IN_TRACE;
                     s->awaiting_run_reply = 1;
+                    s->run_sent_at = now;
                     s->run_resends = 0;
                     s->deadline = now + e->cfg.msg_timeout_ms / 1000.0;
                 }
@@ -1306,11 +1325,11 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
             busy = !e->sess[i].accepted || st == S_HANDSHAKE || st == S_IN_TRACE || st == S_ANSWER;
         }
         /* Only idle connected-in simulators: nothing can happen but a poll
-         * event (a join, a close), a heartbeat or a signal, so wake seldom:
+         * event (a join, a close) or a signal, so wake seldom:
          * a poll over a thousand idle connections costs a few hundred us. */
         double next_deadline = now + (busy || job_done ? 0.1 : 10.0);
-        if (e->n_listeners && e->cfg.heartbeat_ms > 0 && e->next_heartbeat < next_deadline)
-            next_deadline = e->next_heartbeat;
+        /* (No wake for heartbeats: only simulators in a trace get them, and
+         * then the loop is busy, on its short tick.) */
         for (size_t i = 0; i < e->n_scan; i++) {
             session *s = &e->sess[i];
             if ((s->state == S_HANDSHAKE || s->state == S_IN_TRACE || s->state == S_BACKOFF) &&
@@ -1354,9 +1373,9 @@ int engine_run(engine *e, policy *p, const job_ops *ops, void *job)
         if (timeout_ms < 0) timeout_ms = 0;
         if (idle_woke && !busy && !job_done && timeout_ms > 0) {
             /* Nothing but idle connected-in simulators, and the last poll
-             * woke for them (heartbeat PONGs, mostly): let a few
-             * milliseconds' worth gather (10 ms), so that a thousand PONGs
-             * cost a few turns of this loop rather than hundreds. */
+             * woke for them (a burst of joins or closes): let a few
+             * milliseconds' worth gather (10 ms), so that a thousand of
+             * them cost a few turns of this loop rather than hundreds. */
             struct timespec gather = {0, 10000000};
             nanosleep(&gather, NULL);
         }

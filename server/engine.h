@@ -93,7 +93,7 @@ typedef struct engine_config {
     size_t n_listen;
     size_t listen_max;            /* sessions for connected-in simulators; default 256 */
     const char *model;            /* only simulators whose HandshakeResult names this model get traces; NULL: any */
-    int heartbeat_ms;             /* PING a silent connected-in simulator this often; default 10000, 0: never */
+    int heartbeat_ms;             /* PING a silent connected-in simulator in a trace this often (idle: TCP keepalive); default 10000, 0: never */
     int heartbeat_timeout_ms;     /* silence that ends a connected-in link; default 3 x heartbeat_ms */
     int msg_timeout_ms;           /* per message; default 10000 */
     int start_timeout_ms;         /* launch to HandshakeResult; default 30000 */
@@ -147,7 +147,8 @@ typedef struct engine_sim_options {
     "                              ipc:///tmp/sims; they may join and leave at any time\n"              \
     "  --sim-model NAME            use only simulators whose handshake names model NAME\n"              \
     "  --sim-max N                 connected-in simulators at once (default 256)\n"                     \
-    "  --heartbeat-ms T            PING silent connected-in simulators every T ms (default 10000, 0 off)\n" \
+    "  --heartbeat-ms T            heartbeat interval of connected-in simulators (default 10000, 0 off):\n" \
+    "                              PINGs while they run a trace, TCP keepalive while idle\n" \
     "  --heartbeat-timeout-ms T    drop a connected-in simulator silent this long (default 3 heartbeats)\n"
 
 /* getopt_long entries (struct option initialisers, 1 = required_argument)

@@ -898,6 +898,24 @@ zmtp_conn *zmtp_conn_adopt(int fd, int is_tcp, size_t max_msg_bytes, char *err, 
 
 double zmtp_conn_last_rx(const zmtp_conn *c) { return c->last_rx; }
 
+int zmtp_conn_keepalive(zmtp_conn *c, int idle_ms, int timeout_ms)
+{
+    if (!c->is_tcp || c->fd < 0 || idle_ms <= 0) return 0;
+    int one = 1, secs = (idle_ms + 999) / 1000;
+    unsigned int user_ms = timeout_ms > 0 ? (unsigned int)timeout_ms : 3u * (unsigned int)idle_ms;
+    /* The count matters only if TCP_USER_TIMEOUT is not honoured: then
+     * about the same total silence. */
+    int cnt = (int)((user_ms + (unsigned)secs * 1000u - 1) / ((unsigned)secs * 1000u));
+    if (cnt < 1) cnt = 1;
+    if (setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs) < 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof secs) < 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) < 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof user_ms) < 0)
+        return -1;
+    return 0;
+}
+
 int zmtp_conn_ping(zmtp_conn *c)
 {
     if (c->state == C_FAILED) return -1;

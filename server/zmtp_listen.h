@@ -51,5 +51,13 @@ double zmtp_conn_last_rx(const zmtp_conn *c);
  * libzmq answers it with PONG from its I/O thread, even while the simulator
  * is busy, so silence means a dead peer or link.  0, or -1 when failed. */
 int zmtp_conn_ping(zmtp_conn *c);
+/* Let the kernel watch an idle TCP link: keepalive probes after idle_ms of
+ * silence, every idle_ms, and the connection fails (ETIMEDOUT, seen as an
+ * error on the next read) once the peer's host has not acknowledged for
+ * timeout_ms (TCP_USER_TIMEOUT, which also bounds unacknowledged sends).
+ * The probes cost ppxd no system calls, unlike a PING and its PONG.
+ * Whole seconds for the probes (rounded up, at least 1).  A no-op on ipc.
+ * 0, or -1 when the socket refused an option. */
+int zmtp_conn_keepalive(zmtp_conn *c, int idle_ms, int timeout_ms);
 
 #endif

@@ -26,6 +26,8 @@
  *    with ppxd, so messages/s is bounded by the machine; the engine CPU
  *    per message is ppxd's cost, and 1e6 / (us per message) the rate one
  *    daemon core could sustain with simulators elsewhere.
+ *    And `ppxd simulate` again with the peers over tcp loopback, where
+ *    each link has TCP keepalive.
  * Environment: PPXD_BENCH_ROUNDS rounds for part 1 (default 5; 0 skips it);
  * PPXD_BENCH_IDLE_PEERS (default 1000), PPXD_BENCH_IDLE_SECONDS window
  * (default 22: two heartbeats of the default 10 s); PPXD_BENCH_HEARTBEAT_MS
@@ -388,8 +390,10 @@ static long proc_rss_kib(pid_t pid)
 }
 
 /* daemon = 0: `ppxd simulate` waiting for a model none of the peers has;
- * 1: `ppxd daemon` with no job (its query endpoint bound too). */
-static void bench_idle(int peers, int seconds, int daemon)
+ * 1: `ppxd daemon` with no job (its query endpoint bound too).  tcp: the
+ * peers connect over tcp loopback (ppxd sets TCP keepalive on each link)
+ * rather than ipc. */
+static void bench_idle(int peers, int seconds, int daemon, int tcp)
 {
     char *ppxd = tk_build_path("ppxd");
     char log[] = "/tmp/ppxd-bench-idle-XXXXXX", out[64], ep[128], mx[16];
@@ -397,7 +401,13 @@ static void bench_idle(int peers, int seconds, int daemon)
     if (fd < 0) return;
     close(fd);
     snprintf(out, sizeof out, "%s.ppxt", log);
-    snprintf(ep, sizeof ep, "ipc://%s.sock", log);
+    if (tcp)
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", tk_free_tcp_port());
+    else
+        if (tcp)
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", tk_free_tcp_port());
+    else
+        snprintf(ep, sizeof ep, "ipc://%s.sock", log);
     snprintf(mx, sizeof mx, "%d", peers + 24);
     const char *hb = getenv("PPXD_BENCH_HEARTBEAT_MS");
     char *argv[] = {ppxd, "simulate", "--sim-listen", ep, "--sim-max", mx, "--sim-model", "wanted", "-n", "1",
@@ -426,9 +436,10 @@ static void bench_idle(int peers, int seconds, int daemon)
         long rss = proc_rss_kib(d);
         double ms_per_s = (c1 - c0) / 1e6 / (w1 - w0);
         int pings = file_has(log, "no reply to heartbeats");
-        printf("\n%d idle connected-in simulators, ppxd %s (--heartbeat-ms %s): ppxd CPU %.3f ms/s over %.0f s "
+        printf("\n%d idle connected-in simulators over %s, ppxd %s (--heartbeat-ms %s): ppxd CPU %.3f ms/s over %.0f s "
                "(goal < 1), RSS %.1f MiB (goal < 200) %s%s\n",
-               peers, daemon ? "daemon" : "simulate", hb && *hb ? hb : "10000", ms_per_s, w1 - w0, rss / 1024.0, ms_per_s < 1.0 && rss < 200 * 1024 ? "ok" : "MISSED",
+               peers, tcp ? "tcp" : "ipc", daemon ? "daemon" : "simulate", hb && *hb ? hb : "10000", ms_per_s, w1 - w0,
+               rss / 1024.0, ms_per_s < 1.0 && rss < 200 * 1024 ? "ok" : "MISSED",
                pings ? " (some peers missed heartbeats!)" : "");
     }
     kill(p, SIGKILL);
@@ -455,8 +466,9 @@ int main(void)
     if (rounds > 0) bench_throughput(rounds);
     if (!many || strcmp(many, "0") != 0) bench_many(many && *many ? many : "64,256", many_n);
     if (peers > 0) {
-        bench_idle(peers, seconds, 0);
-        bench_idle(peers, seconds, 1);
+        bench_idle(peers, seconds, 0, 0);
+        bench_idle(peers, seconds, 1, 0);
+        bench_idle(peers, seconds, 0, 1);
     }
     return 0;
 }

@@ -199,12 +199,14 @@ static unsigned char *export_mu(const char *ppxt, size_t *len)
     return b;
 }
 
-Test(netns, daemon_and_simulators_on_three_hosts)
+/* Keys (the client's public key is the admin key) and a daemon in the
+ * daemon's namespace (simulators listened for on tcp port 5556), its log in
+ * log; hb and hb_timeout its --heartbeat-ms and --heartbeat-timeout-ms
+ * (NULL: the default). */
+static void start_daemon(char *log, size_t log_len, const char *hb, const char *hb_timeout)
 {
-    if (!g_have_ns) cr_skip_test("cannot create network namespaces here (needs root and iproute2): skipped");
-    char *ppxd = tk_build_path("ppxd"), *ppxctl = tk_build_path("ppxctl"), *gauss = tk_build_path("examples/gaussian");
-    char prefix[256], data[256], log[256], srv_key[256], cli_pub[256];
-    /* Keys: the client's public key is the admin key. */
+    char *ppxd = tk_build_path("ppxd"), *ppxctl = tk_build_path("ppxctl");
+    char prefix[256], data[256], srv_key[256], cli_pub[256];
     snprintf(prefix, sizeof prefix, "%s/srv", g_dir);
     char *kg1[] = {ppxctl, "keygen", prefix, NULL};
     cr_assert_eq(tk_run(kg1, NULL, NULL, 10000), 0);
@@ -214,11 +216,55 @@ Test(netns, daemon_and_simulators_on_three_hosts)
     snprintf(srv_key, sizeof srv_key, "%s/srv.key", g_dir);
     snprintf(cli_pub, sizeof cli_pub, "%s/cli.pub", g_dir);
     snprintf(data, sizeof data, "%s/data", g_dir);
-    snprintf(log, sizeof log, "%s/daemon.log", g_dir);
-    char *dargs[] = {ppxd, "daemon", "--data-dir", data, "--serve", "tcp://*:5560", "--sim-listen", "tcp://*:5556",
-                     "--curve-secret", srv_key, "--curve-allow", cli_pub, "--curve-admin", cli_pub, "--heartbeat-ms",
-                     "300", NULL};
+    snprintf(log, log_len, "%s/daemon.log", g_dir);
+    char *dargs[24] = {ppxd, "daemon", "--data-dir", data, "--serve", "tcp://*:5560", "--sim-listen", "tcp://*:5556",
+                       "--curve-secret", srv_key, "--curve-allow", cli_pub, "--curve-admin", cli_pub};
+    int n = 14;
+    if (hb) {
+        dargs[n++] = "--heartbeat-ms";
+        dargs[n++] = (char *)hb;
+    }
+    if (hb_timeout) {
+        dargs[n++] = "--heartbeat-timeout-ms";
+        dargs[n++] = (char *)hb_timeout;
+    }
+    dargs[n] = NULL;
     spawn_in(0, dargs, log);
+    free(ppxd);
+    free(ppxctl);
+}
+
+/* Wait (10 s at most) until `ppxctl sims`, from the client's host, counts n
+ * simulators; the seconds it took. */
+static double wait_for_sims(int n, const char *log)
+{
+    char want[32];
+    snprintf(want, sizeof want, "%10d ", n);
+    char *out = NULL, *err = NULL;
+    int seen = 0;
+    double t0 = tk_now();
+    while (!seen && tk_now() - t0 < 10.0) {
+        free(out);
+        free(err);
+        ctl(&out, &err, "sims", NULL);
+        seen = strstr(out, want) != NULL;
+        if (!seen) usleep(100000);
+    }
+    size_t ll;
+    char *dlog = (char *)tk_slurp(log, &ll);
+    cr_assert(seen, "ppxctl sims never counted %d simulators: %s %s\n%s", n, out, err, dlog ? dlog : "");
+    free(dlog);
+    free(out);
+    free(err);
+    return tk_now() - t0;
+}
+
+Test(netns, daemon_and_simulators_on_three_hosts)
+{
+    if (!g_have_ns) cr_skip_test("cannot create network namespaces here (needs root and iproute2): skipped");
+    char *ppxd = tk_build_path("ppxd"), *ppxctl = tk_build_path("ppxctl"), *gauss = tk_build_path("examples/gaussian");
+    char log[256];
+    start_daemon(log, sizeof log, "300", NULL);
     char *s1[] = {gauss, "--connect-to", "tcp://10.77.1.1:5556", NULL};
     char *s2[] = {gauss, "--connect-to", "tcp://10.77.2.1:5556", NULL};
     char slog[256];
@@ -226,23 +272,10 @@ Test(netns, daemon_and_simulators_on_three_hosts)
     pid_t k1 = spawn_in(1, s1, slog), k2 = spawn_in(1, s1, slog);
     spawn_in(2, s2, slog);
     spawn_in(2, s2, slog);
-
-    /* Wait for the four simulators (from the client's host). */
     char *out = NULL, *err = NULL;
-    int joined = 0;
-    for (int i = 0; i < 100 && !joined; i++) {
-        free(out);
-        free(err);
-        ctl(&out, &err, "sims", NULL);
-        joined = strstr(out, "         4 ") != NULL;
-        if (!joined) usleep(100000);
-    }
+    wait_for_sims(4, log);
     size_t ll;
-    char *dlog = (char *)tk_slurp(log, &ll);
-    cr_assert(joined, "the four simulators did not join: %s %s\n%s", out, err, dlog ? dlog : "");
-    free(dlog);
-    free(out);
-    free(err);
+    char *dlog;
 
     /* A prior-sampling job; sims1's simulators are killed mid-job. */
     cr_assert_eq(ctl(&out, &err, "submit", "--name", "prior", "--", "simulate", "-n", N_TRACES, "--seed", "9", NULL),
@@ -309,5 +342,37 @@ Test(netns, daemon_and_simulators_on_three_hosts)
     free(sims);
     free(ppxd);
     free(ppxctl);
+    free(gauss);
+}
+
+/* A host that vanishes while its simulators are idle (its link goes down:
+ * no FIN, no RST, the connections stay open) is found by TCP keepalive, set
+ * from the heartbeat options on every accepted tcp link: the daemon sends
+ * idle simulators no PINGs. */
+Test(netns, an_idle_host_that_vanishes_is_found)
+{
+    if (!g_have_ns) cr_skip_test("cannot create network namespaces here (needs root and iproute2): skipped");
+    char *gauss = tk_build_path("examples/gaussian");
+    char log[256], slog[256];
+    start_daemon(log, sizeof log, "1000", "2000");
+    char *s1[] = {gauss, "--connect-to", "tcp://10.77.1.1:5556", NULL};
+    char *s2[] = {gauss, "--connect-to", "tcp://10.77.2.1:5556", NULL};
+    snprintf(slog, sizeof slog, "%s/sims.log", g_dir);
+    spawn_in(1, s1, slog);
+    spawn_in(1, s1, slog);
+    spawn_in(2, s2, slog);
+    wait_for_sims(3, log);
+    /* sims1's end of its link goes down: its host is gone. */
+    char dev[32];
+    snprintf(dev, sizeof dev, "po%d%d", (int)getpid() % 10000, 1);
+    cr_assert_eq(ip("-n", g_ns[1], "link", "set", dev, "down", NULL), 0);
+    /* Keepalive probes after 1 s of silence, the link given up 2 s after
+     * the last acknowledgement: well inside the 10 s wait_for_sims allows. */
+    double took = wait_for_sims(1, log);
+    size_t ll;
+    char *dlog = (char *)tk_slurp(log, &ll);
+    cr_assert(dlog && strstr(dlog, "left"), "the vanished simulators' departure is logged:\n%s", dlog ? dlog : "");
+    cr_log_info("an idle host that vanished was found in %.1f s", took);
+    free(dlog);
     free(gauss);
 }
