@@ -94,6 +94,8 @@ static void diagnose_usage(FILE *f)
         "  ppc_theta.npy, ppc_x.npy, ppc.csv   posterior samples at x_o, their simulations, per-x results\n"
         "  reference.npy                       the reference samples (with --reference)\n"
         "Plot them with: python3 -m ppx.plot all DIR\n"
+        "As a ppxd daemon job: ppxctl submit -- diagnose --model NAME (-n ROUNDS | --data T.npy X.npy) [options]\n"
+        "(the pool's simulators, files of the data directory; no predictive check or IC models)\n"
         "\n"
         "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
         "  SBC (simulation-based calibration): rank of theta*_j among L posterior samples; chi-square and KS\n"
