@@ -35,7 +35,9 @@
 #include "train.h"
 #include "train_ic.h"
 
-typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_MINE, JK_GOLD, JK_DIAGNOSE, JK_COUNT } job_kind;
+typedef enum job_kind {
+    JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_MINE, JK_GOLD, JK_DIAGNOSE, JK_COUNT
+} job_kind;
 static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic", "mine", "train-gold", "diagnose"};
 
 typedef enum job_phase {
@@ -1433,7 +1435,8 @@ static void start_job(ppxdaemon *d, djob *j)
         return;
     } else if (j->kind == JK_DIAGNOSE) {
         /* Live test pairs from the prior on the pool first (finish_sims starts the rounds). */
-        ok = diag_job_set_out(j->dg, j->dir) == 0 && diag_job_sim_begin(j->dg, d->n_slots, &j->p, &j->ops, &j->job) == 0;
+        ok = diag_job_set_out(j->dg, j->dir) == 0 &&
+             diag_job_sim_begin(j->dg, d->n_slots, &j->p, &j->ops, &j->job) == 0;
     } else {
         if (j->kind == JK_SIMULATE) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "traces.ppxt");
@@ -1737,8 +1740,8 @@ static int mux_done(void *vd)
             j->last_log_read = now;
             read_train_log(j);
         }
-        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc ||
-                                                      j->dg)) {
+        int has_run = j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc || j->dg;
+        if (j->phase == PH_END && j->inflight == 0 && has_run) {
             if (j->thread_started) {
                 if (!atomic_load(&j->thread_done)) continue;
                 pthread_join(j->thread, NULL);

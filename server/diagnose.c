@@ -2260,7 +2260,9 @@ int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
 void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total)
 {
     uint64_t t = atomic_load(&((diag_job *)dj)->ctl.total);
-    if (!t && dj->have_oj) {
+    /* Traces while the test pairs are simulated; then rounds (0 of 0 until
+     * the rounds start). */
+    if (!t && dj->have_oj && dj->oj.next_commit < dj->o.n) {
         *done = dj->oj.next_commit;
         *total = dj->o.n;
         return;
