@@ -1524,7 +1524,7 @@ static void finish_sims(ppxdaemon *d, djob *j)
 {
     job_progress(j);
     if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC || j->kind == JK_DIAGNOSE) {
-        if ((j->tj && train_job_sim_failed(j->tj)) || (j->dg && diag_job_sim_failed(j->dg))) {
+        if (j->tj && train_job_sim_failed(j->tj)) {
             job_end(d, j, PPXQ_JOB_FAILED, "the simulations could not be used (see the daemon's log)%s", NULL);
             return;
         }

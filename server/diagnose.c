@@ -521,6 +521,7 @@ typedef struct collect_ctx {
     export_table *th, *xt; /* th may be NULL */
     size_t want_theta, want_x; /* columns expected */
     int reported;
+    char err[600];             /* why a commit failed */
 } collect_ctx;
 
 static int collect_commit(void *vctx, uint64_t index, const trace *t)
@@ -528,15 +529,17 @@ static int collect_commit(void *vctx, uint64_t index, const trace *t)
     collect_ctx *c = vctx;
     char err[512];
     if ((c->th && export_table_add(c->th, t, err, sizeof err) < 0) || export_table_add(c->xt, t, err, sizeof err) < 0) {
-        cli_complain("simulation %llu: %s", (unsigned long long)index, err);
+        snprintf(c->err, sizeof c->err, "simulation %llu: %s", (unsigned long long)index, err);
+        cli_complain("%s", c->err);
         return -1;
     }
     if (!c->reported) {
         c->reported = 1;
         size_t a = c->th ? export_table_cols(c->th) : c->want_theta, b = export_table_cols(c->xt);
         if (a != c->want_theta || b != c->want_x) {
-            cli_complain("the simulator's named values give %zu theta and %zu x columns, the model has %zu "
-                    "and %zu", a, b, c->want_theta, c->want_x);
+            snprintf(c->err, sizeof c->err, "the simulator's named values give %zu theta and %zu x columns, the "
+                     "model has %zu and %zu", a, b, c->want_theta, c->want_x);
+            cli_complain("%s", c->err);
             return -1;
         }
     }
@@ -1901,7 +1904,8 @@ static int begin_sims(diag_job *dj, size_t slots)
 {
     const diag_opts *o = &dj->o;
     model_handle *h = &dj->h;
-    dj->cc = (collect_ctx){table_for(&dj->theta_map), table_for(&dj->x_map), (size_t)h->d.dim, (size_t)h->d.context, 0};
+    dj->cc = (collect_ctx){table_for(&dj->theta_map), table_for(&dj->x_map), (size_t)h->d.dim, (size_t)h->d.context, 0,
+                           ""};
     dj->p = policy_prior_new(slots, o->seed ^ DIAG_SEED_MIX);
     if (fam_is_gold(h->fam) && !h->d.prior) dj->first = trace_new();
     if (!dj->cc.th || !dj->cc.xt || !dj->p || (fam_is_gold(h->fam) && !h->d.prior && !dj->first) ||
@@ -1936,7 +1940,9 @@ static int take_sims(diag_job *dj)
     export_table_destroy(&dj->cc.th);
     export_table_destroy(&dj->cc.xt);
     if (!ok) {
-        cli_complain("simulating the test pairs failed");
+        /* (The reason is on stderr already, from the engine's thread; a job says it again.) */
+        if (o->job && dj->cc.err[0]) cli_complain("simulating the test pairs failed: %s", dj->cc.err);
+        else cli_complain("simulating the test pairs failed");
         return 1;
     }
     dj->source = "live, fresh seeds";
@@ -2041,7 +2047,7 @@ static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
             goto done;
         if (e) {
             size_t Mp = (size_t)o->ppc_n;
-            collect_ctx cc = {NULL, table_for(&dj->x_map), D, C, 0};
+            collect_ctx cc = {NULL, table_for(&dj->x_map), D, C, 0, ""};
             policy *inner = policy_prior_new(engine_slots(e), (o->seed ^ DIAG_SEED_MIX) + 1);
             if (inner && o->n_fix) inner = policy_fixed_new(inner, o->fix, o->n_fix);
             policy *p = rows_policy_new(inner, &dj->theta_map, ppc_theta, Mp, D);
@@ -2238,8 +2244,6 @@ int diag_job_sim_begin(diag_job *dj, size_t slots, policy **p, const job_ops **o
     *job = &dj->oj;
     return 0;
 }
-
-int diag_job_sim_failed(const diag_job *dj) { return dj->have_oj && dj->oj.failed; }
 
 int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
 {

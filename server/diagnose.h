@@ -40,7 +40,9 @@ int ppxd_diagnose_main(int argc, char **argv);
  *     then the policy and job of the simulations from the prior for an
  *     engine of `slots` sessions (owned by dj); trace seeds diag_job_seed.
  *   diag_job_run: after the simulations (or at once with --data), the
- *     rounds, the checks and the report into the output directory
+ *     rounds, the checks and the report into the output directory; a
+ *     failed simulation (the simulator lacks the model's names) fails here
+ *     with its reason
  *     (CPU-heavy: a thread of its own in the daemon).  0, 1 failure (the
  *     reason in msg), 2 usage error, 3 --strict and a check failed; a
  *     one-line result in msg.
@@ -68,7 +70,6 @@ int diag_job_set_out(diag_job *dj, const char *dir);
 int diag_job_live(const diag_job *dj);
 uint64_t diag_job_seed(const diag_job *dj);
 int diag_job_sim_begin(diag_job *dj, size_t slots, struct policy **p, const struct job_ops **ops, void **job);
-int diag_job_sim_failed(const diag_job *dj);
 int diag_job_run(diag_job *dj, char *msg, size_t msg_len);
 void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total);
 void diag_job_stop(diag_job *dj);

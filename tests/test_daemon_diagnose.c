@@ -457,10 +457,12 @@ Test(daemon_diagnose, a_running_diagnosis_cancels)
 
 /* Live test pairs through the pool (examples/gaussian: mu ~ N(1, 5), two
  * observations): the CLI's with launched simulators for the same seed; a
- * files job on that job's outputs ranks as it did; a live job cancels while
- * it simulates. */
+ * files job on that job's outputs ranks as it did; a model whose names the
+ * simulator lacks fails with the reason; a live job cancels while it
+ * simulates. */
 Test(daemon_diagnose, live_job_on_the_pool_equals_the_cli)
 {
+    make_model_and_pairs(10); /* m: theta_0 and x_0, which the Gaussian example does not have */
     daemon_proc d = {0};
     start_daemon(&d);
     start_sims(&d, 2);
@@ -497,6 +499,14 @@ Test(daemon_diagnose, live_job_on_the_pool_equals_the_cli)
     cr_assert_eq(wait_job(&d, fj), 0, "files job: %s", job_field(&d, fj, "message"));
     char *ka = path_in("data/jobs/%s/ranks.npy", id), *kb = path_in("data/jobs/%s/ranks.npy", fj);
     assert_same_file(ka, kb);
+
+    /* The wrong simulator for the model: FAILED, saying why. */
+    char *wrong = submit(&d, NULL, "diagnose", "--model", "m", "-n", "20", NULL);
+    cr_assert_eq(wait_job(&d, wrong), 1, "diagnosing m on the Gaussian example must fail");
+    char *wmsg = job_field(&d, wrong, "message");
+    cr_expect(strstr(wmsg, "simulating the test pairs failed: simulation 0:"), "message: %s", wmsg);
+    free(wmsg);
+    free(wrong);
 
     /* Cancelled while its test pairs are simulated. */
     char *lng = submit(&d, NULL, "diagnose", "--model", "gauss", "-n", "100000000", NULL);
