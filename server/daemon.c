@@ -589,12 +589,18 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
     char path[PATH_MAX + 200], real[PATH_MAX], jname[80];
     const char *slash = strchr(arg, '/');
     struct stat st;
+    size_t l = strlen(arg);
+    int ext = l > 5 && (!strcmp(arg + l - 5, ".ppxm") || !strcmp(arg + l - 5, ".ppxr"));
     if (slash) {
         size_t jl = (size_t)(slash - arg);
         if (jl >= sizeof jname) goto bad;
         memcpy(jname, arg, jl);
         jname[jl] = 0;
         if (!name_ok(jname) || !name_ok(slash + 1)) goto bad;
+        if (model && !ext) {
+            snprintf(msg, msg_len, "%s %.80s: not a model file (JOB/model.ppxm or JOB/model.ppxr)", what, arg);
+            return -1;
+        }
         pthread_mutex_lock(&d->mu);
         djob *j = find_job_named(d, jname);
         int done = j && j->state == PPXQ_JOB_DONE, ic = j && j->kind == JK_TRAIN_IC, found = 0;
@@ -618,8 +624,6 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
         }
     } else {
         if (!name_ok(arg)) goto bad;
-        size_t l = strlen(arg);
-        int ext = l > 5 && (!strcmp(arg + l - 5, ".ppxm") || !strcmp(arg + l - 5, ".ppxr"));
         if (!model)
             snprintf(path, sizeof path, "%s/%s", d->datasets_dir, arg);
         else if (ext)

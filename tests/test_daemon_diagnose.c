@@ -388,6 +388,7 @@ Test(daemon_diagnose, bad_requests_are_refused_and_the_daemon_keeps_serving)
     refused(&d, "not a path", "diagnose", "--model", "../secret.npy", "--data", "t.npy", "x.npy", NULL);
     refused(&d, "outside the daemon's data directory", "diagnose", "--model", "m", "--data", "evil.npy", "x.npy", NULL);
     refused(&d, "--data nothing.npy: no such file", "diagnose", "--model", "m", "--data", "nothing.npy", "x.npy", NULL);
+    refused(&d, "not a model file", "diagnose", "--model", "j1/summary.txt", "--data", "t.npy", "x.npy", NULL);
     refused(&d, "no job 'j99'", "diagnose", "--model", "m", "--data", "j99/test_theta.npy", "x.npy", NULL);
     refused(&d, "--reference /etc/passwd", "diagnose", "--model", "m", "--data", "t.npy", "x.npy", "--obs", "1",
             "--reference", "/etc/passwd", NULL);
