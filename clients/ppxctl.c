@@ -96,8 +96,11 @@ static void usage(FILE *f, const char *cmd)
         fprintf(f, "usage: ppxctl submit [--name NAME] [--sim-model MODEL] -- COMMAND ARGS...\n"
                    "  submit a job to ppxd daemon (admin): COMMAND ARGS are the words after \"ppxd\" without\n"
                    "  simulator or output options, e.g. -- simulate -n 1000, -- infer -n 5000 --observe y=8,9,\n"
-                   "  -- train npe -n 2000 --theta mu --x y.  Prints the job id.  A trained model is served\n"
-                   "  under NAME (default: the job id).\n");
+                   "  -- train npe -n 2000 --theta mu --x y, -- mine ..., -- train alices --data NAME,\n"
+                   "  -- diagnose --model NAME -n 1000 (test pairs simulated on the pool) or\n"
+                   "  -- diagnose --model NAME --data T.npy X.npy (files of DIR/datasets, or JOB/OUTPUT: a\n"
+                   "  finished job's output).  Prints the job id.  A trained model is served under NAME\n"
+                   "  (default: the job id).\n");
     } else if (cmd && (strcmp(cmd, "job") == 0 || strcmp(cmd, "jobs") == 0)) {
         fprintf(f, "usage: ppxctl jobs                       every job: id, name, state, progress, command\n"
                    "       ppxctl job status ID              one job in full (outputs, message, times)\n"

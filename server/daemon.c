@@ -21,6 +21,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "diagnose.h"
 #include "engine.h"
 #include "gold/gold_data.h"
 #include "gold/gold_est.h"
@@ -34,8 +35,10 @@
 #include "train.h"
 #include "train_ic.h"
 
-typedef enum job_kind { JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_MINE, JK_GOLD, JK_COUNT } job_kind;
-static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic", "mine", "train-gold"};
+typedef enum job_kind {
+    JK_SIMULATE = 0, JK_INFER, JK_TRAIN, JK_TRAIN_IC, JK_MINE, JK_GOLD, JK_DIAGNOSE, JK_COUNT
+} job_kind;
+static const char *const kind_names[] = {"simulate", "infer", "train", "train-ic", "mine", "train-gold", "diagnose"};
 
 typedef enum job_phase {
     PH_NONE = 0, /* queued, or loaded from disk (no run) */
@@ -73,6 +76,7 @@ typedef struct djob {
     mine_task *mt;
     gold_train_cmd *gc;        /* train carl ... scandal */
     volatile int gold_stop;    /* its stop flag (gold_train_config.stop): set by cancel and stop */
+    diag_job *dg;              /* diagnose: live test pairs on the pool (PH_SIM), then the rounds on a thread */
     policy *p;
     const job_ops *ops;
     void *job;
@@ -115,6 +119,7 @@ typedef struct mux_policy {
 
 typedef struct ppxdaemon {
     daemon_cfg cfg;
+    char data_dir[PATH_MAX];   /* its real path */
     char models_dir[PATH_MAX], jobs_dir[PATH_MAX], ic_dir[PATH_MAX], datasets_dir[PATH_MAX];
     serve_server *serve;
     engine *e;
@@ -275,6 +280,7 @@ static void job_free_run(djob *j)
     mine_task_destroy(&j->mt);
     mine_cmd_destroy(&j->mc);
     gold_train_cmd_destroy(&j->gc);
+    diag_job_destroy(&j->dg);
     j->p = NULL;
     j->ops = NULL;
     j->job = NULL;
@@ -443,7 +449,7 @@ static void load_models(ppxdaemon *d)
 
 /* ---- JobInfo ------------------------------------------------------------------------------------- */
 
-#define MAX_OUTPUTS 8
+#define MAX_OUTPUTS 12
 static const char *const outputs_of[JK_COUNT][MAX_OUTPUTS] = {
     {"traces.ppxt", NULL},
     {"summary.txt", "samples.npy"},
@@ -452,6 +458,9 @@ static const char *const outputs_of[JK_COUNT][MAX_OUTPUTS] = {
     /* mine: the gold file (also DIR/datasets/NAME.ppxg) and its arrays (ppxd export) */
     {"gold.ppxg", "gold_y.npy", "gold_theta0.npy", "gold_theta1.npy", "gold_x.npy", "gold_log_r.npy", "gold_t.npy"},
     {"model.ppxr", NULL},
+    /* diagnose (ppxd diagnose -o DIR's files; no PPC or IC outputs: refused as jobs) */
+    {"report.json", "summary.txt", "ranks.npy", "hpd.npy", "tarp.npy", "coverage.csv", "test_theta.npy", "test_x.npy",
+     "ppc_theta.npy", "reference.npy", "truth.npy"},
 };
 
 /* Outputs that exist now (a running job's may be partial). */
@@ -473,9 +482,12 @@ static void read_train_log(djob *j);
 
 /* (A training job's progress is read from its log here: the engine's loop
  * may sleep while a job trains.) */
+static void job_progress(djob *j);
+
 static void fill_info(djob *j, ppxq_job_info *ji, const char **outs)
 {
     if (j->phase == PH_TRAIN && j->tj) read_train_log(j);
+    if (j->phase == PH_TRAIN && j->dg) job_progress(j); /* its rounds (atomics) */
     memset(ji, 0, sizeof *ji);
     ji->id = j->id;
     ji->name = j->name;
@@ -552,6 +564,125 @@ static int engine_options_changed(const engine_config *c)
            c->max_failures != def.max_failures || c->limits.max_message_bytes != def.limits.max_message_bytes;
 }
 
+/* A job by id, else the latest of that name (under mu). */
+static djob *find_job_named(ppxdaemon *d, const char *s)
+{
+    djob *j = find_job(d, s);
+    for (size_t i = d->n_jobs; !j && i-- > 0;)
+        if (!strcmp(d->jobs[i]->name, s)) j = d->jobs[i];
+    return j;
+}
+
+/* A file a job reads, as its client names it, into the real path out:
+ *   JOB/OUTPUT  an output of a finished job (its id, or its name: the latest
+ *               job of that name), as ppxctl job fetch names it;
+ *   NAME        a model (model = 1): DIR/models/NAME.ppxm or NAME.ppxr (the
+ *               served models; NAME.ppxm and NAME.ppxr too); any other file:
+ *               DIR/datasets/NAME.
+ * No paths: both parts are name_ok (no '/', no "..", no leading '.'), and the
+ * real path (symbolic links followed) must be a regular file inside the data
+ * directory, so that a client reads nothing else of the daemon's host.  0,
+ * or -1 with the reason. */
+static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int model, char *out, size_t n, char *msg,
+                         size_t msg_len)
+{
+    char path[PATH_MAX + 200], real[PATH_MAX], jname[80];
+    const char *slash = strchr(arg, '/');
+    struct stat st;
+    size_t l = strlen(arg);
+    int ext = l > 5 && (!strcmp(arg + l - 5, ".ppxm") || !strcmp(arg + l - 5, ".ppxr"));
+    if (slash) {
+        size_t jl = (size_t)(slash - arg);
+        if (jl >= sizeof jname) goto bad;
+        memcpy(jname, arg, jl);
+        jname[jl] = 0;
+        if (!name_ok(jname) || !name_ok(slash + 1)) goto bad;
+        if (model && !ext) {
+            snprintf(msg, msg_len, "%s %.80s: not a model file (JOB/model.ppxm or JOB/model.ppxr)", what, arg);
+            return -1;
+        }
+        pthread_mutex_lock(&d->mu);
+        djob *j = find_job_named(d, jname);
+        int done = j && j->state == PPXQ_JOB_DONE, ic = j && j->kind == JK_TRAIN_IC, found = 0;
+        const char *outs[MAX_OUTPUTS];
+        uint32_t k = done ? job_outputs(j, outs) : 0;
+        for (uint32_t i = 0; i < k && !found; i++) found = !strcmp(outs[i], slash + 1);
+        if (found) snprintf(path, sizeof path, "%s/%s", j->dir, slash + 1);
+        pthread_mutex_unlock(&d->mu);
+        if (model && ic) {
+            snprintf(msg, msg_len, "%s %.80s is an IC network: its posterior is importance sampling through the "
+                                   "simulators during the diagnosis, which a daemon job cannot do (run ppxd diagnose "
+                                   "with simulators)", what, arg);
+            return -1;
+        }
+        if (!found) {
+            snprintf(msg, msg_len, !j ? "%s %.80s: no job '%s' (ppxctl jobs lists them)"
+                                   : !done ? "%s %.80s: job '%s' has not finished (DONE)"
+                                           : "%s %.80s: job '%s' has no such output (ppxctl job status ID lists them)",
+                     what, arg, jname);
+            return -1;
+        }
+    } else {
+        if (!name_ok(arg)) goto bad;
+        if (!model)
+            snprintf(path, sizeof path, "%s/%s", d->datasets_dir, arg);
+        else if (ext)
+            snprintf(path, sizeof path, "%s/%s", d->models_dir, arg);
+        else {
+            snprintf(path, sizeof path, "%s/%s.ppxm", d->models_dir, arg);
+            if (stat(path, &st) < 0) snprintf(path, sizeof path, "%s/%s.ppxr", d->models_dir, arg);
+        }
+        if (model && stat(path, &st) < 0) {
+            char icp[PATH_MAX + 200];
+            snprintf(icp, sizeof icp, "%s/%s.ppxm", d->ic_dir, arg);
+            snprintf(msg, msg_len, !ext && stat(icp, &st) == 0
+                         ? "%s %.80s is an IC network (DIR/ic): its posterior is importance sampling through the "
+                           "simulators during the diagnosis, which a daemon job cannot do (run ppxd diagnose with "
+                           "simulators)"
+                         : "%s %.80s: no such model in the daemon's data directory (ppxctl models lists them; or "
+                           "JOB/model.ppxm of a finished train job)", what, arg);
+            return -1;
+        }
+    }
+    size_t rl = strlen(d->data_dir);
+    if (!realpath(path, real) || stat(real, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(msg, msg_len, "%s %.80s: no such file in the daemon's data directory (%s)", what, arg,
+                 slash ? "a job's output" : model ? "DIR/models" : "DIR/datasets");
+        return -1;
+    }
+    if (strncmp(real, d->data_dir, rl) != 0 || real[rl] != '/') {
+        snprintf(msg, msg_len, "%s %.80s: the file is outside the daemon's data directory", what, arg);
+        return -1;
+    }
+    snprintf(out, n, "%s", real);
+    return 0;
+bad:
+    snprintf(msg, msg_len, "%s %.80s: name a file of the daemon's data directory, not a path: %s, or JOB/OUTPUT (an "
+                           "output of a finished job)", what, arg, model ? "NAME (DIR/models/NAME.ppxm|.ppxr)"
+                                                                        : "NAME (DIR/datasets/NAME)");
+    return -1;
+}
+
+/* A diagnose job: its options (diag_job_daemon_check) and the files it names,
+ * resolved in the data directory.  0, or -1 with the reason. */
+static int diag_inputs(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
+{
+    static const char *const what[DIAG_FILE_COUNT] = {"--model", "--data", "--data", "--obs-file", "--reference",
+                                                      "--truth"};
+    if (diag_job_daemon_check(j->dg, msg, msg_len) < 0) return -1;
+    for (int f = 0; f < DIAG_FILE_COUNT; f++) {
+        const char *arg = diag_job_file(j->dg, (diag_file)f);
+        char path[PATH_MAX];
+        if (!arg) continue;
+        if (resolve_input(d, what[f], arg, f == DIAG_FILE_MODEL, path, sizeof path, msg, msg_len) < 0) return -1;
+        if (diag_job_set_file(j->dg, (diag_file)f, path) < 0) {
+            snprintf(msg, msg_len, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Parse j->words into the job's run description.  0, or -1 with the reason. */
 static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
 {
@@ -566,12 +697,15 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         j->kind = JK_GOLD;
     else if (!strcmp(cmd, "mine"))
         j->kind = JK_MINE;
+    else if (!strcmp(cmd, "diagnose"))
+        j->kind = JK_DIAGNOSE;
     else if (!strcmp(cmd, "train") && j->n_words > 1) {
         snprintf(msg, msg_len, "'train %.64s' is not a daemon job (train npe|nre|ic, or a gold method: carl rolr "
                                "rascal cascal alice alices sally nde scandal)", j->words[1]);
         return -1;
     } else {
-        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer, mine and train npe|nre|ic|GOLD-METHOD", cmd);
+        snprintf(msg, msg_len, "'%s' is not a job: jobs are simulate, infer, mine, diagnose and train "
+                               "npe|nre|ic|GOLD-METHOD", cmd);
         return -1;
     }
     for (size_t i = 0; i < j->n_words; i++)
@@ -598,6 +732,9 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
         if (!(j->mc = mine_cmd_parse((int)j->argc - 1, j->argv + 1))) rc = -1;
     } else if (j->kind == JK_GOLD) {
         if (!(j->gc = gold_train_cmd_parse((int)j->argc - 1, j->argv + 1))) rc = -1;
+    } else if (j->kind == JK_DIAGNOSE) {
+        int prc;
+        if (!(j->dg = diag_job_parse((int)j->argc - 1, j->argv + 1, 1, &prc))) rc = -1;
     } else {
         cli_init(&j->c, j->argv[1]);
         j->have_cli = 1;
@@ -613,6 +750,7 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     if (j->kind == JK_TRAIN) return train_job_daemon_check(j->tj, msg, msg_len);
     if (j->kind == JK_TRAIN_IC) return ic_job_daemon_check(j->ij, msg, msg_len);
     if (j->kind == JK_MINE) return 0;
+    if (j->kind == JK_DIAGNOSE) return diag_inputs(d, j, msg, msg_len);
     if (j->kind == JK_GOLD) {
         /* --data NAME: a data set of DIR/datasets (a finished mine job's name). */
         const char *data = gold_train_cmd_data(j->gc);
@@ -735,6 +873,7 @@ static const uint8_t *do_submit(ppxdaemon *d, serve_call *call, const ppxq_msg *
              j->kind == JK_INFER && (j->c.method == METHOD_LMH || j->c.method == METHOD_RMH) ? "steps"
              : j->kind == JK_MINE                                                           ? "rows"
              : j->kind == JK_GOLD                                                           ? "epochs"
+             : j->kind == JK_DIAGNOSE && !diag_job_live(j->dg)                              ? "rounds"
                                                                                             : "traces");
     j->submitted = now_unix();
     j->state = PPXQ_JOB_QUEUED;
@@ -914,6 +1053,7 @@ static const uint8_t *on_request(void *ctx, serve_call *call, const ppxq_msg *rq
                 if (j->tj) train_job_stop(j->tj);
                 if (j->ij) ic_job_stop(j->ij);
                 if (j->gc) j->gold_stop = 1;
+                if (j->dg) diag_job_stop(j->dg);
                 woke = 1;
             }
             fprintf(stderr, "ppxd daemon: job %s: cancel requested\n", j->id);
@@ -1090,10 +1230,10 @@ static void mux_trace_env(void *vd, size_t slot, const observation **obs, size_t
     ppxdaemon *d = vd;
     djob *j = d->owner[slot];
     if (!j) return;
-    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC) {
+    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC || j->kind == JK_DIAGNOSE) {
         *obs = NULL;
         *n_obs = 0;
-        *seed = j->tj ? train_job_seed(j->tj) : ic_job_seed(j->ij);
+        *seed = j->tj ? train_job_seed(j->tj) : j->dg ? diag_job_seed(j->dg) : ic_job_seed(j->ij);
     } else if (j->kind == JK_MINE) {
         /* As ppxd mine: Observe draws seeded with --seed. */
         *obs = NULL;
@@ -1216,6 +1356,7 @@ static void read_train_log(djob *j)
 }
 
 static void *train_main(void *arg);
+static void *diag_main(void *arg);
 
 static void job_progress(djob *j)
 {
@@ -1227,6 +1368,8 @@ static void job_progress(djob *j)
         ic_job_progress(j->ij, &j->done, &j->total);
     else if (j->mt)
         mine_task_progress(j->mt, &j->done, &j->total, NULL, NULL);
+    else if (j->dg)
+        diag_job_progress(j->dg, &j->done, &j->total);
 }
 
 /* The training thread (train_main), which takes no signals (the engine's
@@ -1240,7 +1383,7 @@ static int start_thread(ppxdaemon *d, djob *j)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    int perr = pthread_create(&j->thread, NULL, train_main, j);
+    int perr = pthread_create(&j->thread, NULL, j->dg ? diag_main : train_main, j);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (perr != 0) {
         job_end(d, j, PPXQ_JOB_FAILED, "cannot start the training thread%s", NULL);
@@ -1277,17 +1420,27 @@ static void start_job(ppxdaemon *d, djob *j)
             j->p = mine_task_policy(j->mt);
             j->ops = mine_task_ops(j->mt, &j->job);
         }
-    } else if (j->kind == JK_GOLD) {
-        /* No simulations: straight to the training thread. */
+    } else if (j->kind == JK_GOLD || (j->kind == JK_DIAGNOSE && !diag_job_live(j->dg))) {
+        /* No simulations: straight to the job's thread. */
         cli_capture(NULL, 0);
-        pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxr");
+        if (j->dg && diag_job_set_out(j->dg, j->dir) < 0) {
+            job_end(d, j, PPXQ_JOB_FAILED, "out of memory%s", NULL);
+            return;
+        }
+        if (j->gc) {
+            pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxr");
+            j->total = (uint64_t)gold_train_cmd_config(j->gc)->epochs; /* --min-steps may add epochs */
+        }
         j->phase = PH_TRAIN;
-        j->total = (uint64_t)gold_train_cmd_config(j->gc)->epochs; /* --min-steps may add epochs */
         if (start_thread(d, j) < 0) return;
         job_save(j);
         pthread_cond_broadcast(&d->cv);
-        fprintf(stderr, "ppxd daemon: job %s (%s) training\n", j->id, j->name);
+        fprintf(stderr, "ppxd daemon: job %s (%s) %s\n", j->id, j->name, j->dg ? "diagnosing" : "training");
         return;
+    } else if (j->kind == JK_DIAGNOSE) {
+        /* Live test pairs from the prior on the pool first (finish_sims starts the rounds). */
+        ok = diag_job_set_out(j->dg, j->dir) == 0 &&
+             diag_job_sim_begin(j->dg, d->n_slots, &j->p, &j->ops, &j->job) == 0;
     } else {
         if (j->kind == JK_SIMULATE) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "traces.ppxt");
@@ -1374,7 +1527,7 @@ static void finish_mine(ppxdaemon *d, djob *j)
 static void finish_sims(ppxdaemon *d, djob *j)
 {
     job_progress(j);
-    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC) {
+    if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC || j->kind == JK_DIAGNOSE) {
         if (j->tj && train_job_sim_failed(j->tj)) {
             job_end(d, j, PPXQ_JOB_FAILED, "the simulations could not be used (see the daemon's log)%s", NULL);
             return;
@@ -1384,6 +1537,9 @@ static void finish_sims(ppxdaemon *d, djob *j)
             snprintf(j->unit, sizeof j->unit, "epochs");
             j->done = 0;
             j->total = (uint64_t)train_job_max_epochs(j->tj); /* early stopping may end it sooner */
+        } else if (j->dg) {
+            snprintf(j->unit, sizeof j->unit, "rounds");
+            j->done = j->total = 0;
         }
         j->eta = -1;
         if (start_thread(d, j) < 0) return;
@@ -1498,6 +1654,28 @@ static void *train_main(void *arg)
     return NULL;
 }
 
+/* A diagnose job's thread: the rounds, the checks and the report into its
+ * directory (the pool is not used: the test pairs are in). */
+static void *diag_main(void *arg)
+{
+    djob *j = arg;
+    ppxdaemon *d = g_daemon;
+    char msg[600];
+    int rc = diag_job_run(j->dg, msg, sizeof msg);
+    pthread_mutex_lock(&d->mu);
+    job_progress(j);
+    if (j->cancel)
+        job_end(d, j, PPXQ_JOB_CANCELLED, "cancelled during the diagnosis%s", NULL);
+    else if (d->stopping)
+        job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
+    else
+        job_end(d, j, rc == 0 ? PPXQ_JOB_DONE : PPXQ_JOB_FAILED, rc == 3 ? "%s (--strict)" : "%s", msg);
+    atomic_store(&j->thread_done, 1);
+    pthread_mutex_unlock(&d->mu);
+    wake(d->wake_fd);
+    return NULL;
+}
+
 static uint64_t pool_events(const ppxdaemon *d)
 {
     const engine_stats *st = engine_get_stats(d->e);
@@ -1573,7 +1751,8 @@ static int mux_done(void *vd)
             j->last_log_read = now;
             read_train_log(j);
         }
-        if (j->phase == PH_END && j->inflight == 0 && (j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc)) {
+        int has_run = j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc || j->dg;
+        if (j->phase == PH_END && j->inflight == 0 && has_run) {
             if (j->thread_started) {
                 if (!atomic_load(&j->thread_done)) continue;
                 pthread_join(j->thread, NULL);
@@ -1612,8 +1791,8 @@ static void daemon_usage(FILE *f)
             "                   [--curve-secret F --curve-allow F --curve-admin F] [--insecure-plain] [options]\n"
             "\n"
             "One long-running ppxd: simulators connect in (--sim-listen) from any host, jobs are submitted\n"
-            "over the query endpoint (ppxctl submit ... -- simulate|infer|train npe|nre|ic ...), trained models\n"
-            "are served under their job's name as soon as training ends.\n"
+            "over the query endpoint (ppxctl submit ... -- simulate|infer|mine|diagnose|train npe|nre|ic|GOLD ...),\n"
+            "trained models are served under their job's name as soon as training ends.\n"
             "\n"
             "  --config FILE               'key = value' lines with the keys of these options (repeatable\n"
             "                              keys add up; '#' comments); command-line flags override or add\n"
@@ -1837,6 +2016,7 @@ static void stop_everything(ppxdaemon *d)
         if (j->tj) train_job_stop(j->tj);
         if (j->ij) ic_job_stop(j->ij);
         if (j->gc) j->gold_stop = 1;
+        if (j->dg) diag_job_stop(j->dg);
         if (j->phase == PH_SIM || (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED))
             job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
     }
@@ -1884,6 +2064,7 @@ int ppxd_daemon_main(int argc, char **argv)
     rc = 1;
     char real[PATH_MAX];
     if (make_dir(c->data_dir) < 0 || !realpath(c->data_dir, real)) goto out;
+    snprintf(d->data_dir, sizeof d->data_dir, "%s", real);
     pjoin(d->models_dir, sizeof d->models_dir, real, "models");
     pjoin(d->jobs_dir, sizeof d->jobs_dir, real, "jobs");
     pjoin(d->ic_dir, sizeof d->ic_dir, real, "ic");

@@ -20,15 +20,22 @@
  *   - one waiter thread answers deferred JobWaits when their job ends or
  *     their time (at most DAEMON_MAX_WAIT_S) is up;
  *   - a training thread per train job, once its simulations are in: it
- *     trains, saves, and publishes the model under the job's name.
+ *     trains, saves, and publishes the model under the job's name; a
+ *     diagnose job's thread runs its rounds and writes its report.
  *
  * Jobs: the command's words after "ppxd", parsed with the command line's own
  * parsers (cli_parse, train_job_parse) and so with its messages; simulator,
  * engine and output options are refused (the daemon's pool and the job's
  * directory are used).  Supported: simulate, infer (is, lmh, rmh; ic with
  * --model NAME, a finished train ic job's name), train npe|nre|ic, mine
- * (mine.h's mine_task on the pool) and train carl ... scandal --data NAME
- * (a training thread, no simulations).  Admin
+ * (mine.h's mine_task on the pool), train carl ... scandal --data NAME
+ * (a training thread, no simulations) and diagnose (diagnose.h's diag_job:
+ * live test pairs on the pool, then the rounds on a thread of their own;
+ * with --data straight to the thread).  A diagnose job's --model is NAME
+ * (DIR/models/NAME.ppxm|.ppxr) or JOB/OUTPUT (a finished job's output);
+ * its files (--data, --obs-file, --reference, --truth) are NAME
+ * (DIR/datasets/NAME) or JOB/OUTPUT; no paths, and the real file must lie
+ * inside the data directory.  Admin
  * rights (serve.h) are needed to submit and cancel.
  *
  * Data directory:
@@ -38,9 +45,11 @@
  *   DIR/ic/NAME.ppxm         IC networks of train ic jobs (not served: used by infer ic jobs)
  *   DIR/jobs/ID/job.txt      the job's state, "key = value" lines, written
  *                            atomically (tmp + fsync + rename)
+ *   DIR/datasets/NAME        (.npy, .csv) inputs of diagnose jobs
  *   DIR/jobs/ID/...          outputs: traces.ppxt (simulate), summary.txt and
  *                            samples.npy (infer), model.ppxm and
- *                            model.ppxm.log.csv (train; train ic: model.ppxm)
+ *                            model.ppxm.log.csv (train; train ic: model.ppxm),
+ *                            report.json, summary.txt, ranks.npy, ... (diagnose)
  *   DIR/daemon.lock          one daemon per directory (flock)
  * Jobs that were queued or running when a daemon died are FAILED "daemon
  * restarted" at the next start.  SIGTERM/SIGINT: running and queued jobs end

@@ -25,6 +25,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "cli.h"
 #include "diag/diag.h"
 #include "engine.h"
 #include "export.h"
@@ -52,21 +54,19 @@
 /* Mixed into --seed so diagnosis never reuses training's streams. */
 #define DIAG_SEED_MIX 0x646961676e6f7365ull /* "diagnose" */
 
+/* The command line's run, for its signal handler (a daemon job is stopped
+ * with diag_job_stop). */
 static engine *g_engine;
-static volatile sig_atomic_t g_stop;
+static atomic_int *g_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_stop = 1;
+    if (g_stop) atomic_store(g_stop, 1);
     if (g_engine) engine_request_stop(g_engine);
 }
 
-static int usage_error(const char *msg, const char *detail)
-{
-    fprintf(stderr, "ppxd: %s%s%s\n", msg, detail ? ": " : "", detail ? detail : "");
-    return 2;
-}
+static int usage_error(const char *msg, const char *detail) { return cli_die(msg, detail); }
 
 static void diagnose_usage(FILE *f)
 {
@@ -94,6 +94,8 @@ static void diagnose_usage(FILE *f)
         "  ppc_theta.npy, ppc_x.npy, ppc.csv   posterior samples at x_o, their simulations, per-x results\n"
         "  reference.npy                       the reference samples (with --reference)\n"
         "Plot them with: python3 -m ppx.plot all DIR\n"
+        "As a ppxd daemon job: ppxctl submit -- diagnose --model NAME (-n ROUNDS | --data T.npy X.npy) [options]\n"
+        "(the pool's simulators, files of the data directory; no predictive check or IC models)\n"
         "\n"
         "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
         "  SBC (simulation-based calibration): rank of theta*_j among L posterior samples; chi-square and KS\n"
@@ -148,6 +150,8 @@ typedef struct diag_opts {
     engine_config ecfg;
     engine_sim_options sims;
     int live;
+    int job;                  /* a ppxd daemon job: the pool gives the simulations, never during the rounds */
+    int ppc_given;            /* --ppc-n was given (ppc_n has a default) */
     uint64_t n, L, ppc_n, seed;
     double alpha, max_seconds, c2st_max;
     int bins, threads, quiet, strict, method, oversample;
@@ -211,7 +215,7 @@ static int add_fix(diag_opts *o, const char *arg)
     return 0;
 }
 
-static int parse_diagnose(diag_opts *o, int argc, char **argv)
+static int parse_diagnose(diag_opts *o, int argc, char **argv, int job)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, D_MODEL}, {"sim-cmd", required_argument, 0, D_SIM_CMD},
@@ -232,8 +236,10 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
     };
     int ch, idx = 0;
     uint64_t v;
+    o->job = job;
+    if (job) cli_getopt_reset("j:n:o:L:h");
     optind = 1;
-    opterr = 1;
+    opterr = !cli_capturing();
     while ((ch = getopt_long(argc, argv, "j:n:o:L:h", opts, &idx)) != -1) {
         switch (ch) {
         case D_MODEL: o->model = optarg; break;
@@ -267,6 +273,7 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
         case D_PPC_N:
             if (args_u64_range(optarg, 2, (uint64_t)1 << 28, &o->ppc_n) < 0)
                 return usage_error("--ppc-n wants a number from 2", optarg);
+            o->ppc_given = 1;
             break;
         case D_FIX:
             if (add_fix(o, optarg)) return 2;
@@ -337,15 +344,25 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv)
                 return usage_error(why, optarg);
             break;
         }
-        case 'h': diagnose_usage(stdout); exit(0);
-        default: diagnose_usage(stderr); return 2;
+        case 'h':
+            if (job) return usage_error("--help is not for jobs", NULL);
+            diagnose_usage(stdout);
+            exit(0);
+        default:
+            if (cli_capturing()) return cli_unknown_option(argc, argv);
+            diagnose_usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) return usage_error("unexpected argument", argv[optind]);
-    if (!o->model) return usage_error("diagnose needs --model MODEL.ppxm (see ppxd diagnose --help)", NULL);
-    if (!o->out) return usage_error("diagnose needs -o DIR (the output directory)", NULL);
+    if (!o->model)
+        return usage_error(job ? "diagnose needs --model NAME (a model of the daemon's data directory)"
+                               : "diagnose needs --model MODEL.ppxm (see ppxd diagnose --help)", NULL);
+    if (!o->out && !job) return usage_error("diagnose needs -o DIR (the output directory)", NULL);
     char why[160];
-    o->live = engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
+    /* A job's simulators are the daemon's pool: live test pairs unless --data. */
+    o->live = job ? !o->data_theta : engine_sim_options_apply(&o->sims, &o->ecfg, why, sizeof why);
+    if (job) o->quiet = 1; /* the daemon's log is not the place for each run's notes */
     int have_obs = o->n_obs || o->obs_file;
     if (o->n_obs && o->obs_file) return usage_error("give --obs or --obs-file, not both", NULL);
     if (!o->data_theta && !o->live && !have_obs)
@@ -504,6 +521,7 @@ typedef struct collect_ctx {
     export_table *th, *xt; /* th may be NULL */
     size_t want_theta, want_x; /* columns expected */
     int reported;
+    char err[600];             /* why a commit failed */
 } collect_ctx;
 
 static int collect_commit(void *vctx, uint64_t index, const trace *t)
@@ -511,15 +529,17 @@ static int collect_commit(void *vctx, uint64_t index, const trace *t)
     collect_ctx *c = vctx;
     char err[512];
     if ((c->th && export_table_add(c->th, t, err, sizeof err) < 0) || export_table_add(c->xt, t, err, sizeof err) < 0) {
-        fprintf(stderr, "ppxd: simulation %llu: %s\n", (unsigned long long)index, err);
+        snprintf(c->err, sizeof c->err, "simulation %llu: %s", (unsigned long long)index, err);
+        cli_complain("%s", c->err);
         return -1;
     }
     if (!c->reported) {
         c->reported = 1;
         size_t a = c->th ? export_table_cols(c->th) : c->want_theta, b = export_table_cols(c->xt);
         if (a != c->want_theta || b != c->want_x) {
-            fprintf(stderr, "ppxd: the simulator's named values give %zu theta and %zu x columns, the model has %zu "
-                    "and %zu\n", a, b, c->want_theta, c->want_x);
+            snprintf(c->err, sizeof c->err, "the simulator's named values give %zu theta and %zu x columns, the "
+                     "model has %zu and %zu", a, b, c->want_theta, c->want_x);
+            cli_complain("%s", c->err);
             return -1;
         }
     }
@@ -531,7 +551,7 @@ static int simulate(engine *e, policy *p, uint64_t n, collect_ctx *c)
 {
     ordered_job job;
     if (ordered_job_init(&job, n, 4 * engine_slots(e) + 64, collect_commit, c) < 0) {
-        fprintf(stderr, "ppxd: out of memory\n");
+        cli_complain("out of memory");
         return -1;
     }
     int er = engine_run(e, p, &ordered_job_ops, &job);
@@ -977,7 +997,7 @@ static int write_npy_in(const char *dir, const char *file, const double *v, size
 {
     char *p = path_in(dir, file), err[400];
     int rc = p ? npy_write(p, v, rows, cols, err, sizeof err) : -1;
-    if (rc < 0) fprintf(stderr, "ppxd: %s\n", p ? err : "out of memory");
+    if (rc < 0) cli_complain("%s", p ? err : "out of memory");
     free(p);
     return rc;
 }
@@ -1147,7 +1167,7 @@ static int write_report(const diag_opts *o, const model_desc *m, const run_info 
     char *p = path_in(o->out, "report.json");
     FILE *f = p ? fopen(p, "w") : NULL;
     if (!f) {
-        fprintf(stderr, "ppxd: cannot write %s: %s\n", p ? p : "report.json", strerror(errno));
+        cli_complain("cannot write %s: %s", p ? p : "report.json", strerror(errno));
         free(p);
         return -1;
     }
@@ -1251,7 +1271,7 @@ static int write_report(const diag_opts *o, const model_desc *m, const run_info 
     }
     fputs("}\n", f);
     int rc = fclose(f) == 0 ? 0 : -1;
-    if (rc < 0) fprintf(stderr, "ppxd: writing %s failed\n", p);
+    if (rc < 0) cli_complain("writing %s failed", p);
     free(p);
     return rc;
 }
@@ -1269,7 +1289,7 @@ static int write_arrays(const diag_opts *o, const diag_calib *c, const diag_repo
     char *p = path_in(o->out, "coverage.csv");
     FILE *f = p ? fopen(p, "w") : NULL;
     if (!f) {
-        fprintf(stderr, "ppxd: cannot write %s\n", p ? p : "coverage.csv");
+        cli_complain("cannot write %s", p ? p : "coverage.csv");
         free(p);
         return -1;
     }
@@ -1358,11 +1378,11 @@ static double *read_obs(const diag_opts *o, const model_desc *m)
         double *v;
         size_t rows, cols;
         if (read_matrix(o->obs_file, &v, &rows, &cols, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o->obs_file, err);
+            cli_complain("%s: %s", o->obs_file, err);
             return NULL;
         }
         if (rows * cols != C) {
-            fprintf(stderr, "ppxd: %s holds %zu values; the model's x has %zu (one observation)\n", o->obs_file,
+            cli_complain("%s holds %zu values; the model's x has %zu (one observation)", o->obs_file,
                     rows * cols, C);
             free(v);
             return NULL;
@@ -1377,7 +1397,7 @@ static double *read_obs(const diag_opts *o, const model_desc *m)
         size_t nv;
         double *v = parse_values(eq ? eq + 1 : arg, &nv);
         if (!v) {
-            fprintf(stderr, "ppxd: bad --obs '%s': expected V,V,... or NAME=V,... with finite numbers\n", arg);
+            cli_complain("bad --obs '%s': expected V,V,... or NAME=V,... with finite numbers", arg);
             goto fail;
         }
         size_t first = 0, width = C;
@@ -1393,13 +1413,13 @@ static double *read_obs(const diag_opts *o, const model_desc *m)
                 }
             }
             if (!width) {
-                fprintf(stderr, "ppxd: the model has no x named '%.*s'\n", (int)nl, arg);
+                cli_complain("the model has no x named '%.*s'", (int)nl, arg);
                 free(v);
                 goto fail;
             }
         }
         if (nv != width) {
-            fprintf(stderr, "ppxd: --obs '%s' gives %zu value%s for %zu x column%s\n", arg, nv, nv == 1 ? "" : "s", width,
+            cli_complain("--obs '%s' gives %zu value%s for %zu x column%s", arg, nv, nv == 1 ? "" : "s", width,
                     width == 1 ? "" : "s");
             free(v);
             goto fail;
@@ -1412,7 +1432,7 @@ static double *read_obs(const diag_opts *o, const model_desc *m)
     }
     for (size_t j = 0; j < C; j++)
         if (!set[j]) {
-            fprintf(stderr, "ppxd: no --obs value for x column %s\n", m->x_names[j]);
+            cli_complain("no --obs value for x column %s", m->x_names[j]);
             goto fail;
         }
     free(set);
@@ -1430,9 +1450,25 @@ static double now_s(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* CPU seconds of the process (the command line: with --threads), or of
+ * this thread (a daemon job: one thread among the daemon's). */
+static double cpu_s(int thread)
+{
+    if (!thread) return (double)clock() / CLOCKS_PER_SEC;
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* A run's stop flag and progress (rounds), read by other threads. */
+typedef struct diag_ctl {
+    atomic_int stop;
+    atomic_ullong done, total;
+} diag_ctl;
+
 /* SBC, coverage and TARP over the test pairs.  0 or -1. */
 static int run_calibration(const diag_opts *o, model_handle *h, const double *theta, const double *x, size_t n,
-                           diag_calib **out, double *seconds, double *cpu)
+                           diag_ctl *ctl, diag_calib **out, double *seconds, double *cpu)
 {
     const model_desc *m = &h->d;
     size_t D = (size_t)m->dim, C = (size_t)m->context, L = (size_t)o->L;
@@ -1454,22 +1490,23 @@ static int run_calibration(const diag_opts *o, model_handle *h, const double *th
     if (!(c = diag_calib_new(m->dim, L, n, lo, hi, o->seed ^ DIAG_SEED_MIX))) goto out;
     rng r;
     rng_seed(&r, o->seed ^ DIAG_SEED_MIX, 0x726f756e64ull);
-    double t0 = now_s(), last = t0;
-    clock_t c0 = clock();
+    double t0 = now_s(), last = t0, c0 = cpu_s(o->job);
     char err[600];
+    atomic_store(&ctl->total, n);
     for (size_t i = 0; i < n; i++) {
-        if (g_stop) {
+        if (atomic_load(&ctl->stop)) {
             fprintf(stderr, "ppxd: interrupted after %zu rounds\n", i);
             break;
         }
         const double *th = theta + i * D, *xi = x + i * C;
         int mr = model_round(h, xi, th, L, i, &r, buf, lq, err, sizeof err);
-        if (mr == -2 && g_stop) {
+        atomic_store(&ctl->done, i + 1);
+        if (mr == -2 && atomic_load(&ctl->stop)) {
             fprintf(stderr, "ppxd: interrupted after %zu rounds\n", i);
             break;
         }
         if (mr == -2) {
-            fprintf(stderr, "ppxd: round %zu: %s\n", i, err);
+            cli_complain("round %zu: %s", i, err);
             goto out;
         }
         if (mr < 0) {
@@ -1477,7 +1514,7 @@ static int run_calibration(const diag_opts *o, model_handle *h, const double *th
             continue;
         }
         if (diag_calib_add(c, th, buf, &lq[L], lq) < 0) {
-            fprintf(stderr, "ppxd: round %zu: NaN in the samples or densities\n", i);
+            cli_complain("round %zu: NaN in the samples or densities", i);
             goto out;
         }
         double t = now_s();
@@ -1491,9 +1528,9 @@ static int run_calibration(const diag_opts *o, model_handle *h, const double *th
         }
     }
     *seconds = now_s() - t0;
-    *cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    *cpu = cpu_s(o->job) - c0;
     if (c->n < 2) {
-        fprintf(stderr, "ppxd: only %zu rounds succeeded: nothing to summarise\n", c->n);
+        cli_complain("only %zu rounds succeeded: nothing to summarise", c->n);
         goto out;
     }
     rc = 0;
@@ -1523,7 +1560,7 @@ static int model_open(model_handle *h, const diag_opts *o)
     h->traces = o->traces ? o->traces : 1000;
     if (gold_model_file_is(o->model)) {
         if (!(h->gm = gold_model_load(o->model, err, sizeof err))) {
-            fprintf(stderr, "ppxd: %s\n", err);
+            cli_complain("%s", err);
             return 1;
         }
         switch (h->gm->method) {
@@ -1536,13 +1573,13 @@ static int model_open(model_handle *h, const diag_opts *o)
         case GOLD_NDE:
         case GOLD_SCANDAL: h->fam = FAM_GOLD_DENSITY; break;
         case GOLD_SALLY:
-            fprintf(stderr, "ppxd: %s is a SALLY model: it estimates the score t(x) = grad_theta log p(x | theta) at "
+            cli_complain("%s is a SALLY model: it estimates the score t(x) = grad_theta log p(x | theta) at "
                     "one reference theta, not a posterior, so there is nothing to calibrate.  diagnose takes the gold "
-                    "ratio and density models (ppxd train carl|rolr|rascal|cascal|alice|alices|nde|scandal)\n",
+                    "ratio and density models (ppxd train carl|rolr|rascal|cascal|alice|alices|nde|scandal)",
                     o->model);
             return 2;
         default:
-            fprintf(stderr, "ppxd: %s: a gold model of a kind diagnose does not know (%d)\n", o->model,
+            cli_complain("%s: a gold model of a kind diagnose does not know (%d)", o->model,
                     (int)h->gm->method);
             return 2;
         }
@@ -1556,16 +1593,16 @@ static int model_open(model_handle *h, const diag_opts *o)
         h->d.theta_names = h->gm->theta_names;
         h->d.x_names = h->gm->x_names;
         if (!(h->gold_x = malloc((size_t)NRE_TARGET_MAX_BATCH * (size_t)h->gm->C * sizeof *h->gold_x))) {
-            fprintf(stderr, "ppxd: out of memory\n");
+            cli_complain("out of memory");
             return 1;
         }
         if (o->n_priors) {
             if (!(h->own_prior = prior_parse(o->priors, o->n_priors, err, sizeof err))) {
-                fprintf(stderr, "ppxd: --prior: %s\n", err);
+                cli_complain("--prior: %s", err);
                 return 2;
             }
             if (h->own_prior->dim != h->d.dim) {
-                fprintf(stderr, "ppxd: --prior has %d dimension%s; the model's theta has %d\n", h->own_prior->dim,
+                cli_complain("--prior has %d dimension%s; the model's theta has %d", h->own_prior->dim,
                         h->own_prior->dim == 1 ? "" : "s", h->d.dim);
                 return 2;
             }
@@ -1581,7 +1618,7 @@ static int model_open(model_handle *h, const diag_opts *o)
         if (h->fam == FAM_NRE) h->rp = nre_posterior_from_model(m, err, sizeof err);
         else h->np = npe_posterior_from_model(m, err, sizeof err);
         if (!h->np && !h->rp) {
-            fprintf(stderr, "ppxd: %s: %s\n", o->model, err);
+            cli_complain("%s: %s", o->model, err);
             return 1;
         }
         h->d = (model_desc){model_kind_name(m->kind), m->dim, m->context, m->theta_names, m->x_names, m->prior};
@@ -1590,11 +1627,16 @@ static int model_open(model_handle *h, const diag_opts *o)
     char err2[600];
     ic_net *net = ic_net_load(o->model, err2, sizeof err2);
     if (!net) {
-        fprintf(stderr, "ppxd: %s\n", err); /* model_file_load's words: the file is neither kind */
+        cli_complain("%s", err); /* model_file_load's words: the file is neither kind */
         return 1;
     }
     h->fam = FAM_IC;
     h->d.kind = "IC";
+    if (o->job) {
+        ic_net_destroy(&net);
+        return usage_error("an IC model's posterior is importance sampling through the simulators during the "
+                           "diagnosis, which a daemon job cannot do: run ppxd diagnose with simulators", NULL);
+    }
     if (!o->live) {
         ic_net_destroy(&net);
         return usage_error("an IC model's posterior is importance sampling through the simulators: give "
@@ -1603,7 +1645,7 @@ static int model_open(model_handle *h, const diag_opts *o)
     /* The policy (model_finish, once the engine's slot count is known) takes the net. */
     h->icnet = net;
     if (ic_columns(h) < 0) {
-        fprintf(stderr, "ppxd: out of memory\n");
+        cli_complain("out of memory");
         return 1;
     }
     return 0;
@@ -1628,10 +1670,29 @@ static trace *probe_trace(engine *e, uint64_t seed)
     }
     policy_destroy(&p);
     if (!ok) {
-        fprintf(stderr, "ppxd: the first trace from the simulators failed\n");
+        cli_complain("the first trace from the simulators failed");
         trace_destroy(&t);
     }
     return t;
+}
+
+/* A gold model's prior from a trace of the simulator (its theta
+ * distributions).  0, or 2 (reported). */
+static int gold_prior_from(model_handle *h, const diag_opts *o, const trace *t)
+{
+    char err[600];
+    if (!(h->own_prior = train_prior_from_trace(t, (const char *const *)h->d.theta_names, (size_t)h->d.dim, err,
+                                               sizeof err))) {
+        cli_complain("the gold model's prior from the simulator's first trace: %s (give --prior SPEC)", err);
+        return 2;
+    }
+    h->d.prior = h->own_prior;
+    if (!o->quiet) {
+        char pb[256];
+        prior_format(h->own_prior, pb, sizeof pb);
+        fprintf(stderr, "ppxd diagnose: prior from the simulator's first trace: %s\n", pb);
+    }
+    return 0;
 }
 
 /* With the simulators running: an IC model's policy (one slot per session)
@@ -1643,29 +1704,15 @@ static int model_finish(model_handle *h, const diag_opts *o, engine *e)
     trace *t = probe_trace(e, o->seed);
     if (!t) return 1;
     int rc = 1;
-    char err[600];
     if (fam_is_gold(h->fam)) {
-        if (!(h->own_prior = train_prior_from_trace(t, (const char *const *)h->d.theta_names, (size_t)h->d.dim, err,
-                                                   sizeof err))) {
-            fprintf(stderr, "ppxd: the gold model's prior from the simulator's first trace: %s (give --prior SPEC)\n",
-                    err);
-            rc = 2;
-            goto out;
-        }
-        h->d.prior = h->own_prior;
-        if (!o->quiet) {
-            char pb[256];
-            prior_format(h->own_prior, pb, sizeof pb);
-            fprintf(stderr, "ppxd diagnose: prior from the simulator's first trace: %s\n", pb);
-        }
-        rc = 0;
+        rc = gold_prior_from(h, o, t);
         goto out;
     }
     /* IC: the policy, one slot per session (it takes the net). */
     h->icp = policy_ic_new(h->icnet, engine_slots(e), o->seed, NULL, 0);
     h->icnet = NULL;
     if (!h->icp) {
-        fprintf(stderr, "ppxd: out of memory\n");
+        cli_complain("out of memory");
         goto out;
     }
     const ic_net *cnet = policy_ic_net(h->icp);
@@ -1687,7 +1734,7 @@ static int model_finish(model_handle *h, const diag_opts *o, engine *e)
             if (args_push(&names, &n_names, en->name) < 0) goto out;
         }
         if (!n_names) {
-            fprintf(stderr, "ppxd: the simulator's first trace has no named latent Sample to check: give --theta NAME\n");
+            cli_complain("the simulator's first trace has no named latent Sample to check: give --theta NAME");
             rc = 2;
             goto out;
         }
@@ -1696,7 +1743,7 @@ static int model_finish(model_handle *h, const diag_opts *o, engine *e)
     for (size_t i = 0; i < n_names; i++) {
         const trace_entry *en = trace_find_name(t, names[i]);
         if (!en || en->kind != TRACE_SAMPLE || en->observed != TRACE_LATENT) {
-            fprintf(stderr, "ppxd: theta '%s' is %s in the simulator's first trace: theta must be latent Samples\n",
+            cli_complain("theta '%s' is %s in the simulator's first trace: theta must be latent Samples",
                     names[i], !en ? "missing" : en->kind == TRACE_SAMPLE ? "observed" : "not a Sample");
             rc = 2;
             free(names);
@@ -1721,23 +1768,198 @@ out:
     return rc;
 }
 
-int ppxd_diagnose_main(int argc, char **argv)
-{
+/* ---- one diagnosis, in phases (diagnose.h) ------------------------------------------------------- */
+
+struct diag_job {
     diag_opts o;
-    memset(&o, 0, sizeof o);
-    engine_config_defaults(&o.ecfg);
-    o.seed = 1;
-    o.alpha = 0.01;
-    o.max_seconds = 60;
-    o.method = -1;
-    int rc = parse_diagnose(&o, argc, argv);
+    char *own[DIAG_FILE_COUNT]; /* diag_job_set_file's copies */
+    char *own_out;
     model_handle h;
-    memset(&h, 0, sizeof h);
-    h.xo_ess = NAN;
+    int opened, prepared;
     name_map theta_map, x_map;
-    memset(&theta_map, 0, sizeof theta_map);
-    memset(&x_map, 0, sizeof x_map);
-    double *theta = NULL, *x = NULL, *xo = NULL, *ppc_theta = NULL, *ref = NULL, *truth = NULL;
+    double *theta, *x;          /* the test pairs [n, D], [n, C] */
+    size_t n;
+    const char *source;         /* of the test pairs (report) */
+    double *xo, *ref, *truth;   /* --obs, --reference, --truth */
+    size_t n_ref;
+    /* live test pairs (begin_sims) */
+    collect_ctx cc;
+    policy *p;
+    ordered_job oj;
+    int have_oj;
+    trace *first;               /* trace 0, for a gold model's prior (a daemon job) */
+    diag_ctl ctl;
+};
+
+/* The model, and the checks that need its kind.  0; 1 a run-time failure, 2
+ * a usage error (reported). */
+static int job_open(diag_job *dj)
+{
+    const diag_opts *o = &dj->o;
+    model_handle *h = &dj->h;
+    int rc = model_open(h, o);
+    if (rc) return rc;
+    if (o->method >= 0 && (h->fam == FAM_NPE || h->fam == FAM_IC))
+        return usage_error(h->fam == FAM_NPE ? "--method is for NRE and gold models (an NPE model samples its flow directly)"
+                                             : "--method is for NRE and gold models (an IC model importance-samples)", NULL);
+    if (h->fam != FAM_IC && (o->n_theta || o->traces))
+        return usage_error(o->n_theta ? "--theta is for IC models (this model names its theta)"
+                                      : "--traces is for IC models (this model samples without simulators)", NULL);
+    if (!fam_is_gold(h->fam) && o->n_priors)
+        return usage_error("--prior is for gold models (this model stores its prior)", NULL);
+    if (h->fam != FAM_IC && o->data_theta && o->live && !o->n_obs && !o->obs_file)
+        return usage_error("with --data, simulators are only used for the predictive check: give --obs too", NULL);
+    dj->opened = 1;
+    return 0;
+}
+
+/* Once the model names its columns (an IC model's theta: after
+ * model_finish): the observation, reference and truth, the output
+ * directory, the column maps.  0, 1 or 2 as job_open. */
+static int job_prepare(diag_job *dj)
+{
+    const diag_opts *o = &dj->o;
+    model_handle *h = &dj->h;
+    const model_desc *m = &h->d;
+    size_t D = (size_t)m->dim, C = (size_t)m->context;
+    char err[600];
+    if ((o->n_obs || o->obs_file) && !(dj->xo = read_obs(o, m))) return 2;
+    if (o->reference) {
+        size_t rr, rcols;
+        if (read_matrix(o->reference, &dj->ref, &rr, &rcols, err, sizeof err) < 0) {
+            cli_complain("%s: %s", o->reference, err);
+            return 2;
+        }
+        if (rcols != D || rr < 10) {
+            cli_complain("%s: %zu x %zu values; want at least 10 rows of the model's %zu theta columns", o->reference,
+                         rr, rcols, D);
+            return 2;
+        }
+        dj->n_ref = rr;
+    }
+    if (o->truth) {
+        size_t tr = 0, tc = 0;
+        const char *dot = strrchr(o->truth, '.');
+        int file = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".npy") == 0);
+        if (file ? read_matrix(o->truth, &dj->truth, &tr, &tc, err, sizeof err) < 0
+                 : !(dj->truth = parse_values(o->truth, &tc))) {
+            cli_complain("--truth %s: %s", o->truth, file ? err : "expected V,V,... or a .csv/.npy file");
+            return 2;
+        }
+        if ((file ? tr * tc : tc) != D) {
+            cli_complain("--truth gives %zu values; the model's theta has %zu", file ? tr * tc : tc, D);
+            return 2;
+        }
+    }
+    if (mkdir(o->out, 0777) < 0 && errno != EEXIST) {
+        cli_complain("cannot create %s: %s", o->out, strerror(errno));
+        return 1;
+    }
+    if (name_map_build(&dj->theta_map, m->theta_names, D) < 0 || name_map_build(&dj->x_map, m->x_names, C) < 0) {
+        cli_complain("out of memory");
+        return 1;
+    }
+    h->theta_map = &dj->theta_map;
+    dj->prepared = 1;
+    return 0;
+}
+
+/* --data THETA.npy X.npy: the test pairs.  0 or 2. */
+static int load_files(diag_job *dj)
+{
+    const diag_opts *o = &dj->o;
+    size_t n, n2, d1, d2, D = (size_t)dj->h.d.dim, C = (size_t)dj->h.d.context;
+    char err[600];
+    if (npy_read(o->data_theta, &dj->theta, &n, &d1, err, sizeof err) < 0 ||
+        npy_read(o->data_x, &dj->x, &n2, &d2, err, sizeof err) < 0) {
+        cli_complain("%s", err);
+        return 2;
+    }
+    if (n != n2 || d1 != D || d2 != C) {
+        cli_complain("--data: theta is %zu x %zu and x %zu x %zu; the model wants rows of %zu and %zu columns, the "
+                     "same number of each", n, d1, n2, d2, D, C);
+        return 2;
+    }
+    if (o->n && o->n < n) n = (size_t)o->n;
+    dj->n = n;
+    dj->source = "files";
+    return 0;
+}
+
+/* commit_fn of the live test pairs: their named values (and trace 0, when
+ * a gold model's prior is to be read from it). */
+static int diag_commit(void *ctx, uint64_t index, const trace *t)
+{
+    diag_job *dj = ctx;
+    if (index == 0 && dj->first && trace_copy(dj->first, t) < 0) {
+        cli_complain("out of memory");
+        return -1;
+    }
+    return collect_commit(&dj->cc, index, t);
+}
+
+/* -n test pairs from the prior, on streams (seed ^ DIAG_SEED_MIX, i): the
+ * policy and job for an engine of `slots` sessions.  0 or -1. */
+static int begin_sims(diag_job *dj, size_t slots)
+{
+    const diag_opts *o = &dj->o;
+    model_handle *h = &dj->h;
+    dj->cc = (collect_ctx){table_for(&dj->theta_map), table_for(&dj->x_map), (size_t)h->d.dim, (size_t)h->d.context, 0,
+                           ""};
+    dj->p = policy_prior_new(slots, o->seed ^ DIAG_SEED_MIX);
+    if (fam_is_gold(h->fam) && !h->d.prior) dj->first = trace_new();
+    if (!dj->cc.th || !dj->cc.xt || !dj->p || (fam_is_gold(h->fam) && !h->d.prior && !dj->first) ||
+        ordered_job_init(&dj->oj, o->n, 4 * slots + 64, diag_commit, dj) < 0) {
+        cli_complain("out of memory");
+        return -1;
+    }
+    dj->have_oj = 1;
+    if (!o->quiet) fprintf(stderr, "ppxd diagnose: simulating %llu test pairs from the prior\n", (unsigned long long)o->n);
+    return 0;
+}
+
+/* The simulations are in: the test pairs (and a gold model's prior from
+ * trace 0).  0, 1 or 2. */
+static int take_sims(diag_job *dj)
+{
+    const diag_opts *o = &dj->o;
+    model_handle *h = &dj->h;
+    size_t D = (size_t)h->d.dim, C = (size_t)h->d.context;
+    int ok = !dj->oj.failed;
+    if (ok) {
+        size_t n = export_table_rows(dj->cc.th);
+        dj->theta = malloc((n ? n : 1) * D * sizeof *dj->theta);
+        dj->x = malloc((n ? n : 1) * C * sizeof *dj->x);
+        ok = dj->theta && dj->x;
+        if (ok) {
+            memcpy(dj->theta, export_table_data(dj->cc.th), n * D * sizeof *dj->theta);
+            memcpy(dj->x, export_table_data(dj->cc.xt), n * C * sizeof *dj->x);
+            dj->n = n;
+        }
+    }
+    export_table_destroy(&dj->cc.th);
+    export_table_destroy(&dj->cc.xt);
+    if (!ok) {
+        /* (The reason is on stderr already, from the engine's thread; a job says it again.) */
+        if (o->job && dj->cc.err[0]) cli_complain("simulating the test pairs failed: %s", dj->cc.err);
+        else cli_complain("simulating the test pairs failed");
+        return 1;
+    }
+    dj->source = "live, fresh seeds";
+    if (dj->first && !h->d.prior) return gold_prior_from(h, o, dj->first);
+    return 0;
+}
+
+/* The rounds, the checks at x_o and the report, from the test pairs in dj
+ * (e: the simulators of the predictive check; NULL: none).  0, 1, or 3
+ * (--strict, a check failed); a one-line result into result. */
+static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
+{
+    const diag_opts *o = &dj->o;
+    model_handle *h = &dj->h;
+    const model_desc *m = &h->d;
+    size_t D = (size_t)m->dim, C = (size_t)m->context, n = dj->n;
+    double *theta = dj->theta, *x = dj->x, *xo = dj->xo, *ref = dj->ref, *truth = dj->truth, *ppc_theta = NULL;
     diag_calib *calib = NULL;
     diag_report rep;
     int have_rep = 0;
@@ -1746,131 +1968,10 @@ int ppxd_diagnose_main(int argc, char **argv)
     memset(&ppc, 0, sizeof ppc);
     c2st_result cs;
     memset(&cs, 0, sizeof cs);
-    engine *e = NULL;
-    if (rc) goto done;
-    rc = 1;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    nn_set_threads(o.threads ? o.threads : 1);
+    cs.n_ref = dj->n_ref;
+    run_info ri = {dj->source, 0, 0, 0};
     char err[600];
-    if ((rc = model_open(&h, &o)) != 0) goto done;
-    rc = 1;
-    if (o.method >= 0 && (h.fam == FAM_NPE || h.fam == FAM_IC)) {
-        rc = usage_error(h.fam == FAM_NPE ? "--method is for NRE and gold models (an NPE model samples its flow directly)"
-                                          : "--method is for NRE and gold models (an IC model importance-samples)", NULL);
-        goto done;
-    }
-    if (h.fam != FAM_IC && (o.n_theta || o.traces)) {
-        rc = usage_error(o.n_theta ? "--theta is for IC models (this model names its theta)"
-                                   : "--traces is for IC models (this model samples without simulators)", NULL);
-        goto done;
-    }
-    if (!fam_is_gold(h.fam) && o.n_priors) {
-        rc = usage_error("--prior is for gold models (this model stores its prior)", NULL);
-        goto done;
-    }
-    if (h.fam != FAM_IC && o.data_theta && o.live && !o.n_obs && !o.obs_file) {
-        rc = usage_error("with --data, simulators are only used for the predictive check: give --obs too", NULL);
-        goto done;
-    }
-    if (o.live) {
-        if (!(e = engine_new(&o.ecfg))) goto done;
-        g_engine = e;
-        h.e = e;
-        if ((rc = model_finish(&h, &o, e)) != 0) goto done;
-        rc = 1;
-    }
-    const model_desc *m = &h.d;
-    size_t D = (size_t)m->dim, C = (size_t)m->context, n = 0;
-    if ((o.n_obs || o.obs_file) && !(xo = read_obs(&o, m))) {
-        rc = 2;
-        goto done;
-    }
-    if (o.reference) {
-        size_t rr, rcols;
-        if (read_matrix(o.reference, &ref, &rr, &rcols, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s: %s\n", o.reference, err);
-            rc = 2;
-            goto done;
-        }
-        if (rcols != D || rr < 10) {
-            fprintf(stderr, "ppxd: %s: %zu x %zu values; want at least 10 rows of the model's %zu theta columns\n",
-                    o.reference, rr, rcols, D);
-            rc = 2;
-            goto done;
-        }
-        cs.n_ref = rr;
-    }
-    if (o.truth) {
-        size_t tr = 0, tc = 0;
-        const char *dot = strrchr(o.truth, '.');
-        int file = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".npy") == 0);
-        if (file ? read_matrix(o.truth, &truth, &tr, &tc, err, sizeof err) < 0 : !(truth = parse_values(o.truth, &tc))) {
-            fprintf(stderr, "ppxd: --truth %s: %s\n", o.truth, file ? err : "expected V,V,... or a .csv/.npy file");
-            rc = 2;
-            goto done;
-        }
-        if ((file ? tr * tc : tc) != D) {
-            fprintf(stderr, "ppxd: --truth gives %zu values; the model's theta has %zu\n", file ? tr * tc : tc, D);
-            rc = 2;
-            goto done;
-        }
-    }
-    if (mkdir(o.out, 0777) < 0 && errno != EEXIST) {
-        fprintf(stderr, "ppxd: cannot create %s: %s\n", o.out, strerror(errno));
-        goto done;
-    }
-    if (name_map_build(&theta_map, m->theta_names, D) < 0 || name_map_build(&x_map, m->x_names, C) < 0) {
-        fprintf(stderr, "ppxd: out of memory\n");
-        goto done;
-    }
-    h.theta_map = &theta_map;
-    run_info ri = {NULL, 0, 0, 0};
-    /* ---- test pairs ---- */
-    if (o.data_theta) {
-        size_t n2, d1, d2;
-        if (npy_read(o.data_theta, &theta, &n, &d1, err, sizeof err) < 0 ||
-            npy_read(o.data_x, &x, &n2, &d2, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: %s\n", err);
-            rc = 2;
-            goto done;
-        }
-        if (n != n2 || d1 != D || d2 != C) {
-            fprintf(stderr, "ppxd: --data: theta is %zu x %zu and x %zu x %zu; the model wants rows of %zu and %zu "
-                    "columns, the same number of each\n", n, d1, n2, d2, D, C);
-            rc = 2;
-            goto done;
-        }
-        if (o.n && o.n < n) n = (size_t)o.n;
-        ri.source = "files";
-    }
-    if (o.live && !o.data_theta && o.n) {
-        collect_ctx cc = {table_for(&theta_map), table_for(&x_map), D, C, 0};
-        policy *p = policy_prior_new(engine_slots(e), o.seed ^ DIAG_SEED_MIX);
-        if (!o.quiet) fprintf(stderr, "ppxd diagnose: simulating %llu test pairs from the prior\n",
-                                   (unsigned long long)o.n);
-        int sr = cc.th && cc.xt && p ? simulate(e, p, o.n, &cc) : -1;
-        policy_destroy(&p);
-        if (sr == 0) {
-            n = export_table_rows(cc.th);
-            theta = malloc(n * D * sizeof *theta);
-            x = malloc(n * C * sizeof *x);
-            if (theta && x) {
-                memcpy(theta, export_table_data(cc.th), n * D * sizeof *theta);
-                memcpy(x, export_table_data(cc.xt), n * C * sizeof *x);
-            } else {
-                sr = -1;
-            }
-        }
-        export_table_destroy(&cc.th);
-        export_table_destroy(&cc.xt);
-        if (sr < 0) {
-            fprintf(stderr, "ppxd: simulating the test pairs failed\n");
-            goto done;
-        }
-        ri.source = "live, fresh seeds";
-    }
+    int rc = 1;
     if (theta) {
         /* Rows with a non-finite value cannot be ranked: dropped, as training drops them. */
         size_t k = 0;
@@ -1896,76 +1997,80 @@ int ppxd_diagnose_main(int argc, char **argv)
                     n, pb);
         }
         if (n < 2) {
-            fprintf(stderr, "ppxd: fewer than 2 usable test pairs\n");
+            cli_complain("fewer than 2 usable test pairs");
             goto done;
         }
-        if (write_npy_in(o.out, "test_theta.npy", theta, n, D) < 0 || write_npy_in(o.out, "test_x.npy", x, n, C) < 0)
+        if (write_npy_in(o->out, "test_theta.npy", theta, n, D) < 0 || write_npy_in(o->out, "test_x.npy", x, n, C) < 0)
             goto done;
-        if (!o.quiet)
-            fprintf(stderr, "ppxd diagnose: %zu rounds of %llu posterior samples\n", n, (unsigned long long)o.L);
-        if (h.fam == FAM_IC) {
-            if (!o.quiet)
+        if (!o->quiet)
+            fprintf(stderr, "ppxd diagnose: %zu rounds of %llu posterior samples\n", n, (unsigned long long)o->L);
+        if (h->fam == FAM_IC) {
+            if (!o->quiet)
                 fprintf(stderr, "ppxd diagnose: IC: each round importance-samples %llu traces with the proposal "
-                        "(%llu simulations in all)\n", (unsigned long long)h.traces,
-                        (unsigned long long)(h.traces * n));
+                        "(%llu simulations in all)\n", (unsigned long long)h->traces,
+                        (unsigned long long)(h->traces * n));
             engine_set_progress(e, 0); /* short runs, one per round: the rounds report progress */
         }
-        if (run_calibration(&o, &h, theta, x, n, &calib, &ri.seconds, &ri.cpu) < 0) goto done;
+        if (run_calibration(o, h, theta, x, n, &dj->ctl, &calib, &ri.seconds, &ri.cpu) < 0) goto done;
+        if (o->job && atomic_load(&dj->ctl.stop)) {
+            /* A job stopped (cancelled): no report of the rounds so far. */
+            cli_complain("stopped after %zu of %zu rounds", calib->n + h->failed_rounds, n);
+            goto done;
+        }
         ri.rounds = calib->n;
-        if (h.fam == FAM_IC && write_npy_in(o.out, "ess.npy", h.ess, h.n_ess, 1) < 0) goto done;
-        if (diag_calib_report(calib, o.bins, NULL, 0, o.alpha, &rep) < 0) {
-            fprintf(stderr, "ppxd: out of memory\n");
+        if (h->fam == FAM_IC && write_npy_in(o->out, "ess.npy", h->ess, h->n_ess, 1) < 0) goto done;
+        if (diag_calib_report(calib, o->bins, NULL, 0, o->alpha, &rep) < 0) {
+            cli_complain("out of memory");
             goto done;
         }
         have_rep = 1;
-        if (write_arrays(&o, calib, &rep) < 0) goto done;
+        if (write_arrays(o, calib, &rep) < 0) goto done;
     }
     /* ---- the observation: predictive check and C2ST ---- */
     if (xo) {
-        size_t M = (size_t)o.ppc_n;
+        size_t M = (size_t)o->ppc_n;
         if (cs.n_ref && cs.n_ref > M) M = cs.n_ref;
         ppc_theta = malloc(M * D * sizeof *ppc_theta);
         rng r;
-        rng_seed(&r, o.seed ^ DIAG_SEED_MIX, 0x707063ull);
-        if (!ppc_theta || model_sample(&h, xo, M, round_seed(o.seed, UINT64_MAX - 1), &r, ppc_theta, err, sizeof err) < 0) {
-            fprintf(stderr, "ppxd: sampling the posterior at x_o: %s\n", ppc_theta ? err : "out of memory");
+        rng_seed(&r, o->seed ^ DIAG_SEED_MIX, 0x707063ull);
+        if (!ppc_theta || model_sample(h, xo, M, round_seed(o->seed, UINT64_MAX - 1), &r, ppc_theta, err, sizeof err) < 0) {
+            cli_complain("sampling the posterior at x_o: %s", ppc_theta ? err : "out of memory");
             goto done;
         }
-        if (h.fam == FAM_IC) {
-            h.xo_ess = h.last_ess;
-            if (!o.quiet) fprintf(stderr, "ppxd diagnose: IC posterior at x_o: ESS %.1f of %llu traces\n", h.xo_ess,
-                                  (unsigned long long)(h.traces > M ? h.traces : M));
+        if (h->fam == FAM_IC) {
+            h->xo_ess = h->last_ess;
+            if (!o->quiet) fprintf(stderr, "ppxd diagnose: IC posterior at x_o: ESS %.1f of %llu traces\n", h->xo_ess,
+                                  (unsigned long long)(h->traces > M ? h->traces : M));
         }
-        if (write_npy_in(o.out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
-            (truth && write_npy_in(o.out, "truth.npy", truth, 1, D) < 0))
+        if (write_npy_in(o->out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
+            (truth && write_npy_in(o->out, "truth.npy", truth, 1, D) < 0))
             goto done;
-        if (o.live) {
-            size_t Mp = (size_t)o.ppc_n;
-            collect_ctx cc = {NULL, table_for(&x_map), D, C, 0};
-            policy *inner = policy_prior_new(engine_slots(e), (o.seed ^ DIAG_SEED_MIX) + 1);
-            if (inner && o.n_fix) inner = policy_fixed_new(inner, o.fix, o.n_fix);
-            policy *p = rows_policy_new(inner, &theta_map, ppc_theta, Mp, D);
-            if (!o.quiet) fprintf(stderr, "ppxd diagnose: %zu predictive simulations at posterior samples for x_o\n", Mp);
+        if (e) {
+            size_t Mp = (size_t)o->ppc_n;
+            collect_ctx cc = {NULL, table_for(&dj->x_map), D, C, 0, ""};
+            policy *inner = policy_prior_new(engine_slots(e), (o->seed ^ DIAG_SEED_MIX) + 1);
+            if (inner && o->n_fix) inner = policy_fixed_new(inner, o->fix, o->n_fix);
+            policy *p = rows_policy_new(inner, &dj->theta_map, ppc_theta, Mp, D);
+            if (!o->quiet) fprintf(stderr, "ppxd diagnose: %zu predictive simulations at posterior samples for x_o\n", Mp);
             int sr = cc.xt && p ? simulate(e, p, Mp, &cc) : -1;
             policy_destroy(&p);
             if (sr == 0) {
                 size_t got = export_table_rows(cc.xt);
                 const double *xp = export_table_data(cc.xt);
                 ppc.dims = calloc(C, sizeof *ppc.dims);
-                if (!ppc.dims || diag_ppc(xo, xp, got, (int)C, o.alpha, ppc.dims, &ppc.verdict) < 0) sr = -1;
+                if (!ppc.dims || diag_ppc(xo, xp, got, (int)C, o->alpha, ppc.dims, &ppc.verdict) < 0) sr = -1;
                 ppc.M = got;
-                ppc.underpowered = 2.0 / ((double)got + 2.0) >= o.alpha / (double)C;
-                if (sr == 0 && write_npy_in(o.out, "ppc_x.npy", xp, got, C) < 0) sr = -1;
-                double *xo_row = xo;
-                if (sr == 0 && write_npy_in(o.out, "x_o.npy", xo_row, 1, C) < 0) sr = -1;
+                ppc.underpowered = 2.0 / ((double)got + 2.0) >= o->alpha / (double)C;
+                if (sr == 0 && write_npy_in(o->out, "ppc_x.npy", xp, got, C) < 0) sr = -1;
+                if (sr == 0 && write_npy_in(o->out, "x_o.npy", xo, 1, C) < 0) sr = -1;
             }
             export_table_destroy(&cc.xt);
             if (sr < 0) {
-                fprintf(stderr, "ppxd: the posterior predictive check failed\n");
+                cli_complain("the posterior predictive check failed");
                 goto done;
             }
             ppc.done = 1;
-            char *pp = path_in(o.out, "ppc.csv");
+            char *pp = path_in(o->out, "ppc.csv");
             FILE *f = pp ? fopen(pp, "w") : NULL;
             if (f) {
                 fputs("name,x_o,mean,sd,z,p,q05,q50,q95\n", f);
@@ -1977,62 +2082,270 @@ int ppxd_diagnose_main(int argc, char **argv)
                 fclose(f);
             }
             free(pp);
-        } else if (!o.quiet) {
+        } else if (!o->quiet) {
             fprintf(stderr, "ppxd diagnose: no simulators: posterior predictive check skipped\n");
         }
         if (cs.n_ref) {
-            if (!o.quiet) fprintf(stderr, "ppxd diagnose: C2ST of %zu reference vs %zu model samples\n", cs.n_ref, cs.n_ref);
+            if (!o->quiet) fprintf(stderr, "ppxd diagnose: C2ST of %zu reference vs %zu model samples\n", cs.n_ref, cs.n_ref);
             if (c2st(ref, cs.n_ref, ppc_theta, cs.n_ref, D, NULL, &cs.accuracy, NULL) < 0) {
-                fprintf(stderr, "ppxd: C2ST failed\n");
+                cli_complain("C2ST failed");
                 goto done;
             }
             cs.n_model = cs.n_ref;
-            if (write_npy_in(o.out, "reference.npy", ref, cs.n_ref, D) < 0) goto done;
-            cs.threshold = o.c2st_max > 0 ? o.c2st_max : 0.5 + 4.0 * sqrt(0.25 / (double)(2 * cs.n_ref));
+            if (write_npy_in(o->out, "reference.npy", ref, cs.n_ref, D) < 0) goto done;
+            cs.threshold = o->c2st_max > 0 ? o->c2st_max : 0.5 + 4.0 * sqrt(0.25 / (double)(2 * cs.n_ref));
             cs.verdict = cs.accuracy <= cs.threshold ? DIAG_PASS : DIAG_FAIL;
             cs.done = 1;
         }
     }
     /* ---- report ---- */
-    if (write_report(&o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs) < 0) goto done;
+    if (write_report(o, m, &ri, have_rep ? &rep : NULL, h, &ppc, &cs) < 0) goto done;
     int fails = 0;
-    print_summary(stdout, &o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs, &fails);
-    fflush(stdout);
-    char *sp = path_in(o.out, "summary.txt");
+    if (!o->job) {
+        print_summary(stdout, o, m, &ri, have_rep ? &rep : NULL, h, &ppc, &cs, &fails);
+        fflush(stdout);
+    }
+    char *sp = path_in(o->out, "summary.txt");
     FILE *sf = sp ? fopen(sp, "w") : NULL;
     if (sf) {
-        int dummy;
-        print_summary(sf, &o, m, &ri, have_rep ? &rep : NULL, &h, &ppc, &cs, &dummy);
+        print_summary(sf, o, m, &ri, have_rep ? &rep : NULL, h, &ppc, &cs, &fails);
         fclose(sf);
     }
     free(sp);
-    if (!o.quiet) fprintf(stderr, "ppxd diagnose: wrote %s/report.json (plots: python3 -m ppx.plot all %s)\n", o.out, o.out);
-    rc = o.strict && fails ? 3 : 0;
+    if (!o->quiet) fprintf(stderr, "ppxd diagnose: wrote %s/report.json (plots: python3 -m ppx.plot all %s)\n", o->out, o->out);
+    if (result && result_len) {
+        int k = snprintf(result, result_len, "overall %s", fails ? "FAIL" : "pass");
+        if (fails && k > 0 && (size_t)k < result_len)
+            k += snprintf(result + k, result_len - (size_t)k, " (%d check%s failed)", fails, fails == 1 ? "" : "s");
+        if (have_rep && k > 0 && (size_t)k < result_len)
+            k += snprintf(result + k, result_len - (size_t)k, ": %zu rounds x %zu samples (%s); SBC %s, coverage %s, "
+                          "TARP %s", ri.rounds, (size_t)o->L, ri.source, diag_verdict_name(rep.sbc_verdict),
+                          diag_verdict_name(rep.hpd.verdict), diag_verdict_name(rep.tarp.verdict));
+        if (cs.done && k > 0 && (size_t)k < result_len)
+            k += snprintf(result + k, result_len - (size_t)k, "%sC2ST %s (accuracy %.3f)", have_rep ? ", " : ": ",
+                          diag_verdict_name(cs.verdict), cs.accuracy);
+        if (k > 0 && (size_t)k < result_len) snprintf(result + k, result_len - (size_t)k, "; report.json, summary.txt");
+    }
+    rc = o->strict && fails ? 3 : 0;
 done:
-    if (e && !o.quiet) engine_print_stats(e, stderr);
-    g_engine = NULL;
-    engine_destroy(&e);
     diag_report_free(&rep);
     diag_calib_destroy(&calib);
     free(ppc.dims);
-    free(theta);
-    free(x);
-    free(xo);
     free(ppc_theta);
-    free(ref);
-    free(truth);
-    name_map_free(&theta_map);
-    name_map_free(&x_map);
-    handle_free(&h);
-    for (size_t i = 0; i < o.n_theta; i++) free((char *)o.theta[i]);
-    free(o.theta);
-    free(o.priors);
-    for (size_t i = 0; i < o.n_fix; i++) {
-        free((char *)o.fix[i].name);
-        free((double *)o.fix[i].values);
+    return rc;
+}
+
+diag_job *diag_job_parse(int argc, char **argv, int job, int *rc)
+{
+    diag_job *dj = calloc(1, sizeof *dj);
+    *rc = 1;
+    if (!dj) return NULL;
+    diag_opts *o = &dj->o;
+    engine_config_defaults(&o->ecfg);
+    o->seed = 1;
+    o->alpha = 0.01;
+    o->max_seconds = 60;
+    o->method = -1;
+    dj->h.xo_ess = NAN;
+    atomic_init(&dj->ctl.stop, 0);
+    atomic_init(&dj->ctl.done, 0);
+    atomic_init(&dj->ctl.total, 0);
+    if ((*rc = parse_diagnose(o, argc, argv, job)) != 0) {
+        diag_job_destroy(&dj);
+        return NULL;
     }
-    free(o.fix);
-    free(o.obs);
-    engine_sim_options_free(&o.sims);
+    return dj;
+}
+
+int diag_job_daemon_check(const diag_job *dj, char *msg, size_t len)
+{
+    const diag_opts *o = &dj->o;
+    const engine_sim_options *so = &o->sims;
+    engine_config def;
+    engine_config_defaults(&def);
+    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
+        so->heartbeat_ms || so->heartbeat_timeout_ms)
+        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
+                           "--sim-model MODEL chooses the simulators)");
+    else if (o->ecfg.msg_timeout_ms != def.msg_timeout_ms || o->ecfg.start_timeout_ms != def.start_timeout_ms ||
+             o->ecfg.max_failures != def.max_failures)
+        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    else if (o->out)
+        snprintf(msg, len, "-o is not for jobs: the outputs go to the job's directory (ppxctl job fetch ID)");
+    else if (o->threads)
+        snprintf(msg, len, "--threads is not for jobs (the daemon's jobs run one thread each)");
+    else if (o->live && (o->n_obs || o->obs_file || o->ppc_given || o->n_fix))
+        snprintf(msg, len, "the posterior predictive check (--obs with live test pairs, --ppc-n, --fix) simulates "
+                           "during the diagnosis, which a daemon job cannot do: give --data THETA.npy X.npy with "
+                           "--obs (C2ST with --reference), or run ppxd diagnose");
+    else
+        return 0;
+    return -1;
+}
+
+static const char **file_slot(diag_job *dj, diag_file f)
+{
+    diag_opts *o = &dj->o;
+    switch (f) {
+    case DIAG_FILE_MODEL: return &o->model;
+    case DIAG_FILE_DATA_THETA: return &o->data_theta;
+    case DIAG_FILE_DATA_X: return &o->data_x;
+    case DIAG_FILE_OBS: return &o->obs_file;
+    case DIAG_FILE_REFERENCE: return &o->reference;
+    case DIAG_FILE_TRUTH: return &o->truth;
+    case DIAG_FILE_COUNT: break;
+    }
+    return NULL;
+}
+
+const char *diag_job_file(const diag_job *dj, diag_file f)
+{
+    const char **s = file_slot((diag_job *)dj, f);
+    if (!s || !*s) return NULL;
+    if (f == DIAG_FILE_TRUTH) {
+        /* --truth V,V,... is values; only F.csv / F.npy is a file */
+        const char *dot = strrchr(*s, '.');
+        if (!dot || (strcmp(dot, ".csv") != 0 && strcmp(dot, ".npy") != 0)) return NULL;
+    }
+    return *s;
+}
+
+int diag_job_set_file(diag_job *dj, diag_file f, const char *path)
+{
+    const char **s = file_slot(dj, f);
+    char *c = s && path ? strdup(path) : NULL;
+    if (!c) return -1;
+    free(dj->own[f]);
+    dj->own[f] = c;
+    *s = c;
+    return 0;
+}
+
+int diag_job_set_out(diag_job *dj, const char *dir)
+{
+    char *c = strdup(dir);
+    if (!c) return -1;
+    free(dj->own_out);
+    dj->own_out = c;
+    dj->o.out = c;
+    return 0;
+}
+
+int diag_job_live(const diag_job *dj) { return dj->o.live; }
+uint64_t diag_job_seed(const diag_job *dj) { return dj->o.seed ^ DIAG_SEED_MIX; }
+
+int diag_job_sim_begin(diag_job *dj, size_t slots, policy **p, const job_ops **ops, void **job)
+{
+    int rc = dj->opened ? 0 : job_open(dj);
+    if (rc == 0 && !dj->prepared) rc = job_prepare(dj);
+    if (rc != 0 || begin_sims(dj, slots) < 0) return -1;
+    *p = dj->p;
+    *ops = &ordered_job_ops;
+    *job = &dj->oj;
+    return 0;
+}
+
+int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
+{
+    char result[600] = "";
+    cli_capture(msg, msg_len);
+    int rc = dj->opened ? 0 : job_open(dj);
+    if (rc == 0 && !dj->prepared) rc = job_prepare(dj);
+    if (rc == 0) rc = dj->o.data_theta ? load_files(dj) : dj->have_oj ? take_sims(dj) : 0;
+    if (rc == 0) rc = diag_run(dj, NULL, result, sizeof result);
+    cli_capture(NULL, 0);
+    if (rc == 0 || rc == 3)
+        snprintf(msg, msg_len, "%s", result);
+    else if (!msg[0])
+        snprintf(msg, msg_len, "the diagnosis failed (see the daemon's log)");
+    return rc;
+}
+
+void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total)
+{
+    uint64_t t = atomic_load(&((diag_job *)dj)->ctl.total);
+    /* Traces while the test pairs are simulated; then rounds (0 of 0 until
+     * the rounds start). */
+    if (!t && dj->have_oj && dj->oj.next_commit < dj->o.n) {
+        *done = dj->oj.next_commit;
+        *total = dj->o.n;
+        return;
+    }
+    *done = atomic_load(&((diag_job *)dj)->ctl.done);
+    *total = t;
+}
+
+void diag_job_stop(diag_job *dj) { atomic_store(&dj->ctl.stop, 1); }
+
+void diag_job_destroy(diag_job **pdj)
+{
+    diag_job *dj = *pdj;
+    if (!dj) return;
+    diag_opts *o = &dj->o;
+    free(dj->theta);
+    free(dj->x);
+    free(dj->xo);
+    free(dj->ref);
+    free(dj->truth);
+    name_map_free(&dj->theta_map);
+    name_map_free(&dj->x_map);
+    export_table_destroy(&dj->cc.th);
+    export_table_destroy(&dj->cc.xt);
+    if (dj->have_oj) ordered_job_free(&dj->oj);
+    policy_destroy(&dj->p);
+    trace_destroy(&dj->first);
+    handle_free(&dj->h);
+    for (size_t i = 0; i < o->n_theta; i++) free((char *)o->theta[i]);
+    free(o->theta);
+    free(o->priors);
+    for (size_t i = 0; i < o->n_fix; i++) {
+        free((char *)o->fix[i].name);
+        free((double *)o->fix[i].values);
+    }
+    free(o->fix);
+    free(o->obs);
+    engine_sim_options_free(&o->sims);
+    for (int f = 0; f < DIAG_FILE_COUNT; f++) free(dj->own[f]);
+    free(dj->own_out);
+    free(dj);
+    *pdj = NULL;
+}
+
+int ppxd_diagnose_main(int argc, char **argv)
+{
+    int rc;
+    diag_job *dj = diag_job_parse(argc, argv, 0, &rc);
+    if (!dj) return rc;
+    const diag_opts *o = &dj->o;
+    engine *e = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    g_stop = &dj->ctl.stop;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    nn_set_threads(o->threads ? o->threads : 1);
+    if ((rc = job_open(dj)) != 0) goto done;
+    rc = 1;
+    if (o->live) {
+        if (!(e = engine_new(&o->ecfg))) goto done;
+        g_engine = e;
+        dj->h.e = e;
+        if ((rc = model_finish(&dj->h, o, e)) != 0) goto done;
+    }
+    if ((rc = job_prepare(dj)) != 0) goto done;
+    if (o->data_theta) {
+        if ((rc = load_files(dj)) != 0) goto done;
+    } else if (o->live && o->n) {
+        rc = 1;
+        if (begin_sims(dj, engine_slots(e)) < 0) goto done;
+        if (engine_run(e, dj->p, &ordered_job_ops, &dj->oj) != 0) dj->oj.failed = 1;
+        if ((rc = take_sims(dj)) != 0) goto done;
+    }
+    rc = diag_run(dj, e, NULL, 0);
+done:
+    if (e && !o->quiet) engine_print_stats(e, stderr);
+    g_engine = NULL;
+    g_stop = NULL;
+    engine_destroy(&e);
+    diag_job_destroy(&dj);
     return rc;
 }
