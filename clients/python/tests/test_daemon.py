@@ -2,6 +2,7 @@
 with Gaussian simulators connecting in (Python ones, connect=True, and the
 C example): submit, wait, fetch, sims, cancel and errors, and the same
 results as ppxctl / the one-shot commands (checked in tests/test_daemon.c)."""
+import json
 import os
 import shutil
 import subprocess
@@ -91,6 +92,22 @@ class Daemon(unittest.TestCase):
         subprocess.run([ppxd(), "posterior", "sample", "--model", path, "--obs", "8,9", "-n", "300", "--seed", "3",
                         "-o", out], check=True, capture_output=True)
         np.testing.assert_array_equal(np.load(out), s)
+        # A calibration check of the model just published, as a job on the pool.
+        did = self.c.submit(["diagnose", "--model", "py-gauss", "-n", "60", "-L", "99", "--seed", "2"],
+                            name="py-diag")
+        info = self.c.wait(did, timeout=120, check=True)
+        self.assertEqual((info.done, info.total, info.unit), (60, 60, "rounds"))
+        self.assertIn("report.json", info.outputs)
+        report = json.loads(self.c.fetch(did, "report.json").decode())
+        self.assertEqual(report["format"], "ppxd-diagnose/1")
+        self.assertEqual(report["test"]["rounds"], 60)
+        self.assertEqual(report["model"]["theta_names"], ["mu"])
+        self.assertEqual(sum(report["sbc"]["dims"][0]["counts"]), 60)
+        ranks_path = os.path.join(self.dir, "ranks.npy")
+        self.c.fetch(did, "ranks.npy", ranks_path)
+        ranks = np.load(ranks_path)
+        self.assertEqual(ranks.shape, (60, 1))
+        self.assertTrue(((ranks >= 0) & (ranks <= 99)).all())
 
     def test_cancel_and_errors(self):
         jid = self.c.submit(["simulate", "-n", "100000000"])
