@@ -191,6 +191,7 @@ void is_result_free(is_result *r)
 /* Fix the columns from the first trace. */
 static int is_result_columns(is_result *r, const trace *t)
 {
+    select_scratch sc;
     char err[300];
     int rc = r->n_specs ? select_expand((const char *const *)r->specs, r->n_specs, t, &r->keys, &r->n_keys, err,
                                         sizeof err)
@@ -202,7 +203,7 @@ static int is_result_columns(is_result *r, const trace *t)
     if (!(r->widths = calloc(r->n_keys ? r->n_keys : 1, sizeof *r->widths))) return -1;
     r->n_cols = 0;
     for (size_t k = 0; k < r->n_keys; k++) {
-        const trace_array *v = select_value(t, &r->keys[k]);
+        const trace_array *v = select_value(t, &r->keys[k], &sc);
         r->widths[k] = v ? v->len : 1;
         r->n_cols += r->widths[k];
     }
@@ -230,6 +231,7 @@ int is_result_adopt_columns(is_result *dst, const is_result *src)
 
 int is_result_commit(void *ctx, uint64_t index, const trace *t)
 {
+    select_scratch sc;
     is_result *r = ctx;
     (void)index;
     if (!r->have_cols && is_result_columns(r, t) < 0) return -1;
@@ -246,7 +248,7 @@ int is_result_commit(void *ctx, uint64_t index, const trace *t)
     double *row = r->vals + r->n * r->n_cols;
     size_t c = 0;
     for (size_t k = 0; k < r->n_keys; k++) {
-        const trace_array *v = select_value(t, &r->keys[k]);
+        const trace_array *v = select_value(t, &r->keys[k], &sc);
         for (size_t i = 0; i < r->widths[k]; i++) row[c + i] = v && v->len == r->widths[k] ? v->data[i] : NAN;
         c += r->widths[k];
     }

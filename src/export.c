@@ -583,6 +583,7 @@ static int build_col_names(export_table *x, const size_t *widths, size_t n_cols)
 
 int export_table_add(export_table *x, const trace *t, char *err, size_t err_len)
 {
+    select_scratch sc;
     /* The first row's trace decides what the specs select. */
     select_key *keys = x->keys;
     size_t n_keys = x->n_keys;
@@ -598,7 +599,7 @@ int export_table_add(export_table *x, const trace *t, char *err, size_t err_len)
     size_t n_cols = 0;
     int rc = -1;
     for (size_t i = 0; i < n_keys; i++) {
-        const trace_array *v = select_value(t, &keys[i]);
+        const trace_array *v = select_value(t, &keys[i], &sc);
         if (!v) {
             set_err(err, err_len, "'%s' has no value in trace %" PRIu64, keys[i].key, t->id);
             goto out;
@@ -631,7 +632,7 @@ int export_table_add(export_table *x, const trace *t, char *err, size_t err_len)
             goto out;
         }
         for (size_t i = 0; i < n_keys; i++)
-            widths[i] = select_value(t, &keys[i])->len;
+            widths[i] = select_value(t, &keys[i], &sc)->len;
         x->keys = keys;
         x->n_keys = n_keys;
         if (build_col_names(x, widths, n_cols) < 0) {
@@ -647,7 +648,7 @@ int export_table_add(export_table *x, const trace *t, char *err, size_t err_len)
     }
     double *row = x->data + x->rows * x->n_cols;
     for (size_t i = 0; i < x->n_keys; i++) {
-        const trace_array *v = select_value(t, &x->keys[i]);
+        const trace_array *v = select_value(t, &x->keys[i], &sc);
         memcpy(row, v->data, v->len * sizeof *row);
         row += v->len;
     }

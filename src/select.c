@@ -6,11 +6,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-const trace_array *select_value(const trace *t, const select_key *k)
+static const struct {
+    const char *spec;
+    select_kind kind;
+} sums[] = {{"@log_weight", SELECT_LOG_WEIGHT},
+            {"@log_prior", SELECT_LOG_PRIOR},
+            {"@log_likelihood", SELECT_LOG_LIKELIHOOD},
+            {"@log_proposal", SELECT_LOG_PROPOSAL}};
+
+static const trace_array *scalar(select_scratch *sc, double v)
+{
+    sc->v = v;
+    sc->a.data = &sc->v;
+    sc->a.len = 1;
+    sc->a.shape = NULL;
+    sc->a.ndim = 0;
+    return &sc->a;
+}
+
+const trace_array *select_value(const trace *t, const select_key *k, select_scratch *sc)
 {
     const trace_entry *e = NULL;
     switch (k->kind) {
     case SELECT_RESULT: return t->result.len ? &t->result : NULL;
+    case SELECT_LOG_WEIGHT: return scalar(sc, t->log_weight);
+    case SELECT_LOG_PRIOR: return scalar(sc, t->log_prior);
+    case SELECT_LOG_LIKELIHOOD: return scalar(sc, t->log_likelihood);
+    case SELECT_LOG_PROPOSAL: return scalar(sc, t->log_proposal);
     case SELECT_NAME: e = trace_find_name(t, k->key); break;
     case SELECT_ADDRESS: e = trace_find_address(t, k->key); break;
     }
@@ -63,8 +85,12 @@ int select_expand(const char *const *specs, size_t n_specs, const trace *t, sele
     key_list l = {0};
     for (size_t i = 0; i < n_specs; i++) {
         const char *s = specs[i];
-        int rc;
-        if (strcmp(s, SELECT_RESULT_SPEC) == 0) {
+        int rc, sum = -1;
+        for (size_t j = 0; j < sizeof sums / sizeof *sums; j++)
+            if (strcmp(s, sums[j].spec) == 0) sum = (int)j;
+        if (sum >= 0) {
+            rc = push(&l, sums[sum].kind, s);
+        } else if (strcmp(s, SELECT_RESULT_SPEC) == 0) {
             if (!t->result.len) {
                 snprintf(err, err_len, "%s: the trace has no return value (RunResult is empty)", s);
                 goto fail;

@@ -6,6 +6,10 @@
  *              one (trace_find_name), as a program that reassigns a variable
  *              means;
  *   @result    the trace's RunResult value;
+ *   @log_weight, @log_prior, @log_likelihood, @log_proposal
+ *              the trace's log-weight sums (trace.h): one number each, so
+ *              that an importance-sampling run's traces can be reweighted
+ *              outside ppxd;
  *   ADDRESS    a full address with its __Kind__n suffix, e.g.
  *              "forward.c:12:run__Normal__1";
  *   PATTERN    several addresses at once: a glob ('*', '?', '[...]', as
@@ -26,7 +30,15 @@
 #include <stddef.h>
 #include "trace.h"
 
-typedef enum select_kind { SELECT_NAME = 0, SELECT_ADDRESS, SELECT_RESULT } select_kind;
+typedef enum select_kind {
+    SELECT_NAME = 0,
+    SELECT_ADDRESS,
+    SELECT_RESULT,
+    SELECT_LOG_WEIGHT,
+    SELECT_LOG_PRIOR,
+    SELECT_LOG_LIKELIHOOD,
+    SELECT_LOG_PROPOSAL
+} select_kind;
 
 typedef struct select_key {
     select_kind kind;
@@ -35,8 +47,16 @@ typedef struct select_key {
 
 #define SELECT_RESULT_SPEC "@result"
 
-/* The value a key selects in t, or NULL when t lacks it (or it is empty). */
-const trace_array *select_value(const trace *t, const select_key *k);
+/* Room for a value that is not stored as an array in the trace (the
+ * log-weight sums): select_value points into it. */
+typedef struct select_scratch {
+    double v;
+    trace_array a;
+} select_scratch;
+
+/* The value a key selects in t, or NULL when t lacks it (or it is empty);
+ * valid while t and sc are. */
+const trace_array *select_value(const trace *t, const select_key *k, select_scratch *sc);
 
 /* Expand specs against the reference trace t into *keys (malloc'd, n in
  * *n_keys; free with select_keys_free).  0, or -1 with a reason in err (a

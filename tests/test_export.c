@@ -477,6 +477,37 @@ Test(export_table, scalar_and_vector_columns)
     tmp_remove(&d);
 }
 
+/* The log-weight sums as columns: an IS run's traces reweighted outside ppxd. */
+Test(export_table, log_weight_columns)
+{
+    const char *names[5] = {"mu", "@log_weight", "@log_prior", "@log_likelihood", "@log_proposal"};
+    export_table *x = export_table_new(names, 5);
+    trace *t = trace_new();
+    char err[256];
+    double theta[3] = {0, 0, 0};
+    for (int i = 0; i < 2; i++) {
+        fill_trace(t, (uint64_t)i, i, theta, 0);
+        t->log_prior = -1.5 - i;
+        t->log_likelihood = -2.25;
+        t->log_proposal = i ? -0.5 : 0.0;
+        t->log_weight = t->log_prior + t->log_likelihood - t->log_proposal;
+        cr_assert_eq(export_table_add(x, t, err, sizeof err), 0, "%s", err);
+    }
+    cr_assert_eq(export_table_cols(x), 5);
+    cr_assert_str_eq(export_table_col_name(x, 1), "@log_weight");
+    cr_assert_str_eq(export_table_col_name(x, 4), "@log_proposal");
+    const double want[10] = {0, -3.75, -1.5, -2.25, 0, 1, -4.25, -2.5, -2.25, -0.5};
+    cr_assert_arr_eq(export_table_data(x), want, sizeof want);
+    export_table_destroy(&x);
+    /* A misspelt one is no name of the trace. */
+    const char *bad[1] = {"@log_weights"};
+    x = export_table_new(bad, 1);
+    cr_assert_eq(export_table_add(x, t, err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "@log_weights"), "%s", err);
+    export_table_destroy(&x);
+    trace_destroy(&t);
+}
+
 Test(export_table, many_rows_grow)
 {
     const char *names[1] = {"mu"};

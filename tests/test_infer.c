@@ -136,6 +136,51 @@ Test(infer, one_observation_gives_its_marginal_evidence, .init = setup, .fini = 
     free(cmd);
 }
 
+/* The weighted traces of -o give back the run's ESS and log evidence from
+ * the exported @log_weight column (as printed: ESS to 0.1, log evidence
+ * to 6 significant digits). */
+Test(infer, exported_log_weights_give_the_runs_ess_and_evidence, .init = setup, .fini = teardown)
+{
+    char *cmd = sim_cmd(NULL, "examples/gaussian"), *out, *err, *ppxt = tmp("w.ppxt"), *npy = tmp("w.npy");
+    int rc = ppxd(&out, &err, "infer", "--sim-cmd", cmd, "-j", "2", "-n", "3000", "--observe", "obs0=8", "--observe",
+                  "obs1=9", "--seed", "5", "-o", ppxt, "--quiet", NULL);
+    cr_assert_eq(rc, 0, "%s", err);
+    double ess, logz;
+    ess_and_logz(out, &ess, &logz);
+    free(out);
+    free(err);
+    rc = ppxd(&out, &err, "export", ppxt, "--names", "mu,@log_weight,@log_prior,@log_likelihood,@log_proposal", "-o",
+              npy, NULL);
+    cr_assert_eq(rc, 0, "%s", err);
+    size_t r, c;
+    double *d = read_npy(npy, &r, &c);
+    cr_assert_eq(r, 3000);
+    cr_assert_eq(c, 5);
+    double mx = -INFINITY;
+    for (size_t i = 0; i < r; i++) {
+        const double *row = d + i * c;
+        /* Prior IS: q is the prior, so log w is the observes' log likelihood. */
+        cr_assert_float_eq(row[4], row[2], 1e-12);
+        cr_assert_float_eq(row[1], row[2] + row[3] - row[4], 1e-9);
+        if (row[1] > mx) mx = row[1];
+    }
+    double sw = 0, sw2 = 0;
+    for (size_t i = 0; i < r; i++) {
+        double w = exp(d[i * c + 1] - mx);
+        sw += w;
+        sw2 += w * w;
+    }
+    double ess2 = sw * sw / sw2, logz2 = mx + log(sw / (double)r);
+    cr_assert(fabs(ess2 - ess) <= 0.05 + 1e-9 * ess, "ESS from the exported weights %g, the run's %g", ess2, ess);
+    cr_assert(fabs(logz2 - logz) <= 5e-6 * fabs(logz), "log evidence %.9g, the run's %g", logz2, logz);
+    free(d);
+    free(out);
+    free(err);
+    free(cmd);
+    free(ppxt);
+    free(npy);
+}
+
 Test(infer, simulate_writes_unweighted_traces_of_a_branching_model, .init = setup, .fini = teardown)
 {
     /* branching: the likelihood's spread depends on a latent; with nothing
