@@ -84,7 +84,8 @@ typedef struct djob {
     mine_task *mt;
     gold_train_cmd *gc;        /* train carl ... scandal */
     volatile int gold_stop;    /* its stop flag (gold_train_config.stop): set by cancel and stop */
-    diag_job *dg;              /* diagnose: live test pairs on the pool (PH_SIM), then the rounds on a thread */
+    diag_job *dg;              /* diagnose: live test pairs on the pool (PH_SIM), then the rounds on a thread,
+                                  which simulates through sub-jobs (sub_state) */
     policy *p;
     const job_ops *ops;
     void *job;
@@ -1682,7 +1683,7 @@ static void *train_main(void *arg)
 }
 
 /* A diagnose job's thread: the rounds, the checks and the report into its
- * directory (the pool is not used: the test pairs are in). */
+ * directory; what it simulates goes to the pool through diag_sub_run. */
 static void *diag_main(void *arg)
 {
     djob *j = arg;

@@ -95,7 +95,7 @@ static void diagnose_usage(FILE *f)
         "  reference.npy                       the reference samples (with --reference)\n"
         "Plot them with: python3 -m ppx.plot all DIR\n"
         "As a ppxd daemon job: ppxctl submit -- diagnose --model NAME (-n ROUNDS | --data T.npy X.npy) [options]\n"
-        "(the pool's simulators, files of the data directory; no predictive check or IC models)\n"
+        "(the pool's simulators, also for the predictive check and IC models; files of the data directory)\n"
         "\n"
         "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
         "  SBC (simulation-based calibration): rank of theta*_j among L posterior samples; chi-square and KS\n"
@@ -150,7 +150,7 @@ typedef struct diag_opts {
     engine_config ecfg;
     engine_sim_options sims;
     int live;
-    int job;                  /* a ppxd daemon job: the pool gives the simulations, never during the rounds */
+    int job;                  /* a ppxd daemon job: the pool gives the simulations (the runner) */
     int ppc_given;            /* --ppc-n was given (ppc_n has a default) */
     uint64_t n, L, ppc_n, seed;
     double alpha, max_seconds, c2st_max;
