@@ -603,9 +603,10 @@ static djob *find_job_named(ppxdaemon *d, const char *s)
  * real path (symbolic links followed) must be a regular file inside the data
  * directory, so that a client reads nothing else of the daemon's host.  0,
  * or -1 with the reason. */
-static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int model, char *out, size_t n, char *msg,
-                         size_t msg_len)
+static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int model, char *out, size_t n, int *ic,
+                         char *msg, size_t msg_len)
 {
+    *ic = 0; /* an IC network: of DIR/ic, or a train-ic job's output */
     char path[PATH_MAX + 200], real[PATH_MAX], jname[80];
     const char *slash = strchr(arg, '/');
     struct stat st;
@@ -624,6 +625,7 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
         pthread_mutex_lock(&d->mu);
         djob *j = find_job_named(d, jname);
         int done = j && j->state == PPXQ_JOB_DONE, found = 0;
+        *ic = j && j->kind == JK_TRAIN_IC;
         const char *outs[MAX_OUTPUTS];
         uint32_t k = done ? job_outputs(j, outs) : 0;
         for (uint32_t i = 0; i < k && !found; i++) found = !strcmp(outs[i], slash + 1);
@@ -650,6 +652,7 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
         if (model && stat(path, &st) < 0) {
             if (!ext || !strcmp(arg + l - 5, ".ppxm"))
                 snprintf(path, sizeof path, ext ? "%s/%s" : "%s/%s.ppxm", d->ic_dir, arg);
+            *ic = 1;
             if (stat(path, &st) < 0) {
                 snprintf(msg, msg_len, "%s %.80s: no such model in the daemon's data directory (ppxctl models lists "
                                        "them; an IC network of DIR/ic; or JOB/model.ppxm of a finished train job)",
@@ -687,8 +690,15 @@ static int diag_inputs(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     for (int f = 0; f < DIAG_FILE_COUNT; f++) {
         const char *arg = diag_job_file(j->dg, (diag_file)f);
         char path[PATH_MAX];
+        int ic;
         if (!arg) continue;
-        if (resolve_input(d, what[f], arg, f == DIAG_FILE_MODEL, path, sizeof path, msg, msg_len) < 0) return -1;
+        if (resolve_input(d, what[f], arg, f == DIAG_FILE_MODEL, path, sizeof path, &ic, msg, msg_len) < 0) return -1;
+        if (ic && !diag_job_live(j->dg)) {
+            snprintf(msg, msg_len, "--model %.80s is an IC network: its posterior is importance sampling through the "
+                                   "pool's simulators, and a daemon job's IC rounds take live test pairs: give -n "
+                                   "ROUNDS, not --data", arg);
+            return -1;
+        }
         if (diag_job_set_file(j->dg, (diag_file)f, path) < 0) {
             snprintf(msg, msg_len, "out of memory");
             return -1;

@@ -697,13 +697,11 @@ Test(daemon_diagnose, ic_model_on_the_pool_equals_the_cli_and_cancels)
                          NULL);
     cr_assert_eq(wait_job(&d, byjob), 0, "diagnose job: %s", job_field(&d, byjob, "message"));
 
-    /* With --data: FAILED, saying why. */
+    /* With --data: refused, saying why (by name and as JOB/OUTPUT). */
     write_pairs("data/datasets/t.npy", "data/datasets/x.npy", 10, 2);
-    char *bad = submit(&d, NULL, "diagnose", "--model", "gic", "--data", "t.npy", "x.npy", NULL);
-    cr_assert_eq(wait_job(&d, bad), 1);
-    char *bmsg = job_field(&d, bad, "message");
-    cr_expect(strstr(bmsg, "take live test pairs: give -n ROUNDS, not --data"), "message: %s", bmsg);
-    free(bmsg);
+    refused(&d, "take live test pairs: give -n ROUNDS, not --data", "diagnose", "--model", "gic", "--data", "t.npy",
+            "x.npy", NULL);
+    refused(&d, "is an IC network", "diagnose", "--model", "gic/model.ppxm", "--data", "t.npy", "x.npy", NULL);
 
     /* Cancelled during a round (100000 importance-sampling traces each). */
     char *lng = submit(&d, NULL, "diagnose", "--model", "gic", "-n", "5", "-L", "10", "--traces", "100000", NULL);
@@ -722,7 +720,6 @@ Test(daemon_diagnose, ic_model_on_the_pool_equals_the_cli_and_cancels)
     free(lp);
     free(next);
     free(lng);
-    free(bad);
     free(byjob);
     free(m);
     free(cli);
