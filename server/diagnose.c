@@ -1468,6 +1468,7 @@ static double cpu_s(int thread)
 typedef struct diag_ctl {
     atomic_int stop;
     atomic_ullong done, total;
+    atomic_ullong sims;       /* live test pairs committed (the engine's thread writes it) */
 } diag_ctl;
 
 /* SBC, coverage and TARP over the test pairs.  0 or -1. */
@@ -1900,7 +1901,9 @@ static int diag_commit(void *ctx, uint64_t index, const trace *t)
         cli_complain("out of memory");
         return -1;
     }
-    return collect_commit(&dj->cc, index, t);
+    int rc = collect_commit(&dj->cc, index, t);
+    if (rc == 0) atomic_store(&dj->ctl.sims, index + 1);
+    return rc;
 }
 
 /* -n test pairs from the prior, on streams (seed ^ DIAG_SEED_MIX, i): the
@@ -2166,6 +2169,7 @@ diag_job *diag_job_parse(int argc, char **argv, int job, int *rc)
     atomic_init(&dj->ctl.stop, 0);
     atomic_init(&dj->ctl.done, 0);
     atomic_init(&dj->ctl.total, 0);
+    atomic_init(&dj->ctl.sims, 0);
     if ((*rc = parse_diagnose(o, argc, argv, job)) != 0) {
         diag_job_destroy(&dj);
         return NULL;
@@ -2301,18 +2305,20 @@ int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
 
 void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total, const char **unit)
 {
-    uint64_t t = atomic_load(&((diag_job *)dj)->ctl.total);
-    /* Traces while the test pairs are simulated; then rounds (0 of 0 until
-     * the rounds start). */
-    if (!t && dj->have_oj && dj->oj.next_commit < dj->o.n) {
-        *done = dj->oj.next_commit;
+    diag_ctl *c = &((diag_job *)dj)->ctl;
+    uint64_t t = atomic_load(&c->total), s = atomic_load(&c->sims);
+    /* Traces while the live test pairs are simulated; then rounds (0 of 0
+     * until the rounds start).  Atomics only: the diagnosis thread and the
+     * engine's write them. */
+    if (!t && dj->o.live && !dj->o.data_theta && s < dj->o.n) {
+        *done = s;
         *total = dj->o.n;
         *unit = "traces";
         return;
     }
-    *done = atomic_load(&((diag_job *)dj)->ctl.done);
+    *done = atomic_load(&c->done);
     *total = t;
-    *unit = t || dj->have_oj || !dj->o.live ? "rounds" : "traces";
+    *unit = "rounds";
 }
 
 void diag_job_stop(diag_job *dj) { atomic_store(&dj->ctl.stop, 1); }
