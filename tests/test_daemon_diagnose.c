@@ -598,9 +598,9 @@ Test(daemon_diagnose, predictive_check_on_the_pool_equals_the_cli_and_cancels)
     char *bin = tk_build_path("examples/gaussian"), *cmd = NULL, *err;
     cr_assert(asprintf(&cmd, "%s {endpoint}", bin) > 0);
     char *m = real_in("data/models/gauss.ppxm"), *cli = path_in("cli");
-    int rc = run_ppxd(&err, "diagnose", "--model", m, "--sim-cmd", cmd, "-j", "2", "-n", "40", "-L", "50", "--seed", "7",
-                      "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "300", "--truth", "7", "-o", cli, "--quiet",
-                      NULL);
+    int rc = run_ppxd(&err, "diagnose", "--model", m, "--sim-cmd", cmd, "-j", "2", "-n", "40", "-L", "50", "--seed",
+                      "7", "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "300", "--truth", "7", "-o", cli,
+                      "--quiet", NULL);
     cr_assert_eq(rc, 0, "ppxd diagnose failed (%d): %s", rc, err);
     free(err);
     const char *same[] = {"ppc_theta.npy", "ppc_x.npy", "ppc.csv", "x_o.npy", "truth.npy", "test_theta.npy",
