@@ -97,7 +97,8 @@ static void usage(FILE *f, const char *cmd)
                    "  submit a job to ppxd daemon (admin): COMMAND ARGS are the words after \"ppxd\" without\n"
                    "  simulator or output options, e.g. -- simulate -n 1000, -- infer -n 5000 --observe y=8,9,\n"
                    "  -- train npe -n 2000 --theta mu --x y, -- mine ..., -- train alices --data NAME,\n"
-                   "  -- diagnose --model NAME -n 1000 (test pairs simulated on the pool) or\n"
+                   "  -- diagnose --model NAME -n 1000 [--obs ... --ppc-n M] (test pairs and the predictive\n"
+                   "  check simulated on the pool; NAME may be an IC network of DIR/ic) or\n"
                    "  -- diagnose --model NAME --data T.npy X.npy (files of DIR/datasets, or JOB/OUTPUT: a\n"
                    "  finished job's output).  Prints the job id.  A trained model is served under NAME\n"
                    "  (default: the job id).\n");

@@ -47,6 +47,14 @@ typedef enum job_phase {
     PH_END       /* ended; the run is freed once no trace of it is in flight */
 } job_phase;
 
+/* A diagnose job's simulations during the diagnosis (an IC model's first
+ * trace, test pairs and importance sampling; the predictive check): its
+ * thread asks (SUB_ASKED, diag_sub_run), the loop runs them on the pool as
+ * this job's traces (SUB_RUNNING: j->p, ops, job are the sub-job's) and
+ * says when they are over (SUB_OVER, once no trace of them is on a
+ * session: the thread then frees the policy and job).  Under mu. */
+typedef enum sub_state { SUB_NONE = 0, SUB_ASKED, SUB_RUNNING, SUB_OVER } sub_state;
+
 typedef struct djob {
     char id[16];
     char name[72];
@@ -76,7 +84,8 @@ typedef struct djob {
     mine_task *mt;
     gold_train_cmd *gc;        /* train carl ... scandal */
     volatile int gold_stop;    /* its stop flag (gold_train_config.stop): set by cancel and stop */
-    diag_job *dg;              /* diagnose: live test pairs on the pool (PH_SIM), then the rounds on a thread */
+    diag_job *dg;              /* diagnose: live test pairs on the pool (PH_SIM), then the rounds on a thread,
+                                  which simulates through sub-jobs (sub_state) */
     policy *p;
     const job_ops *ops;
     void *job;
@@ -92,6 +101,17 @@ typedef struct djob {
     pthread_t thread;
     int thread_started;
     atomic_int thread_done;
+    /* diagnose: a sub-job (sub_state) */
+    sub_state sub;
+    policy *sub_p;
+    const job_ops *sub_ops;
+    void *sub_job;
+    const observation *sub_obs;
+    size_t sub_n_obs;
+    int sub_rc;                /* 0: ran to its end; -1: cancelled, stopped */
+    char sub_what[80];         /* the status message while it runs ("" none) */
+    const observation *run_obs; /* engine thread only: the running sub-job's Observe values */
+    size_t run_n_obs;
 } djob;
 
 typedef struct wait_entry {
@@ -449,7 +469,7 @@ static void load_models(ppxdaemon *d)
 
 /* ---- JobInfo ------------------------------------------------------------------------------------- */
 
-#define MAX_OUTPUTS 12
+#define MAX_OUTPUTS 16
 static const char *const outputs_of[JK_COUNT][MAX_OUTPUTS] = {
     {"traces.ppxt", NULL},
     {"summary.txt", "samples.npy"},
@@ -458,9 +478,9 @@ static const char *const outputs_of[JK_COUNT][MAX_OUTPUTS] = {
     /* mine: the gold file (also DIR/datasets/NAME.ppxg) and its arrays (ppxd export) */
     {"gold.ppxg", "gold_y.npy", "gold_theta0.npy", "gold_theta1.npy", "gold_x.npy", "gold_log_r.npy", "gold_t.npy"},
     {"model.ppxr", NULL},
-    /* diagnose (ppxd diagnose -o DIR's files; no PPC or IC outputs: refused as jobs) */
+    /* diagnose (ppxd diagnose -o DIR's files) */
     {"report.json", "summary.txt", "ranks.npy", "hpd.npy", "tarp.npy", "coverage.csv", "test_theta.npy", "test_x.npy",
-     "ppc_theta.npy", "reference.npy", "truth.npy"},
+     "ppc_theta.npy", "ppc_x.npy", "ppc.csv", "x_o.npy", "ess.npy", "reference.npy", "truth.npy"},
 };
 
 /* Outputs that exist now (a running job's may be partial). */
@@ -583,9 +603,10 @@ static djob *find_job_named(ppxdaemon *d, const char *s)
  * real path (symbolic links followed) must be a regular file inside the data
  * directory, so that a client reads nothing else of the daemon's host.  0,
  * or -1 with the reason. */
-static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int model, char *out, size_t n, char *msg,
-                         size_t msg_len)
+static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int model, char *out, size_t n, int *ic,
+                         char *msg, size_t msg_len)
 {
+    *ic = 0; /* an IC network: of DIR/ic, or a train-ic job's output */
     char path[PATH_MAX + 200], real[PATH_MAX], jname[80];
     const char *slash = strchr(arg, '/');
     struct stat st;
@@ -603,18 +624,13 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
         }
         pthread_mutex_lock(&d->mu);
         djob *j = find_job_named(d, jname);
-        int done = j && j->state == PPXQ_JOB_DONE, ic = j && j->kind == JK_TRAIN_IC, found = 0;
+        int done = j && j->state == PPXQ_JOB_DONE, found = 0;
+        *ic = j && j->kind == JK_TRAIN_IC;
         const char *outs[MAX_OUTPUTS];
         uint32_t k = done ? job_outputs(j, outs) : 0;
         for (uint32_t i = 0; i < k && !found; i++) found = !strcmp(outs[i], slash + 1);
         if (found) snprintf(path, sizeof path, "%s/%s", j->dir, slash + 1);
         pthread_mutex_unlock(&d->mu);
-        if (model && ic) {
-            snprintf(msg, msg_len, "%s %.80s is an IC network: its posterior is importance sampling through the "
-                                   "simulators during the diagnosis, which a daemon job cannot do (run ppxd diagnose "
-                                   "with simulators)", what, arg);
-            return -1;
-        }
         if (!found) {
             snprintf(msg, msg_len, !j ? "%s %.80s: no job '%s' (ppxctl jobs lists them)"
                                    : !done ? "%s %.80s: job '%s' has not finished (DONE)"
@@ -632,16 +648,17 @@ static int resolve_input(ppxdaemon *d, const char *what, const char *arg, int mo
             snprintf(path, sizeof path, "%s/%s.ppxm", d->models_dir, arg);
             if (stat(path, &st) < 0) snprintf(path, sizeof path, "%s/%s.ppxr", d->models_dir, arg);
         }
+        /* Not a served model: an IC network of a train-ic job (DIR/ic/NAME.ppxm). */
         if (model && stat(path, &st) < 0) {
-            char icp[PATH_MAX + 200];
-            snprintf(icp, sizeof icp, "%s/%s.ppxm", d->ic_dir, arg);
-            snprintf(msg, msg_len, !ext && stat(icp, &st) == 0
-                         ? "%s %.80s is an IC network (DIR/ic): its posterior is importance sampling through the "
-                           "simulators during the diagnosis, which a daemon job cannot do (run ppxd diagnose with "
-                           "simulators)"
-                         : "%s %.80s: no such model in the daemon's data directory (ppxctl models lists them; or "
-                           "JOB/model.ppxm of a finished train job)", what, arg);
-            return -1;
+            if (!ext || !strcmp(arg + l - 5, ".ppxm"))
+                snprintf(path, sizeof path, ext ? "%s/%s" : "%s/%s.ppxm", d->ic_dir, arg);
+            *ic = 1;
+            if (stat(path, &st) < 0) {
+                snprintf(msg, msg_len, "%s %.80s: no such model in the daemon's data directory (ppxctl models lists "
+                                       "them; an IC network of DIR/ic; or JOB/model.ppxm of a finished train job)",
+                         what, arg);
+                return -1;
+            }
         }
     }
     size_t rl = strlen(d->data_dir);
@@ -673,8 +690,15 @@ static int diag_inputs(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     for (int f = 0; f < DIAG_FILE_COUNT; f++) {
         const char *arg = diag_job_file(j->dg, (diag_file)f);
         char path[PATH_MAX];
+        int ic;
         if (!arg) continue;
-        if (resolve_input(d, what[f], arg, f == DIAG_FILE_MODEL, path, sizeof path, msg, msg_len) < 0) return -1;
+        if (resolve_input(d, what[f], arg, f == DIAG_FILE_MODEL, path, sizeof path, &ic, msg, msg_len) < 0) return -1;
+        if (ic && !diag_job_live(j->dg)) {
+            snprintf(msg, msg_len, "--model %.80s is an IC network: its posterior is importance sampling through the "
+                                   "pool's simulators, and a daemon job's IC rounds take live test pairs: give -n "
+                                   "ROUNDS, not --data", arg);
+            return -1;
+        }
         if (diag_job_set_file(j->dg, (diag_file)f, path) < 0) {
             snprintf(msg, msg_len, "out of memory");
             return -1;
@@ -1199,7 +1223,7 @@ static int mux_complete(void *vd, size_t slot, uint64_t index, trace *t)
     j->inflight--;
     j->last_trace_polls = engine_get_stats(d->e)->polls;
     pthread_mutex_lock(&d->mu);
-    int wanted = j->phase == PH_SIM && !j->cancel;
+    int wanted = (j->phase == PH_SIM || j->sub == SUB_RUNNING) && !j->cancel;
     pthread_mutex_unlock(&d->mu);
     if (!wanted) {
         d->dirty |= j->inflight == 0; /* its run can be freed */
@@ -1217,7 +1241,7 @@ static void mux_discard(void *vd, size_t slot, uint64_t index, discard_reason wh
     j->inflight--;
     j->last_trace_polls = engine_get_stats(d->e)->polls;
     pthread_mutex_lock(&d->mu);
-    int wanted = j->phase == PH_SIM && !j->cancel;
+    int wanted = (j->phase == PH_SIM || j->sub == SUB_RUNNING) && !j->cancel;
     pthread_mutex_unlock(&d->mu);
     if (wanted)
         j->ops->discard(j->job, slot, index, why);
@@ -1231,8 +1255,8 @@ static void mux_trace_env(void *vd, size_t slot, const observation **obs, size_t
     djob *j = d->owner[slot];
     if (!j) return;
     if (j->kind == JK_TRAIN || j->kind == JK_TRAIN_IC || j->kind == JK_DIAGNOSE) {
-        *obs = NULL;
-        *n_obs = 0;
+        *obs = j->run_obs; /* a diagnose job's sub-job: an IC model's observation; else drawn */
+        *n_obs = j->run_n_obs;
         *seed = j->tj ? train_job_seed(j->tj) : j->dg ? diag_job_seed(j->dg) : ic_job_seed(j->ij);
     } else if (j->kind == JK_MINE) {
         /* As ppxd mine: Observe draws seeded with --seed. */
@@ -1357,6 +1381,8 @@ static void read_train_log(djob *j)
 
 static void *train_main(void *arg);
 static void *diag_main(void *arg);
+static int diag_sub_run(void *ctx, const char *what, policy *p, const job_ops *ops, void *job, const observation *obs,
+                        size_t n_obs);
 
 static void job_progress(djob *j)
 {
@@ -1368,8 +1394,11 @@ static void job_progress(djob *j)
         ic_job_progress(j->ij, &j->done, &j->total);
     else if (j->mt)
         mine_task_progress(j->mt, &j->done, &j->total, NULL, NULL);
-    else if (j->dg)
-        diag_job_progress(j->dg, &j->done, &j->total);
+    else if (j->dg) {
+        const char *unit;
+        diag_job_progress(j->dg, &j->done, &j->total, &unit);
+        snprintf(j->unit, sizeof j->unit, "%s", unit);
+    }
 }
 
 /* The training thread (train_main), which takes no signals (the engine's
@@ -1402,8 +1431,20 @@ static void start_job(ppxdaemon *d, djob *j)
     j->sim_t0 = now_mono();
     msg[0] = 0;
     cli_capture(msg, sizeof msg);
-    int ok;
-    if (j->kind == JK_TRAIN) {
+    int ok, sb = 0;
+    if (j->kind == JK_DIAGNOSE) {
+        /* Live test pairs from the prior on the pool first (finish_sims
+         * starts the rounds), unless there are none (--data) or an IC
+         * model's thread simulates them itself (sb 1); simulations during
+         * the diagnosis through diag_sub_run. */
+        diag_job_set_runner(j->dg, &(diag_runner){d->n_slots, diag_sub_run, j});
+        sb = diag_job_set_out(j->dg, j->dir) < 0 ? -1
+             : !diag_job_live(j->dg)             ? 1
+                                                 : diag_job_sim_begin(j->dg, d->n_slots, &j->p, &j->ops, &j->job);
+    }
+    if (j->kind == JK_DIAGNOSE && sb <= 0) {
+        ok = sb == 0;
+    } else if (j->kind == JK_TRAIN) {
         pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxm");
         train_job_set_out(j->tj, j->out_path);
         ok = train_job_sim_begin(j->tj, d->n_slots, &j->p, &j->ops, &j->job) == 0;
@@ -1420,12 +1461,13 @@ static void start_job(ppxdaemon *d, djob *j)
             j->p = mine_task_policy(j->mt);
             j->ops = mine_task_ops(j->mt, &j->job);
         }
-    } else if (j->kind == JK_GOLD || (j->kind == JK_DIAGNOSE && !diag_job_live(j->dg))) {
-        /* No simulations: straight to the job's thread. */
+    } else if (j->kind == JK_GOLD || j->kind == JK_DIAGNOSE) {
+        /* No simulations first: straight to the job's thread. */
         cli_capture(NULL, 0);
-        if (j->dg && diag_job_set_out(j->dg, j->dir) < 0) {
-            job_end(d, j, PPXQ_JOB_FAILED, "out of memory%s", NULL);
-            return;
+        if (j->dg) {
+            const char *unit;
+            diag_job_progress(j->dg, &j->done, &j->total, &unit);
+            snprintf(j->unit, sizeof j->unit, "%s", unit);
         }
         if (j->gc) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "model.ppxr");
@@ -1437,10 +1479,6 @@ static void start_job(ppxdaemon *d, djob *j)
         pthread_cond_broadcast(&d->cv);
         fprintf(stderr, "ppxd daemon: job %s (%s) %s\n", j->id, j->name, j->dg ? "diagnosing" : "training");
         return;
-    } else if (j->kind == JK_DIAGNOSE) {
-        /* Live test pairs from the prior on the pool first (finish_sims starts the rounds). */
-        ok = diag_job_set_out(j->dg, j->dir) == 0 &&
-             diag_job_sim_begin(j->dg, d->n_slots, &j->p, &j->ops, &j->job) == 0;
     } else {
         if (j->kind == JK_SIMULATE) {
             pjoin(j->out_path, sizeof j->out_path, j->dir, "traces.ppxt");
@@ -1655,7 +1693,7 @@ static void *train_main(void *arg)
 }
 
 /* A diagnose job's thread: the rounds, the checks and the report into its
- * directory (the pool is not used: the test pairs are in). */
+ * directory; what it simulates goes to the pool through diag_sub_run. */
 static void *diag_main(void *arg)
 {
     djob *j = arg;
@@ -1674,6 +1712,83 @@ static void *diag_main(void *arg)
     pthread_mutex_unlock(&d->mu);
     wake(d->wake_fd);
     return NULL;
+}
+
+/* A diagnose job's runner (diag_runner, on its thread): the engine job to
+ * the loop, which runs it on the pool as this job's traces (follow_sub);
+ * blocks until it is over.  0 when it ran to its end, -1 when the job was
+ * cancelled or the daemon stops.  Never an engine call here: the engine is
+ * the loop's. */
+static int diag_sub_run(void *ctx, const char *what, policy *p, const job_ops *ops, void *job, const observation *obs,
+                        size_t n_obs)
+{
+    djob *j = ctx;
+    ppxdaemon *d = g_daemon;
+    int rc = -1;
+    pthread_mutex_lock(&d->mu);
+    if (!j->cancel && !d->stopping) {
+        j->sub_p = p;
+        j->sub_ops = ops;
+        j->sub_job = job;
+        j->sub_obs = obs;
+        j->sub_n_obs = n_obs;
+        snprintf(j->sub_what, sizeof j->sub_what, "%s", what ? what : "");
+        j->sub = SUB_ASKED;
+        wake(d->wake_fd);
+        while (j->sub != SUB_OVER) pthread_cond_wait(&d->cv, &d->mu);
+        rc = j->sub_rc;
+        j->sub = SUB_NONE;
+    }
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+/* The sub-job is over (engine thread, under mu; no trace of it on a session). */
+static void end_sub(ppxdaemon *d, djob *j, int rc)
+{
+    j->sub = SUB_OVER;
+    j->sub_rc = rc;
+    j->p = NULL;
+    j->ops = NULL;
+    j->job = NULL;
+    j->run_obs = NULL;
+    j->run_n_obs = 0;
+    if (!strncmp(j->message, "waiting for simulators", 22) || (j->sub_what[0] && !strcmp(j->message, j->sub_what)))
+        j->message[0] = 0;
+    pthread_cond_broadcast(&d->cv);
+}
+
+/* A diagnose job's sub-job (engine thread, under mu): started once no trace
+ * of its earlier simulations is out (they would be answered by the new
+ * policy), ended when done or cancelled and its traces are back; while it
+ * waits for simulators, says so as the other jobs do. */
+static void follow_sub(ppxdaemon *d, djob *j)
+{
+    int stop = atomic_load(&j->cancel) || d->stopping;
+    if (j->sub == SUB_ASKED) {
+        if (stop) {
+            end_sub(d, j, -1);
+            return;
+        }
+        if (j->inflight) return;
+        j->p = j->sub_p;
+        j->ops = j->sub_ops;
+        j->job = j->sub_job;
+        j->run_obs = j->sub_obs;
+        j->run_n_obs = j->sub_n_obs;
+        j->sub = SUB_RUNNING;
+    }
+    if (j->sub != SUB_RUNNING) return;
+    if (stop || j->ops->done(j->job)) {
+        if (j->inflight == 0) end_sub(d, j, stop ? -1 : 0);
+        return;
+    }
+    const char *want = wanted_model(d, j);
+    if (pool_size(d, j) == 0)
+        snprintf(j->message, sizeof j->message, "waiting for simulators%s%s%s", want && want[0] ? " of model '" : "",
+                 want && want[0] ? want : "", want && want[0] ? "'" : "");
+    else if (!j->message[0] || !strncmp(j->message, "waiting for simulators", 22))
+        snprintf(j->message, sizeof j->message, "%s", j->sub_what);
 }
 
 static uint64_t pool_events(const ppxdaemon *d)
@@ -1750,6 +1865,8 @@ static int mux_done(void *vd)
         } else if (j->phase == PH_TRAIN && j->tj && now - j->last_log_read >= 0.5) {
             j->last_log_read = now;
             read_train_log(j);
+        } else if (j->phase == PH_TRAIN && j->sub != SUB_NONE) {
+            follow_sub(d, j);
         }
         int has_run = j->run || j->tj || j->ij || j->have_cli || j->mc || j->mt || j->gc || j->dg;
         if (j->phase == PH_END && j->inflight == 0 && has_run) {
@@ -1776,7 +1893,7 @@ static int mux_done(void *vd)
     }
     d->n_active = 0;
     for (size_t i = 0; i < d->n_jobs && d->n_active < sizeof d->active / sizeof *d->active; i++)
-        if (d->jobs[i]->phase == PH_SIM) d->active[d->n_active++] = d->jobs[i];
+        if (d->jobs[i]->phase == PH_SIM || d->jobs[i]->sub == SUB_RUNNING) d->active[d->n_active++] = d->jobs[i];
     pthread_mutex_unlock(&d->mu);
     d->last_tick = now;
     return 0;
@@ -2017,6 +2134,11 @@ static void stop_everything(ppxdaemon *d)
         if (j->ij) ic_job_stop(j->ij);
         if (j->gc) j->gold_stop = 1;
         if (j->dg) diag_job_stop(j->dg);
+        if (j->sub == SUB_ASKED || j->sub == SUB_RUNNING) {
+            /* The loop has ended: no trace of it will come back. */
+            j->sub = SUB_OVER;
+            j->sub_rc = -1;
+        }
         if (j->phase == PH_SIM || (j->phase == PH_NONE && j->state == PPXQ_JOB_QUEUED))
             job_end(d, j, PPXQ_JOB_FAILED, "daemon stopped%s", NULL);
     }

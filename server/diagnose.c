@@ -95,7 +95,7 @@ static void diagnose_usage(FILE *f)
         "  reference.npy                       the reference samples (with --reference)\n"
         "Plot them with: python3 -m ppx.plot all DIR\n"
         "As a ppxd daemon job: ppxctl submit -- diagnose --model NAME (-n ROUNDS | --data T.npy X.npy) [options]\n"
-        "(the pool's simulators, files of the data directory; no predictive check or IC models)\n"
+        "(the pool's simulators, also for the predictive check and IC models; files of the data directory)\n"
         "\n"
         "checks (on test pairs theta* ~ prior, x ~ simulator):\n"
         "  SBC (simulation-based calibration): rank of theta*_j among L posterior samples; chi-square and KS\n"
@@ -150,7 +150,7 @@ typedef struct diag_opts {
     engine_config ecfg;
     engine_sim_options sims;
     int live;
-    int job;                  /* a ppxd daemon job: the pool gives the simulations, never during the rounds */
+    int job;                  /* a ppxd daemon job: the pool gives the simulations (the runner) */
     int ppc_given;            /* --ppc-n was given (ppc_n has a default) */
     uint64_t n, L, ppc_n, seed;
     double alpha, max_seconds, c2st_max;
@@ -370,8 +370,13 @@ static int parse_diagnose(diag_opts *o, int argc, char **argv, int job)
                            ") and -n, or --data THETA.npy X.npy, or --obs with --reference", NULL);
     if (o->live && !o->data_theta && !o->n && !have_obs)
         return usage_error("live test pairs need -n ROUNDS (e.g. -n 1000)", NULL);
-    if (o->ppc_n && !(have_obs && o->live)) return usage_error("--ppc-n needs --obs and simulators", NULL);
-    if (o->n_fix && !(have_obs && o->live)) return usage_error("--fix is for the predictive simulations (--obs, simulators)", NULL);
+    /* (A job's pool simulates with live test pairs: with --data it is not used.) */
+    if (o->ppc_n && !(have_obs && o->live))
+        return usage_error(job ? "--ppc-n needs --obs and live test pairs (-n ROUNDS, not --data)"
+                               : "--ppc-n needs --obs and simulators", NULL);
+    if (o->n_fix && !(have_obs && o->live))
+        return usage_error(job ? "--fix is for the predictive simulations (--obs with live test pairs)"
+                               : "--fix is for the predictive simulations (--obs, simulators)", NULL);
     if (o->reference && !have_obs) return usage_error("--reference needs the observation it is the posterior of (--obs)", NULL);
     if (o->truth && !have_obs) return usage_error("--truth is the theta behind the observation: give --obs too", NULL);
     if (!o->L) o->L = 1000;
@@ -546,15 +551,16 @@ static int collect_commit(void *vctx, uint64_t index, const trace *t)
     return 0;
 }
 
-/* n traces under policy p; the named values into th (may be NULL) and xt. */
-static int simulate(engine *e, policy *p, uint64_t n, collect_ctx *c)
+/* n traces under policy p through the runner (what: for a status line);
+ * the named values into th (may be NULL) and xt. */
+static int simulate(const diag_runner *run, const char *what, policy *p, uint64_t n, collect_ctx *c)
 {
     ordered_job job;
-    if (ordered_job_init(&job, n, 4 * engine_slots(e) + 64, collect_commit, c) < 0) {
+    if (ordered_job_init(&job, n, 4 * run->slots + 64, collect_commit, c) < 0) {
         cli_complain("out of memory");
         return -1;
     }
-    int er = engine_run(e, p, &ordered_job_ops, &job);
+    int er = run->run(run->ctx, what, p, &ordered_job_ops, &job, NULL, 0);
     int rc = er == 0 && !job.failed ? 0 : -1;
     ordered_job_free(&job);
     return rc;
@@ -602,7 +608,7 @@ typedef struct model_handle {
     /* IC: importance sampling with the network's proposal through the simulators */
     ic_net *icnet;            /* loaded, until the policy takes it */
     policy *icp;
-    engine *e;
+    const diag_runner *run;   /* the simulators (NULL: none) */
     uint64_t traces;          /* IS traces per posterior */
     uint64_t seed;            /* --seed */
     const name_map *theta_map;
@@ -698,14 +704,13 @@ static int ic_importance(model_handle *h, const double *x, uint64_t K, uint64_t 
         snprintf(err, err_len, "out of memory");
         goto out;
     }
-    engine_set_observations(h->e, obs, (size_t)net->n_obs_names);
     h->icp->seed = seed;
     ordered_job job;
-    if (ordered_job_init(&job, K, 4 * engine_slots(h->e) + 64, is_result_commit, res) < 0) {
+    if (ordered_job_init(&job, K, 4 * h->run->slots + 64, is_result_commit, res) < 0) {
         snprintf(err, err_len, "out of memory");
         goto out;
     }
-    int er = engine_run(h->e, h->icp, &ordered_job_ops, &job);
+    int er = h->run->run(h->run->ctx, NULL, h->icp, &ordered_job_ops, &job, obs, (size_t)net->n_obs_names);
     int failed = job.failed;
     ordered_job_free(&job);
     if (er < 0 || failed) {
@@ -719,7 +724,6 @@ static int ic_importance(model_handle *h, const double *x, uint64_t K, uint64_t 
     }
     rc = 0;
 out:
-    engine_set_observations(h->e, NULL, 0);
     free(obs);
     return rc;
 }
@@ -1464,6 +1468,7 @@ static double cpu_s(int thread)
 typedef struct diag_ctl {
     atomic_int stop;
     atomic_ullong done, total;
+    atomic_ullong sims;       /* live test pairs committed (the engine's thread writes it) */
 } diag_ctl;
 
 /* SBC, coverage and TARP over the test pairs.  0 or -1. */
@@ -1632,10 +1637,10 @@ static int model_open(model_handle *h, const diag_opts *o)
     }
     h->fam = FAM_IC;
     h->d.kind = "IC";
-    if (o->job) {
+    if (o->job && !o->live) {
         ic_net_destroy(&net);
-        return usage_error("an IC model's posterior is importance sampling through the simulators during the "
-                           "diagnosis, which a daemon job cannot do: run ppxd diagnose with simulators", NULL);
+        return usage_error("an IC model's posterior is importance sampling through the pool's simulators, and a "
+                           "daemon job's IC rounds take live test pairs: give -n ROUNDS, not --data", NULL);
     }
     if (!o->live) {
         ic_net_destroy(&net);
@@ -1658,14 +1663,14 @@ static int probe_commit(void *ctx, uint64_t index, const trace *t)
 }
 
 /* One trace from the prior (every Observe drawn), on a stream of its own. */
-static trace *probe_trace(engine *e, uint64_t seed)
+static trace *probe_trace(const diag_runner *run, uint64_t seed)
 {
     trace *t = trace_new();
-    policy *p = policy_prior_new(engine_slots(e), seed ^ DIAG_SEED_MIX ^ 0x70726f6265ull);
+    policy *p = policy_prior_new(run->slots, seed ^ DIAG_SEED_MIX ^ 0x70726f6265ull);
     ordered_job job;
     int ok = t && p && ordered_job_init(&job, 1, 1, probe_commit, t) == 0;
     if (ok) {
-        ok = engine_run(e, p, &ordered_job_ops, &job) == 0 && !job.failed;
+        ok = run->run(run->ctx, "the simulator's first trace", p, &ordered_job_ops, &job, NULL, 0) == 0 && !job.failed;
         ordered_job_free(&job);
     }
     policy_destroy(&p);
@@ -1698,10 +1703,10 @@ static int gold_prior_from(model_handle *h, const diag_opts *o, const trace *t)
 /* With the simulators running: an IC model's policy (one slot per session)
  * and theta columns; a gold model's prior from the first trace.  0 or 1/2
  * as model_open. */
-static int model_finish(model_handle *h, const diag_opts *o, engine *e)
+static int model_finish(model_handle *h, const diag_opts *o, const diag_runner *run)
 {
     if (h->fam != FAM_IC && !(fam_is_gold(h->fam) && !h->d.prior)) return 0;
-    trace *t = probe_trace(e, o->seed);
+    trace *t = probe_trace(run, o->seed);
     if (!t) return 1;
     int rc = 1;
     if (fam_is_gold(h->fam)) {
@@ -1709,7 +1714,7 @@ static int model_finish(model_handle *h, const diag_opts *o, engine *e)
         goto out;
     }
     /* IC: the policy, one slot per session (it takes the net). */
-    h->icp = policy_ic_new(h->icnet, engine_slots(e), o->seed, NULL, 0);
+    h->icp = policy_ic_new(h->icnet, run->slots, o->seed, NULL, 0);
     h->icnet = NULL;
     if (!h->icp) {
         cli_complain("out of memory");
@@ -1788,6 +1793,7 @@ struct diag_job {
     ordered_job oj;
     int have_oj;
     trace *first;               /* trace 0, for a gold model's prior (a daemon job) */
+    diag_runner runner;         /* the simulators during the diagnosis (h.run: NULL without) */
     diag_ctl ctl;
 };
 
@@ -1895,7 +1901,9 @@ static int diag_commit(void *ctx, uint64_t index, const trace *t)
         cli_complain("out of memory");
         return -1;
     }
-    return collect_commit(&dj->cc, index, t);
+    int rc = collect_commit(&dj->cc, index, t);
+    if (rc == 0) atomic_store(&dj->ctl.sims, index + 1);
+    return rc;
 }
 
 /* -n test pairs from the prior, on streams (seed ^ DIAG_SEED_MIX, i): the
@@ -1950,13 +1958,24 @@ static int take_sims(diag_job *dj)
     return 0;
 }
 
+/* The live test pairs through the runner (a daemon job's IC model: after
+ * its first trace).  0, 1 or 2 as take_sims. */
+static int run_sims(diag_job *dj, const diag_runner *run)
+{
+    if (begin_sims(dj, run->slots) < 0) return 1;
+    if (run->run(run->ctx, NULL, dj->p, &ordered_job_ops, &dj->oj, NULL, 0) != 0) dj->oj.failed = 1;
+    return take_sims(dj);
+}
+
 /* The rounds, the checks at x_o and the report, from the test pairs in dj
- * (e: the simulators of the predictive check; NULL: none).  0, 1, or 3
- * (--strict, a check failed); a one-line result into result. */
-static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
+ * (the simulators of an IC model and the predictive check: the runner when
+ * live, else none).  0, 1, or 3 (--strict, a check failed); a one-line
+ * result into result. */
+static int diag_run(diag_job *dj, char *result, size_t result_len)
 {
     const diag_opts *o = &dj->o;
     model_handle *h = &dj->h;
+    const diag_runner *sims = o->live ? h->run : NULL;
     const model_desc *m = &h->d;
     size_t D = (size_t)m->dim, C = (size_t)m->context, n = dj->n;
     double *theta = dj->theta, *x = dj->x, *xo = dj->xo, *ref = dj->ref, *truth = dj->truth, *ppc_theta = NULL;
@@ -2009,7 +2028,6 @@ static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
                 fprintf(stderr, "ppxd diagnose: IC: each round importance-samples %llu traces with the proposal "
                         "(%llu simulations in all)\n", (unsigned long long)h->traces,
                         (unsigned long long)(h->traces * n));
-            engine_set_progress(e, 0); /* short runs, one per round: the rounds report progress */
         }
         if (run_calibration(o, h, theta, x, n, &dj->ctl, &calib, &ri.seconds, &ri.cpu) < 0) goto done;
         if (o->job && atomic_load(&dj->ctl.stop)) {
@@ -2045,14 +2063,14 @@ static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
         if (write_npy_in(o->out, "ppc_theta.npy", ppc_theta, M, D) < 0 ||
             (truth && write_npy_in(o->out, "truth.npy", truth, 1, D) < 0))
             goto done;
-        if (e) {
+        if (sims) {
             size_t Mp = (size_t)o->ppc_n;
             collect_ctx cc = {NULL, table_for(&dj->x_map), D, C, 0, ""};
-            policy *inner = policy_prior_new(engine_slots(e), (o->seed ^ DIAG_SEED_MIX) + 1);
+            policy *inner = policy_prior_new(sims->slots, (o->seed ^ DIAG_SEED_MIX) + 1);
             if (inner && o->n_fix) inner = policy_fixed_new(inner, o->fix, o->n_fix);
             policy *p = rows_policy_new(inner, &dj->theta_map, ppc_theta, Mp, D);
             if (!o->quiet) fprintf(stderr, "ppxd diagnose: %zu predictive simulations at posterior samples for x_o\n", Mp);
-            int sr = cc.xt && p ? simulate(e, p, Mp, &cc) : -1;
+            int sr = cc.xt && p ? simulate(sims, "the posterior predictive check", p, Mp, &cc) : -1;
             policy_destroy(&p);
             if (sr == 0) {
                 size_t got = export_table_rows(cc.xt);
@@ -2066,7 +2084,8 @@ static int diag_run(diag_job *dj, engine *e, char *result, size_t result_len)
             }
             export_table_destroy(&cc.xt);
             if (sr < 0) {
-                cli_complain("the posterior predictive check failed");
+                if (o->job && cc.err[0]) cli_complain("the posterior predictive check failed: %s", cc.err);
+                else cli_complain("the posterior predictive check failed");
                 goto done;
             }
             ppc.done = 1;
@@ -2150,6 +2169,7 @@ diag_job *diag_job_parse(int argc, char **argv, int job, int *rc)
     atomic_init(&dj->ctl.stop, 0);
     atomic_init(&dj->ctl.done, 0);
     atomic_init(&dj->ctl.total, 0);
+    atomic_init(&dj->ctl.sims, 0);
     if ((*rc = parse_diagnose(o, argc, argv, job)) != 0) {
         diag_job_destroy(&dj);
         return NULL;
@@ -2174,10 +2194,6 @@ int diag_job_daemon_check(const diag_job *dj, char *msg, size_t len)
         snprintf(msg, len, "-o is not for jobs: the outputs go to the job's directory (ppxctl job fetch ID)");
     else if (o->threads)
         snprintf(msg, len, "--threads is not for jobs (the daemon's jobs run one thread each)");
-    else if (o->live && (o->n_obs || o->obs_file || o->ppc_given || o->n_fix))
-        snprintf(msg, len, "the posterior predictive check (--obs with live test pairs, --ppc-n, --fix) simulates "
-                           "during the diagnosis, which a daemon job cannot do: give --data THETA.npy X.npy with "
-                           "--obs (C2ST with --reference), or run ppxd diagnose");
     else
         return 0;
     return -1;
@@ -2234,9 +2250,18 @@ int diag_job_set_out(diag_job *dj, const char *dir)
 int diag_job_live(const diag_job *dj) { return dj->o.live; }
 uint64_t diag_job_seed(const diag_job *dj) { return dj->o.seed ^ DIAG_SEED_MIX; }
 
+void diag_job_set_runner(diag_job *dj, const diag_runner *r)
+{
+    dj->runner = *r;
+    dj->h.run = &dj->runner;
+}
+
 int diag_job_sim_begin(diag_job *dj, size_t slots, policy **p, const job_ops **ops, void **job)
 {
     int rc = dj->opened ? 0 : job_open(dj);
+    /* An IC model's first trace comes before the test pairs; without -n
+     * (--obs alone) there are none: diag_job_run does both. */
+    if (rc == 0 && (dj->h.fam == FAM_IC || !dj->o.n)) return 1;
     if (rc == 0 && !dj->prepared) rc = job_prepare(dj);
     if (rc != 0 || begin_sims(dj, slots) < 0) return -1;
     *p = dj->p;
@@ -2249,10 +2274,27 @@ int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
 {
     char result[600] = "";
     cli_capture(msg, msg_len);
+    const diag_runner *sims = dj->o.live ? dj->h.run : NULL;
     int rc = dj->opened ? 0 : job_open(dj);
+    /* An IC model: theta from the simulator's first trace, then the test
+     * pairs (diag_job_sim_begin left both to this thread's runner); a gold
+     * model without --prior or test pairs: its prior from a first trace. */
+    if (rc == 0 && ((dj->h.fam == FAM_IC && !dj->h.icp) ||
+                    (fam_is_gold(dj->h.fam) && !dj->h.d.prior && !dj->have_oj && !dj->o.data_theta))) {
+        if (sims) {
+            rc = model_finish(&dj->h, &dj->o, sims);
+        } else {
+            cli_complain("this model needs simulators");
+            rc = 1;
+        }
+    }
     if (rc == 0 && !dj->prepared) rc = job_prepare(dj);
-    if (rc == 0) rc = dj->o.data_theta ? load_files(dj) : dj->have_oj ? take_sims(dj) : 0;
-    if (rc == 0) rc = diag_run(dj, NULL, result, sizeof result);
+    if (rc == 0)
+        rc = dj->o.data_theta ? load_files(dj)
+             : dj->have_oj    ? take_sims(dj)
+             : sims && dj->o.n ? run_sims(dj, sims)
+                               : 0;
+    if (rc == 0) rc = diag_run(dj, result, sizeof result);
     cli_capture(NULL, 0);
     if (rc == 0 || rc == 3)
         snprintf(msg, msg_len, "%s", result);
@@ -2261,18 +2303,22 @@ int diag_job_run(diag_job *dj, char *msg, size_t msg_len)
     return rc;
 }
 
-void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total)
+void diag_job_progress(const diag_job *dj, uint64_t *done, uint64_t *total, const char **unit)
 {
-    uint64_t t = atomic_load(&((diag_job *)dj)->ctl.total);
-    /* Traces while the test pairs are simulated; then rounds (0 of 0 until
-     * the rounds start). */
-    if (!t && dj->have_oj && dj->oj.next_commit < dj->o.n) {
-        *done = dj->oj.next_commit;
+    diag_ctl *c = &((diag_job *)dj)->ctl;
+    uint64_t t = atomic_load(&c->total), s = atomic_load(&c->sims);
+    /* Traces while the live test pairs are simulated; then rounds (0 of 0
+     * until the rounds start).  Atomics only: the diagnosis thread and the
+     * engine's write them. */
+    if (!t && dj->o.live && !dj->o.data_theta && s < dj->o.n) {
+        *done = s;
         *total = dj->o.n;
+        *unit = "traces";
         return;
     }
-    *done = atomic_load(&((diag_job *)dj)->ctl.done);
+    *done = atomic_load(&c->done);
     *total = t;
+    *unit = "rounds";
 }
 
 void diag_job_stop(diag_job *dj) { atomic_store(&dj->ctl.stop, 1); }
@@ -2311,6 +2357,18 @@ void diag_job_destroy(diag_job **pdj)
     *pdj = NULL;
 }
 
+/* The command line's runner: its own engine, one run at a time. */
+static int engine_runner(void *ctx, const char *what, policy *p, const job_ops *ops, void *job,
+                         const observation *obs, size_t n_obs)
+{
+    engine *e = ctx;
+    (void)what;
+    engine_set_observations(e, obs, n_obs);
+    int rc = engine_run(e, p, ops, job);
+    engine_set_observations(e, NULL, 0);
+    return rc;
+}
+
 int ppxd_diagnose_main(int argc, char **argv)
 {
     int rc;
@@ -2328,19 +2386,17 @@ int ppxd_diagnose_main(int argc, char **argv)
     if (o->live) {
         if (!(e = engine_new(&o->ecfg))) goto done;
         g_engine = e;
-        dj->h.e = e;
-        if ((rc = model_finish(&dj->h, o, e)) != 0) goto done;
+        diag_job_set_runner(dj, &(diag_runner){engine_slots(e), engine_runner, e});
+        if ((rc = model_finish(&dj->h, o, &dj->runner)) != 0) goto done;
     }
     if ((rc = job_prepare(dj)) != 0) goto done;
     if (o->data_theta) {
         if ((rc = load_files(dj)) != 0) goto done;
     } else if (o->live && o->n) {
-        rc = 1;
-        if (begin_sims(dj, engine_slots(e)) < 0) goto done;
-        if (engine_run(e, dj->p, &ordered_job_ops, &dj->oj) != 0) dj->oj.failed = 1;
-        if ((rc = take_sims(dj)) != 0) goto done;
+        if ((rc = run_sims(dj, &dj->runner)) != 0) goto done;
     }
-    rc = diag_run(dj, e, NULL, 0);
+    if (e && dj->h.fam == FAM_IC) engine_set_progress(e, 0); /* short runs, one per round: the rounds report */
+    rc = diag_run(dj, NULL, 0);
 done:
     if (e && !o->quiet) engine_print_stats(e, stderr);
     g_engine = NULL;

@@ -4,10 +4,12 @@
  * timings), shows its rounds as progress and its outputs are fetched; a
  * live job's test pairs come from the daemon's pool (examples/gaussian
  * connecting in) and equal the CLI's with launched simulators, and a files
- * job on that job's outputs (JOB/OUTPUT) ranks alike; requests naming
- * models or files that are missing or outside the data directory, or
- * asking for what needs simulators during the diagnosis, are refused with
- * their reason at submit time and the daemon keeps serving; a running
+ * job on that job's outputs (JOB/OUTPUT) ranks alike; so do a live job's
+ * predictive check and an IC model's importance sampling, which simulate
+ * on the pool during the diagnosis (sub-jobs of the daemon's loop), and
+ * cancel there; requests naming models or files that are missing or
+ * outside the data directory, or options a job cannot use, are refused
+ * with their reason at submit time and the daemon keeps serving; a running
  * diagnosis cancels.
  *
  * No Criterion .timeout (see test_faults.c); waits are bounded explicitly. */
@@ -370,16 +372,10 @@ Test(daemon_diagnose, files_job_equals_the_cli_and_is_fetched)
 Test(daemon_diagnose, bad_requests_are_refused_and_the_daemon_keeps_serving)
 {
     make_model_and_pairs(100);
-    /* A symbolic link out of the data directory, and a fake IC network. */
-    char *evil = path_in("data/datasets/evil.npy"), *secret = path_in("secret.npy"), *icd = path_in("data/ic"),
-         *icf = path_in("data/ic/net.ppxm");
+    /* A symbolic link out of the data directory. */
+    char *evil = path_in("data/datasets/evil.npy"), *secret = path_in("secret.npy");
     write_pairs("secret.npy", "secret_x.npy", 10, 9);
     cr_assert_eq(symlink(secret, evil), 0);
-    cr_assert(mkdir(icd, 0755) == 0);
-    FILE *f = fopen(icf, "w");
-    cr_assert_not_null(f);
-    fputs("not really\n", f);
-    fclose(f);
     daemon_proc d = {0};
     start_daemon(&d);
     refused(&d, "--model nope: no such model", "diagnose", "--model", "nope", "--data", "t.npy", "x.npy", NULL);
@@ -392,8 +388,8 @@ Test(daemon_diagnose, bad_requests_are_refused_and_the_daemon_keeps_serving)
     refused(&d, "no job 'j99'", "diagnose", "--model", "m", "--data", "j99/test_theta.npy", "x.npy", NULL);
     refused(&d, "--reference /etc/passwd", "diagnose", "--model", "m", "--data", "t.npy", "x.npy", "--obs", "1",
             "--reference", "/etc/passwd", NULL);
-    refused(&d, "is an IC network", "diagnose", "--model", "net", "--data", "t.npy", "x.npy", NULL);
-    refused(&d, "posterior predictive check", "diagnose", "--model", "m", "-n", "100", "--obs", "1", NULL);
+    refused(&d, "--ppc-n needs --obs and live test pairs", "diagnose", "--model", "m", "--data", "t.npy", "x.npy",
+            "--obs", "1", "--ppc-n", "100", NULL);
     refused(&d, "-o is not for jobs", "diagnose", "--model", "m", "--data", "t.npy", "x.npy", "-o", "/tmp/x", NULL);
     refused(&d, "simulator options are not for jobs", "diagnose", "--model", "m", "-n", "10", "--sim-cmd",
             "x {endpoint}", NULL);
@@ -416,8 +412,6 @@ Test(daemon_diagnose, bad_requests_are_refused_and_the_daemon_keeps_serving)
     free(good);
     free(evil);
     free(secret);
-    free(icd);
-    free(icf);
 }
 
 Test(daemon_diagnose, a_running_diagnosis_cancels)
@@ -533,6 +527,200 @@ Test(daemon_diagnose, live_job_on_the_pool_equals_the_cli)
     free(rb);
     free(ja);
     free(jb);
+    free(m);
+    free(cli);
+    free(cmd);
+    free(bin);
+    free(prog);
+    free(msg);
+    free(id);
+    free(tr);
+}
+
+/* cli/NAME and data/jobs/ID/NAME are the same bytes, for each NAME. */
+static void same_as_cli(const char *id, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *a = path_in("cli/%s", names[i]), *b = path_in("data/jobs/%s/%s", id, names[i]);
+        assert_same_file(a, b);
+        free(a);
+        free(b);
+    }
+    char *ja = path_in("cli/report.json"), *jb = path_in("data/jobs/%s/report.json", id);
+    char *ra = report_sans_timing(ja), *rb = report_sans_timing(jb);
+    cr_expect_str_eq(ra, rb, "the reports differ beyond their timings");
+    free(ra);
+    free(rb);
+    free(ja);
+    free(jb);
+}
+
+/* Polls the job's status until field contains want (up to ms); 1 when it did. */
+static int await_field(const daemon_proc *d, const char *id, const char *field, const char *want, int ms)
+{
+    for (int t = 0; t < ms; t += 50) {
+        char *v = job_field(d, id, field);
+        int hit = strstr(v, want) != NULL;
+        free(v);
+        if (hit) return 1;
+        sleep_ms(50);
+    }
+    return 0;
+}
+
+/* The predictive check of a live job simulates on the pool (its sub-job,
+ * run by the daemon's loop while the diagnosis thread waits) and equals
+ * the CLI's with launched simulators byte for byte: every trace i draws
+ * from RNG streams (seed, i) whichever session runs it, and the commits
+ * are in index order, so neither the pool's slot count (the daemon's 256
+ * sessions, the CLI's -j 2) nor which simulator ran a trace changes a
+ * value.  Then a long predictive check: waiting for simulators when the
+ * pool empties under it, cancelled there; and a daemon stopped (SIGTERM)
+ * during one exits cleanly. */
+Test(daemon_diagnose, predictive_check_on_the_pool_equals_the_cli_and_cancels)
+{
+    char *data = path_in("data");
+    cr_assert(mkdir(data, 0755) == 0);
+    free(data);
+    daemon_proc d = {0};
+    start_daemon(&d);
+    start_sims(&d, 2);
+    char *tr = submit(&d, "gauss", "train", "npe", "-n", "1000", "--theta", "mu", "--x", "obs0,obs1", "--max-epochs",
+                      "5", NULL);
+    cr_assert_eq(wait_job(&d, tr), 0, "train job: %s", job_field(&d, tr, "message"));
+    char *id = submit(&d, "ppc", "diagnose", "--model", "gauss", "-n", "40", "-L", "50", "--seed", "7", "--obs",
+                      "obs0=8", "--obs", "obs1=9", "--ppc-n", "300", "--truth", "7", NULL);
+    cr_assert_eq(wait_job(&d, id), 0, "diagnose job: %s", job_field(&d, id, "message"));
+    char *prog = job_field(&d, id, "progress"), *outs = job_field(&d, id, "outputs");
+    cr_expect_str_eq(prog, "40/40 rounds");
+    cr_expect(strstr(outs, "ppc_x.npy") && strstr(outs, "ppc.csv") && strstr(outs, "x_o.npy"), "outputs: %s", outs);
+
+    char *bin = tk_build_path("examples/gaussian"), *cmd = NULL, *err;
+    cr_assert(asprintf(&cmd, "%s {endpoint}", bin) > 0);
+    char *m = real_in("data/models/gauss.ppxm"), *cli = path_in("cli");
+    int rc = run_ppxd(&err, "diagnose", "--model", m, "--sim-cmd", cmd, "-j", "2", "-n", "40", "-L", "50", "--seed",
+                      "7", "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "300", "--truth", "7", "-o", cli,
+                      "--quiet", NULL);
+    cr_assert_eq(rc, 0, "ppxd diagnose failed (%d): %s", rc, err);
+    free(err);
+    const char *same[] = {"ppc_theta.npy", "ppc_x.npy", "ppc.csv", "x_o.npy", "truth.npy", "test_theta.npy",
+                          "test_x.npy", "ranks.npy", "tarp.npy", "summary.txt"};
+    /* (summary.txt: its rounds line has the timings) */
+    same_as_cli(id, same, sizeof same / sizeof *same - 1);
+    char *rp = path_in("data/jobs/%s/report.json", id), *rep = slurp_text(rp);
+    cr_expect(strstr(rep, "\"ppc\": {\"verdict\": ") && strstr(rep, "\"simulations\": 300"), "%s", rep);
+    free(rep);
+    free(rp);
+
+    /* A predictive check of 2 million simulations: its phase shows, it waits
+     * when the simulators go, and cancels there. */
+    char *lng = submit(&d, NULL, "diagnose", "--model", "gauss", "-n", "2", "-L", "10", "--obs", "obs0=8", "--obs",
+                       "obs1=9", "--ppc-n", "2000000", NULL);
+    cr_assert(await_field(&d, lng, "message", "the posterior predictive check", 30000), "message: %s",
+              job_field(&d, lng, "message"));
+    for (int i = 0; i < d.n_sim; i++) tk_stop(d.sim[i], 300);
+    d.n_sim = 0;
+    cr_assert(await_field(&d, lng, "message", "waiting for simulators", 10000), "message: %s",
+              job_field(&d, lng, "message"));
+    char *st = job_field(&d, lng, "state");
+    cr_expect_str_eq(st, "RUNNING");
+    free(st);
+    cr_assert_eq(ctl(&d, NULL, &err, "job", "cancel", lng, NULL), 0, "%s", err);
+    free(err);
+    cr_assert_eq(wait_job(&d, lng), 1);
+    st = job_field(&d, lng, "state");
+    cr_expect_str_eq(st, "CANCELLED");
+    free(st);
+    char *lo = job_field(&d, lng, "outputs");
+    cr_expect(!strstr(lo, "report.json") && !strstr(lo, "ppc_x.npy"), "a cancelled diagnosis writes no report: %s",
+              lo);
+    free(lo);
+
+    /* Stopped while a predictive check runs: the daemon exits cleanly. */
+    start_sims(&d, 2);
+    char *last = submit(&d, NULL, "diagnose", "--model", "gauss", "-n", "2", "-L", "10", "--obs", "obs0=8", "--obs",
+                        "obs1=9", "--ppc-n", "2000000", NULL);
+    cr_assert(await_field(&d, last, "message", "the posterior predictive check", 30000), "message: %s",
+              job_field(&d, last, "message"));
+    sleep_ms(200);
+    stop_daemon(&d);
+    free(last);
+    free(lng);
+    free(m);
+    free(cli);
+    free(cmd);
+    free(bin);
+    free(prog);
+    free(outs);
+    free(id);
+    free(tr);
+}
+
+/* An IC network from a train-ic job (DIR/ic) diagnosed as a job: its first
+ * trace, test pairs and each round's importance sampling (and the
+ * posterior at x_o for the predictive check) are sub-jobs on the pool; the
+ * outputs equal the CLI's for the same seed (as above: streams per trace
+ * index, commits in order).  With --data it is refused with the reason;
+ * cancelled while a round's importance sampling runs, it ends CANCELLED
+ * and the daemon goes on. */
+Test(daemon_diagnose, ic_model_on_the_pool_equals_the_cli_and_cancels)
+{
+    char *data = path_in("data"), *ds = path_in("data/datasets");
+    cr_assert(mkdir(data, 0755) == 0 && mkdir(ds, 0755) == 0);
+    free(data);
+    free(ds);
+    daemon_proc d = {0};
+    start_daemon(&d);
+    start_sims(&d, 2);
+    char *tr = submit(&d, "gic", "train", "ic", "--max-traces", "1000", "--val", "100", NULL);
+    cr_assert_eq(wait_job(&d, tr), 0, "train ic job: %s", job_field(&d, tr, "message"));
+    char *id = submit(&d, "icd", "diagnose", "--model", "gic", "-n", "20", "-L", "40", "--traces", "60", "--seed",
+                      "4", "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "100", NULL);
+    cr_assert_eq(wait_job(&d, id), 0, "diagnose job: %s", job_field(&d, id, "message"));
+    char *prog = job_field(&d, id, "progress"), *msg = job_field(&d, id, "message");
+    cr_expect_str_eq(prog, "20/20 rounds");
+    cr_expect(strstr(msg, "20 rounds x 40 samples (live, fresh seeds)"), "message: %s", msg);
+
+    char *bin = tk_build_path("examples/gaussian"), *cmd = NULL, *err;
+    cr_assert(asprintf(&cmd, "%s {endpoint}", bin) > 0);
+    char *m = real_in("data/ic/gic.ppxm"), *cli = path_in("cli");
+    int rc = run_ppxd(&err, "diagnose", "--model", m, "--sim-cmd", cmd, "-j", "2", "-n", "20", "-L", "40", "--traces",
+                      "60", "--seed", "4", "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "100", "-o", cli,
+                      "--quiet", NULL);
+    cr_assert_eq(rc, 0, "ppxd diagnose failed (%d): %s", rc, err);
+    free(err);
+    const char *same[] = {"test_theta.npy", "test_x.npy", "ranks.npy", "hpd.npy", "tarp.npy", "ess.npy",
+                          "coverage.csv", "ppc_theta.npy", "ppc_x.npy", "ppc.csv"};
+    same_as_cli(id, same, sizeof same / sizeof *same);
+    /* The model as JOB/OUTPUT too. */
+    char *byjob = submit(&d, NULL, "diagnose", "--model", "gic/model.ppxm", "-n", "3", "-L", "10", "--traces", "20",
+                         NULL);
+    cr_assert_eq(wait_job(&d, byjob), 0, "diagnose job: %s", job_field(&d, byjob, "message"));
+
+    /* With --data: refused, saying why (by name and as JOB/OUTPUT). */
+    write_pairs("data/datasets/t.npy", "data/datasets/x.npy", 10, 2);
+    refused(&d, "take live test pairs: give -n ROUNDS, not --data", "diagnose", "--model", "gic", "--data", "t.npy",
+            "x.npy", NULL);
+    refused(&d, "is an IC network", "diagnose", "--model", "gic/model.ppxm", "--data", "t.npy", "x.npy", NULL);
+
+    /* Cancelled during a round (100000 importance-sampling traces each). */
+    char *lng = submit(&d, NULL, "diagnose", "--model", "gic", "-n", "5", "-L", "10", "--traces", "100000", NULL);
+    cr_assert(await_field(&d, lng, "progress", "/5 rounds", 30000), "progress: %s", job_field(&d, lng, "progress"));
+    sleep_ms(300);
+    cr_assert_eq(ctl(&d, NULL, &err, "job", "cancel", lng, NULL), 0, "%s", err);
+    free(err);
+    cr_assert_eq(wait_job(&d, lng), 1);
+    char *st = job_field(&d, lng, "state"), *lp = job_field(&d, lng, "progress");
+    cr_expect_str_eq(st, "CANCELLED");
+    cr_expect_lt(atol(lp), 5, "progress %s", lp);
+    char *next = submit(&d, NULL, "diagnose", "--model", "gic", "-n", "3", "-L", "10", "--traces", "20", NULL);
+    cr_assert_eq(wait_job(&d, next), 0, "the next job runs: %s", job_field(&d, next, "message"));
+    stop_daemon(&d);
+    free(st);
+    free(lp);
+    free(next);
+    free(lng);
+    free(byjob);
     free(m);
     free(cli);
     free(cmd);
