@@ -15,7 +15,8 @@
  * (default 10000); PPXD_BENCH_TASKS ("two_moons,gaussian_linear");
  * PPXD_BENCH_THETA_TF (1, the default: NPE's automatic theta transforms; 2: also
  * the logit of uniform dimensions; 0: none);
- * PPXD_BENCH_FLOWS ("nsf,maf"); PPXD_SBIBM_DIR (default: ../shared/data/sbibm
+ * PPXD_BENCH_FLOWS ("nsf,maf"); PPXD_BENCH_HIDDEN, PPXD_BENCH_PATIENCE: the flow's
+ * width and the early-stopping patience, for experiments (defaults: npe.h's); PPXD_SBIBM_DIR (default: ../shared/data/sbibm
  * from the repository, then /work/shared/data/sbibm).
  * Not a test: it prints figures and exits 0 (also when the data are absent).
  */
@@ -220,6 +221,7 @@ static void run_task(const char *dir, const task *t, int n_sims, int n_seeds, in
                 continue;
             }
             flow_config fc = flow_config_default(kinds[fk], t->D, t->C);
+            fc.hidden = env_int("PPXD_BENCH_HIDDEN", fc.hidden);
             npe_train_config cfg = npe_train_defaults();
             cfg.seed = (uint64_t)s;
             cfg.threads = 1;
@@ -227,6 +229,7 @@ static void run_task(const char *dir, const task *t, int n_sims, int n_seeds, in
              * 2 also the logit of uniform dimensions, 0 none, for comparison
              * within one run. */
             cfg.theta_transform = env_int("PPXD_BENCH_THETA_TF", NPE_TF_AUTO);
+            cfg.patience = env_int("PPXD_BENCH_PATIENCE", cfg.patience);
             npe_train_report rep;
             double w0 = wall_now(), c0 = cpu_now();
             npe_posterior *p = npe_train(&d, pr, &fc, &cfg, &rep, err, sizeof err);
