@@ -827,3 +827,35 @@ Test(daemon, a_job_ends_when_its_last_trace_is_in)
                  el[4]);
     stop_daemon(&d, 1);
 }
+
+/* Simulators idle for longer than the heartbeat timeout, then given work:
+ * they get no PINGs while idle, and the silence that counts once a trace
+ * is out starts at its Run, so none of them is taken for dead (a job
+ * submitted after a quiet spell lost its first traces to "no reply to
+ * heartbeats" when the silence was counted from the last bytes). */
+Test(daemon, simulators_idle_past_the_heartbeat_timeout_take_work)
+{
+    daemon_proc d = {0};
+    const char *hb[] = {"--heartbeat-ms", "100", "--heartbeat-timeout-ms", "300", NULL};
+    start_daemon(&d, NULL, hb);
+    start_sims(&d, 2);
+    char *warm = submit(&d, NULL, "simulate", "-n", "10", NULL);
+    cr_assert_eq(wait_job(&d, warm, NULL), 0);
+    free(warm);
+    for (int k = 0; k < 2; k++) {
+        sleep_ms(1000); /* idle for 10 heartbeats, past the 0.3 s timeout */
+        char *id = submit(&d, NULL, "simulate", "-n", "200", NULL);
+        char *st;
+        cr_assert_eq(wait_job(&d, id, &st), 0, "%s", st);
+        free(st);
+        free(id);
+    }
+    char *sims;
+    cr_assert_eq(ctl(&d, &sims, NULL, "sims", NULL), 0);
+    char *log = slurp_text(d.log);
+    cr_assert_null(strstr(log, "no reply to heartbeats"), "an idle simulator was taken for dead:\n%s", log);
+    cr_assert_null(strstr(log, "left"), "a simulator left:\n%s\n%s", log, sims);
+    free(log);
+    free(sims);
+    stop_daemon(&d, 1);
+}
