@@ -730,3 +730,48 @@ Test(daemon_diagnose, ic_model_on_the_pool_equals_the_cli_and_cancels)
     free(id);
     free(tr);
 }
+
+/* Simulators come and go during a predictive check: killed mid-way (the
+ * job then waits for simulators), new ones join, and the job finishes with
+ * the CLI's bytes (a killed simulator's trace is run again elsewhere, and
+ * every trace's values depend only on its index). */
+Test(daemon_diagnose, predictive_check_survives_its_simulators_leaving)
+{
+    char *data = path_in("data");
+    cr_assert(mkdir(data, 0755) == 0);
+    free(data);
+    daemon_proc d = {0};
+    start_daemon(&d);
+    start_sims(&d, 2);
+    char *tr = submit(&d, "gauss", "train", "npe", "-n", "1000", "--theta", "mu", "--x", "obs0,obs1", "--max-epochs",
+                      "5", NULL);
+    cr_assert_eq(wait_job(&d, tr), 0, "train job: %s", job_field(&d, tr, "message"));
+    char *id = submit(&d, "ppc", "diagnose", "--model", "gauss", "-n", "5", "-L", "20", "--seed", "3", "--obs",
+                      "obs0=8", "--obs", "obs1=9", "--ppc-n", "30000", NULL);
+    cr_assert(await_field(&d, id, "message", "the posterior predictive check", 30000), "message: %s",
+              job_field(&d, id, "message"));
+    sleep_ms(300);
+    for (int i = 0; i < d.n_sim; i++) tk_stop(d.sim[i], 300);
+    d.n_sim = 0;
+    cr_assert(await_field(&d, id, "message", "waiting for simulators", 10000), "message: %s",
+              job_field(&d, id, "message"));
+    start_sims(&d, 2);
+    cr_assert_eq(wait_job(&d, id), 0, "diagnose job: %s", job_field(&d, id, "message"));
+
+    char *bin = tk_build_path("examples/gaussian"), *cmd = NULL, *err;
+    cr_assert(asprintf(&cmd, "%s {endpoint}", bin) > 0);
+    char *m = real_in("data/models/gauss.ppxm"), *cli = path_in("cli");
+    int rc = run_ppxd(&err, "diagnose", "--model", m, "--sim-cmd", cmd, "-j", "2", "-n", "5", "-L", "20", "--seed",
+                      "3", "--obs", "obs0=8", "--obs", "obs1=9", "--ppc-n", "30000", "-o", cli, "--quiet", NULL);
+    cr_assert_eq(rc, 0, "ppxd diagnose failed (%d): %s", rc, err);
+    free(err);
+    const char *same[] = {"ppc_theta.npy", "ppc_x.npy", "ppc.csv", "test_theta.npy", "test_x.npy", "ranks.npy"};
+    same_as_cli(id, same, sizeof same / sizeof *same);
+    stop_daemon(&d);
+    free(m);
+    free(cli);
+    free(cmd);
+    free(bin);
+    free(id);
+    free(tr);
+}
