@@ -578,10 +578,7 @@ static int name_ok(const char *s)
  * the daemon's): refuse them rather than surprise. */
 static int engine_options_changed(const engine_config *c)
 {
-    engine_config def;
-    engine_config_defaults(&def);
-    return c->msg_timeout_ms != def.msg_timeout_ms || c->start_timeout_ms != def.start_timeout_ms ||
-           c->max_failures != def.max_failures || c->limits.max_message_bytes != def.limits.max_message_bytes;
+    return engine_timeouts_changed(c) || c->limits.max_message_bytes != ppx_limits_default().max_message_bytes;
 }
 
 /* A job by id, else the latest of that name (under mu). */
@@ -790,10 +787,8 @@ static int job_parse(ppxdaemon *d, djob *j, char *msg, size_t msg_len)
     }
     cli *c = &j->c;
     const engine_sim_options *so = &c->sims;
-    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
-        so->heartbeat_ms || so->heartbeat_timeout_ms) {
-        snprintf(msg, msg_len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
-                               "--sim-model MODEL chooses the simulators)");
+    if (engine_sim_options_given(so)) {
+        snprintf(msg, msg_len, ENGINE_JOB_SIM_OPTIONS_REFUSED);
         return -1;
     }
     if (engine_options_changed(&c->ecfg)) {

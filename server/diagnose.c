@@ -2181,15 +2181,10 @@ int diag_job_daemon_check(const diag_job *dj, char *msg, size_t len)
 {
     const diag_opts *o = &dj->o;
     const engine_sim_options *so = &o->sims;
-    engine_config def;
-    engine_config_defaults(&def);
-    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
-        so->heartbeat_ms || so->heartbeat_timeout_ms)
-        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
-                           "--sim-model MODEL chooses the simulators)");
-    else if (o->ecfg.msg_timeout_ms != def.msg_timeout_ms || o->ecfg.start_timeout_ms != def.start_timeout_ms ||
-             o->ecfg.max_failures != def.max_failures)
-        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    if (engine_sim_options_given(so))
+        snprintf(msg, len, ENGINE_JOB_SIM_OPTIONS_REFUSED);
+    else if (engine_timeouts_changed(&o->ecfg))
+        snprintf(msg, len, ENGINE_JOB_TIMEOUTS_REFUSED);
     else if (o->out)
         snprintf(msg, len, "-o is not for jobs: the outputs go to the job's directory (ppxctl job fetch ID)");
     else if (o->threads)

@@ -139,6 +139,20 @@ int engine_config_option(engine_config *c, const char *name, const char *arg, ch
  * does not need before stopping them (seconds). */
 #define ENGINE_DONE_GRACE_S 0.1
 
+int engine_sim_options_given(const engine_sim_options *o)
+{
+    return o->sim_cmd || o->n_launch || o->n_connect || o->n_listen || o->model || o->listen_max || o->heartbeat_ms ||
+           o->heartbeat_timeout_ms;
+}
+
+int engine_timeouts_changed(const engine_config *c)
+{
+    engine_config def;
+    engine_config_defaults(&def);
+    return c->msg_timeout_ms != def.msg_timeout_ms || c->start_timeout_ms != def.start_timeout_ms ||
+           c->max_failures != def.max_failures;
+}
+
 int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, char *err, size_t err_len)
 {
     uint64_t v;

@@ -172,6 +172,18 @@ int engine_sim_option(engine_sim_options *o, const char *name, const char *arg, 
 int engine_sim_options_apply(const engine_sim_options *o, engine_config *c, char *err, size_t err_len);
 void engine_sim_options_free(engine_sim_options *o);
 
+/* Daemon jobs run on the daemon's pool with its engine settings, so a job's
+ * command line may set neither: whether it gave any simulator option, and
+ * whether it moved the message or start timeout or the failure limit from
+ * engine_config_defaults (0/1).  The messages refusing them follow. */
+int engine_sim_options_given(const engine_sim_options *o);
+int engine_timeouts_changed(const engine_config *c);
+#define ENGINE_JOB_SIM_OPTIONS_REFUSED                                                                                 \
+    "simulator options are not for jobs: the daemon's pool is used (ppxctl submit --sim-model MODEL chooses the "      \
+    "simulators)"
+#define ENGINE_JOB_TIMEOUTS_REFUSED                                                                                    \
+    "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's"
+
 typedef struct job_ops {
     /* A session is free: return 1 with *index set to start trace `index`, 0 to leave it idle for now. */
     int (*next)(void *job, size_t slot, uint64_t *index);

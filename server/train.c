@@ -671,14 +671,12 @@ int train_job_daemon_check(const train_job *tj, char *msg, size_t len)
 {
     const train_opts *o = &tj->o;
     const engine_sim_options *so = &o->sims;
-    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
-        so->heartbeat_ms || so->heartbeat_timeout_ms)
-        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
-                           "--sim-model MODEL chooses the simulators)");
+    if (engine_sim_options_given(so))
+        snprintf(msg, len, ENGINE_JOB_SIM_OPTIONS_REFUSED);
     else if (o->data_theta)
         snprintf(msg, len, "--data reads files on the daemon's host: not for jobs (train from the pool's simulations)");
-    else if (o->ecfg.msg_timeout_ms != 10000 || o->ecfg.start_timeout_ms != 30000 || o->ecfg.max_failures != 20)
-        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    else if (engine_timeouts_changed(&o->ecfg))
+        snprintf(msg, len, ENGINE_JOB_TIMEOUTS_REFUSED);
     else if (o->out || o->save_data || o->n_serve || o->serve_name)
         snprintf(msg, len, "-o, --save-data, --serve and --serve-name are not for jobs: the model goes to the job's "
                            "directory and is served under the job's name");

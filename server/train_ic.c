@@ -1022,19 +1022,14 @@ int ic_job_daemon_check(const ic_job *j, char *msg, size_t len)
 {
     const opts *o = &j->o;
     const engine_sim_options *so = &o->sims;
-    engine_config def;
-    engine_config_defaults(&def);
-    if (so->sim_cmd || so->n_launch || so->n_connect || so->n_listen || so->model || so->listen_max ||
-        so->heartbeat_ms || so->heartbeat_timeout_ms)
-        snprintf(msg, len, "simulator options are not for jobs: the daemon's pool is used (ppxctl submit "
-                           "--sim-model MODEL chooses the simulators)");
+    if (engine_sim_options_given(so))
+        snprintf(msg, len, ENGINE_JOB_SIM_OPTIONS_REFUSED);
     else if (o->data)
         snprintf(msg, len, "--data reads a file on the daemon's host: not for jobs (train from the pool's simulations)");
     else if (o->out)
         snprintf(msg, len, "-o is not for jobs: the network goes to the job's directory");
-    else if (o->ecfg.msg_timeout_ms != def.msg_timeout_ms || o->ecfg.start_timeout_ms != def.start_timeout_ms ||
-             o->ecfg.max_failures != def.max_failures)
-        snprintf(msg, len, "--timeout-ms, --start-timeout-ms and --max-failures are the daemon's options, not a job's");
+    else if (engine_timeouts_changed(&o->ecfg))
+        snprintf(msg, len, ENGINE_JOB_TIMEOUTS_REFUSED);
     else
         return 0;
     return -1;
