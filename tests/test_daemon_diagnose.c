@@ -568,6 +568,22 @@ static int await_field(const daemon_proc *d, const char *id, const char *field, 
     return 0;
 }
 
+/* A daemon with 2 Gaussian simulators connected in and an NPE trained on
+ * them by a job named "gauss" (served as gauss, DIR/models/gauss.ppxm); the
+ * train job's id. */
+static char *daemon_with_gauss_model(daemon_proc *d)
+{
+    char *data = path_in("data");
+    cr_assert(mkdir(data, 0755) == 0);
+    free(data);
+    start_daemon(d);
+    start_sims(d, 2);
+    char *tr = submit(d, "gauss", "train", "npe", "-n", "1000", "--theta", "mu", "--x", "obs0,obs1", "--max-epochs",
+                      "5", NULL);
+    cr_assert_eq(wait_job(d, tr), 0, "train job: %s", job_field(d, tr, "message"));
+    return tr;
+}
+
 /* The predictive check of a live job simulates on the pool (its sub-job,
  * run by the daemon's loop while the diagnosis thread waits) and equals
  * the CLI's with launched simulators byte for byte: every trace i draws
@@ -579,15 +595,8 @@ static int await_field(const daemon_proc *d, const char *id, const char *field, 
  * during one exits cleanly. */
 Test(daemon_diagnose, predictive_check_on_the_pool_equals_the_cli_and_cancels)
 {
-    char *data = path_in("data");
-    cr_assert(mkdir(data, 0755) == 0);
-    free(data);
     daemon_proc d = {0};
-    start_daemon(&d);
-    start_sims(&d, 2);
-    char *tr = submit(&d, "gauss", "train", "npe", "-n", "1000", "--theta", "mu", "--x", "obs0,obs1", "--max-epochs",
-                      "5", NULL);
-    cr_assert_eq(wait_job(&d, tr), 0, "train job: %s", job_field(&d, tr, "message"));
+    char *tr = daemon_with_gauss_model(&d);
     char *id = submit(&d, "ppc", "diagnose", "--model", "gauss", "-n", "40", "-L", "50", "--seed", "7", "--obs",
                       "obs0=8", "--obs", "obs1=9", "--ppc-n", "300", "--truth", "7", NULL);
     cr_assert_eq(wait_job(&d, id), 0, "diagnose job: %s", job_field(&d, id, "message"));
@@ -737,15 +746,8 @@ Test(daemon_diagnose, ic_model_on_the_pool_equals_the_cli_and_cancels)
  * every trace's values depend only on its index). */
 Test(daemon_diagnose, predictive_check_survives_its_simulators_leaving)
 {
-    char *data = path_in("data");
-    cr_assert(mkdir(data, 0755) == 0);
-    free(data);
     daemon_proc d = {0};
-    start_daemon(&d);
-    start_sims(&d, 2);
-    char *tr = submit(&d, "gauss", "train", "npe", "-n", "1000", "--theta", "mu", "--x", "obs0,obs1", "--max-epochs",
-                      "5", NULL);
-    cr_assert_eq(wait_job(&d, tr), 0, "train job: %s", job_field(&d, tr, "message"));
+    char *tr = daemon_with_gauss_model(&d);
     char *id = submit(&d, "ppc", "diagnose", "--model", "gauss", "-n", "5", "-L", "20", "--seed", "3", "--obs",
                       "obs0=8", "--obs", "obs1=9", "--ppc-n", "30000", NULL);
     cr_assert(await_field(&d, id, "message", "the posterior predictive check", 30000), "message: %s",
